@@ -1,0 +1,71 @@
+/* batchcore — command-line front end of libbatchcore.
+ * Results go to stdout, diagnostics and progress to stderr.
+ * Exit status: 0 success, 1 failure, 2 usage error. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+void cli_report(const char *what, bc_status st) {
+    fprintf(stderr, "batchcore: %s: %s: %s\n", what, bc_status_string(st), bc_last_error());
+}
+
+static int cmd_version(int argc, char **argv);
+
+static const cli_command commands[] = {
+    {"version", "print the library and ABI versions", cmd_version},
+};
+static const size_t command_count = sizeof commands / sizeof commands[0];
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: batchcore [--version] [--help] <command> [options]\n"
+            "\n"
+            "CPU inference and training core for small transformer language models.\n"
+            "\n"
+            "commands:\n");
+    for (size_t i = 0; i < command_count; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out,
+            "\n"
+            "Run 'batchcore <command> --help' for a command's options.\n"
+            "Exit status: 0 success, 1 failure, 2 usage error.\n");
+}
+
+static int cmd_version(int argc, char **argv) {
+    (void)argv;
+    if (argc > 1) {
+        if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+            printf("usage: batchcore version\n\nPrints the library version and ABI version.\n");
+            return EXIT_OK;
+        }
+        fprintf(stderr, "batchcore version: unexpected argument '%s'\n", argv[1]);
+        return EXIT_USAGE;
+    }
+    printf("batchcore %s (library %s, abi %u, header abi %d)\n", BC_VERSION_STRING, bc_version(),
+           (unsigned)bc_abi_version(), BC_ABI_VERSION);
+    if (bc_abi_version() != BC_ABI_VERSION) {
+        fprintf(stderr, "batchcore: warning: library ABI %u differs from header ABI %d\n",
+                (unsigned)bc_abi_version(), BC_ABI_VERSION);
+        return EXIT_FAIL;
+    }
+    return EXIT_OK;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return EXIT_OK;
+    }
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0) return cmd_version(1, argv + 1);
+    for (size_t i = 0; i < command_count; i++)
+        if (strcmp(cmd, commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "batchcore: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return EXIT_USAGE;
+}
