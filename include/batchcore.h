@@ -15,9 +15,10 @@
  *    query followed by a copy into a caller-owned buffer.
  *  - Every bc_<x>_create / bc_<x>_load has a bc_<x>_free that accepts NULL.
  *  - Option structs start with `uint32_t struct_size`, set by their
- *    bc_<x>_params_default(). The library reads only the fields that struct_size
- *    covers, so a caller compiled against an older header keeps working when
- *    fields are appended; fields it does not know get their defaults.
+ *    bc_<x>_default(out, sizeof *out). The library reads (and writes) only the bytes
+ *    struct_size covers, so a caller compiled against an older header keeps working
+ *    when fields are appended; fields it does not know get their defaults. Result
+ *    structs also start with struct_size, which the caller sets before the call.
  *  - Ownership is stated on each function. Unless stated otherwise, pointers passed
  *    in are borrowed for the duration of the call only.
  *  - Thread safety is stated per handle. Functions without a handle are thread-safe.
@@ -98,6 +99,260 @@ const char *bc_status_string(bc_status status);
  * same thread (successful calls leave it untouched). Thread-local.
  */
 const char *bc_last_error(void);
+
+/* ------------------------------------------------------------------------- */
+/* Runtime                                                                   */
+/* ------------------------------------------------------------------------- */
+
+/**
+ * Sets the number of threads batchcore uses for its own parallel work AND for
+ * OpenBLAS (one setting, so the two never oversubscribe the cores). 0 = all online
+ * cores (the default). Call it between operations, not while another thread is
+ * inside the library. Errors: BC_E_INVALID_ARGUMENT when n is negative or > 4096.
+ */
+bc_status bc_set_num_threads(int32_t n);
+
+/** The number of threads in use (never 0). Thread-safe. */
+int32_t bc_get_num_threads(void);
+
+/* ------------------------------------------------------------------------- */
+/* Optimizers                                                                */
+/* ------------------------------------------------------------------------- */
+/*
+ * An optimizer updates caller-owned float32 parameter buffers from caller-owned
+ * gradient buffers, in parameter groups with their own hyperparameters. The
+ * library owns the optimizer state (moments, step counts). Update rules follow
+ * PyTorch's torch.optim (SGD, Adam, AdamW, Adagrad, RMSprop; foreach=False), timm's
+ * Lamb and Lion, and Adaptive Braking (arXiv 2007.01397) to float32 rounding.
+ *
+ * Typical loop:
+ *   bc_optimizer *opt; bc_optimizer_create(BC_OPTIM_ADAMW, &opt);
+ *   bc_optim_hparams hp; bc_optim_hparams_default(BC_OPTIM_ADAMW, &hp, sizeof hp); hp.lr = 3e-4;
+ *   uint32_t g; bc_optimizer_add_group(opt, &hp, &g);
+ *   bc_optimizer_add_tensor(opt, g, "w", w, dw, n, NULL);
+ *   for (...) { compute dw; bc_optimizer_step(opt, NULL, NULL); }
+ *   bc_optimizer_free(opt);
+ *
+ * Thread safety: an optimizer handle is used by one thread at a time (a step
+ * itself runs on bc_get_num_threads() threads). Distinct optimizers may run
+ * concurrently if they share no buffers.
+ */
+
+typedef struct bc_optimizer bc_optimizer;
+
+typedef enum bc_optim_algorithm {
+    BC_OPTIM_SGD = 1,      /**< torch.optim.SGD: momentum, dampening, nesterov, weight decay */
+    BC_OPTIM_ADAM = 2,     /**< torch.optim.Adam (L2 weight decay), amsgrad */
+    BC_OPTIM_ADAMW = 3,    /**< torch.optim.AdamW (decoupled weight decay), amsgrad */
+    BC_OPTIM_ADAGRAD = 4,  /**< torch.optim.Adagrad: lr_decay, initial_accumulator_value */
+    BC_OPTIM_RMSPROP = 5,  /**< torch.optim.RMSprop: alpha, centered, momentum */
+    BC_OPTIM_LAMB = 6,     /**< LAMB as timm Lamb / NVIDIA FusedLAMB (per-tensor trust ratio) */
+    BC_OPTIM_LION = 7,     /**< Lion as timm Lion (sign update, decoupled weight decay) */
+    BC_OPTIM_ADABRAKE = 8  /**< SGD-momentum with Adaptive Braking (gradient scaled by 1 - alpha*cos(g, v)) */
+} bc_optim_algorithm;
+
+/**
+ * Hyperparameters of one parameter group. Names follow torch.optim; a field an
+ * algorithm does not use is ignored. Booleans are 0/1.
+ */
+typedef struct bc_optim_hparams {
+    uint32_t struct_size;            /**< sizeof(bc_optim_hparams), set by bc_optim_hparams_default */
+    double lr;                       /**< learning rate, >= 0 */
+    double weight_decay;             /**< >= 0; L2 (SGD/Adam/Adagrad/RMSprop/LAMB) or decoupled (AdamW/Lion) */
+    double beta1;                    /**< Adam/AdamW/LAMB/Lion, in [0,1) */
+    double beta2;                    /**< Adam/AdamW/LAMB in [0,1); Lion in [0,1] */
+    double eps;                      /**< >= 0 */
+    double momentum;                 /**< SGD, RMSprop, Adaptive Braking */
+    double dampening;                /**< SGD */
+    double alpha;                    /**< RMSprop smoothing constant; Adaptive Braking strength */
+    double lr_decay;                 /**< Adagrad */
+    double initial_accumulator_value;/**< Adagrad (used when a tensor is added) */
+    double max_grad_norm;            /**< LAMB's own global clip, timm style (group 0's value is used; 0 = off) */
+    int32_t nesterov;                /**< SGD */
+    int32_t amsgrad;                 /**< Adam/AdamW */
+    int32_t centered;                /**< RMSprop */
+    int32_t maximize;                /**< ascend instead of descend */
+    int32_t grad_averaging;          /**< LAMB: first moment takes (1-beta1)*g (1) or g (0) */
+    int32_t trust_clip;              /**< LAMB: clamp the trust ratio to <= 1 */
+    int32_t always_adapt;            /**< LAMB: apply the trust ratio even with weight_decay 0 */
+} bc_optim_hparams;
+
+/**
+ * Fills *out with the reference defaults of `algorithm` (PyTorch's, or timm's for
+ * LAMB/Lion) and sets out->struct_size = size. Pass size = sizeof(*out): the library
+ * writes only that many bytes, so a caller built against an older header is safe.
+ * (Every *_default function below takes the same size argument.)
+ * Errors: NULL out, size smaller than 4, unknown algorithm.
+ */
+bc_status bc_optim_hparams_default(bc_optim_algorithm algorithm, bc_optim_hparams *out, size_t size);
+
+/**
+ * Creates an optimizer with no groups. On success *out owns a handle the caller
+ * frees with bc_optimizer_free. Errors: NULL out, unknown algorithm.
+ */
+bc_status bc_optimizer_create(bc_optim_algorithm algorithm, bc_optimizer **out);
+
+/** Frees the optimizer and all its state; NULL is a no-op. Caller buffers are untouched. */
+void bc_optimizer_free(bc_optimizer *opt);
+
+/**
+ * Adds a parameter group. hparams may be NULL for the algorithm's defaults. On
+ * success *group_id (if not NULL) receives the group's index (0, 1, ...).
+ * Errors: NULL opt, invalid hyperparameters (negative lr, beta outside [0,1), ...).
+ */
+bc_status bc_optimizer_add_group(bc_optimizer *opt, const bc_optim_hparams *hparams, uint32_t *group_id);
+
+/**
+ * Registers a tensor in a group: `count` float32 parameters at `param` and their
+ * gradients at `grad`. Both buffers stay owned by the caller and must stay valid
+ * (and not move) until the optimizer is freed; the library reads `grad` and writes
+ * `param` only inside bc_optimizer_step. `name` (may be NULL) is copied; names must
+ * be unique. On success *tensor_id (if not NULL) receives the tensor's index.
+ * Errors: NULL opt/param/grad, count <= 0, unknown group, a param buffer that
+ * overlaps one already registered (duplicate registration), grad overlapping param,
+ * duplicate name.
+ */
+bc_status bc_optimizer_add_tensor(bc_optimizer *opt, uint32_t group, const char *name, float *param,
+                                  const float *grad, int64_t count, uint32_t *tensor_id);
+
+/**
+ * Copies group `group`'s hyperparameters into *out, writing only out->struct_size
+ * bytes (set it first, e.g. with bc_optim_hparams_default).
+ */
+bc_status bc_optimizer_get_hparams(const bc_optimizer *opt, uint32_t group, bc_optim_hparams *out);
+
+/** Replaces group `group`'s hyperparameters (validated first; nothing changes on error). */
+bc_status bc_optimizer_set_hparams(bc_optimizer *opt, uint32_t group, const bc_optim_hparams *hparams);
+
+/** Use as `group` in bc_optimizer_set_lr to address every group. */
+#define BC_ALL_GROUPS UINT32_MAX
+
+/** Sets the learning rate of one group, or of all with BC_ALL_GROUPS. lr must be finite and >= 0. */
+bc_status bc_optimizer_set_lr(bc_optimizer *opt, uint32_t group, double lr);
+
+/** Options of one step. */
+typedef struct bc_optim_step_params {
+    uint32_t struct_size;   /**< sizeof(bc_optim_step_params) */
+    double grad_scale;      /**< gradients are multiplied by this (1.0); e.g. 1/accumulation_steps */
+    double max_grad_norm;   /**< global L2 clip of the scaled gradients, torch clip_grad_norm_ style; 0 = off */
+    int32_t check_finite;   /**< 1 (default): a NaN/Inf gradient skips the step with BC_E_NON_FINITE */
+} bc_optim_step_params;
+
+/** Fills *out with the defaults (grad_scale 1, no clipping, check_finite 1); size = sizeof(*out). */
+bc_status bc_optim_step_params_default(bc_optim_step_params *out, size_t size);
+
+/** What a step did. */
+typedef struct bc_optim_step_result {
+    uint32_t struct_size;   /**< set by the caller to sizeof(bc_optim_step_result) */
+    double grad_norm;       /**< global L2 norm of the scaled gradients before clipping (NaN if not computed) */
+    double clip_coef;       /**< factor applied by clipping (1 = none) */
+    int64_t step;           /**< steps taken (group 0) after this call */
+    int32_t skipped;        /**< 1 if the step was skipped because of a non-finite gradient */
+} bc_optim_step_result;
+
+/**
+ * One step over every registered tensor. params may be NULL (defaults); result may
+ * be NULL. On BC_E_NON_FINITE no parameter or state changed, and *result (if given)
+ * still reports grad_norm and skipped = 1: this is the one failure that fills an
+ * output. Errors: NULL opt, bad params, non-finite gradient, out of memory (state is
+ * allocated on the first step that needs it).
+ */
+bc_status bc_optimizer_step(bc_optimizer *opt, const bc_optim_step_params *params, bc_optim_step_result *result);
+
+/** Number of groups / tensors / total parameters. Errors: NULL arguments. */
+bc_status bc_optimizer_info(const bc_optimizer *opt, uint32_t *groups, uint32_t *tensors, int64_t *parameters);
+
+/**
+ * Saves the full optimizer state (algorithm, all groups' hyperparameters and step
+ * counts, every tensor's name, size and state buffers; not the parameters) to a
+ * file: versioned, little-endian, CRC-32 checked. The file is written to a
+ * temporary name and renamed, so a crash never leaves a half-written state file.
+ */
+bc_status bc_optimizer_save(const bc_optimizer *opt, const char *path);
+
+/**
+ * Loads a state saved from an optimizer with the same algorithm, groups and
+ * tensors (same count, order, sizes and names). The whole file is validated before
+ * anything changes: a corrupt, truncated or mismatched file returns BC_E_FORMAT and
+ * leaves the optimizer as it was. Resuming gives bit-identical results to never
+ * stopping.
+ */
+bc_status bc_optimizer_load(bc_optimizer *opt, const char *path);
+
+/** Size in bytes of the state bc_optimizer_save_buffer would write now. */
+bc_status bc_optimizer_state_size(const bc_optimizer *opt, size_t *size);
+
+/**
+ * Writes the state into the caller's buffer of `capacity` bytes; *written gets the
+ * size. Errors: capacity too small (BC_E_INVALID_ARGUMENT, nothing written).
+ */
+bc_status bc_optimizer_save_buffer(const bc_optimizer *opt, void *buffer, size_t capacity, size_t *written);
+
+/** Loads state from a buffer, with the same validation as bc_optimizer_load. */
+bc_status bc_optimizer_load_buffer(bc_optimizer *opt, const void *buffer, size_t size);
+
+/* ------------------------------------------------------------------------- */
+/* Learning-rate schedules                                                   */
+/* ------------------------------------------------------------------------- */
+
+typedef enum bc_lr_schedule_kind {
+    BC_LR_CONSTANT = 0,       /**< base_lr (after an optional linear warmup) */
+    BC_LR_WARMUP_COSINE = 1,  /**< linear warmup, then cosine from base_lr to min_lr at total_steps */
+    BC_LR_WARMUP_LINEAR = 2,  /**< linear warmup, then linear from base_lr to min_lr at total_steps */
+    BC_LR_WSD = 3             /**< warmup-stable-decay: warmup, constant, then linear decay over the last decay_steps */
+} bc_lr_schedule_kind;
+
+typedef struct bc_lr_schedule {
+    uint32_t struct_size;  /**< sizeof(bc_lr_schedule) */
+    int32_t kind;          /**< a bc_lr_schedule_kind */
+    double base_lr;        /**< peak learning rate */
+    double min_lr;         /**< final learning rate */
+    int64_t warmup_steps;  /**< linear ramp from 0 over these steps (step s gets base_lr*(s+1)/warmup) */
+    int64_t total_steps;   /**< length of the schedule; steps past it keep min_lr */
+    int64_t decay_steps;   /**< WSD: length of the final decay phase */
+} bc_lr_schedule;
+
+/** Fills *out: constant 1e-3, no warmup; size = sizeof(*out). */
+bc_status bc_lr_schedule_default(bc_lr_schedule *out, size_t size);
+
+/**
+ * The learning rate for 0-based step `step` under `schedule`; a pure function.
+ * Errors: NULL arguments, negative step or lengths, warmup/decay longer than
+ * total_steps, unknown kind, non-finite or negative rates.
+ */
+bc_status bc_lr_schedule_eval(const bc_lr_schedule *schedule, int64_t step, double *lr);
+
+/* ------------------------------------------------------------------------- */
+/* Exponential moving average of parameters                                  */
+/* ------------------------------------------------------------------------- */
+/*
+ * A model EMA keeps shadow copies of parameter tensors:
+ *   shadow = d * shadow + (1 - d) * param, with d = decay^kappa,
+ * where kappa is the batch-size scaling factor of the step (the "How to Scale Your
+ * EMA" rule: when the batch is scaled by kappa, the decay becomes decay^kappa so the
+ * EMA's horizon in samples stays the same). kappa = 1 for the base batch size.
+ * Thread safety: one thread at a time per handle.
+ */
+typedef struct bc_ema bc_ema;
+
+/** Creates an EMA with base decay in [0, 1]. *out is freed with bc_ema_free. */
+bc_status bc_ema_create(double decay, bc_ema **out);
+
+/** Frees the EMA and its shadow copies; NULL is a no-op. */
+void bc_ema_free(bc_ema *ema);
+
+/**
+ * Tracks `count` floats at `param` (caller-owned, must stay valid until the EMA is
+ * freed); the shadow starts as a copy of the current values. *tensor_id (optional)
+ * receives the index. Errors: NULL, count <= 0, overlap with a tracked tensor.
+ */
+bc_status bc_ema_add_tensor(bc_ema *ema, const float *param, int64_t count, uint32_t *tensor_id);
+
+/** One EMA update of every tracked tensor with decay^kappa (kappa > 0, finite). */
+bc_status bc_ema_update(bc_ema *ema, double kappa);
+
+/** Copies tensor `tensor_id`'s shadow into dst (count must equal the tensor's count). */
+bc_status bc_ema_copy(const bc_ema *ema, uint32_t tensor_id, float *dst, int64_t count);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -26,6 +26,12 @@ public struct OptimizerStepReport: Equatable, Sendable {
     public var clipCoefficient = 1.0
     /// Steps taken so far by the first group, after this step.
     public var step: Int64 = 0
+
+    public init(gradNorm: Double = .nan, clipCoefficient: Double = 1, step: Int64 = 0) {
+        self.gradNorm = gradNorm
+        self.clipCoefficient = clipCoefficient
+        self.step = step
+    }
 }
 
 /// An optimizer over parameter groups of caller-owned float32 buffers. Not thread-safe:
@@ -40,6 +46,8 @@ public final class Optimizer {
     public let algorithm: OptimizerAlgorithm
     public private(set) var groups: [Group] = []
     public private(set) var tensors: [OptimizerTensor] = []
+    /// The gradient norm the last step (or skipped step) measured; NaN if none.
+    public private(set) var lastGradNorm = Double.nan
 
     /// Work items: the concatenation of all tensors cut into chunks of about
     /// `chunkElements`, so small tensors share an item and big ones are split.
@@ -137,6 +145,7 @@ public final class Optimizer {
             let total = tensorSquares.reduce(0, +)
             let norm = total.squareRoot() * abs(options.gradScale)
             report.gradNorm = norm
+            lastGradNorm = norm
             if !total.isFinite {
                 let bad = tensors.indices.first { !tensorSquares[$0].isFinite }.map { tensors[$0].name } ?? "?"
                 throw BatchCoreError(.nonFinite, "non-finite gradient in tensor '\(bad)' (norm \(norm)); step skipped, state unchanged")

@@ -33,6 +33,17 @@ public struct OptimizerHyperparameters: Equatable, Sendable {
     /// LAMB: apply the trust ratio even when weight decay is 0.
     public var alwaysAdapt: Bool
 
+    public init(lr: Double, weightDecay: Double, beta1: Double, beta2: Double, eps: Double, momentum: Double,
+                dampening: Double, alpha: Double, lrDecay: Double, initialAccumulatorValue: Double, maxGradNorm: Double,
+                nesterov: Bool, amsgrad: Bool, centered: Bool, maximize: Bool, gradAveraging: Bool, trustClip: Bool,
+                alwaysAdapt: Bool) {
+        self.lr = lr; self.weightDecay = weightDecay; self.beta1 = beta1; self.beta2 = beta2; self.eps = eps
+        self.momentum = momentum; self.dampening = dampening; self.alpha = alpha; self.lrDecay = lrDecay
+        self.initialAccumulatorValue = initialAccumulatorValue; self.maxGradNorm = maxGradNorm
+        self.nesterov = nesterov; self.amsgrad = amsgrad; self.centered = centered; self.maximize = maximize
+        self.gradAveraging = gradAveraging; self.trustClip = trustClip; self.alwaysAdapt = alwaysAdapt
+    }
+
     /// PyTorch's (or the reference implementation's) defaults for each algorithm.
     public static func defaults(for algorithm: OptimizerAlgorithm) -> OptimizerHyperparameters {
         var h = OptimizerHyperparameters(
