@@ -27,7 +27,7 @@ let package = Package(
             exclude: ["exports.map"],
             linkerSettings: [
                 .unsafeFlags([
-                    "-static-stdlib",
+                    "-static-stdlib", "-use-ld=lld",
                     "-Xlinker", "--version-script=Sources/BatchCore/exports.map",
                     "-Xlinker", "-soname=libbatchcore.so.0",
                 ])

@@ -124,6 +124,11 @@ public final class Optimizer {
         }
     }
 
+    /// Replaces all groups' hyperparameters and step counts (state loading).
+    func replaceGroups(_ newGroups: [Group]) {
+        groups = newGroups
+    }
+
     // MARK: step
 
     /// One optimizer step over every registered tensor. Throws `.nonFinite` (and
