@@ -17,4 +17,6 @@ typedef struct cli_command {
     int (*run)(int argc, char **argv);
 } cli_command;
 
+int cmd_bench(int argc, char **argv);
+
 #endif

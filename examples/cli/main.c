@@ -14,6 +14,7 @@ static int cmd_version(int argc, char **argv);
 
 static const cli_command commands[] = {
     {"version", "print the library and ABI versions", cmd_version},
+    {"bench", "benchmarks on this machine (bench optim)", cmd_bench},
 };
 static const size_t command_count = sizeof commands / sizeof commands[0];
 

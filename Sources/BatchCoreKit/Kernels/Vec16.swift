@@ -51,3 +51,18 @@ func sumDouble(_ v: Vec16) -> Double {
     for k in 0..<16 { s += Double(v[k]) }
     return s
 }
+
+#if arch(x86_64)
+import _Builtin_intrinsics.intel
+#endif
+
+/// Lane-wise correctly rounded square root as one vsqrtps per 8 lanes (the
+/// standard library's SIMD squareRoot() calls sqrtf lane by lane).
+@inline(__always)
+func sqrt16(_ v: Vec16) -> Vec16 {
+    #if arch(x86_64)
+    return Vec16(lowHalf: _mm256_sqrt_ps(v.lowHalf), highHalf: _mm256_sqrt_ps(v.highHalf))
+    #else
+    return v.squareRoot()
+    #endif
+}

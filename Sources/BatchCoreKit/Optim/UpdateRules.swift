@@ -143,7 +143,7 @@ enum UpdateRules {
                 store16(vmax, vmaxp, i, n)
                 denomBase = vmax
             }
-            let denom = denomBase.squareRoot() / s.bc2Sqrt + s.eps
+            let denom = sqrt16(denomBase) / s.bc2Sqrt + s.eps
             x = x + (m * s.negStepSize) / denom
             store16(x, p, i, n)
         }
@@ -160,7 +160,7 @@ enum UpdateRules {
             if s.hasWeightDecay { g = fma16(s.weightDecay, x, g) }
             let sum = fma16(g, g, load16(sp, i, n))
             store16(sum, sp, i, n)
-            let std = sum.squareRoot() + s.eps
+            let std = sqrt16(sum) + s.eps
             x = x + (g * s.negClr) / std
             store16(x, p, i, n)
         }
@@ -184,9 +184,9 @@ enum UpdateRules {
             if let gap {
                 let ga = lerp16(load16(gap, i, n), g, s.oneMinusAlpha)
                 store16(ga, gap, i, n)
-                avg = fma16(-ga, ga, sq).squareRoot()
+                avg = sqrt16(fma16(-ga, ga, sq))
             } else {
-                avg = sq.squareRoot()
+                avg = sqrt16(sq)
             }
             avg = avg + s.eps
             if let bufp {
@@ -243,7 +243,7 @@ enum UpdateRules {
 
     @inline(__always)
     static func lambUpdate(_ m: Vec16, _ v: Vec16, _ x: Vec16, _ s: StepScalars) -> Vec16 {
-        let denom = v.squareRoot() / s.bc2Sqrt + s.eps
+        let denom = sqrt16(v) / s.bc2Sqrt + s.eps
         var u = (m / s.bc1) / denom
         if s.hasWeightDecay { u = fma16(s.weightDecay, x, u) }
         return u
