@@ -67,7 +67,7 @@ static void model_init(model *m) {
     rng_state = 7ULL;
     for (int i = 0; i < HIDDEN * 2; i++) m->w1[i] = (float)(2.0 * uniform01() - 1.0);
     for (int i = 0; i < HIDDEN; i++) m->b1[i] = (float)(0.5 * (2.0 * uniform01() - 1.0));
-    for (int i = 0; i < HIDDEN; i++) m->w2[i] = (float)(0.1 * (2.0 * uniform01() - 1.0));
+    for (int i = 0; i < HIDDEN; i++) m->w2[i] = (float)(0.02 * (2.0 * uniform01() - 1.0));
     m->b2[0] = 0.0f;
     memset(m->gw1, 0, sizeof m->gw1);
     memset(m->gb1, 0, sizeof m->gb1);

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# batchcore benchmarks.
+#   bench/run.sh [optim] [--quick]
+# With no bench name, every bench runs (today: optim). --quick uses small sizes.
+# Environment:
+#   BENCH_PREFIX     install prefix for batchcore (default: a fresh temp dir)
+#   BENCH_OUT        where raw logs and the table go (default: $BENCH_PREFIX/results)
+#   BENCH_IDLE_WAIT  max seconds to wait for the machine to go idle first (default 120; 0 = don't)
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+benches=()
+quick=()
+for arg in "$@"; do
+    case "$arg" in
+        --quick) quick=(--quick) ;;
+        optim) benches+=("$arg") ;;
+        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+        *) echo "run.sh: unknown argument '$arg' (benches: optim; flags: --quick)" >&2; exit 2 ;;
+    esac
+done
+[ ${#benches[@]} -gt 0 ] || benches=(optim)
+
+prefix=${BENCH_PREFIX:-$(mktemp -d /tmp/batchcore-bench.XXXXXX)}
+out=${BENCH_OUT:-$prefix/results}
+mkdir -p "$prefix" "$out"
+log() { echo "[run.sh] $*" >&2; }
+
+# --- Python + torch (the CPU wheel only; pip is configured with --find-links /opt/wheels) ---
+want_torch="2.13.0+cpu"
+if ! python3 -c "import torch, sys; sys.exit(torch.__version__ != '$want_torch')" 2>/dev/null; then
+    log "installing torch==$want_torch"
+    python3 -m pip install -q "torch==$want_torch"
+fi
+
+# --- batchcore: build and install to the prefix (retry: SwiftPM may be busy/locked) ---
+log "building batchcore into $prefix"
+ok=0
+for attempt in 1 2 3; do
+    if make -C "$repo" install PREFIX="$prefix" >"$out/build.log" 2>&1; then ok=1; break; fi
+    log "build attempt $attempt failed (see $out/build.log); retrying in 30 s"
+    tail -5 "$out/build.log" >&2 || true
+    sleep 30
+done
+[ "$ok" = 1 ] || { log "build failed"; cat "$out/build.log" >&2; exit 1; }
+export PKG_CONFIG_PATH="$prefix/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+
+machine_info() {
+    echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "machine: nproc=$(nproc), CPU: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)," \
+         "L3: $(lscpu 2>/dev/null | sed -n 's/^L3 cache:[[:space:]]*//p'), RAM: $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+    echo "torch: $(python3 -c 'import torch; print(torch.__version__)'), batchcore: $(pkg-config --modversion batchcore)"
+}
+
+# Waits (bounded) until the 1-minute load average is below 0.5, so other jobs on
+# this small machine do not distort the numbers; warns if it never gets there.
+wait_idle() {
+    local max=${BENCH_IDLE_WAIT:-120} waited=0 load
+    while :; do
+        load=$(cut -d' ' -f1 /proc/loadavg)
+        if awk -v l="$load" 'BEGIN { exit !(l < 0.5) }'; then return 0; fi
+        if [ "$waited" -ge "$max" ]; then
+            log "WARNING: load average is $load (other processes running): results may be noisy"
+            return 0
+        fi
+        [ "$waited" -eq 0 ] && log "waiting up to ${max}s for load average ($load) to drop below 0.5"
+        sleep 5
+        waited=$((waited + 5))
+    done
+}
+
+run_optim() {
+    local bin="$prefix/optim_bench" res="$out/optim_results.txt"
+    log "compiling optim_bench.c against the installed header (pkg-config batchcore)"
+    # shellcheck disable=SC2046
+    cc -std=c99 -O3 -march=native -Wall -Wextra -Werror -pedantic $(pkg-config --cflags batchcore) \
+        -o "$bin" "$here/optim_bench.c" $(pkg-config --libs batchcore) -lpthread -lm
+    wait_idle
+    {
+        machine_info | sed 's/^/# /'
+        echo "# load before: $(cat /proc/loadavg)"
+    } >"$res"
+    log "running optim_bench ${quick[*]:-}"
+    "$bin" "${quick[@]}" | tee -a "$res"
+    log "running optim_torch.py ${quick[*]:-}"
+    python3 "$here/optim_torch.py" "${quick[@]}" | tee -a "$res"
+    echo "# load after: $(cat /proc/loadavg)" >>"$res"
+    python3 - "$res" >"$out/optim_table.md" <<'EOF'
+import re, sys
+rows, bound, header = [], {}, []
+for line in open(sys.argv[1]):
+    if line.startswith("# date") or line.startswith("# machine") or line.startswith("# torch:") or line.startswith("# load"):
+        header.append(line[2:].strip())
+    kv = dict(re.findall(r"(\w+)=(\S+)", line))
+    if line.startswith("BOUND "):
+        bound[int(kv["threads"])] = float(kv["gbps"])
+    elif line.startswith("RESULT "):
+        rows.append(kv)
+def human(n):
+    n = int(n)
+    return f"{n / 1e6:g}M" if n >= 1e6 else f"{n / 1e3:g}K"
+base = {(r["n"], r["algo"], r["threads"]): float(r["params_per_s"])
+        for r in rows if r["impl"] == "batchcore" and r["check"] == "0"}
+order = {"batchcore": 0, "torch-fused": 1, "torch-foreach": 2, "torch-forloop": 3}
+rows.sort(key=lambda r: (int(r["n"]), r["algo"], int(r["threads"]), order.get(r["impl"], 9), r["check"]))
+for h in header:
+    print(f"- {h}")
+print("- bandwidth bound (best STREAM-like kernel, same thread count): "
+      + ", ".join(f"{t} thread{'s' if t > 1 else ''} = {g:.1f} GB/s" for t, g in sorted(bound.items())))
+print()
+print("| size | algo | threads | impl | params/s | GB/s | % of bw | vs batchcore |")
+print("|---:|---|---:|---|---:|---:|---:|---:|")
+for r in rows:
+    impl = r["impl"] + (" (check_finite=1)" if r["impl"] == "batchcore" and r["check"] == "1" else "")
+    t = int(r["threads"]); pps = float(r["params_per_s"]); gbps = float(r["gbps"])
+    pct = f"{100 * gbps / bound[t]:.0f}%" if t in bound else "n/a"
+    b = base.get((r["n"], r["algo"], r["threads"]))
+    ratio = f"{pps / b:.2f}x" if b else "n/a"
+    print(f"| {human(r['n'])} | {r['algo']} | {t} | {impl} | {pps / 1e6:,.0f}M | {gbps:.1f} | {pct} | {ratio} |")
+print()
+print("GB/s = params/s x bytes per param (AdamW 28: read p,g,m,v + write p,m,v; SGD-momentum 16: read p,g,buf + write p,buf); "
+      "'vs batchcore' = params/s / batchcore(check_finite=0) params/s, > 1 means faster than batchcore.")
+EOF
+    echo
+    cat "$out/optim_table.md"
+    log "raw results: $res; table: $out/optim_table.md"
+}
+
+for b in "${benches[@]}"; do
+    "run_$b"
+done
