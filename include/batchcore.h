@@ -259,7 +259,7 @@ typedef struct bc_optim_step_result {
  */
 bc_status bc_optimizer_step(bc_optimizer *opt, const bc_optim_step_params *params, bc_optim_step_result *result);
 
-/** Number of groups / tensors / total parameters. Errors: NULL arguments. */
+/** Number of groups / tensors / total parameters; any output may be NULL, not all. Errors: NULL opt, all outputs NULL. */
 bc_status bc_optimizer_info(const bc_optimizer *opt, uint32_t *groups, uint32_t *tensors, int64_t *parameters);
 
 /**
@@ -308,8 +308,8 @@ typedef struct bc_lr_schedule {
     double base_lr;        /**< peak learning rate */
     double min_lr;         /**< final learning rate */
     int64_t warmup_steps;  /**< linear ramp from 0 over these steps (step s gets base_lr*(s+1)/warmup) */
-    int64_t total_steps;   /**< length of the schedule; steps past it keep min_lr */
-    int64_t decay_steps;   /**< WSD: length of the final decay phase */
+    int64_t total_steps;   /**< length of the schedule (>= warmup_steps); from it on, min_lr (CONSTANT: base_lr; total unused) */
+    int64_t decay_steps;   /**< WSD: length of the final decay phase (> 0, warmup + decay <= total) */
 } bc_lr_schedule;
 
 /** Fills *out: constant 1e-3, no warmup; size = sizeof(*out). */

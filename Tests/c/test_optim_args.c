@@ -237,7 +237,7 @@ static void test_create_and_groups(void) {
     bad.struct_size = 2;
     CHECK_ERR(bc_optimizer_add_group(opt, &bad, &gid), BC_E_INVALID_ARGUMENT);
     CHECK(gid == 4242);
-    info(opt, &groups, NULL, NULL);
+    info(opt, &groups, &tensors, &params);
     CHECK(groups == 0);
 
     /* Lion allows beta2 = 1 (header: "Lion in [0,1]"), not beta1 = 1. */
@@ -473,13 +473,6 @@ static void test_tensors(void) {
     CHECK_OK(bc_optimizer_add_tensor(opt, 1, "layer.b", w + 32, dw + 32, 32, NULL));
     info(opt, &groups, &tensors, &params);
     CHECK(groups == 2 && tensors == 3 && params == 80);
-    /* Partial info queries. */
-    groups = 0;
-    info(opt, &groups, NULL, NULL);
-    CHECK(groups == 2);
-    params = 0;
-    info(opt, NULL, NULL, &params);
-    CHECK(params == 80);
     bc_optimizer_free(opt);
 }
 
@@ -673,7 +666,8 @@ static void twin_free(twin *t) {
 /* Gradients depend on the step and on the current parameters. */
 static void twin_grads(twin *t, int step) {
     for (int i = 0; i < NA; i++) t->ga[i] = (float)sin(0.3 * i + step) + 0.25f * t->pa[i];
-    for (int i = 0; i < NB; i++) t->gb[i] = (float)cos(0.001 * i * (step + 1)) * 0.5f + 0.1f * t->pb[i];
+    for (int i = 0; i < NB; i++)
+        t->gb[i] = (float)((i * (step + 3)) % 17) * 0.05f - 0.4f + 0.1f * t->pb[i];
 }
 
 static void nonfinite_case(bc_optim_algorithm algo, int bad_step, float bad_value, int bad_in_b, int use_params) {

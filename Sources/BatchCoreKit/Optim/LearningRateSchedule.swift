@@ -42,8 +42,8 @@ public struct LearningRateSchedule: Equatable, Sendable {
         switch kind {
         case .constant: break
         case .warmupCosine, .warmupLinear:
-            guard totalSteps > warmupSteps else {
-                throw BatchCoreError.invalid("schedule: total_steps (\(totalSteps)) must exceed warmup_steps (\(warmupSteps))")
+            guard totalSteps >= warmupSteps else {
+                throw BatchCoreError.invalid("schedule: warmup_steps (\(warmupSteps)) is longer than total_steps (\(totalSteps))")
             }
         case .warmupStableDecay:
             guard decaySteps > 0, warmupSteps + decaySteps <= totalSteps else {
@@ -56,14 +56,14 @@ public struct LearningRateSchedule: Equatable, Sendable {
         try validate()
         guard step >= 0 else { throw BatchCoreError.invalid("schedule: step must be >= 0 (got \(step))") }
         if step < warmupSteps { return baseLR * Double(step + 1) / Double(warmupSteps) }
+        // Decay progress after warmup; a schedule with no decay steps left is at its end.
+        let progress = step >= totalSteps ? 1 : Double(step - warmupSteps) / Double(totalSteps - warmupSteps)
         switch kind {
         case .constant:
             return baseLR
         case .warmupCosine:
-            let progress = min(1, Double(step - warmupSteps) / Double(totalSteps - warmupSteps))
             return minLR + 0.5 * (baseLR - minLR) * (1 + cos(Double.pi * progress))
         case .warmupLinear:
-            let progress = min(1, Double(step - warmupSteps) / Double(totalSteps - warmupSteps))
             return baseLR + (minLR - baseLR) * progress
         case .warmupStableDecay:
             let decayStart = totalSteps - decaySteps

@@ -160,9 +160,11 @@ extension Optimizer {
     public func loadState(from path: String) throws {
         guard let f = fopen(path, "rb") else { throw BatchCoreError.io("cannot open \(path): \(String(cString: strerror(errno)))") }
         defer { fclose(f) }
-        guard fseeko(f, 0, SEEK_END) == 0 else { throw BatchCoreError.io("cannot seek \(path)") }
-        let size = Int(ftello(f))
-        guard size >= 0, fseeko(f, 0, SEEK_SET) == 0 else { throw BatchCoreError.io("cannot seek \(path)") }
+        var info = stat()
+        guard fstat(fileno(f), &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+            throw BatchCoreError.io("\(path) is not a regular file")
+        }
+        let size = Int(info.st_size)
         // A state file can never be larger than this optimizer's state (plus name slack).
         guard size <= stateSize() + 1 << 20 else {
             throw BatchCoreError.format("\(path): \(size) bytes is larger than this optimizer's state could be")

@@ -100,7 +100,9 @@ enum UpdateRules {
     static func sgd(_ t: OptimizerTensor, _ r: Range<Int>, _ s: StepScalars, freshMomentum: Bool) {
         let p = t.param + r.lowerBound, gp = t.grad + r.lowerBound
         let buf = t.slots[0].map { $0 + r.lowerBound }
-        forEachBlock16(r.count) { i, n in
+        // A local always-inlined block body: the loop below runs it in place (a closure
+        // argument would cost a call per 16 elements).
+        @inline(__always) func block(_ i: Int, _ n: Int) {
             var x = load16(p, i, n)
             var g = load16(gp, i, n) * s.gradScale
             if s.hasWeightDecay { g = fma16(s.weightDecay, x, g) }
@@ -117,6 +119,9 @@ enum UpdateRules {
             x = fma16(s.negLr, g, x)
             store16(x, p, i, n)
         }
+        var b = 0
+        while b + 16 <= r.count { block(b, 16); b += 16 }
+        if b < r.count { block(b, r.count - b) }
     }
 
     /// torch.optim.Adam / AdamW (`_single_tensor_adam`):
@@ -127,7 +132,9 @@ enum UpdateRules {
         let p = t.param + o, gp = t.grad + o, mp = t.slots[0]! + o, vp = t.slots[1]! + o
         let vmaxp = s.amsgrad ? t.slots[2]! + o : nil
         let decay = decoupled && s.hasWeightDecay, l2 = !decoupled && s.hasWeightDecay
-        forEachBlock16(r.count) { i, n in
+        // A local always-inlined block body: the loop below runs it in place (a closure
+        // argument would cost a call per 16 elements).
+        @inline(__always) func block(_ i: Int, _ n: Int) {
             var x = load16(p, i, n)
             var g = load16(gp, i, n) * s.gradScale
             if decay { x = x * s.decayFactor }
@@ -147,6 +154,9 @@ enum UpdateRules {
             x = x + (m * s.negStepSize) / denom
             store16(x, p, i, n)
         }
+        var b = 0
+        while b + 16 <= r.count { block(b, 16); b += 16 }
+        if b < r.count { block(b, r.count - b) }
     }
 
     /// torch.optim.Adagrad (`_single_tensor_adagrad`):
@@ -154,7 +164,9 @@ enum UpdateRules {
     static func adagrad(_ t: OptimizerTensor, _ r: Range<Int>, _ s: StepScalars) {
         let o = r.lowerBound
         let p = t.param + o, gp = t.grad + o, sp = t.slots[0]! + o
-        forEachBlock16(r.count) { i, n in
+        // A local always-inlined block body: the loop below runs it in place (a closure
+        // argument would cost a call per 16 elements).
+        @inline(__always) func block(_ i: Int, _ n: Int) {
             var x = load16(p, i, n)
             var g = load16(gp, i, n) * s.gradScale
             if s.hasWeightDecay { g = fma16(s.weightDecay, x, g) }
@@ -164,6 +176,9 @@ enum UpdateRules {
             x = x + (g * s.negClr) / std
             store16(x, p, i, n)
         }
+        var b = 0
+        while b + 16 <= r.count { block(b, 16); b += 16 }
+        if b < r.count { block(b, r.count - b) }
     }
 
     /// torch.optim.RMSprop (`_single_tensor_rmsprop`):
@@ -174,7 +189,9 @@ enum UpdateRules {
         let p = t.param + o, gp = t.grad + o, sqp = t.slots[0]! + o
         let bufp = s.momentum > 0 ? t.slots[1]! + o : nil
         let gap = s.centered ? t.slots[2]! + o : nil
-        forEachBlock16(r.count) { i, n in
+        // A local always-inlined block body: the loop below runs it in place (a closure
+        // argument would cost a call per 16 elements).
+        @inline(__always) func block(_ i: Int, _ n: Int) {
             var x = load16(p, i, n)
             var g = load16(gp, i, n) * s.gradScale
             if s.hasWeightDecay { g = fma16(s.weightDecay, x, g) }
@@ -198,6 +215,9 @@ enum UpdateRules {
             }
             store16(x, p, i, n)
         }
+        var b = 0
+        while b + 16 <= r.count { block(b, 16); b += 16 }
+        if b < r.count { block(b, r.count - b) }
     }
 
     /// Lion (Chen et al., "Symbolic Discovery of Optimization Algorithms"; as timm's Lion):
@@ -205,7 +225,9 @@ enum UpdateRules {
     static func lion(_ t: OptimizerTensor, _ r: Range<Int>, _ s: StepScalars) {
         let o = r.lowerBound
         let p = t.param + o, gp = t.grad + o, mp = t.slots[0]! + o
-        forEachBlock16(r.count) { i, n in
+        // A local always-inlined block body: the loop below runs it in place (a closure
+        // argument would cost a call per 16 elements).
+        @inline(__always) func block(_ i: Int, _ n: Int) {
             var x = load16(p, i, n) * s.decayFactor
             let g = load16(gp, i, n) * s.gradScale
             let m = load16(mp, i, n)
@@ -213,6 +235,9 @@ enum UpdateRules {
             store16(x, p, i, n)
             store16(lerp16(m, g, s.oneMinusBeta2), mp, i, n)
         }
+        var b = 0
+        while b + 16 <= r.count { block(b, 16); b += 16 }
+        if b < r.count { block(b, r.count - b) }
     }
 
     /// LAMB (You et al., "Large Batch Optimization for Deep Learning"; as timm's Lamb /
@@ -222,7 +247,9 @@ enum UpdateRules {
         let o = r.lowerBound
         let p = t.param + o, gp = t.grad + o, mp = t.slots[0]! + o, vp = t.slots[1]! + o
         var pp = SIMD8<Double>(repeating: 0), uu = SIMD8<Double>(repeating: 0)
-        forEachBlock16(r.count) { i, n in
+        // A local always-inlined block body: the loop below runs it in place (a closure
+        // argument would cost a call per 16 elements).
+        @inline(__always) func block(_ i: Int, _ n: Int) {
             let x = load16(p, i, n)
             let g = (load16(gp, i, n) * s.gradScale) / s.gradDivisor
             let m0 = load16(mp, i, n)
@@ -238,6 +265,9 @@ enum UpdateRules {
                 uu = uu.addingProduct(ul, ul).addingProduct(uh, uh)
             }
         }
+        var b = 0
+        while b + 16 <= r.count { block(b, 16); b += 16 }
+        if b < r.count { block(b, r.count - b) }
         return (pp.sum(), uu.sum())
     }
 
@@ -253,12 +283,17 @@ enum UpdateRules {
     static func lambApply(_ t: OptimizerTensor, _ r: Range<Int>, _ s: StepScalars, trust: Float) {
         let o = r.lowerBound
         let p = t.param + o, mp = t.slots[0]! + o, vp = t.slots[1]! + o
-        forEachBlock16(r.count) { i, n in
+        // A local always-inlined block body: the loop below runs it in place (a closure
+        // argument would cost a call per 16 elements).
+        @inline(__always) func block(_ i: Int, _ n: Int) {
             let x = load16(p, i, n)
             var u = lambUpdate(load16(mp, i, n), load16(vp, i, n), x, s)
             if s.lambAdapt { u = u * trust }
             store16(fma16(s.negLr, u, x), p, i, n)
         }
+        var b = 0
+        while b + 16 <= r.count { block(b, 16); b += 16 }
+        if b < r.count { block(b, r.count - b) }
     }
 
     /// Adaptive Braking phase 1 (Venigalla et al., arXiv 2007.01397): returns
@@ -267,7 +302,9 @@ enum UpdateRules {
         let o = r.lowerBound
         let p = t.param + o, gp = t.grad + o, vp = t.slots[0]! + o
         var gg = SIMD8<Double>(repeating: 0), vv = gg, gv = gg
-        forEachBlock16(r.count) { i, n in
+        // A local always-inlined block body: the loop below runs it in place (a closure
+        // argument would cost a call per 16 elements).
+        @inline(__always) func block(_ i: Int, _ n: Int) {
             var g = load16(gp, i, n) * s.gradScale
             if s.hasWeightDecay { g = fma16(s.weightDecay, load16(p, i, n), g) }
             let v = load16(vp, i, n)
@@ -277,6 +314,9 @@ enum UpdateRules {
             vv = vv.addingProduct(vl, vl).addingProduct(vh, vh)
             gv = gv.addingProduct(gl, vl).addingProduct(gh, vh)
         }
+        var b = 0
+        while b + 16 <= r.count { block(b, 16); b += 16 }
+        if b < r.count { block(b, r.count - b) }
         return (gg.sum(), vv.sum(), gv.sum())
     }
 
@@ -286,7 +326,9 @@ enum UpdateRules {
     static func brakingApply(_ t: OptimizerTensor, _ r: Range<Int>, _ s: StepScalars, rho: Float) {
         let o = r.lowerBound
         let p = t.param + o, gp = t.grad + o, vp = t.slots[0]! + o
-        forEachBlock16(r.count) { i, n in
+        // A local always-inlined block body: the loop below runs it in place (a closure
+        // argument would cost a call per 16 elements).
+        @inline(__always) func block(_ i: Int, _ n: Int) {
             let x = load16(p, i, n)
             var g = load16(gp, i, n) * s.gradScale
             if s.hasWeightDecay { g = fma16(s.weightDecay, x, g) }
@@ -294,5 +336,8 @@ enum UpdateRules {
             store16(v, vp, i, n)
             store16(fma16(s.negLr, v, x), p, i, n)
         }
+        var b = 0
+        while b + 16 <= r.count { block(b, 16); b += 16 }
+        if b < r.count { block(b, r.count - b) }
     }
 }
