@@ -1,0 +1,131 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Vectorized exp for float32 (Cephes-style range reduction + degree-6 polynomial):
+/// exp(x) = 2^n · e^r with n = round(x·log2 e), r = x - n·ln 2 (split in two parts);
+/// relative error below 2 ulp over the float range; x < -87.3 gives 0, x > 88.7 gives +inf.
+@inline(__always)
+func exp16(_ x: Vec16) -> Vec16 {
+    let hi = Vec16(repeating: 88.72283), lo = Vec16(repeating: -87.33654)
+    let xc = x.replacing(with: hi, where: x .> hi).replacing(with: lo, where: x .< lo)
+    let n = (xc * 1.442695040888963).rounded(.toNearestOrEven)
+    var r = fma16(n, Vec16(repeating: -0.693359375), xc)
+    r = fma16(n, Vec16(repeating: 2.12194440e-4), r)
+    var p = Vec16(repeating: 1.9875691500e-4)
+    p = fma16(p, r, Vec16(repeating: 1.3981999507e-3))
+    p = fma16(p, r, Vec16(repeating: 8.3334519073e-3))
+    p = fma16(p, r, Vec16(repeating: 4.1665795894e-2))
+    p = fma16(p, r, Vec16(repeating: 1.6666665459e-1))
+    p = fma16(p, r, Vec16(repeating: 5.0000001201e-1))
+    p = fma16(p * r, r, r) + 1
+    // 2^n through the exponent bits.
+    let bits = (SIMD16<Int32>(n) &+ 127) &<< 23
+    var result = p * unsafeBitCast(bits, to: Vec16.self)
+    result = result.replacing(with: .infinity, where: x .> hi)
+    result = result.replacing(with: 0, where: x .< lo)
+    return result
+}
+
+/// Elementwise kernels of the transformer, over raw float32 buffers.
+public enum VectorMath {
+    /// y = x / sqrt(mean(x²) + eps) * weight (RMSNorm), one row of length n.
+    @inline(__always)
+    public static func rmsNorm(_ x: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+                               _ n: Int, eps: Float) {
+        var acc = Vec16(repeating: 0)
+        var i = 0
+        while i + 16 <= n { let v = load16(x, i, 16); acc = fma16(v, v, acc); i += 16 }
+        var sum = acc.sum()
+        while i < n { sum += x[i] * x[i]; i += 1 }
+        let scale = 1 / (sum / Float(n) + eps).squareRoot()
+        i = 0
+        while i + 16 <= n { store16(load16(x, i, 16) * scale * load16(weight, i, 16), y, i, 16); i += 16 }
+        while i < n { y[i] = x[i] * scale * weight[i]; i += 1 }
+    }
+
+    /// out = silu(gate) * up = gate / (1 + exp(-gate)) * up, n elements.
+    @inline(__always)
+    public static func swiglu(_ gate: UnsafePointer<Float>, _ up: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int) {
+        var i = 0
+        while i < n {
+            let lanes = min(16, n - i)
+            let g = load16(gate, i, lanes)
+            store16(g / (exp16(-g) + 1) * load16(up, i, lanes), out, i, lanes)
+            i += lanes
+        }
+    }
+
+    /// In-place softmax of row[0..<n]; returns nothing. Uses the row max for stability.
+    @inline(__always)
+    public static func softmax(_ row: UnsafeMutablePointer<Float>, _ n: Int) {
+        var m = -Float.infinity
+        for i in 0..<n { m = max(m, row[i]) }
+        var sumV = Vec16(repeating: 0)
+        var i = 0
+        while i < n {
+            let lanes = min(16, n - i)
+            var e = exp16(load16(row, i, lanes) - m)
+            if lanes < 16 { for k in lanes..<16 { e[k] = 0 } }
+            store16(e, row, i, lanes)
+            sumV += e
+            i += lanes
+        }
+        let inv = 1 / sumV.sum()
+        i = 0
+        while i < n {
+            let lanes = min(16, n - i)
+            store16(load16(row, i, lanes) * inv, row, i, lanes)
+            i += lanes
+        }
+    }
+
+    /// y += x, n elements.
+    @inline(__always)
+    public static func add(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, _ n: Int) {
+        var i = 0
+        while i < n {
+            let lanes = min(16, n - i)
+            store16(load16(y, i, lanes) + load16(x, i, lanes), y, i, lanes)
+            i += lanes
+        }
+    }
+}
+
+/// Rotary position embedding, "normal" (GPT-J / llama.cpp LLAMA_ROPE_TYPE_NORM)
+/// layout: dimensions (2i, 2i+1) of each head rotate by pos·θ_i, θ_i = base^(-2i/d).
+/// (llama.cpp's converter permutes Llama's Q/K weights so this layout applies.)
+public struct RotaryEmbedding {
+    public let headDim: Int
+    public let base: Float
+    /// θ_i for i in 0..<headDim/2, computed in double.
+    let inverseFrequencies: [Double]
+
+    public init(headDim: Int, base: Float) {
+        self.headDim = headDim
+        self.base = base
+        inverseFrequencies = (0..<headDim / 2).map { i in pow(Double(base), -2 * Double(i) / Double(headDim)) }
+    }
+
+    /// Rotates `heads` consecutive heads of one token at `position` in place.
+    public func apply(_ x: UnsafeMutablePointer<Float>, heads: Int, position: Int) {
+        let half = headDim / 2
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: headDim) { cs in
+            let c = cs.baseAddress!, s = c + half
+            for i in 0..<half {
+                // Angles in float as llama.cpp computes theta = pos * theta_scale^i in float.
+                let angle = Float(Double(position) * inverseFrequencies[i])
+                c[i] = cos(angle)
+                s[i] = sin(angle)
+            }
+            for h in 0..<heads {
+                let v = x + h * headDim
+                for i in 0..<half {
+                    let a = v[2 * i], b = v[2 * i + 1]
+                    v[2 * i] = a * c[i] - b * s[i]
+                    v[2 * i + 1] = a * s[i] + b * c[i]
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,61 @@
+import BatchCoreKit
+import Foundation
+import Testing
+
+/// The transformer against llama.cpp (llama-cpp-python 0.3.36) running the same
+/// SmolLM2-135M-Instruct weights in F32: fixtures from tools/reference/llama_fixtures.py.
+/// Our model is loaded from the Q4_1 GGUF the package registry ships and dequantized
+/// to float32 at load; dequantization is exact, so the weights equal the F32 file's.
+///
+/// Tolerance: per saved position, max|ours - ref| / max|ref| over the vocabulary <= 1e-3.
+@Suite(.serialized, .enabled(if: TestModel.available)) struct ModelReferenceTests {
+    static let fixtures = Repo.path("Tests/fixtures/llama")
+
+    static func loadLogits(_ file: String, rows: Int, vocab: Int) throws -> [Float] {
+        let data = try Data(contentsOf: URL(fileURLWithPath: "\(fixtures)/\(file)"))
+        #expect(data.count == rows * vocab * 4)
+        return data.withUnsafeBytes { raw in (0..<rows * vocab).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) } }
+    }
+
+    @Test func logitsMatchLlamaCpp() throws {
+        let model = try TestModel.shared()
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(Self.fixtures)/logits.json"))) as? [String: Any])
+        let vocab = model.config.vocabSize
+        var worst = 0.0
+        for prompt in json["prompts"] as! [[String: Any]] {
+            let ids = (prompt["ids"] as! [NSNumber]).map { Int32($0.intValue) }
+            let positions = (prompt["positions"] as! [NSNumber]).map(\.intValue)
+            let ref = try Self.loadLogits(prompt["file"] as! String, rows: positions.count, vocab: vocab)
+            let cache = ContiguousKVCache(layerCount: model.config.layerCount, kvDim: model.config.kvDim, maxLength: 2048)
+            var batch = TokenBatch()
+            for (p, t) in ids.enumerated() { batch.append(t, position: p, sequence: 0, logits: positions.contains(p)) }
+            var out = [Float](repeating: 0, count: positions.count * vocab)
+            try out.withUnsafeMutableBufferPointer { try model.forward(batch, cache: cache, logits: $0.baseAddress) }
+            for r in positions.indices {
+                var maxDiff: Float = 0, maxRef: Float = 0
+                for j in 0..<vocab {
+                    maxDiff = max(maxDiff, abs(out[r * vocab + j] - ref[r * vocab + j]))
+                    maxRef = max(maxRef, abs(ref[r * vocab + j]))
+                }
+                let rel = Double(maxDiff / maxRef)
+                worst = max(worst, rel)
+                #expect(rel <= 1e-3, "\(prompt["name"]!) position \(positions[r]): relative error \(rel)")
+            }
+        }
+        print("model reference: worst logits relative error \(worst)")
+    }
+}
+
+/// The default model, when present in the cache (make test fetches it).
+enum TestModel {
+    static let path = (ProcessInfo.processInfo.environment["BATCHCORE_MODEL"])
+        ?? (NSHomeDirectory() + "/.cache/batchcore/SmolLM2-135M-Instruct.Q4_1.gguf")
+    static var available: Bool { FileManager.default.fileExists(atPath: path) }
+    nonisolated(unsafe) private static var cached: Transformer?
+    static func shared() throws -> Transformer {
+        if let cached { return cached }
+        let m = try Transformer(gguf: try GGUFFile(path: path))
+        cached = m
+        return m
+    }
+}
