@@ -44,6 +44,32 @@ import Testing
         }
         print("model reference: worst logits relative error \(worst)")
     }
+
+    /// 64 greedy tokens (argmax, first index on ties), fed back one at a time,
+    /// identical to llama.cpp's continuation of the same prompt with the F32 model.
+    @Test func greedyContinuationsMatchLlamaCpp() throws {
+        let model = try TestModel.shared()
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(Self.fixtures)/greedy.json"))) as? [String: Any])
+        let vocab = model.config.vocabSize
+        for prompt in json["prompts"] as! [[String: Any]] {
+            let ids = (prompt["ids"] as! [NSNumber]).map { Int32($0.intValue) }
+            let expected = ((prompt["f32"] as! [String: Any])["tokens"] as! [NSNumber]).map { Int32($0.intValue) }
+            let cache = ContiguousKVCache(layerCount: model.config.layerCount, kvDim: model.config.kvDim, maxLength: 2048)
+            var logits = [Float](repeating: 0, count: vocab)
+            var batch = TokenBatch()
+            for (p, t) in ids.enumerated() { batch.append(t, position: p, sequence: 0, logits: p == ids.count - 1) }
+            var generated: [Int32] = []
+            for step in 0..<expected.count {
+                try logits.withUnsafeMutableBufferPointer { try model.forward(batch, cache: cache, logits: $0.baseAddress) }
+                var best = 0
+                for j in 1..<vocab where logits[j] > logits[best] { best = j }
+                generated.append(Int32(best))
+                batch = TokenBatch()
+                batch.append(Int32(best), position: ids.count + step, sequence: 0, logits: true)
+            }
+            #expect(generated == expected, "\(prompt["name"]!): first difference at \(zip(generated, expected).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? -1)")
+        }
+    }
 }
 
 /// The default model, when present in the cache (make test fetches it).

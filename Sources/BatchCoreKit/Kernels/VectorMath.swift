@@ -9,7 +9,11 @@ import Glibc
 func exp16(_ x: Vec16) -> Vec16 {
     let hi = Vec16(repeating: 88.72283), lo = Vec16(repeating: -87.33654)
     let xc = x.replacing(with: hi, where: x .> hi).replacing(with: lo, where: x .< lo)
-    let n = (xc * 1.442695040888963).rounded(.toNearestOrEven)
+    // n = round(x·log2 e) with the 1.5·2^23 trick: adding it leaves n in the low
+    // mantissa bits (the standard library's SIMD rounding/conversion is per lane).
+    let magic = Vec16(repeating: 12582912)
+    let shifted = fma16(xc, Vec16(repeating: 1.442695040888963), magic)
+    let n = shifted - magic
     var r = fma16(n, Vec16(repeating: -0.693359375), xc)
     r = fma16(n, Vec16(repeating: 2.12194440e-4), r)
     var p = Vec16(repeating: 1.9875691500e-4)
@@ -19,9 +23,10 @@ func exp16(_ x: Vec16) -> Vec16 {
     p = fma16(p, r, Vec16(repeating: 1.6666665459e-1))
     p = fma16(p, r, Vec16(repeating: 5.0000001201e-1))
     p = fma16(p * r, r, r) + 1
-    // 2^n through the exponent bits.
-    let bits = (SIMD16<Int32>(n) &+ 127) &<< 23
-    var result = p * unsafeBitCast(bits, to: Vec16.self)
+    // 2^n through the exponent bits: n is the low bits of `shifted`.
+    let ni = unsafeBitCast(shifted, to: SIMD16<Int32>.self) &- unsafeBitCast(magic, to: SIMD16<Int32>.self)
+    let scale = unsafeBitCast((ni &+ 127) &<< 23, to: Vec16.self)
+    var result = p * scale
     result = result.replacing(with: .infinity, where: x .> hi)
     result = result.replacing(with: 0, where: x .< lo)
     return result
@@ -95,10 +100,11 @@ public enum VectorMath {
 /// Rotary position embedding, "normal" (GPT-J / llama.cpp LLAMA_ROPE_TYPE_NORM)
 /// layout: dimensions (2i, 2i+1) of each head rotate by pos·θ_i, θ_i = base^(-2i/d).
 /// (llama.cpp's converter permutes Llama's Q/K weights so this layout applies.)
+/// Angles, cosines and sines are computed in double and rounded once.
 public struct RotaryEmbedding {
     public let headDim: Int
     public let base: Float
-    /// θ_i for i in 0..<headDim/2, computed in double.
+    /// θ_i for i in 0..<headDim/2.
     let inverseFrequencies: [Double]
 
     public init(headDim: Int, base: Float) {
@@ -107,25 +113,36 @@ public struct RotaryEmbedding {
         inverseFrequencies = (0..<headDim / 2).map { i in pow(Double(base), -2 * Double(i) / Double(headDim)) }
     }
 
+    /// cos/sin of every rotation angle at `position`: headDim floats, cos first.
+    public func table(position: Int, into out: UnsafeMutablePointer<Float>) {
+        let half = headDim / 2
+        for i in 0..<half {
+            let angle = Double(position) * inverseFrequencies[i]
+            out[i] = Float(cos(angle))
+            out[half + i] = Float(sin(angle))
+        }
+    }
+
+    /// Rotates `heads` consecutive heads in place with a table from `table(position:into:)`.
+    @inline(__always)
+    public func apply(_ x: UnsafeMutablePointer<Float>, heads: Int, table: UnsafePointer<Float>) {
+        let half = headDim / 2
+        let c = table, s = table + half
+        for h in 0..<heads {
+            let v = x + h * headDim
+            for i in 0..<half {
+                let a = v[2 * i], b = v[2 * i + 1]
+                v[2 * i] = a * c[i] - b * s[i]
+                v[2 * i + 1] = a * s[i] + b * c[i]
+            }
+        }
+    }
+
     /// Rotates `heads` consecutive heads of one token at `position` in place.
     public func apply(_ x: UnsafeMutablePointer<Float>, heads: Int, position: Int) {
-        let half = headDim / 2
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: headDim) { cs in
-            let c = cs.baseAddress!, s = c + half
-            for i in 0..<half {
-                // Angles in float as llama.cpp computes theta = pos * theta_scale^i in float.
-                let angle = Float(Double(position) * inverseFrequencies[i])
-                c[i] = cos(angle)
-                s[i] = sin(angle)
-            }
-            for h in 0..<heads {
-                let v = x + h * headDim
-                for i in 0..<half {
-                    let a = v[2 * i], b = v[2 * i + 1]
-                    v[2 * i] = a * c[i] - b * s[i]
-                    v[2 * i + 1] = a * s[i] + b * c[i]
-                }
-            }
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: headDim) { t in
+            table(position: position, into: t.baseAddress!)
+            apply(x, heads: heads, table: t.baseAddress!)
         }
     }
 }

@@ -35,6 +35,11 @@ public final class Transformer {
     /// y[T × rows] = x[T × cols] · Wᵀ.
     @inline(__always)
     func project(_ x: UnsafePointer<Float>, _ w: WeightMatrix, _ y: UnsafeMutablePointer<Float>, tokens: Int) {
+        if tokens == 1 {
+            // A single token is a matrix-vector product: sgemv streams W once.
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(w.rows), Int32(w.cols), 1, w.data, Int32(w.cols), x, 1, 0, y, 1)
+            return
+        }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(tokens), Int32(w.rows), Int32(w.cols), 1,
                     x, Int32(w.cols), w.data, Int32(w.cols), 0, y, Int32(w.rows))
     }
@@ -90,6 +95,9 @@ public final class Transformer {
         let maxRows = extent.values.map(\.count).max() ?? 1
         let scores = try Scratch(maxRows * maxLen)
         let qGather = try Scratch(maxRows * d), oGather = try Scratch(maxRows * d)
+        // Rotation tables of the batch's positions, shared by every layer.
+        let ropeTable = try Scratch(n * hd)
+        for i in 0..<n { rope.table(position: batch.positions[i], into: ropeTable.pointer + i * hd) }
         let scale = 1 / Float(hd).squareRoot()
         let group = c.headCount / c.kvHeadCount
 
@@ -99,8 +107,8 @@ public final class Transformer {
             project(h.pointer, w.wk, k.pointer, tokens: n)
             project(h.pointer, w.wv, v.pointer, tokens: n)
             for i in 0..<n {
-                rope.apply(q.pointer + i * d, heads: c.headCount, position: batch.positions[i])
-                rope.apply(k.pointer + i * kvd, heads: c.kvHeadCount, position: batch.positions[i])
+                rope.apply(q.pointer + i * d, heads: c.headCount, table: ropeTable.pointer + i * hd)
+                rope.apply(k.pointer + i * kvd, heads: c.kvHeadCount, table: ropeTable.pointer + i * hd)
                 let slot = cache.slot(layer: l, sequence: batch.sequences[i], position: batch.positions[i])
                 slot.keys.update(from: k.pointer + i * kvd, count: kvd)
                 slot.values.update(from: v.pointer + i * kvd, count: kvd)
