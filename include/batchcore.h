@@ -354,6 +354,207 @@ bc_status bc_ema_update(bc_ema *ema, double kappa);
 /** Copies tensor `tensor_id`'s shadow into dst (count must equal the tensor's count). */
 bc_status bc_ema_copy(const bc_ema *ema, uint32_t tensor_id, float *dst, int64_t count);
 
+/* ------------------------------------------------------------------------- */
+/* Models and tokenizers                                                     */
+/* ------------------------------------------------------------------------- */
+/*
+ * A model is a Llama-family decoder loaded from a GGUF file (F32, F16, BF16, Q8_0,
+ * Q4_0 and Q4_1 tensors are dequantized to float32 at load) with its byte-level BPE
+ * tokenizer. A model is immutable after load: share one model between threads and
+ * contexts. Contexts keep a reference, so a model may be freed while contexts
+ * created from it are still alive (it is released with the last of them).
+ */
+typedef struct bc_model bc_model;
+
+/** Load progress: fraction in [0, 1]. */
+typedef void (*bc_progress_callback)(float fraction, void *user_data);
+
+typedef struct bc_model_params {
+    uint32_t struct_size;          /**< sizeof(bc_model_params) */
+    bc_progress_callback progress; /**< optional, called on the loading thread */
+    void *progress_user_data;
+} bc_model_params;
+
+/** Fills *out with defaults (no progress callback); size = sizeof(*out). */
+bc_status bc_model_params_default(bc_model_params *out, size_t size);
+
+/**
+ * Loads a model from a GGUF file. params may be NULL. On success *out owns a handle
+ * freed with bc_model_free. Errors: NULL path/out, BC_E_IO (cannot open/map),
+ * BC_E_FORMAT (not GGUF, truncated, hostile or inconsistent), BC_E_UNSUPPORTED
+ * (architecture other than llama, tokenizer other than byte-level BPE),
+ * BC_E_OUT_OF_MEMORY.
+ */
+bc_status bc_model_load(const char *path, const bc_model_params *params, bc_model **out);
+
+/** Releases the caller's reference; NULL is a no-op. */
+void bc_model_free(bc_model *model);
+
+typedef struct bc_model_info {
+    uint32_t struct_size;       /**< set by the caller: sizeof(bc_model_info) */
+    char architecture[32];      /**< NUL-terminated, e.g. "llama" */
+    int64_t n_params;           /**< parameter count */
+    int32_t n_layer;
+    int32_t n_embd;
+    int32_t n_head;
+    int32_t n_head_kv;
+    int32_t n_ff;
+    int32_t n_vocab;
+    int32_t n_ctx_train;        /**< context length the model was trained with */
+    float rope_freq_base;
+    int32_t bos_token;          /**< -1 when the model has none */
+    int32_t eos_token;          /**< -1 when the model has none */
+    int32_t add_bos;            /**< 1 if tokenization with add_special adds BOS */
+} bc_model_info;
+
+/** Describes the model, writing only info->struct_size bytes. Errors: NULL arguments. */
+bc_status bc_model_get_info(const bc_model *model, bc_model_info *info);
+
+/**
+ * Tokenizes `text_len` bytes of UTF-8 (invalid bytes are read as U+FFFD) exactly as
+ * llama.cpp's llama_tokenize does for the same model. add_special adds BOS/EOS as the
+ * model asks; parse_special turns control-token text such as "<|im_start|>" into that
+ * token. Size query: with tokens NULL and capacity 0, *n_tokens receives the count.
+ * Errors: NULL model/n_tokens, NULL text with text_len > 0, capacity smaller than the
+ * count (nothing written).
+ */
+bc_status bc_tokenize(const bc_model *model, const char *text, size_t text_len, int32_t add_special,
+                      int32_t parse_special, int32_t *tokens, size_t capacity, size_t *n_tokens);
+
+/**
+ * The UTF-8 bytes of n tokens (control tokens included only when `special` is 1),
+ * NUL-terminated. *length receives the byte count without the NUL. Size query: buf
+ * NULL and capacity 0. Errors: NULL model/length, NULL tokens with n > 0, a token id
+ * outside the vocabulary, capacity < length + 1 (nothing written).
+ */
+bc_status bc_detokenize(const bc_model *model, const int32_t *tokens, size_t n, int32_t special, char *buf,
+                        size_t capacity, size_t *length);
+
+/**
+ * Formats a conversation with the model's chat template (ChatML family; a model
+ * without a template gets plain ChatML), NUL-terminated into buf, ending with the
+ * assistant's turn opener when add_generation_prompt is 1. roles[i]/contents[i] are
+ * NUL-terminated. Size query as bc_detokenize. Errors: NULL arguments,
+ * BC_E_UNSUPPORTED for a template that is not ChatML-style.
+ */
+bc_status bc_chat_format(const bc_model *model, const char *const *roles, const char *const *contents,
+                         size_t n_messages, int32_t add_generation_prompt, char *buf, size_t capacity,
+                         size_t *length);
+
+/* ------------------------------------------------------------------------- */
+/* Inference contexts: KV cache + raw decode                                 */
+/* ------------------------------------------------------------------------- */
+/*
+ * A context owns the KV cache of any number of sequences (identified by caller-chosen
+ * non-negative seq ids) of one model. bc_decode runs a batch of tokens of several
+ * sequences in ONE forward pass, in the spirit of llama.cpp's llama_decode.
+ * Thread safety: a context is used by one thread at a time.
+ */
+typedef struct bc_context bc_context;
+
+typedef struct bc_context_params {
+    uint32_t struct_size;   /**< sizeof(bc_context_params) */
+    int32_t n_ctx;          /**< max positions per sequence; 0 = the model's training context */
+    int64_t kv_bytes;       /**< KV cache memory budget in bytes; 0 = no limit */
+} bc_context_params;
+
+/** Fills *out with defaults; size = sizeof(*out). */
+bc_status bc_context_params_default(bc_context_params *out, size_t size);
+
+/** Creates a context for `model` (params may be NULL). Free with bc_context_free. */
+bc_status bc_context_create(bc_model *model, const bc_context_params *params, bc_context **out);
+
+/** Frees the context and its KV cache; NULL is a no-op. */
+void bc_context_free(bc_context *ctx);
+
+/** A batch of tokens: token i is tokens[i] at position pos[i] of sequence seq_id[i]. */
+typedef struct bc_batch {
+    int32_t n_tokens;
+    const int32_t *tokens;
+    const int32_t *pos;      /**< each sequence's positions must continue its cache: length, length+1, ... */
+    const int32_t *seq_id;   /**< >= 0 */
+    const int8_t *logits;    /**< 1 = produce logits for this token; NULL = only the last token */
+} bc_batch;
+
+/**
+ * Runs the batch: appends every token's keys/values to its sequence and writes one
+ * row of n_vocab float logits per token that asked for them, in batch order, into
+ * `logits` (capacity in floats). Errors: NULL arguments, n_tokens <= 0, token ids
+ * outside the vocabulary, positions that do not continue a sequence, positions past
+ * n_ctx, capacity too small, BC_E_KV_FULL when the KV budget cannot hold the batch.
+ * On any error no sequence changed.
+ */
+bc_status bc_decode(bc_context *ctx, const bc_batch *batch, float *logits, size_t logits_capacity);
+
+/** Number of cached positions of a sequence (0 for an unknown one). */
+bc_status bc_context_seq_length(const bc_context *ctx, int32_t seq_id, int32_t *length);
+
+/** Keeps the first `length` positions of a sequence and drops the rest (length >= 0). */
+bc_status bc_context_seq_truncate(bc_context *ctx, int32_t seq_id, int32_t length);
+
+/** Forgets a sequence and frees its cache. */
+bc_status bc_context_seq_remove(bc_context *ctx, int32_t seq_id);
+
+/* ------------------------------------------------------------------------- */
+/* Sampling and generation                                                   */
+/* ------------------------------------------------------------------------- */
+
+typedef struct bc_sampling_params {
+    uint32_t struct_size;       /**< sizeof(bc_sampling_params) */
+    float temperature;          /**< 0 = greedy (argmax); default 0.8 */
+    int32_t top_k;              /**< 0 = off; default 40 */
+    float top_p;                /**< 1 = off; default 0.95 */
+    float min_p;                /**< 0 = off; default 0.05 */
+    float repetition_penalty;   /**< 1 = off */
+    float frequency_penalty;    /**< 0 = off */
+    float presence_penalty;     /**< 0 = off */
+    int32_t penalty_last_n;     /**< tokens the penalties look back at; -1 = all; default 64 */
+    uint64_t seed;              /**< same seed, same text */
+} bc_sampling_params;
+
+/** llama.cpp's defaults (temperature 0.8, top-k 40, top-p 0.95, min-p 0.05); size = sizeof(*out). */
+bc_status bc_sampling_params_default(bc_sampling_params *out, size_t size);
+
+/**
+ * Called for each generated token with the UTF-8 text it completes (never half a
+ * character; may be empty) — piece is NOT NUL-terminated. Return 0 to continue,
+ * nonzero to stop. A final call with token -1 flushes leftover bytes.
+ */
+typedef int32_t (*bc_token_callback)(int32_t token, const char *piece, size_t piece_len, void *user_data);
+
+typedef struct bc_generate_params {
+    uint32_t struct_size;       /**< sizeof(bc_generate_params) */
+    int32_t seq_id;             /**< sequence to continue (its cached tokens are the context); default 0 */
+    int32_t max_tokens;         /**< default 128 */
+    int32_t add_special;        /**< tokenize the prompt with BOS/EOS as the model asks; default 1 */
+    int32_t parse_special;      /**< control-token text in the prompt becomes tokens; default 1 */
+    int32_t stop_at_eog;        /**< stop at an end-of-generation token (not reported); default 1 */
+    bc_token_callback callback; /**< optional */
+    void *user_data;
+} bc_generate_params;
+
+/** Fills *out with defaults; size = sizeof(*out). */
+bc_status bc_generate_params_default(bc_generate_params *out, size_t size);
+
+typedef struct bc_generate_result {
+    uint32_t struct_size;       /**< set by the caller: sizeof(bc_generate_result) */
+    int32_t prompt_tokens;
+    int32_t generated_tokens;
+    int32_t stop_reason;        /**< 0 max_tokens, 1 end of generation, 2 callback */
+    double prompt_seconds;      /**< prefill time */
+    double generate_seconds;    /**< sampling + decode time */
+} bc_generate_result;
+
+/**
+ * Tokenizes `prompt` (NUL-terminated), appends it to sequence params->seq_id of ctx and
+ * samples up to max_tokens tokens, streaming them to the callback. gen and sampling may
+ * be NULL (defaults); result may be NULL. Errors: NULL ctx/prompt, empty prompt,
+ * invalid sampling parameters, prompt + max_tokens beyond the context,
+ * BC_E_KV_FULL.
+ */
+bc_status bc_generate(bc_context *ctx, const char *prompt, const bc_generate_params *gen,
+                      const bc_sampling_params *sampling, bc_generate_result *result);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif
