@@ -27,6 +27,8 @@ install: lib
 	install -m 755 $(LIB) $(DESTDIR)$(PREFIX)/lib/libbatchcore.so.0
 	ln -sf libbatchcore.so.0 $(DESTDIR)$(PREFIX)/lib/libbatchcore.so
 	install -m 644 include/batchcore.h $(DESTDIR)$(PREFIX)/include/batchcore.h
+	install -d $(DESTDIR)$(PREFIX)/share/batchcore
+	install -m 755 tools/fetch-model.sh $(DESTDIR)$(PREFIX)/share/batchcore/fetch-model.sh
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' pkgconfig/batchcore.pc.in \
 		> $(DESTDIR)$(PREFIX)/lib/pkgconfig/batchcore.pc
 	PKG_CONFIG_PATH=$(DESTDIR)$(PREFIX)/lib/pkgconfig \
@@ -36,6 +38,8 @@ uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/lib/libbatchcore.so.0 $(DESTDIR)$(PREFIX)/lib/libbatchcore.so \
 		$(DESTDIR)$(PREFIX)/include/batchcore.h $(DESTDIR)$(PREFIX)/lib/pkgconfig/batchcore.pc \
 		$(DESTDIR)$(PREFIX)/bin/batchcore
+	rm -f $(DESTDIR)$(PREFIX)/share/batchcore/fetch-model.sh
+	rmdir $(DESTDIR)$(PREFIX)/share/batchcore 2>/dev/null || true
 
 test: deps test-swift test-c
 
@@ -50,6 +54,8 @@ test-swift: model
 test-c: lib
 	rm -rf $(STAGE)
 	$(MAKE) install PREFIX=$(STAGE)
+	# Model tests run under env -i: they read the default model's path from this file.
+	./tools/fetch-model.sh > $(STAGE)/model-path
 	STAGE=$(STAGE) ./Tests/c/run.sh
 
 # The main job runs the CLI from a local install under build/prefix.

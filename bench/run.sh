@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # batchcore benchmarks.
-#   bench/run.sh [optim] [--quick]
-# With no bench name, every bench runs (today: optim). --quick uses small sizes.
+#   bench/run.sh [optim] [model] [--quick]
+# With no bench name, every bench runs (optim, model). --quick uses small sizes.
 # Environment:
 #   BENCH_PREFIX     install prefix for batchcore (default: a fresh temp dir)
 #   BENCH_OUT        where raw logs and the table go (default: $BENCH_PREFIX/results)
@@ -15,12 +15,12 @@ quick=()
 for arg in "$@"; do
     case "$arg" in
         --quick) quick=(--quick) ;;
-        optim) benches+=("$arg") ;;
+        optim|model) benches+=("$arg") ;;
         -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument '$arg' (benches: optim; flags: --quick)" >&2; exit 2 ;;
     esac
 done
-[ ${#benches[@]} -gt 0 ] || benches=(optim)
+[ ${#benches[@]} -gt 0 ] || benches=(optim model)
 
 prefix=${BENCH_PREFIX:-$(mktemp -d /tmp/batchcore-bench.XXXXXX)}
 out=${BENCH_OUT:-$prefix/results}
@@ -28,11 +28,21 @@ mkdir -p "$prefix" "$out"
 log() { echo "[run.sh] $*" >&2; }
 
 # --- Python + torch (the CPU wheel only; pip is configured with --find-links /opt/wheels) ---
-want_torch="2.13.0+cpu"
-if ! python3 -c "import torch, sys; sys.exit(torch.__version__ != '$want_torch')" 2>/dev/null; then
-    log "installing torch==$want_torch"
-    python3 -m pip install -q "torch==$want_torch"
-fi
+need_torch() {
+    local want_torch="2.13.0+cpu"
+    if ! python3 -c "import torch, sys; sys.exit(torch.__version__ != '$want_torch')" 2>/dev/null; then
+        log "installing torch==$want_torch"
+        python3 -m pip install -q "torch==$want_torch"
+    fi
+}
+
+# --- llama.cpp through llama-cpp-python (builds llama.cpp from source: ~10 minutes once) ---
+need_llama() {
+    if ! python3 -c "import llama_cpp, gguf, numpy" 2>/dev/null; then
+        log "installing llama-cpp-python==0.3.36 and gguf (compiles llama.cpp; ~10 min the first time)"
+        CMAKE_ARGS="-DGGML_NATIVE=ON" python3 -m pip install -q "llama-cpp-python==0.3.36" "gguf==0.19.0" numpy
+    fi
+}
 
 # --- batchcore: build and install to the prefix (retry: SwiftPM may be busy/locked) ---
 log "building batchcore into $prefix"
@@ -71,6 +81,7 @@ wait_idle() {
 }
 
 run_optim() {
+    need_torch
     local bin="$prefix/optim_bench" res="$out/optim_results.txt"
     log "compiling optim_bench.c against the installed header (pkg-config batchcore)"
     # shellcheck disable=SC2046
@@ -125,6 +136,30 @@ EOF
     echo
     cat "$out/optim_table.md"
     log "raw results: $res; table: $out/optim_table.md"
+}
+
+run_model() {
+    need_llama
+    local bin="$prefix/model_bench" res="$out/model_results.txt" model threads=${BENCH_THREADS:-$(nproc)}
+    model=$("$repo/tools/fetch-model.sh")
+    log "compiling model_bench.c against the installed header (pkg-config batchcore) and cblas"
+    # shellcheck disable=SC2046
+    cc -std=c99 -O2 -Wall -Wextra -Werror $(pkg-config --cflags batchcore openblas) \
+        -o "$bin" "$here/model_bench.c" $(pkg-config --libs batchcore openblas) -lm
+    local reps=3
+    [ ${#quick[@]} -gt 0 ] && reps=1
+    # llama.cpp first: its first run also writes the F32 GGUF it needs (~540 MB, once).
+    python3 "$here/model_llama.py" "$model" --threads "$threads" --reps 1 --decode 4 >/dev/null
+    wait_idle
+    { machine_info | sed 's/^/# /'; echo "# load before: $(cat /proc/loadavg)"; } >"$res"
+    log "running model_bench (batchcore) and model_llama.py (llama.cpp), $threads threads, $reps reps"
+    "$bin" "$model" --threads "$threads" --reps "$reps" | tee -a "$res"
+    python3 "$here/model_llama.py" "$model" --threads "$threads" --reps "$reps" | tee -a "$res"
+    echo "# load after: $(cat /proc/loadavg)" >>"$res"
+    python3 "$here/model_table.py" "$res" >"$out/model_table.md"
+    echo
+    cat "$out/model_table.md"
+    log "raw results: $res; table: $out/model_table.md"
 }
 
 for b in "${benches[@]}"; do

@@ -518,7 +518,8 @@ bc_status bc_sampling_params_default(bc_sampling_params *out, size_t size);
 /**
  * Called for each generated token with the UTF-8 text it completes (never half a
  * character; may be empty) — piece is NOT NUL-terminated. Return 0 to continue,
- * nonzero to stop. A final call with token -1 flushes leftover bytes.
+ * nonzero to stop. If the last tokens end in an incomplete UTF-8 sequence, one final
+ * call with token -1 passes those bytes (as U+FFFD).
  */
 typedef int32_t (*bc_token_callback)(int32_t token, const char *piece, size_t piece_len, void *user_data);
 

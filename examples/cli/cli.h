@@ -3,6 +3,8 @@
 #define BATCHCORE_CLI_H
 
 #include <batchcore.h>
+#include <stddef.h>
+#include <stdio.h>
 
 /* Exit codes (sysexits-style where one fits). */
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
@@ -18,5 +20,58 @@ typedef struct cli_command {
 } cli_command;
 
 int cmd_bench(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+
+/* ---- shared by the model commands (model.c) ---- */
+
+/* File name of the default model inside the cache directory. */
+#define CLI_DEFAULT_MODEL "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+/* Options every model command accepts: -m/--model PATH, -q/--quiet. */
+typedef struct cli_model_opts {
+    const char *path; /* -m/--model, or NULL */
+    int quiet;        /* -q/--quiet */
+} cli_model_opts;
+
+/* If argv[*i] is one of the shared model options, consumes it (and its value) and
+ * returns 1; returns 0 when it is not one; returns -1 after printing a usage error
+ * (prefixed with `cmd`) when a value is missing. */
+int cli_model_option(const char *cmd, int argc, char **argv, int *i, cli_model_opts *opts);
+
+/* Help text lines of the shared options and of model resolution. */
+#define CLI_MODEL_OPTIONS_HELP                                                               \
+    "  -m, --model PATH   GGUF model (default: see MODEL below)\n"                          \
+    "  -q, --quiet        no loading progress or summary on stderr\n"
+#define CLI_MODEL_RESOLUTION_HELP                                                            \
+    "MODEL: -m PATH, else $BATCHCORE_MODEL, else " CLI_DEFAULT_MODEL "\n"                   \
+    "in $BATCHCORE_CACHE, $XDG_CACHE_HOME/batchcore or ~/.cache/batchcore (first set);\n"   \
+    "a missing default model is fetched with <prefix>/share/batchcore/fetch-model.sh.\n"
+
+/* Resolves the model path as described in CLI_MODEL_RESOLUTION_HELP (fetching the
+ * default model when it is missing) and loads it. Prints a progress indicator while
+ * loading when stderr is a terminal and a one-line summary, both unless quiet.
+ * Returns EXIT_OK with *out set, or EXIT_FAIL after printing the reason. */
+int cli_load_model(const cli_model_opts *opts, bc_model **out);
+
+/* Reads all of `f` into a NUL-terminated malloc'd buffer; *len gets the byte count
+ * (without the NUL). Returns NULL (after printing why) on failure. */
+char *cli_read_all(FILE *f, size_t *len);
+
+/* Joins argv[0..n) with single spaces into a malloc'd string (NULL if out of memory). */
+char *cli_join_args(int n, char **args);
+
+/* Writes bytes as a JSON string literal (with quotes): escapes '"', '\\' and control
+ * characters; invalid UTF-8 bytes become \ufffd. */
+void cli_json_string(FILE *out, const char *s, size_t len);
+
+/* Strict number parsing: the whole string must be the number. 1 on success. */
+int cli_parse_long(const char *s, long *out);
+int cli_parse_float(const char *s, float *out);
+int cli_parse_u64(const char *s, unsigned long long *out);
+
+/* Monotonic time in seconds. */
+double cli_now(void);
 
 #endif

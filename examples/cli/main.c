@@ -15,6 +15,9 @@ static int cmd_version(int argc, char **argv);
 static const cli_command commands[] = {
     {"version", "print the library and ABI versions", cmd_version},
     {"bench", "benchmarks on this machine (bench optim)", cmd_bench},
+    {"info", "print a model's hyperparameters", cmd_info},
+    {"tokenize", "print the token ids (or JSON pieces) of text", cmd_tokenize},
+    {"generate", "stream a continuation of a prompt or a chat reply", cmd_generate},
 };
 static const size_t command_count = sizeof commands / sizeof commands[0];
 

@@ -1,5 +1,4 @@
 import COpenBLAS
-import Dispatch
 
 #if canImport(Glibc)
 import Glibc
@@ -9,6 +8,22 @@ import Glibc
 /// threads and OpenBLAS together, so the two never oversubscribe the cores.
 public enum Parallel {
     nonisolated(unsafe) private static var configured = 0
+    nonisolated(unsafe) private static var pool: ThreadPool?
+    private static let poolLock: UnsafeMutablePointer<pthread_mutex_t> = {
+        let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        pthread_mutex_init(m, nil)
+        return m
+    }()
+
+    /// The worker pool sized for the current thread count (created on first use).
+    private static func currentPool() -> ThreadPool {
+        pthread_mutex_lock(poolLock)
+        defer { pthread_mutex_unlock(poolLock) }
+        if let pool { return pool }
+        let p = ThreadPool(workers: threadCount - 1)
+        pool = p
+        return p
+    }
 
     /// Number of online CPU cores.
     public static var coreCount: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
@@ -21,6 +36,13 @@ public enum Parallel {
         guard n >= 0, n <= 4096 else { throw BatchCoreError.invalid("thread count \(n) out of range 0...4096") }
         configured = n
         openblas_set_num_threads(Int32(threadCount))
+        pthread_mutex_lock(poolLock)
+        // Workers of a replaced pool go to sleep for good; they hold no resources beyond their stacks.
+        if let p = pool, p.workerCount != threadCount - 1 {
+            p.stop()
+            pool = nil
+        }
+        pthread_mutex_unlock(poolLock)
     }
 
     /// Runs `body(i)` for i in 0..<count on up to `threadCount` threads. Work items are
@@ -32,8 +54,6 @@ public enum Parallel {
             for i in 0..<count { body(i) }
             return
         }
-        withoutActuallyEscaping(body) { body in
-            DispatchQueue.concurrentPerform(iterations: count) { body($0) }
-        }
+        currentPool().run(count, body)
     }
 }

@@ -85,6 +85,17 @@ public enum VectorMath {
         }
     }
 
+    /// y += a·x, n elements.
+    @inline(__always)
+    public static func axpy(_ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
+        var i = 0
+        while i < n {
+            let lanes = min(16, n - i)
+            store16(fma16(a, load16(x, i, lanes), load16(y, i, lanes)), y, i, lanes)
+            i += lanes
+        }
+    }
+
     /// y += x, n elements.
     @inline(__always)
     public static func add(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, _ n: Int) {

@@ -32,16 +32,18 @@ public final class Transformer {
         self.init(config: config, weights: try ModelWeights(gguf: gguf, config: config, progress: progress))
     }
 
-    /// y[T × rows] = x[T × cols] · Wᵀ.
+    /// y[T × rows] = x[T × cols] · Wᵀ (row stride of y: `ldy`, default rows). One
+    /// token is a matrix-vector product streamed by our own kernel; more tokens are one
+    /// cblas_sgemm.
     @inline(__always)
-    func project(_ x: UnsafePointer<Float>, _ w: WeightMatrix, _ y: UnsafeMutablePointer<Float>, tokens: Int) {
+    func project(_ x: UnsafePointer<Float>, _ w: WeightMatrix, _ y: UnsafeMutablePointer<Float>, tokens: Int,
+                 ldx: Int? = nil) {
         if tokens == 1 {
-            // A single token is a matrix-vector product: sgemv streams W once.
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(w.rows), Int32(w.cols), 1, w.data, Int32(w.cols), x, 1, 0, y, 1)
+            MatVec.multiply(w.data, rows: w.rows, cols: w.cols, x: x, y: y)
             return
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(tokens), Int32(w.rows), Int32(w.cols), 1,
-                    x, Int32(w.cols), w.data, Int32(w.cols), 0, y, Int32(w.rows))
+                    x, Int32(ldx ?? w.cols), w.data, Int32(w.cols), 0, y, Int32(w.rows))
     }
 
     /// Checks a batch against the model and the cache; throws before anything changes.
@@ -77,6 +79,7 @@ public final class Transformer {
     /// `vocabSize` logits per token with wantLogits (in batch order) to `logits`.
     public func forward(_ batch: TokenBatch, cache: KVCache, logits: UnsafeMutablePointer<Float>?) throws {
         let c = config, n = batch.count, d = c.embeddingDim, kvd = c.kvDim, ff = c.feedForwardDim, hd = c.headDim
+        let qkvDim = d + 2 * kvd
         let extent = try validate(batch, cache: cache)
         // Reserve every sequence's room first: a KV-full error leaves the cache as it was
         // (reservations only grow capacity, never the committed length).
@@ -84,9 +87,8 @@ public final class Transformer {
         for i in 0..<n { newLength[batch.sequences[i]] = batch.positions[i] + 1 }
         for (s, len) in newLength.sorted(by: { $0.key < $1.key }) { try cache.reserve(sequence: s, length: len) }
 
-        let x = try Scratch(n * d), h = try Scratch(n * d), q = try Scratch(n * d), attn = try Scratch(n * d)
-        let k = try Scratch(n * kvd), v = try Scratch(n * kvd)
-        let gate = try Scratch(n * ff), up = try Scratch(n * ff)
+        let x = try Scratch(n * d), h = try Scratch(n * d), attn = try Scratch(n * d)
+        let qkv = try Scratch(n * qkvDim), gateUp = try Scratch(n * 2 * ff), act = try Scratch(n * ff)
         for i in 0..<n {
             (x.pointer + i * d).update(from: weights.tokenEmbedding.data + Int(batch.tokens[i]) * d, count: d)
         }
@@ -98,34 +100,32 @@ public final class Transformer {
         // Rotation tables of the batch's positions, shared by every layer.
         let ropeTable = try Scratch(n * hd)
         for i in 0..<n { rope.table(position: batch.positions[i], into: ropeTable.pointer + i * hd) }
-        let scale = 1 / Float(hd).squareRoot()
-        let group = c.headCount / c.kvHeadCount
 
         for (l, w) in weights.layers.enumerated() {
             for i in 0..<n { VectorMath.rmsNorm(x.pointer + i * d, w.attentionNorm.data, h.pointer + i * d, d, eps: c.rmsEps) }
-            project(h.pointer, w.wq, q.pointer, tokens: n)
-            project(h.pointer, w.wk, k.pointer, tokens: n)
-            project(h.pointer, w.wv, v.pointer, tokens: n)
+            project(h.pointer, w.qkv, qkv.pointer, tokens: n)
             for i in 0..<n {
-                rope.apply(q.pointer + i * d, heads: c.headCount, table: ropeTable.pointer + i * hd)
-                rope.apply(k.pointer + i * kvd, heads: c.kvHeadCount, table: ropeTable.pointer + i * hd)
+                let row = qkv.pointer + i * qkvDim
+                rope.apply(row, heads: c.headCount, table: ropeTable.pointer + i * hd)
+                rope.apply(row + d, heads: c.kvHeadCount, table: ropeTable.pointer + i * hd)
                 let slot = cache.slot(layer: l, sequence: batch.sequences[i], position: batch.positions[i])
-                slot.keys.update(from: k.pointer + i * kvd, count: kvd)
-                slot.values.update(from: v.pointer + i * kvd, count: kvd)
+                slot.keys.update(from: row + d, count: kvd)
+                slot.values.update(from: row + d + kvd, count: kvd)
             }
             for s in order {
-                try attention(batch: batch, sequence: s, rows: extent[s]!, layer: l, cache: cache,
-                              length: newLength[s]!, q: q.pointer, out: attn.pointer, scores: scores.pointer,
-                              qGather: qGather.pointer, oGather: oGather.pointer, scale: scale, group: group)
+                attention(batch: batch, sequence: s, rows: extent[s]!, layer: l, cache: cache, length: newLength[s]!,
+                          q: qkv.pointer, qStride: qkvDim, out: attn.pointer, scores: scores.pointer,
+                          qGather: qGather.pointer, oGather: oGather.pointer)
             }
             project(attn.pointer, w.wo, h.pointer, tokens: n)
             VectorMath.add(h.pointer, into: x.pointer, n * d)
             for i in 0..<n { VectorMath.rmsNorm(x.pointer + i * d, w.ffnNorm.data, h.pointer + i * d, d, eps: c.rmsEps) }
-            project(h.pointer, w.gate, gate.pointer, tokens: n)
-            project(h.pointer, w.up, up.pointer, tokens: n)
-            VectorMath.swiglu(gate.pointer, up.pointer, gate.pointer, n * ff)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(d), Int32(ff), 1,
-                        gate.pointer, Int32(ff), w.down.data, Int32(ff), 0, h.pointer, Int32(d))
+            project(h.pointer, w.gateUp, gateUp.pointer, tokens: n)
+            for i in 0..<n {
+                let row = gateUp.pointer + i * 2 * ff
+                VectorMath.swiglu(row, row + ff, act.pointer + i * ff, ff)
+            }
+            project(act.pointer, w.down, h.pointer, tokens: n)
             VectorMath.add(h.pointer, into: x.pointer, n * d)
         }
         for (s, len) in newLength { cache.commit(sequence: s, length: len) }
@@ -139,28 +139,55 @@ public final class Transformer {
         project(h.pointer, weights.output, logits, tokens: rows.count)
     }
 
-    /// Causal attention of one sequence's batch rows over its cached positions.
+    /// Causal attention of one sequence's batch rows over its cached positions:
+    /// scores = q·Kᵀ/√d per head (GQA: query head h reads kv head h / group), softmax
+    /// over positions <= the row's own, out = P·V. Several rows run as sgemm over each
+    /// KV segment; a single row (decode) uses SIMD dot products.
     private func attention(batch: TokenBatch, sequence s: Int, rows: (first: Int, count: Int), layer: Int,
-                           cache: KVCache, length: Int, q: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>,
-                           scores: UnsafeMutablePointer<Float>, qGather: UnsafeMutablePointer<Float>,
-                           oGather: UnsafeMutablePointer<Float>, scale: Float, group: Int) throws {
+                           cache: KVCache, length: Int, q: UnsafeMutablePointer<Float>, qStride: Int,
+                           out: UnsafeMutablePointer<Float>, scores: UnsafeMutablePointer<Float>,
+                           qGather: UnsafeMutablePointer<Float>, oGather: UnsafeMutablePointer<Float>) {
         let c = config, d = c.embeddingDim, hd = c.headDim, kvd = c.kvDim
+        let scale = 1 / Float(hd).squareRoot()
+        let group = c.headCount / c.kvHeadCount
+        let segments = cache.segments(layer: layer, sequence: s, length: length)
+        if rows.count == 1 {
+            let i = rows.first
+            let visible = batch.positions[i] + 1
+            for head in 0..<c.headCount {
+                let qh = q + i * qStride + head * hd, kvOff = (head / group) * hd
+                for seg in segments {
+                    for j in 0..<min(seg.count, visible - seg.start) where seg.start + j < visible {
+                        scores[seg.start + j] = MatVec.row(seg.keys + j * kvd + kvOff, hd, qh) * scale
+                    }
+                }
+                VectorMath.softmax(scores, visible)
+                let o = out + i * d + head * hd
+                o.update(repeating: 0, count: hd)
+                for seg in segments {
+                    for j in 0..<min(seg.count, visible - seg.start) where seg.start + j < visible {
+                        VectorMath.axpy(scores[seg.start + j], seg.values + j * kvd + kvOff, o, hd)
+                    }
+                }
+            }
+            return
+        }
         // The sequence's rows, gathered when they are not contiguous in the batch.
         var indices: [Int] = []
         indices.reserveCapacity(rows.count)
         for i in rows.first..<batch.count where batch.sequences[i] == s { indices.append(i) }
         let m = indices.count
         let contiguous = indices.last! - indices.first! + 1 == m
-        let qs = contiguous ? q + indices[0] * d : qGather
+        let qs = contiguous ? q + indices[0] * qStride : qGather
+        let ldq = contiguous ? qStride : d
         let os = contiguous ? out + indices[0] * d : oGather
-        if !contiguous { for (r, i) in indices.enumerated() { (qGather + r * d).update(from: q + i * d, count: d) } }
-        let segments = cache.segments(layer: layer, sequence: s, length: length)
+        if !contiguous { for (r, i) in indices.enumerated() { (qGather + r * d).update(from: q + i * qStride, count: d) } }
         let positions = indices.map { batch.positions[$0] }
         for head in 0..<c.headCount {
             let kvHead = head / group
             for seg in segments {
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(seg.count), Int32(hd), scale,
-                            qs + head * hd, Int32(d), seg.keys + kvHead * hd, Int32(kvd), 0,
+                            qs + head * hd, Int32(ldq), seg.keys + kvHead * hd, Int32(kvd), 0,
                             scores + seg.start, Int32(length))
             }
             for r in 0..<m {

@@ -26,16 +26,9 @@ public final class OptimizerTensor {
         for s in slots { free(s) }
     }
 
-    /// A new 64-byte aligned buffer of `count` floats, filled with `value`.
+    /// A new buffer of `count` floats, filled with `value` (see `Memory`).
     static func allocate(_ count: Int, fill value: Float) throws -> UnsafeMutablePointer<Float> {
-        let (bytes, overflow) = count.multipliedReportingOverflow(by: 4)
-        var raw: UnsafeMutableRawPointer?
-        guard !overflow, posix_memalign(&raw, 64, max(bytes, 64)) == 0, let raw else {
-            throw BatchCoreError(.outOfMemory, "cannot allocate optimizer state of \(count) floats")
-        }
-        let p = raw.bindMemory(to: Float.self, capacity: count)
-        p.initialize(repeating: value, count: count)
-        return p
+        try Memory.allocateFloats(count, fill: value)
     }
 
     public func state(_ slot: Int) -> UnsafeMutablePointer<Float>? { slots[slot] }

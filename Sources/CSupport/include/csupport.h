@@ -1,0 +1,13 @@
+/* Tiny inline helpers Swift cannot express directly. Header-only; nothing here is
+ * exported from libbatchcore.so. */
+#ifndef BATCHCORE_CSUPPORT_H
+#define BATCHCORE_CSUPPORT_H
+
+/* The spin-wait hint (x86 PAUSE): lets a spinning core yield pipeline resources. */
+static inline void bc_internal_spin_pause(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+#endif
