@@ -42,7 +42,8 @@ def main():
             t = time.perf_counter()
             for _ in range(a.decode):
                 llm.eval([tok])
-                tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+                row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(vocab,))
+                tok = int(np.argmax(row))
             dt.append(time.perf_counter() - t)
         p, d = statistics.median(pt), statistics.median(dt)
         print(f"RESULT impl=llama.cpp kind=prefill n={n} threads={a.threads} tok_s={n / p:.1f}", flush=True)
