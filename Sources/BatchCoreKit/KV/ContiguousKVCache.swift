@@ -47,9 +47,9 @@ public final class ContiguousKVCache: KVCache {
         var keys: [UnsafeMutablePointer<Float>] = [], values: [UnsafeMutablePointer<Float>] = []
         do {
             for l in 0..<layerCount {
-                let k = try OptimizerTensor.allocate(newCapacity * kvDim, fill: 0)
+                let k = try Memory.allocateFloats(newCapacity * kvDim, fill: 0)
                 keys.append(k)
-                let v = try OptimizerTensor.allocate(newCapacity * kvDim, fill: 0)
+                let v = try Memory.allocateFloats(newCapacity * kvDim, fill: 0)
                 values.append(v)
                 if seq.capacity > 0 {
                     k.update(from: seq.keys[l], count: seq.length * kvDim)
@@ -68,9 +68,10 @@ public final class ContiguousKVCache: KVCache {
         sequences[sequence] = seq
     }
 
-    public func slot(layer: Int, sequence: Int, position: Int) -> (keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>) {
+    public func write(layer: Int, sequence: Int, position: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>) {
         let seq = sequences[sequence]!
-        return (seq.keys[layer] + position * kvDim, seq.values[layer] + position * kvDim)
+        (seq.keys[layer] + position * kvDim).update(from: keys, count: kvDim)
+        (seq.values[layer] + position * kvDim).update(from: values, count: kvDim)
     }
 
     public func segments(layer: Int, sequence: Int, length: Int) -> [KVSegment] {

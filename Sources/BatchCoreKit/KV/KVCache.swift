@@ -5,22 +5,41 @@ public struct KVSegment {
     public let values: UnsafePointer<Float>
     public let start: Int
     public let count: Int
+
+    public init(keys: UnsafePointer<Float>, values: UnsafePointer<Float>, start: Int, count: Int) {
+        self.keys = keys
+        self.values = values
+        self.start = start
+        self.count = count
+    }
 }
 
-/// What the transformer needs from a KV cache. The simple contiguous store below
-/// implements it; the paged block manager replaces it behind the same interface.
+/// What the transformer needs from a KV cache. The simple contiguous store and the
+/// paged block manager both implement it.
 public protocol KVCache: AnyObject {
     /// Floats per cached row (kv heads × head dimension).
     var kvDim: Int { get }
     /// Number of positions cached for a sequence (0 for an unknown sequence).
     func length(of sequence: Int) -> Int
     /// Makes room for `sequence` to grow to `length` positions; throws `.kvFull` when
-    /// it cannot (and changes nothing).
+    /// it cannot (and changes nothing observable).
     func reserve(sequence: Int, length: Int) throws
-    /// Where the key and value row of (layer, sequence, position) are written.
-    func slot(layer: Int, sequence: Int, position: Int) -> (keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>)
-    /// Segments covering positions 0..<length of the sequence in a layer, in order.
+    /// Stores the key and value rows of (layer, sequence, position); the position must
+    /// have been reserved.
+    func write(layer: Int, sequence: Int, position: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>)
+    /// Segments covering the positions of the sequence in a layer that attention may
+    /// read, below `length`, in order (a sliding-window layer omits positions no query
+    /// can see). The pointers are valid until the next call on the cache.
     func segments(layer: Int, sequence: Int, length: Int) -> [KVSegment]
+    /// The attention window of a layer (a query at p sees positions > p - window), or nil.
+    func window(layer: Int) -> Int?
+    /// The token at a position (for prefix caching); called before commit.
+    func record(sequence: Int, position: Int, token: Int32)
     /// Records that positions < length are now filled.
     func commit(sequence: Int, length: Int)
+}
+
+extension KVCache {
+    public func window(layer: Int) -> Int? { nil }
+    public func record(sequence: Int, position: Int, token: Int32) {}
 }

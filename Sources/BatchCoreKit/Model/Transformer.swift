@@ -108,9 +108,8 @@ public final class Transformer {
                 let row = qkv.pointer + i * qkvDim
                 rope.apply(row, heads: c.headCount, table: ropeTable.pointer + i * hd)
                 rope.apply(row + d, heads: c.kvHeadCount, table: ropeTable.pointer + i * hd)
-                let slot = cache.slot(layer: l, sequence: batch.sequences[i], position: batch.positions[i])
-                slot.keys.update(from: row + d, count: kvd)
-                slot.values.update(from: row + d + kvd, count: kvd)
+                cache.write(layer: l, sequence: batch.sequences[i], position: batch.positions[i],
+                            keys: row + d, values: row + d + kvd)
             }
             for s in order {
                 attention(batch: batch, sequence: s, rows: extent[s]!, layer: l, cache: cache, length: newLength[s]!,
@@ -128,6 +127,7 @@ public final class Transformer {
             project(act.pointer, w.down, h.pointer, tokens: n)
             VectorMath.add(h.pointer, into: x.pointer, n * d)
         }
+        for i in 0..<n { cache.record(sequence: batch.sequences[i], position: batch.positions[i], token: batch.tokens[i]) }
         for (s, len) in newLength { cache.commit(sequence: s, length: len) }
 
         guard let logits else { return }
@@ -151,21 +151,24 @@ public final class Transformer {
         let scale = 1 / Float(hd).squareRoot()
         let group = c.headCount / c.kvHeadCount
         let segments = cache.segments(layer: layer, sequence: s, length: length)
+        let window = cache.window(layer: layer)
+        /// First position row r may attend to.
+        func lowest(_ position: Int) -> Int { window.map { max(0, position - $0 + 1) } ?? 0 }
         if rows.count == 1 {
             let i = rows.first
-            let visible = batch.positions[i] + 1
+            let visible = batch.positions[i] + 1, lo = lowest(batch.positions[i])
             for head in 0..<c.headCount {
                 let qh = q + i * qStride + head * hd, kvOff = (head / group) * hd
                 for seg in segments {
-                    for j in 0..<min(seg.count, visible - seg.start) where seg.start + j < visible {
+                    for j in max(0, lo - seg.start)..<max(0, min(seg.count, visible - seg.start)) {
                         scores[seg.start + j] = MatVec.row(seg.keys + j * kvd + kvOff, hd, qh) * scale
                     }
                 }
-                VectorMath.softmax(scores, visible)
+                VectorMath.softmax(scores + lo, visible - lo)
                 let o = out + i * d + head * hd
                 o.update(repeating: 0, count: hd)
                 for seg in segments {
-                    for j in 0..<min(seg.count, visible - seg.start) where seg.start + j < visible {
+                    for j in max(0, lo - seg.start)..<max(0, min(seg.count, visible - seg.start)) {
                         VectorMath.axpy(scores[seg.start + j], seg.values + j * kvd + kvOff, o, hd)
                     }
                 }
@@ -192,8 +195,9 @@ public final class Transformer {
             }
             for r in 0..<m {
                 let row = scores + r * length
-                let visible = positions[r] + 1
-                VectorMath.softmax(row, visible)
+                let visible = positions[r] + 1, lo = lowest(positions[r])
+                VectorMath.softmax(row + lo, visible - lo)
+                if lo > 0 { row.update(repeating: 0, count: lo) }
                 if visible < length { (row + visible).update(repeating: 0, count: length - visible) }
             }
             for (j, seg) in segments.enumerated() {
