@@ -452,10 +452,25 @@ bc_status bc_chat_format(const bc_model *model, const char *const *roles, const 
  */
 typedef struct bc_context bc_context;
 
+/** How cached keys/values are stored. */
+typedef enum bc_kv_type {
+    BC_KV_F32 = 0,   /**< exact */
+    BC_KV_F16 = 1,   /**< half precision */
+    BC_KV_INT8 = 2   /**< int8 with a float scale per token row */
+} bc_kv_type;
+
 typedef struct bc_context_params {
     uint32_t struct_size;   /**< sizeof(bc_context_params) */
     int32_t n_ctx;          /**< max positions per sequence; 0 = the model's training context */
-    int64_t kv_bytes;       /**< KV cache memory budget in bytes; 0 = no limit */
+    int64_t kv_bytes;       /**< KV cache memory budget in bytes; 0 = 1 GiB */
+    int32_t kv_type;        /**< a bc_kv_type; default BC_KV_F32 */
+    int32_t block_size;     /**< tokens per KV block; default 16 */
+    int32_t prefix_cache;   /**< 1 (default): reuse cached blocks of identical prompt prefixes */
+    /** NULL, or n_layer entries: 0 = full attention, w > 0 = sliding window of w tokens. */
+    const int32_t *layer_window;
+    /** NULL, or n_layer entries: -1 = the layer stores its own KV, k = it reads layer k's KV
+     *  (k < the layer, and layer k stores its own). Copied at create. */
+    const int32_t *layer_share;
 } bc_context_params;
 
 /** Fills *out with defaults; size = sizeof(*out). */
@@ -492,8 +507,43 @@ bc_status bc_context_seq_length(const bc_context *ctx, int32_t seq_id, int32_t *
 /** Keeps the first `length` positions of a sequence and drops the rest (length >= 0). */
 bc_status bc_context_seq_truncate(bc_context *ctx, int32_t seq_id, int32_t length);
 
-/** Forgets a sequence and frees its cache. */
+/** Forgets a sequence; its full blocks stay in the prefix cache until evicted. */
 bc_status bc_context_seq_remove(bc_context *ctx, int32_t seq_id);
+
+/**
+ * Creates sequence `child` sharing all of `parent`'s cached positions (no copy:
+ * blocks are shared and copied on the first write to a shared partial block).
+ * Errors: unknown parent, existing child, negative ids.
+ */
+bc_status bc_context_seq_fork(bc_context *ctx, int32_t parent, int32_t child);
+
+/**
+ * For a new (empty) sequence: attaches the cached KV of the longest prefix of
+ * tokens[0..n) found in the prefix cache (whole blocks, at most n - 1 tokens) and
+ * sets *n_cached to the positions it now holds; decode tokens[*n_cached..n) next.
+ * Errors: NULL arguments, n <= 0, a sequence that is not empty.
+ */
+bc_status bc_context_seq_attach_prefix(bc_context *ctx, int32_t seq_id, const int32_t *tokens, int32_t n,
+                                       int32_t *n_cached);
+
+/** KV cache statistics. */
+typedef struct bc_kv_stats {
+    uint32_t struct_size;      /**< set by the caller: sizeof(bc_kv_stats) */
+    int64_t blocks_total;      /**< blocks the budget holds (all layer groups) */
+    int64_t blocks_used;       /**< referenced by a sequence */
+    int64_t blocks_cached;     /**< unreferenced, kept for prefix reuse (evictable) */
+    int64_t blocks_free;
+    int64_t bytes_total;       /**< the budget */
+    int64_t bytes_used;
+    int64_t bytes_per_token;   /**< KV bytes one more token of context costs */
+    int64_t sequences;
+    int64_t tokens;            /**< cached positions over all sequences */
+    int64_t prefix_hit_tokens; /**< prompt tokens served from the prefix cache */
+    int64_t prefix_query_tokens;
+} bc_kv_stats;
+
+/** Fills *stats (writing only stats->struct_size bytes). Errors: NULL arguments. */
+bc_status bc_context_kv_stats(const bc_context *ctx, bc_kv_stats *stats);
 
 /* ------------------------------------------------------------------------- */
 /* Sampling and generation                                                   */

@@ -12,6 +12,8 @@ public enum StopReason: Int32, Sendable {
 /// Timing and counts of one generation.
 public struct GenerationResult: Sendable {
     public var promptTokens = 0
+    /// Prompt tokens served from the prefix cache instead of computed.
+    public var cachedPromptTokens = 0
     public var generatedTokens = 0
     public var stopReason = StopReason.length
     public var promptSeconds = 0.0
@@ -41,9 +43,12 @@ public enum Generator {
         }
         var result = GenerationResult(promptTokens: prompt.count)
         var logits = [Float](repeating: 0, count: vocab)
+        // A new sequence starts from the longest cached prefix of its prompt.
+        let reused = start == 0 ? try cache.reusePrefix(sequence: sequence, prompt: prompt) : 0
+        result.cachedPromptTokens = reused
         var batch = TokenBatch()
-        for (i, t) in prompt.enumerated() {
-            batch.append(t, position: start + i, sequence: sequence, logits: i == prompt.count - 1)
+        for i in reused..<prompt.count {
+            batch.append(prompt[i], position: start + i, sequence: sequence, logits: i == prompt.count - 1)
         }
         var history = prompt
         var decoder = StreamingDecoder(tokenizer: model.tokenizer)

@@ -41,5 +41,11 @@ public protocol KVCache: AnyObject {
 
 extension KVCache {
     public func window(layer: Int) -> Int? { nil }
+    /// Prefix reuse for a new sequence (see `PagedKVCache.attachPrefix`); caches
+    /// without it reuse nothing.
+    public func reusePrefix(sequence: Int, prompt: [Int32]) throws -> Int {
+        guard let paged = self as? PagedKVCache, length(of: sequence) == 0 else { return 0 }
+        return try paged.attachPrefix(sequence: sequence, prompt: prompt)
+    }
     public func record(sequence: Int, position: Int, token: Int32) {}
 }
