@@ -49,6 +49,14 @@ public final class ModelWeights {
         return n
     }
 
+    /// Assembles weights from matrices already loaded (loaders of other formats).
+    init(tokenEmbedding: WeightMatrix, layers: [LayerWeights], outputNorm: WeightMatrix, output: WeightMatrix) {
+        self.tokenEmbedding = tokenEmbedding
+        self.layers = layers
+        self.outputNorm = outputNorm
+        self.output = output
+    }
+
     /// Loads and dequantizes the tensors of `config` from a GGUF file, checking every
     /// shape against the config.
     public init(gguf: GGUFFile, config c: ModelConfig, progress: ((Double) -> Void)? = nil) throws {
