@@ -37,8 +37,8 @@ public final class Transformer {
     /// cblas_sgemm.
     @inline(__always)
     func project(_ x: UnsafePointer<Float>, _ w: WeightMatrix, _ y: UnsafeMutablePointer<Float>, tokens: Int,
-                 ldx: Int? = nil) {
-        if tokens == 1 {
+                 ldx: Int? = nil, invariant: Bool = false) {
+        if tokens == 1 && !invariant {
             MatVec.multiply(w.data, rows: w.rows, cols: w.cols, x: x, y: y)
             return
         }
@@ -77,7 +77,14 @@ public final class Transformer {
 
     /// Runs the batch, appending its keys/values to `cache`, and writes one row of
     /// `vocabSize` logits per token with wantLogits (in batch order) to `logits`.
-    public func forward(_ batch: TokenBatch, cache: KVCache, logits: UnsafeMutablePointer<Float>?) throws {
+    ///
+    /// `batchInvariant`: every row is computed by the same kernels whatever the batch
+    /// holds (cblas_sgemm for all projections — OpenBLAS gives each row the same bits
+    /// for any number of rows — and the sgemm attention path for single rows too), so a
+    /// sequence's results do not depend on what it was batched with. Off, a lone token
+    /// uses the faster matrix-vector kernels.
+    public func forward(_ batch: TokenBatch, cache: KVCache, logits: UnsafeMutablePointer<Float>?,
+                        batchInvariant: Bool = false) throws {
         let c = config, n = batch.count, d = c.embeddingDim, kvd = c.kvDim, ff = c.feedForwardDim, hd = c.headDim
         let qkvDim = d + 2 * kvd
         let extent = try validate(batch, cache: cache)
@@ -103,7 +110,7 @@ public final class Transformer {
 
         for (l, w) in weights.layers.enumerated() {
             for i in 0..<n { VectorMath.rmsNorm(x.pointer + i * d, w.attentionNorm.data, h.pointer + i * d, d, eps: c.rmsEps) }
-            project(h.pointer, w.qkv, qkv.pointer, tokens: n)
+            project(h.pointer, w.qkv, qkv.pointer, tokens: n, invariant: batchInvariant)
             for i in 0..<n {
                 let row = qkv.pointer + i * qkvDim
                 rope.apply(row, heads: c.headCount, table: ropeTable.pointer + i * hd)
@@ -114,17 +121,17 @@ public final class Transformer {
             for s in order {
                 attention(batch: batch, sequence: s, rows: extent[s]!, layer: l, cache: cache, length: newLength[s]!,
                           q: qkv.pointer, qStride: qkvDim, out: attn.pointer, scores: scores.pointer,
-                          qGather: qGather.pointer, oGather: oGather.pointer)
+                          qGather: qGather.pointer, oGather: oGather.pointer, invariant: batchInvariant)
             }
-            project(attn.pointer, w.wo, h.pointer, tokens: n)
+            project(attn.pointer, w.wo, h.pointer, tokens: n, invariant: batchInvariant)
             VectorMath.add(h.pointer, into: x.pointer, n * d)
             for i in 0..<n { VectorMath.rmsNorm(x.pointer + i * d, w.ffnNorm.data, h.pointer + i * d, d, eps: c.rmsEps) }
-            project(h.pointer, w.gateUp, gateUp.pointer, tokens: n)
+            project(h.pointer, w.gateUp, gateUp.pointer, tokens: n, invariant: batchInvariant)
             for i in 0..<n {
                 let row = gateUp.pointer + i * 2 * ff
                 VectorMath.swiglu(row, row + ff, act.pointer + i * ff, ff)
             }
-            project(act.pointer, w.down, h.pointer, tokens: n)
+            project(act.pointer, w.down, h.pointer, tokens: n, invariant: batchInvariant)
             VectorMath.add(h.pointer, into: x.pointer, n * d)
         }
         for i in 0..<n { cache.record(sequence: batch.sequences[i], position: batch.positions[i], token: batch.tokens[i]) }
@@ -136,7 +143,7 @@ public final class Transformer {
         for (r, i) in rows.enumerated() {
             VectorMath.rmsNorm(x.pointer + i * d, weights.outputNorm.data, h.pointer + r * d, d, eps: c.rmsEps)
         }
-        project(h.pointer, weights.output, logits, tokens: rows.count)
+        project(h.pointer, weights.output, logits, tokens: rows.count, invariant: batchInvariant)
     }
 
     /// Causal attention of one sequence's batch rows over its cached positions:
@@ -146,7 +153,8 @@ public final class Transformer {
     private func attention(batch: TokenBatch, sequence s: Int, rows: (first: Int, count: Int), layer: Int,
                            cache: KVCache, length: Int, q: UnsafeMutablePointer<Float>, qStride: Int,
                            out: UnsafeMutablePointer<Float>, scores: UnsafeMutablePointer<Float>,
-                           qGather: UnsafeMutablePointer<Float>, oGather: UnsafeMutablePointer<Float>) {
+                           qGather: UnsafeMutablePointer<Float>, oGather: UnsafeMutablePointer<Float>,
+                           invariant: Bool) {
         let c = config, d = c.embeddingDim, hd = c.headDim, kvd = c.kvDim
         let scale = 1 / Float(hd).squareRoot()
         let group = c.headCount / c.kvHeadCount
@@ -154,7 +162,7 @@ public final class Transformer {
         let window = cache.window(layer: layer)
         /// First position row r may attend to.
         func lowest(_ position: Int) -> Int { window.map { max(0, position - $0 + 1) } ?? 0 }
-        if rows.count == 1 {
+        if rows.count == 1 && !invariant {
             let i = rows.first
             let visible = batch.positions[i] + 1, lo = lowest(batch.positions[i])
             for head in 0..<c.headCount {

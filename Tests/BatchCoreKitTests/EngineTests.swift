@@ -1,0 +1,127 @@
+import BatchCoreKit
+import Foundation
+import Testing
+
+/// The continuous-batching engine on the real model: batch invariance (with and
+/// without forced preemption), cancellation, no lost or duplicated requests.
+@Suite(.serialized, .enabled(if: TestModel.available)) struct EngineTests {
+    /// 16 base texts; prompts past 16 append a variant suffix (64 distinct prompts).
+    static let texts = [
+        "The capital of France is", "def fibonacci(n):", "Once upon a time", "List three colors:",
+        "The quick brown fox", "In 1969, astronauts", "Water boils at", "import numpy as np\n",
+        "Dear Sir or Madam,", "The best way to learn Swift is", "1, 2, 3, 5, 8,", "Q: What is 2+2?\nA:",
+        "Roses are red,", "SELECT * FROM", "The mitochondria is", "Bonjour, je m'appelle",
+    ]
+
+    static func prompts(_ model: LanguageModel, count: Int) -> [[Int32]] {
+        (0..<count).map { i in
+            let base = texts[i % texts.count] + (i >= texts.count ? " (variant \(i / texts.count))" : "")
+            return model.tokenizer.encode(base, addSpecial: false, parseSpecial: false)
+        }
+    }
+
+    /// Runs requests to completion; returns each request's tokens per sample and finish reasons.
+    static func run(_ model: LanguageModel, _ specs: [GenerationRequest], budget: Int, options: EngineOptions = .init(),
+                    cancelAfterSteps: [Int: Int] = [:]) throws -> (tokens: [[Int32]], reasons: [FinishReason], preemptions: Int) {
+        let cache = try PagedKVCache(kvDim: model.config.kvDim, layout: .full(layerCount: model.config.layerCount),
+                                     budgetBytes: budget, maxLength: 2048)
+        let engine = try Engine(model: model, cache: cache, options: options)
+        var ids: [UInt64] = []
+        for s in specs { ids.append(try engine.submit(s)) }
+        var tokens = [[Int32]](repeating: [], count: specs.count)
+        var reasons = [FinishReason?](repeating: nil, count: specs.count)
+        var finishedCount = [Int](repeating: 0, count: specs.count)
+        var extra = specs.map { [[Int32]](repeating: [], count: $0.n - 1) }
+        var step = 0
+        while engine.hasWork {
+            try engine.step()
+            step += 1
+            for (k, at) in cancelAfterSteps where at == step { try? engine.cancel(ids[k]) }
+            for e in engine.poll() {
+                switch e {
+                case .token(let rid, let index, let t, _, _):
+                    let k = ids.firstIndex(of: rid)!
+                    if index == 0 { tokens[k].append(t) } else { extra[k][index - 1].append(t) }
+                case .finished(let rid, _, let reason, _, _, _):
+                    let k = ids.firstIndex(of: rid)!
+                    finishedCount[k] += 1
+                    reasons[k] = reason
+                }
+            }
+            #expect(step < 10_000)
+            if step >= 10_000 { break }
+        }
+        #expect(finishedCount == specs.map(\.n), "every sample of every request finishes exactly once")
+        // Parallel samples follow sample 0 in the returned token lists.
+        for k in specs.indices { for e in extra[k] { tokens[k] += e } }
+        return (tokens, reasons.map { $0 ?? .error }, engine.metrics.preemptions)
+    }
+
+    @Test func batchInvarianceWithPreemptionAndCancellation() throws {
+        let model = try TestModel.languageModel()
+        let prompts = Self.prompts(model, count: 64)
+        let specs = prompts.map { GenerationRequest(prompt: $0, sampling: .greedy, maxTokens: 12, ignoreEndOfGeneration: true) }
+        let big = 256 << 20
+        var solo: [[Int32]] = []
+        for s in specs { solo.append(try Self.run(model, [s], budget: big).tokens[0]) }
+        let together = try Self.run(model, specs, budget: big)
+        #expect(together.tokens == solo)
+        // A budget for ~6 sequences forces preemption; outputs stay the same.
+        let tiny = model.config.layerCount * model.config.kvDim * 2 * 4 * 16 * 12
+        let squeezed = try Self.run(model, specs, budget: tiny, options: EngineOptions(maxBatchedTokens: 64, maxSequences: 64))
+        #expect(squeezed.preemptions > 0)
+        #expect(squeezed.tokens == solo)
+        // Cancellations interleaved: cancelled requests report cancelled, the rest are unchanged.
+        let cancelled = try Self.run(model, specs, budget: big, cancelAfterSteps: [3: 2, 7: 5, 11: 9, 40: 1, 63: 7])
+        for k in specs.indices {
+            if [3, 7, 11, 40, 63].contains(k) { #expect(cancelled.reasons[k] == .cancelled) } else {
+                #expect(cancelled.tokens[k] == solo[k])
+                #expect(cancelled.reasons[k] == .length)
+            }
+        }
+    }
+
+    @Test func seededSamplingIsIndependentOfBatchAndNSamplesShareThePrompt() throws {
+        let model = try TestModel.languageModel()
+        let prompts = Self.prompts(model, count: 6)
+        let sampling = SamplingParams(temperature: 0.9, topK: 40, topP: 0.95, minP: 0.05, seed: 1234)
+        let specs = prompts.map { GenerationRequest(prompt: $0, sampling: sampling, maxTokens: 16, n: 3, ignoreEndOfGeneration: true) }
+        let alone = try specs.map { try Self.run(model, [$0], budget: 128 << 20).tokens[0] }
+        let together = try Self.run(model, specs, budget: 128 << 20)
+        #expect(together.tokens == alone)
+        #expect(alone.allSatisfy { $0.count == 48 })
+    }
+
+    @Test func stopStringsAndStopTokens() throws {
+        let model = try TestModel.languageModel()
+        let prompt = model.tokenizer.encode("1, 2, 3, 4, 5,", addSpecial: false, parseSpecial: false)
+        let cache = try PagedKVCache(kvDim: model.config.kvDim, layout: .full(layerCount: model.config.layerCount), budgetBytes: 64 << 20)
+        let engine = try Engine(model: model, cache: cache)
+        try engine.submit(GenerationRequest(prompt: prompt, maxTokens: 40, stopStrings: [" 9"], ignoreEndOfGeneration: true))
+        var final = ""
+        var streamed = ""
+        var reason: FinishReason?
+        while engine.hasWork {
+            try engine.step()
+            for e in engine.poll() {
+                if case .token(_, _, _, let t, _) = e { streamed += t }
+                if case .finished(_, _, let r, let text, _, _) = e { final = text; reason = r }
+            }
+        }
+        #expect(reason == .stop)
+        #expect(!final.contains(" 9"))
+        #expect(streamed == final)
+        #expect(final.hasPrefix(" 6"))
+    }
+}
+
+extension TestModel {
+    nonisolated(unsafe) private static var language: LanguageModel?
+    /// The default model with its tokenizer (loaded once).
+    static func languageModel() throws -> LanguageModel {
+        if let language { return language }
+        let m = try LanguageModel(path: path)
+        language = m
+        return m
+    }
+}
