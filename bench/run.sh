@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # batchcore benchmarks.
-#   bench/run.sh [optim] [model] [--quick]
-# With no bench name, every bench runs (optim, model). --quick uses small sizes.
+#   bench/run.sh [optim] [model] [kv] [engine] [--quick]
+# With no bench name, every bench runs (optim, model, kv, engine). --quick uses small sizes.
 # Environment:
 #   BENCH_PREFIX     install prefix for batchcore (default: a fresh temp dir)
 #   BENCH_OUT        where raw logs and the table go (default: $BENCH_PREFIX/results)
@@ -15,12 +15,12 @@ quick=()
 for arg in "$@"; do
     case "$arg" in
         --quick) quick=(--quick) ;;
-        optim|model) benches+=("$arg") ;;
+        optim|model|kv|engine) benches+=("$arg") ;;
         -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
-        *) echo "run.sh: unknown argument '$arg' (benches: optim; flags: --quick)" >&2; exit 2 ;;
+        *) echo "run.sh: unknown argument '$arg' (benches: optim, model, kv, engine; flags: --quick)" >&2; exit 2 ;;
     esac
 done
-[ ${#benches[@]} -gt 0 ] || benches=(optim model)
+[ ${#benches[@]} -gt 0 ] || benches=(optim model kv engine)
 
 prefix=${BENCH_PREFIX:-$(mktemp -d /tmp/batchcore-bench.XXXXXX)}
 out=${BENCH_OUT:-$prefix/results}
@@ -160,6 +160,60 @@ run_model() {
     echo
     cat "$out/model_table.md"
     log "raw results: $res; table: $out/model_table.md"
+}
+
+run_kv() {
+    local bin="$prefix/kv_bench" res="$out/kv_results.txt" model threads=${BENCH_THREADS:-2}
+    model=$("$repo/tools/fetch-model.sh")
+    log "compiling kv_bench.c against the installed header (pkg-config batchcore)"
+    # shellcheck disable=SC2046
+    cc -std=c99 -O2 -Wall -Wextra -Werror -pedantic $(pkg-config --cflags batchcore) \
+        -o "$bin" "$here/kv_bench.c" $(pkg-config --libs batchcore) -lm
+    wait_idle
+    {
+        echo "# date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+        echo "# machine: nproc=$(nproc), CPU: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)," \
+             "L3: $(lscpu 2>/dev/null | sed -n 's/^L3 cache:[[:space:]]*//p'), RAM: $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+        echo "# batchcore: $(pkg-config --modversion batchcore), model: $(basename "$model")"
+        echo "# load before: $(cat /proc/loadavg)"
+    } >"$res"
+    log "running kv_bench (capacity, prefix-cache TTFT, KV-config perplexity), $threads threads (~4-5 min)"
+    "$bin" "$model" "$here/pd_text.txt" --threads "$threads" | tee -a "$res"
+    echo "# load after: $(cat /proc/loadavg)" >>"$res"
+    python3 "$here/kv_table.py" "$res" >"$out/kv_table.md"
+    echo
+    cat "$out/kv_table.md"
+    log "raw results: $res; table: $out/kv_table.md"
+}
+
+run_engine() {
+    need_llama
+    local bin="$prefix/engine_bench" res="$out/engine_results.txt" wl="$out/engine_workload.jsonl" model
+    local threads=${BENCH_THREADS:-2} requests=200
+    [ ${#quick[@]} -gt 0 ] && requests=40
+    model=$("$repo/tools/fetch-model.sh")
+    log "compiling engine_bench.c against the installed header (pkg-config batchcore)"
+    # shellcheck disable=SC2046
+    cc -std=c99 -O2 -Wall -Wextra -Werror -pedantic $(pkg-config --cflags batchcore) \
+        -o "$bin" "$here/engine_bench.c" $(pkg-config --libs batchcore) -lm
+    {
+        echo "# date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+        echo "# machine: nproc=$(nproc), CPU: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)," \
+             "L3: $(lscpu 2>/dev/null | sed -n 's/^L3 cache:[[:space:]]*//p'), RAM: $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+        echo "# batchcore: $(pkg-config --modversion batchcore), model: $(basename "$model")"
+    } >"$res"
+    "$bin" "$model" --make-workload "$wl" --text "$here/pd_text.txt" --requests "$requests" --seed 1 | tee -a "$res"
+    wait_idle
+    echo "# load before: $(cat /proc/loadavg)" >>"$res"
+    log "running engine_bench (continuous, static) and engine_llama.py (sequential), $threads threads, $requests requests"
+    "$bin" "$model" --workload "$wl" --mode continuous --threads "$threads" | tee -a "$res"
+    "$bin" "$model" --workload "$wl" --mode static --threads "$threads" --kv-bytes 3221225472 | tee -a "$res"
+    python3 "$here/engine_llama.py" "$model" "$wl" --threads "$threads" | tee -a "$res"
+    echo "# load after: $(cat /proc/loadavg)" >>"$res"
+    python3 "$here/engine_table.py" "$res" >"$out/engine_table.md"
+    echo
+    cat "$out/engine_table.md"
+    log "raw results: $res; table: $out/engine_table.md"
 }
 
 for b in "${benches[@]}"; do

@@ -456,7 +456,17 @@ typedef struct bc_context bc_context;
 typedef enum bc_kv_type {
     BC_KV_F32 = 0,   /**< exact */
     BC_KV_F16 = 1,   /**< half precision */
-    BC_KV_INT8 = 2   /**< int8 with a float scale per token row */
+    BC_KV_INT8 = 2,  /**< int8 with a float scale per token row */
+    /** KIVI 4-bit (Liu et al. 2024): keys quantized per channel over each block's tokens,
+     *  values per token in groups of 32 channels, asymmetric (min + q*scale, f16 scale and
+     *  min). Each sequence's 32 most recent positions (fixed residual R = 32) stay in
+     *  float32 until their whole block is older than that; the residual (up to R +
+     *  block_size rows of float32 K/V per sequence, a whole prompt while it is being
+     *  prefilled) is charged to kv_bytes. Prefix caching reuses only quantized blocks and
+     *  always recomputes a prompt's last 32 positions. */
+    BC_KV_Q4 = 3,
+    /** KIVI 2-bit: as BC_KV_Q4 with 2-bit codes. */
+    BC_KV_Q2 = 4
 } bc_kv_type;
 
 typedef struct bc_context_params {
@@ -546,6 +556,68 @@ typedef struct bc_kv_stats {
 bc_status bc_context_kv_stats(const bc_context *ctx, bc_kv_stats *stats);
 
 /* ------------------------------------------------------------------------- */
+/* Sequence state: park a conversation on disk and resume it                 */
+/* ------------------------------------------------------------------------- */
+/*
+ * A sequence state holds one sequence's tokens and every cached key/value row a
+ * future decode step can read (float32 rows, dequantized for F16/INT8 storage and
+ * re-encoded on load), plus a fingerprint of what must match to load it: the model's
+ * n_vocab, n_layer and n_embd, the KV row size, kv_type, block_size and every layer's
+ * attention kind (layer_window/layer_share). n_ctx, kv_bytes and prefix_cache may
+ * differ. The format is versioned, little-endian and CRC-32 checked. Loading into a
+ * compatible context and continuing gives the same tokens as never having stopped.
+ *
+ *   size_t n; bc_context_seq_state_size(ctx, 0, &n);
+ *   void *buf = malloc(n); bc_context_seq_save_buffer(ctx, 0, buf, n, &n);
+ *   bc_context_free(ctx); ... bc_context_create(model, &cp, &ctx2);
+ *   bc_context_seq_load_buffer(ctx2, 0, buf, n);   (continue decoding at position length)
+ *
+ * Errors common to the five functions: NULL ctx or pointer argument, negative seq
+ * (BC_E_INVALID_ARGUMENT).
+ */
+
+/**
+ * Size in bytes of the state bc_context_seq_save_buffer would write for sequence
+ * `seq` now. Errors: BC_E_NOT_FOUND for a sequence the context does not hold.
+ */
+bc_status bc_context_seq_state_size(const bc_context *ctx, int32_t seq, size_t *size);
+
+/**
+ * Writes sequence `seq`'s state into the caller's buffer of `capacity` bytes;
+ * *written (may be NULL) gets the size. The sequence is not changed.
+ * Errors: BC_E_NOT_FOUND for an unknown sequence, capacity smaller than
+ * bc_context_seq_state_size (BC_E_INVALID_ARGUMENT, nothing written).
+ */
+bc_status bc_context_seq_save_buffer(const bc_context *ctx, int32_t seq, void *buffer, size_t capacity,
+                                     size_t *written);
+
+/**
+ * Loads a state into sequence `seq`, which must be new or empty (length 0): reserves
+ * its blocks, writes its rows and tokens, and names its full blocks for prefix reuse
+ * (as if it had been decoded here). The buffer is borrowed for the call. The whole
+ * state is validated before anything changes. Errors: size 0 (BC_E_INVALID_ARGUMENT);
+ * BC_E_FORMAT for a corrupt or truncated state or one saved with a different model or
+ * KV layout (see above); BC_E_BAD_STATE when the sequence is not empty; BC_E_KV_FULL
+ * when the KV budget (or n_ctx) cannot hold it. On any error nothing changed: in
+ * particular a new `seq` still does not exist.
+ */
+bc_status bc_context_seq_load_buffer(bc_context *ctx, int32_t seq, const void *buffer, size_t size);
+
+/**
+ * Saves sequence `seq`'s state to a file (NUL-terminated path). It is written to a
+ * temporary name and renamed, so a crash never leaves a half-written state file.
+ * Errors: BC_E_NOT_FOUND for an unknown sequence, BC_E_IO.
+ */
+bc_status bc_context_seq_save(const bc_context *ctx, int32_t seq, const char *path);
+
+/**
+ * Loads a state file written by bc_context_seq_save into sequence `seq`, exactly as
+ * bc_context_seq_load_buffer. Errors: those of bc_context_seq_load_buffer, and BC_E_IO
+ * when the file cannot be opened or read.
+ */
+bc_status bc_context_seq_load(bc_context *ctx, int32_t seq, const char *path);
+
+/* ------------------------------------------------------------------------- */
 /* Sampling and generation                                                   */
 /* ------------------------------------------------------------------------- */
 
@@ -605,6 +677,135 @@ typedef struct bc_generate_result {
  */
 bc_status bc_generate(bc_context *ctx, const char *prompt, const bc_generate_params *gen,
                       const bc_sampling_params *sampling, bc_generate_result *result);
+
+/* ------------------------------------------------------------------------- */
+/* Continuous-batching engine                                                */
+/* ------------------------------------------------------------------------- */
+/*
+ * An engine schedules many generation requests over one model and its own paged KV
+ * cache: every bc_engine_step runs ONE forward pass in which all running sequences
+ * decode a token and waiting prompts are prefilled in chunks filling the token budget.
+ * Prompts reuse cached prefixes; on KV exhaustion the lowest-priority, latest request
+ * is preempted and recomputed later (never dropped). Results come back as events
+ * from bc_engine_poll. A sequence's tokens do not depend on what it is batched with.
+ * Thread safety: an engine is used by one thread at a time.
+ */
+typedef struct bc_engine bc_engine;
+
+typedef struct bc_engine_params {
+    uint32_t struct_size;        /**< sizeof(bc_engine_params) */
+    int32_t max_batched_tokens;  /**< tokens per step (decodes + prefill chunks); default 512 */
+    int32_t max_seqs;            /**< sequences per step; default 64 */
+    int32_t policy;              /**< 0 = FCFS (default), 1 = priority */
+    int32_t n_ctx;               /**< max positions per sequence; 0 = the model's context */
+    int64_t kv_bytes;            /**< KV budget in bytes; 0 = 1 GiB */
+    int32_t kv_type;             /**< a bc_kv_type; default BC_KV_F32 */
+    int32_t static_batching;     /**< 1 = admit new requests only when none runs (for comparisons) */
+} bc_engine_params;
+
+/** Fills *out with defaults; size = sizeof(*out). */
+bc_status bc_engine_params_default(bc_engine_params *out, size_t size);
+
+/** Creates an engine over `model` (params may be NULL). Free with bc_engine_free. */
+bc_status bc_engine_create(bc_model *model, const bc_engine_params *params, bc_engine **out);
+
+/** Frees the engine, its requests and KV cache; NULL is a no-op. */
+void bc_engine_free(bc_engine *engine);
+
+typedef struct bc_request_params {
+    uint32_t struct_size;        /**< sizeof(bc_request_params) */
+    int32_t max_tokens;          /**< default 128 */
+    int32_t n;                   /**< parallel samples sharing the prompt's KV; default 1 */
+    int32_t priority;            /**< higher first under the priority policy; default 0 */
+    int32_t ignore_eos;          /**< 1 = do not stop at end-of-generation tokens */
+    const int32_t *stop_tokens;  /**< extra stop token ids (copied), may be NULL */
+    int32_t n_stop_tokens;
+    const char *const *stop_strings; /**< NUL-terminated stop strings (copied), may be NULL */
+    int32_t n_stop_strings;
+    uint64_t user_tag;           /**< echoed in events */
+} bc_request_params;
+
+/** Fills *out with defaults; size = sizeof(*out). */
+bc_status bc_request_params_default(bc_request_params *out, size_t size);
+
+/**
+ * Queues a request whose prompt is n_tokens token ids (copied). params and sampling
+ * may be NULL (defaults; sampling defaults are llama.cpp's). *request_id receives the
+ * request's id (> 0). Errors: NULL engine/tokens/request_id, n_tokens <= 0, token ids
+ * outside the vocabulary, invalid sampling, prompt + max_tokens beyond n_ctx.
+ */
+bc_status bc_engine_submit(bc_engine *engine, const int32_t *tokens, int32_t n_tokens, const bc_request_params *params,
+                           const bc_sampling_params *sampling, uint64_t *request_id);
+
+/** As bc_engine_submit with a NUL-terminated UTF-8 prompt, tokenized with special-token parsing. */
+bc_status bc_engine_submit_text(bc_engine *engine, const char *prompt, const bc_request_params *params,
+                                const bc_sampling_params *sampling, uint64_t *request_id);
+
+/** Cancels a request at any time; its unfinished samples finish with reason cancelled. */
+bc_status bc_engine_cancel(bc_engine *engine, uint64_t request_id);
+
+/**
+ * Runs one step. *n_processed (optional) receives the tokens processed (0 when idle).
+ * *n_live (optional) receives the number of unfinished requests after the step.
+ */
+bc_status bc_engine_step(bc_engine *engine, int32_t *n_processed, int32_t *n_live);
+
+typedef enum bc_event_kind {
+    BC_EVENT_TOKEN = 0,     /**< a generated token and the text it completes; token -1 = text flushed at the end */
+    BC_EVENT_FINISHED = 1   /**< a sample finished; text holds its whole output */
+} bc_event_kind;
+
+typedef enum bc_finish_reason {
+    BC_FINISH_LENGTH = 0, BC_FINISH_STOP = 1, BC_FINISH_CANCELLED = 2, BC_FINISH_ERROR = 3
+} bc_finish_reason;
+
+/** One event. Pointers inside are owned by the engine and valid until the next
+ *  bc_engine_poll / bc_engine_step / bc_engine_free on that engine. */
+typedef struct bc_event {
+    int32_t kind;               /**< a bc_event_kind */
+    uint64_t request_id;
+    uint64_t user_tag;
+    int32_t index;              /**< sample index (0..n-1) */
+    int32_t token;              /**< BC_EVENT_TOKEN: the token id */
+    float logprob;              /**< BC_EVENT_TOKEN: log-probability under the raw model distribution */
+    const char *text;           /**< TOKEN: new text (may be ""); FINISHED: the full output. NUL-terminated */
+    size_t text_len;
+    int32_t finish_reason;      /**< FINISHED: a bc_finish_reason */
+    int32_t prompt_tokens;      /**< FINISHED */
+    int32_t cached_prompt_tokens; /**< FINISHED: served from the prefix cache */
+    int32_t generated_tokens;   /**< FINISHED: output tokens (a stop token is not counted) */
+    double ttft_seconds;        /**< FINISHED: submission to first token (NaN if none) */
+    double itl_seconds;         /**< FINISHED: mean inter-token latency (NaN if < 2 tokens) */
+    double total_seconds;       /**< FINISHED: submission to finish */
+    const char *message;        /**< FINISHED with error: why; else "" */
+} bc_event;
+
+/**
+ * Copies up to `capacity` pending events, oldest first, into events[] and sets
+ * *n_events. Events not copied stay queued for the next call. Errors: NULL engine or
+ * n_events, NULL events with capacity > 0.
+ */
+bc_status bc_engine_poll(bc_engine *engine, bc_event *events, size_t capacity, size_t *n_events);
+
+typedef struct bc_engine_metrics {
+    uint32_t struct_size;       /**< set by the caller: sizeof(bc_engine_metrics) */
+    int64_t steps;
+    int64_t submitted;
+    int64_t finished;
+    int64_t waiting;            /**< queue depth */
+    int64_t running;
+    int64_t preemptions;
+    int64_t generated_tokens;
+    int64_t batched_tokens;
+    double busy_seconds;        /**< time spent in bc_engine_step */
+    double tokens_per_second;   /**< generated tokens / busy seconds */
+    int64_t kv_used_bytes;
+    int64_t kv_total_bytes;
+    double prefix_hit_rate;
+} bc_engine_metrics;
+
+/** Engine-wide metrics (writing only metrics->struct_size bytes). */
+bc_status bc_engine_get_metrics(const bc_engine *engine, bc_engine_metrics *metrics);
 
 #ifdef __cplusplus
 } /* extern "C" */

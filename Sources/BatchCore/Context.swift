@@ -27,7 +27,10 @@ public func bc_context_create(_ model: OpaquePointer?, _ params: UnsafePointer<b
                 guard w[l] >= 0 else { throw BatchCoreError.invalid("layer_window[\(l)] is negative") }
                 if w[l] > 0 { layers[l] = .sliding(window: Int(w[l])) }
             }
-            if let s = p.layer_share, s[l] >= 0 { layers[l] = .shared(source: Int(s[l])) }
+            if let s = p.layer_share {
+                guard s[l] >= -1 else { throw BatchCoreError.invalid("layer_share[\(l)] is \(s[l]); use -1 for a layer with its own KV") }
+                if s[l] >= 0 { layers[l] = .shared(source: Int(s[l])) }
+            }
         }
         guard p.block_size > 0 else { throw BatchCoreError.invalid("bc_context_create: block_size must be > 0") }
         guard p.n_ctx >= 0, p.kv_bytes >= 0 else { throw BatchCoreError.invalid("bc_context_create: n_ctx and kv_bytes must be >= 0") }

@@ -1,7 +1,7 @@
 import BatchCoreKit
 import CBatchCore
 
-private let defaultSampling: bc_sampling_params = {
+let defaultSamplingParams: bc_sampling_params = {
     let s = SamplingParams()
     return bc_sampling_params(
         struct_size: UInt32(MemoryLayout<bc_sampling_params>.size), temperature: s.temperature, top_k: Int32(s.topK),
@@ -23,7 +23,7 @@ private let defaultGenerate = bc_generate_params(
 
 @c @implementation
 public func bc_sampling_params_default(_ out: UnsafeMutablePointer<bc_sampling_params>?, _ size: Int) -> bc_status {
-    abiCall { try writeDefault(defaultSampling, out, size, "bc_sampling_params") }
+    abiCall { try writeDefault(defaultSamplingParams, out, size, "bc_sampling_params") }
 }
 
 @c @implementation
@@ -39,7 +39,7 @@ public func bc_generate(_ ctx: OpaquePointer?, _ prompt: UnsafePointer<CChar>?, 
         let c = try object(ctx, as: InferenceContext.self, "ctx")
         let prompt = try required(prompt, "prompt")
         let g = try readParams(gen, defaults: defaultGenerate, "bc_generate_params")
-        let s = try readParams(sampling, defaults: defaultSampling, "bc_sampling_params").core
+        let s = try readParams(sampling, defaults: defaultSamplingParams, "bc_sampling_params").core
         try s.validate()
         guard g.seq_id >= 0 else { throw BatchCoreError.invalid("bc_generate: seq_id must be >= 0") }
         guard g.max_tokens >= 0 else { throw BatchCoreError.invalid("bc_generate: max_tokens must be >= 0") }

@@ -551,21 +551,34 @@ static void test_decode_errors(bc_model *model) {
         }
     }
 
-    /* A KV budget too small for even one token. */
+    /* A KV budget smaller than one block is refused at create; a budget of exactly
+     * one block (16 tokens) cannot hold the 20-token batch below. */
     {
         bc_context_params cp;
+        bc_model_info mi;
+        memset(&mi, 0, sizeof mi);
+        mi.struct_size = sizeof mi;
+        CHECK_OK(bc_model_get_info(model, &mi));
         CHECK_OK(bc_context_params_default(&cp, sizeof cp));
         cp.kv_bytes = 1000;
         ctx = NULL;
+        CHECK_ERR(bc_context_create(model, &cp, &ctx), BC_E_INVALID_ARGUMENT);
+        CHECK(ctx == NULL);
+        cp.kv_bytes = (int64_t)mi.n_layer * 2 * (mi.n_embd / mi.n_head) * mi.n_head_kv * 4 * 16;
         CHECK_OK(bc_context_create(model, &cp, &ctx));
         if (ctx) {
-            b.logits = NULL;
-            CHECK_ERR(bc_decode(ctx, &b, logits, V), BC_E_KV_FULL);
+            int32_t toks[20], poss[20], seqs[20];
+            bc_batch big;
+            int k;
+            for (k = 0; k < 20; k++) { toks[k] = 100 + k; poss[k] = k; seqs[k] = 0; }
+            big.n_tokens = 20; big.tokens = toks; big.pos = poss; big.seq_id = seqs; big.logits = NULL;
+            CHECK_ERR(bc_decode(ctx, &big, logits, V), BC_E_KV_FULL);
             CHECK(seq_len(ctx, 0) == 0);
             bc_generate_params gp;
             CHECK_OK(bc_generate_params_default(&gp, sizeof gp));
             gp.max_tokens = 4;
-            CHECK_ERR(bc_generate(ctx, "The capital of France is", &gp, NULL, NULL), BC_E_KV_FULL);
+            CHECK_ERR(bc_generate(ctx, "The capital of France is Paris, and the capital of Italy is Rome; the capital of Spain is",
+                                  &gp, NULL, NULL), BC_E_KV_FULL);
             CHECK(seq_len(ctx, 0) == 0);
             bc_context_free(ctx);
         }

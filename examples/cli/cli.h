@@ -23,6 +23,8 @@ int cmd_bench(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
+int cmd_batch(int argc, char **argv);
 
 /* ---- shared by the model commands (model.c) ---- */
 

@@ -18,6 +18,8 @@ static const cli_command commands[] = {
     {"info", "print a model's hyperparameters", cmd_info},
     {"tokenize", "print the token ids (or JSON pieces) of text", cmd_tokenize},
     {"generate", "stream a continuation of a prompt or a chat reply", cmd_generate},
+    {"chat", "interactive multi-turn chat keeping the conversation's KV cache", cmd_chat},
+    {"batch", "batch generation: JSONL requests in, JSONL results out (engine)", cmd_batch},
 };
 static const size_t command_count = sizeof commands / sizeof commands[0];
 

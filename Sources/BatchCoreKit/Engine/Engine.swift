@@ -130,12 +130,14 @@ public final class Engine {
         guard !requests.isEmpty else { return 0 }
         let t0 = Generator.monotonicSeconds()
         var processed = 0
-        for _ in 0..<64 {  // a KV-full step preempts and retries
-            let plan = schedule()
+        // After a preemption the step retries with decodes only, so a preempted request
+        // is not re-admitted in the same step (it would take back the blocks just freed).
+        var allowPrefill = true
+        for _ in 0..<64 {
+            let plan = schedule(allowPrefill: allowPrefill)
             if plan.rows.isEmpty {
-                // Nothing fits: the oldest waiting request cannot get KV even alone.
-                if let r = order.lazy.compactMap({ self.requests[$0] }).first {
-                    for s in r.seqs where !s.finished { finish(r, s, .error, message: "the request does not fit in the KV cache") }
+                if allowPrefill, let top = ranked().first {
+                    for s in top.seqs where !s.finished { finish(top, s, .error, message: "the request does not fit in the KV cache") }
                 }
                 break
             }
@@ -144,14 +146,16 @@ public final class Engine {
                 processed = plan.rows.count
                 break
             } catch let e as BatchCoreError where e.kind == .kvFull {
-                guard preemptOne(sparing: plan) else {
-                    // Only the scheduled requests hold KV: shrink by preempting the latest of them.
-                    if !preemptLatest() {
-                        for id in order { if let r = requests[id] { for s in r.seqs where !s.finished { finish(r, s, .error, message: e.message) } } }
-                        break
-                    }
+                if preemptLowest() { allowPrefill = false; continue }
+                if allowPrefill && plan.rows.contains(where: { $0.seq.tokens.count - $0.seq.computed > 1 }) {
+                    allowPrefill = false
                     continue
                 }
+                // Only the top-ranked request runs and it cannot grow: it does not fit.
+                if let top = ranked().first {
+                    for s in top.seqs where !s.finished { finish(top, s, .error, message: e.message) }
+                }
+                break
             }
         }
         metrics.steps += 1
@@ -183,7 +187,7 @@ public final class Engine {
     }
 
     /// Decode rows for running sequences first, then prefill chunks in policy order.
-    private func schedule() -> Plan {
+    private func schedule(allowPrefill: Bool) -> Plan {
         var plan = Plan()
         var budget = options.maxBatchedTokens
         var seqBudget = options.maxSequences
@@ -203,7 +207,7 @@ public final class Engine {
             }
         }
         // Prefills (chunked). Static batching admits only into an idle engine.
-        if options.staticBatching && anyRunning { return plan }
+        if !allowPrefill || (options.staticBatching && anyRunning) { return plan }
         for r in all {
             guard budget > 0, seqBudget > 0 else { break }
             // Before the fork only sequence 0 computes the shared prompt.
@@ -224,7 +228,8 @@ public final class Engine {
                 let chunk = min(remaining, budget)
                 // Admission: only what the KV cache can hold now (prefix hits already attached).
                 let blocksNeeded = (s.computed + chunk + bs - 1) / bs - (s.computed + bs - 1) / bs
-                if blocksNeeded > freeBlocks && anyRunning {
+                // The first rows of a step are always tried, so a lone request can run.
+                if blocksNeeded > freeBlocks && !plan.rows.isEmpty {
                     if admitting {
                         // Not admitted: let go of the attached prefix (its blocks stay cached).
                         cache.remove(sequence: s.cacheID)
@@ -288,16 +293,17 @@ public final class Engine {
 
     private func sample(_ r: Request, _ s: Sequence, _ logits: UnsafePointer<Float>, _ now: Double) throws {
         let (token, logprob) = try s.sampler.sample(logits: logits, count: model.config.vocabSize, history: s.tokens)
+        let isStopToken = r.spec.stopTokens.contains(token)
+            || (!r.spec.ignoreEndOfGeneration && model.tokenizer.isEndOfGeneration(token))
+        if isStopToken {
+            // A stop token ends the sample; it is not output (and not counted).
+            finish(r, s, .stop)
+            return
+        }
         s.generated += 1
         metrics.generatedTokens += 1
         if s.firstTokenTime.isNaN { s.firstTokenTime = now } else { s.gapSum += now - s.lastTokenTime }
         s.lastTokenTime = now
-        let isStopToken = r.spec.stopTokens.contains(token)
-            || (!r.spec.ignoreEndOfGeneration && model.tokenizer.isEndOfGeneration(token))
-        if isStopToken {
-            finish(r, s, .stop)
-            return
-        }
         s.tokens.append(token)
         s.pending += try s.decoder.push(token)
         // Stop strings: emit text up to the earliest match; hold back a possible partial match.
@@ -343,7 +349,14 @@ public final class Engine {
         s.finished = true
         // Held-back text (a partial stop-string match that never completed) and any
         // incomplete UTF-8 tail belong to the final text, except after a stop string.
-        if !stopString && reason != .cancelled && reason != .error { s.emitted += s.pending + s.decoder.finish() }
+        if !stopString && reason != .cancelled && reason != .error {
+            let rest = s.pending + s.decoder.finish()
+            if !rest.isEmpty {
+                // Streamed text must add up to the final text: flush it as a token event (token -1).
+                s.emitted += rest
+                events.append(.token(request: r.id, index: s.index, token: -1, text: rest, logprob: 0))
+            }
+        }
         s.pending = ""
         if s.cacheID >= 0 { cache.remove(sequence: s.cacheID) }
         var m = SequenceMetrics()
@@ -362,20 +375,14 @@ public final class Engine {
         }
     }
 
-    /// Frees the KV of one request (recomputed later) — the lowest-priority, latest
-    /// arrival holding KV outside `plan` first. Returns false when none exists.
     private func holdsKV(_ r: Request) -> Bool { r.active.contains { $0.cacheID >= 0 && cache.length(of: $0.cacheID) > 0 } }
 
-    private func preemptOne(sparing plan: Plan) -> Bool {
-        let holders = ranked().filter { holdsKV($0) && !plan.requests.contains($0.id) }
-        guard let victim = holders.last else { return false }
-        preempt(victim)
-        return true
-    }
-
-    private func preemptLatest() -> Bool {
-        let holders = ranked().filter { holdsKV($0) }
-        guard holders.count > 1, let victim = holders.last else { return false }
+    /// Preempts the lowest-priority, latest-arrived request holding KV other than the
+    /// top-ranked one. Returns false when there is none (the top request alone does not fit).
+    private func preemptLowest() -> Bool {
+        let ranking = ranked()
+        guard let top = ranking.first else { return false }
+        guard let victim = ranking.last(where: { $0.id != top.id && holdsKV($0) }) else { return false }
         preempt(victim)
         return true
     }
@@ -390,6 +397,12 @@ public final class Engine {
         // Recompute each sample on its own (the prompt's blocks are likely still cached).
         r.forked = true
         metrics.preemptions += 1
+    }
+
+    /// Current engine metrics (KV use and queue depth refreshed now).
+    public func currentMetrics() -> EngineMetrics {
+        refreshMetrics()
+        return metrics
     }
 
     private func refreshMetrics() {

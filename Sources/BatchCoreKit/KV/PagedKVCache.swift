@@ -16,6 +16,9 @@ public struct KVStats: Equatable, Sendable {
     /// Prompt tokens served from the prefix cache / prompt tokens looked up.
     public var prefixHitTokens = 0
     public var prefixQueryTokens = 0
+    /// KIVI storage: bytes of the sequences' float32 residual buffers (included in
+    /// bytesUsed; they share the budget with the blocks, see `PagedKVCache`).
+    public var residualBytes = 0
     public var hitRate: Double { prefixQueryTokens == 0 ? 0 : Double(prefixHitTokens) / Double(prefixQueryTokens) }
 }
 
@@ -29,6 +32,36 @@ public struct KVStats: Equatable, Sendable {
 /// full blocks cached, and unreferenced cached blocks are evicted least recently used
 /// first. Layers may use sliding windows (blocks no query can see are released) or
 /// read another layer's KV (MixAttention / cross-layer attention).
+///
+/// KIVI storage (`.kivi4`, `.kivi2`, see `KIVICodec`): blocks hold 4- or 2-bit codes
+/// with float16 scales/minima (keys per channel over the block's tokens, values per
+/// token in channel groups), so `bytesPerToken` is the true quantized size including
+/// the scales and minima. Positions that cannot be quantized yet live in a per-sequence
+/// float32 *residual* (one buffer per layer group, rows = positions
+/// `quantizedBlocks · blockSize ..< reserved length`): a block is quantized, at
+/// `commit`, only once it is full AND all its positions are older than the
+/// `layout.kiviResidual` (R, default 32) most recent ones; until then attention reads
+/// its rows from the residual, exactly. Blocks are still allocated at `reserve` (so
+/// `commit` never allocates); they simply hold no data until quantized.
+/// - Budget: residual buffers are charged to `budgetBytes` like blocks (capacity rows ×
+///   2 × storing layers × kvDim × 4 bytes, capacity rounded up to whole blocks); in
+///   steady decoding a sequence holds R + blockSize rows (e.g. 48 with R = 32,
+///   blockSize 16), during a long prefill as many rows as the prompt until its commit
+///   quantizes them. Growing a residual may evict cached blocks; `stats()` reports
+///   `residualBytes` and counts it in `bytesUsed`, and `blocksTotal` is what the rest
+///   of the budget holds.
+/// - Forks copy the parent's residual (a fork may throw `.kvFull` when the copy does
+///   not fit). Shared blocks quantized by two sequences receive identical codes (they
+///   quantize identical rows), and a partial block is copied on write as before.
+/// - Prefix caching: a block is named (reusable) only once it is quantized, and a new
+///   sequence reuses at most the blocks ending R positions before its prompt's end, so
+///   its R most recent positions are always computed in f32. Reused blocks carry the
+///   original sequence's quantization error (as with the other lossy types).
+/// - Truncating into a quantized block re-expands that block's kept rows into the
+///   residual by dequantizing them: those rows keep their quantization error and are
+///   quantized again when the block fills (error up to scale/2 per quantization), and
+///   the positions before the cut in earlier blocks stay quantized even if they are now
+///   among the R most recent. Truncating inside the residual is exact.
 ///
 /// Every operation either completes or throws and leaves the cache as it was.
 /// Not thread-safe: one thread at a time.
@@ -85,7 +118,18 @@ public final class PagedKVCache: KVCache {
         var adapter: UInt64 = 0
         /// Chained hashes of the sequence's full blocks, in order.
         var hashes: [UInt64] = []
-        init(groups: Int) { tables = Array(repeating: [], count: groups) }
+        // KIVI: blocks 0..<quantizedBlocks hold codes; positions from
+        // quantizedBlocks · blockSize up to `reserved` live in `residual` (per group:
+        // [storing layer][K, V][residualCapacity rows][kvDim] float32).
+        var quantizedBlocks = 0
+        var reserved = 0
+        var residual: [UnsafeMutablePointer<Float>?]
+        var residualCapacity = 0
+        init(groups: Int) {
+            tables = Array(repeating: [], count: groups)
+            residual = Array(repeating: nil, count: groups)
+        }
+        deinit { for r in residual { free(r) } }
     }
 
     var groups: [Group] = []
@@ -97,6 +141,11 @@ public final class PagedKVCache: KVCache {
     /// Dequantized rows for quantized storage (segments of the last call).
     private var scratch: UnsafeMutablePointer<Float>?
     private var scratchCount = 0
+    /// Bytes of one layer's key / value plane in a block.
+    private let keyPlaneBytes: Int, valuePlaneBytes: Int
+    private var kivi: Bool { layout.storage.isKIVI }
+    /// KIVI: bytes of all residual buffers (part of allocatedBytes).
+    private var residualBytes = 0
 
     public init(kvDim: Int, layout: KVLayout, budgetBytes: Int, maxLength: Int = Int.max, prefixCaching: Bool = true) throws {
         try layout.validate()
@@ -109,9 +158,10 @@ public final class PagedKVCache: KVCache {
         let storing = layout.storingGroups
         // Prefix reuse needs every position of every stored layer: only without windows.
         prefixCachingEnabled = prefixCaching && storing.allSatisfy { $0.window == nil }
-        let rowBytes = layout.storage.rowBytes(kvDim)
+        keyPlaneBytes = layout.storage.planeBytes(dim: kvDim, blockSize: layout.blockSize, value: false)
+        valuePlaneBytes = layout.storage.planeBytes(dim: kvDim, blockSize: layout.blockSize, value: true)
         for g in storing {
-            let bytes = (2 * g.layers.count * layout.blockSize * rowBytes + 63) / 64 * 64
+            let bytes = (g.layers.count * (keyPlaneBytes + valuePlaneBytes) + 63) / 64 * 64
             groups.append(Group(window: g.window, layers: g.layers, blockBytes: bytes))
         }
         layerSlot = Array(repeating: (0, 0), count: layout.layers.count)
@@ -262,6 +312,19 @@ public final class PagedKVCache: KVCache {
         guard bytesNeeded <= budgetBytes - allocatedBytes + evictable else {
             throw BatchCoreError(.kvFull, "KV cache full: \(bytesNeeded) more bytes needed, budget \(budgetBytes)")
         }
+        // KIVI: the residual grows too; blocks and residual are checked jointly (every
+        // new block takes a free-listed block, new budget or an evicted cached block,
+        // each of which the residual could otherwise have used).
+        var residualRows = seq.residualCapacity
+        if kivi {
+            let rows = newLength - seq.quantizedBlocks * bs
+            if rows > seq.residualCapacity { residualRows = (rows + bs - 1) / bs * bs }
+            var demand = (residualRows - seq.residualCapacity) * residualRowBytes
+            for (g, group) in groups.enumerated() { demand += needs[g] * group.blockBytes }
+            guard demand <= budgetBytes - allocatedBytes + reclaimableBytes else {
+                throw BatchCoreError(.kvFull, "KV cache full: sequence \(sequence) needs \(demand) more bytes of blocks and residual, budget \(budgetBytes)")
+            }
+        }
         var created: [(Int, Int32)] = []
         for (g, group) in groups.enumerated() where needs[g] > 0 {
             var table = seq.tables[g]
@@ -283,7 +346,107 @@ public final class PagedKVCache: KVCache {
             }
             seq.tables[g] = table
         }
+        if residualRows > seq.residualCapacity {
+            guard makeRoom((residualRows - seq.residualCapacity) * residualRowBytes),
+                  resizeResidual(seq, rows: residualRows, keep: seq.reserved - seq.quantizedBlocks * bs) else {
+                rollback(created)
+                throw BatchCoreError(.outOfMemory, "cannot allocate a KIVI residual buffer")
+            }
+        }
+        seq.reserved = max(seq.reserved, newLength)
         sequences[sequence] = seq
+    }
+
+    // MARK: KIVI residual
+
+    /// Bytes of one residual row over all groups (K and V of every storing layer).
+    private var residualRowBytes: Int { groups.reduce(0) { $0 + 2 * $1.layers.count } * kvDim * 4 }
+
+    /// Bytes that freeing free-listed and evicting cached blocks would give back.
+    private var reclaimableBytes: Int { groups.reduce(0) { $0 + ($1.freeList.count + $1.cachedCount) * $1.blockBytes } }
+
+    /// Frees free-listed blocks' memory, then evicts cached blocks (least recently used
+    /// first), until `bytes` more fit in the budget; returns whether they do.
+    private func makeRoom(_ bytes: Int) -> Bool {
+        for (g, group) in groups.enumerated() {
+            while budgetBytes - allocatedBytes < bytes, let b = group.freeList.last { releaseMemory(g, b) }
+        }
+        for (g, group) in groups.enumerated() {
+            while budgetBytes - allocatedBytes < bytes, group.head >= 0 {
+                let b = group.head
+                evict(g, b)
+                releaseMemory(g, b)
+            }
+        }
+        return budgetBytes - allocatedBytes >= bytes
+    }
+
+    /// Reallocates a sequence's residual buffers to `rows` rows, keeping its first
+    /// `keep` rows; charges the difference to the budget. False (and nothing changed)
+    /// when the host allocator fails.
+    private func resizeResidual(_ seq: Sequence, rows: Int, keep: Int) -> Bool {
+        var fresh: [UnsafeMutablePointer<Float>?] = Array(repeating: nil, count: groups.count)
+        if rows > 0 {
+            let n = max(0, min(keep, rows, seq.residualCapacity))
+            for (g, group) in groups.enumerated() {
+                let planes = 2 * group.layers.count
+                guard let p = malloc(planes * rows * kvDim * 4)?.assumingMemoryBound(to: Float.self) else {
+                    for f in fresh { free(f) }
+                    return false
+                }
+                if n > 0, let old = seq.residual[g] {
+                    for pl in 0..<planes { (p + pl * rows * kvDim).update(from: old + pl * seq.residualCapacity * kvDim, count: n * kvDim) }
+                }
+                fresh[g] = p
+            }
+        }
+        for r in seq.residual { free(r) }
+        let delta = (rows - seq.residualCapacity) * residualRowBytes
+        allocatedBytes += delta
+        residualBytes += delta
+        seq.residual = fresh
+        seq.residualCapacity = rows
+        return true
+    }
+
+    /// The residual rows of one layer's keys or values (row 0 = the first unquantized position).
+    @inline(__always)
+    private func residualPlane(_ seq: Sequence, _ g: Int, _ li: Int, value: Bool) -> UnsafeMutablePointer<Float> {
+        seq.residual[g]! + (li * 2 + (value ? 1 : 0)) * seq.residualCapacity * kvDim
+    }
+
+    /// Quantizes every block that is full and entirely older than the R most recent
+    /// positions, then drops its rows from the residual.
+    private func quantizeOldBlocks(_ seq: Sequence) {
+        let bs = layout.blockSize, bits = layout.storage.kiviBits
+        let first = seq.quantizedBlocks
+        var q = first
+        while (q + 1) * bs + layout.kiviResidual <= seq.length { q += 1 }
+        guard q > first else { return }
+        for blk in first..<q {
+            let off = (blk - first) * bs * kvDim
+            for (g, group) in groups.enumerated() where blk < seq.tables[g].count && seq.tables[g][blk] >= 0 {
+                let b = seq.tables[g][blk]
+                for li in group.layers.indices {
+                    KIVICodec.encodeKeys(residualPlane(seq, g, li, value: false) + off, dim: kvDim, blockSize: bs, bits: bits,
+                                         into: planePointer(g, block: b, index: li, value: false))
+                    KIVICodec.encodeValues(residualPlane(seq, g, li, value: true) + off, count: bs, dim: kvDim, blockSize: bs,
+                                           bits: bits, into: planePointer(g, block: b, index: li, value: true))
+                }
+            }
+        }
+        let drop = (q - first) * bs, remain = max(0, seq.reserved - q * bs)
+        for (g, group) in groups.enumerated() {
+            for pl in 0..<2 * group.layers.count {
+                let plane = seq.residual[g]! + pl * seq.residualCapacity * kvDim
+                memmove(plane, plane + drop * kvDim, remain * kvDim * 4)
+            }
+        }
+        seq.quantizedBlocks = q
+        // Give back what a long prefill needed; keep R + blockSize rows for decoding.
+        let steady = (layout.kiviResidual + 2 * bs - 1) / bs * bs
+        let target = max((remain + bs - 1) / bs * bs, min(seq.residualCapacity, steady))
+        if target < seq.residualCapacity { _ = resizeResidual(seq, rows: target, keep: remain) }
     }
 
     private func rollback(_ created: [(Int, Int32)]) {
@@ -292,17 +455,28 @@ public final class PagedKVCache: KVCache {
         for (g, b) in created { groups[g].refcount[Int(b)] = 0; groups[g].freeList.append(b) }
     }
 
+    /// One layer's key or value plane in a block: [K planes per layer][V planes per layer].
+    @inline(__always)
+    private func planePointer(_ g: Int, block: Int32, index li: Int, value: Bool) -> UnsafeMutableRawPointer {
+        let group = groups[g]
+        return group.memory[Int(block)] + (value ? group.layers.count * keyPlaneBytes + li * valuePlaneBytes : li * keyPlaneBytes)
+    }
+
     @inline(__always)
     private func rowPointer(_ g: Int, block: Int32, index li: Int, row: Int, value: Bool) -> UnsafeMutableRawPointer {
-        let group = groups[g]
-        let rb = layout.storage.rowBytes(kvDim)
-        let plane = (value ? group.layers.count : 0) + li
-        return group.memory[Int(block)] + (plane * layout.blockSize + row) * rb
+        planePointer(g, block: block, index: li, value: value) + row * layout.storage.rowBytes(kvDim)
     }
 
     public func write(layer: Int, sequence: Int, position: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>) {
         guard isStoring(layer), let seq = sequences[sequence] else { return }
         let (g, li) = layerSlot[layer]
+        if kivi {
+            let r = position - seq.quantizedBlocks * layout.blockSize
+            guard r >= 0, r < seq.residualCapacity else { return }
+            (residualPlane(seq, g, li, value: false) + r * kvDim).update(from: keys, count: kvDim)
+            (residualPlane(seq, g, li, value: true) + r * kvDim).update(from: values, count: kvDim)
+            return
+        }
         let b = seq.tables[g][position / layout.blockSize]
         let row = position % layout.blockSize
         KVCodec.encode(keys, kvDim, layout.storage, into: rowPointer(g, block: b, index: li, row: row, value: false))
@@ -316,6 +490,7 @@ public final class PagedKVCache: KVCache {
         let table = seq.tables[g]
         let blocks = (length + bs - 1) / bs
         var out: [KVSegment] = []
+        if kivi { return kiviSegments(seq, g, li, length) }
         if layout.storage != .f32 {
             let needed = blocks * bs * kvDim * 2
             if needed > scratchCount {
@@ -344,6 +519,45 @@ public final class PagedKVCache: KVCache {
         return out
     }
 
+    /// KIVI: quantized blocks dequantized into the scratch, then the residual in place.
+    private func kiviSegments(_ seq: Sequence, _ g: Int, _ li: Int, _ length: Int) -> [KVSegment] {
+        let bs = layout.blockSize, bits = layout.storage.kiviBits
+        let start = seq.quantizedBlocks * bs
+        let blocks = min(seq.quantizedBlocks, (length + bs - 1) / bs, seq.tables[g].count)
+        var out: [KVSegment] = []
+        let needed = blocks * bs * kvDim * 2
+        if needed > scratchCount {
+            free(scratch)
+            scratch = try? Memory.allocateFloats(needed, fill: 0)
+            scratchCount = scratch == nil ? 0 : needed
+        }
+        if let scratch {
+            for bi in 0..<blocks where seq.tables[g][bi] >= 0 {
+                let b = seq.tables[g][bi]
+                let count = min(bs, length - bi * bs)
+                let kd = scratch + bi * bs * kvDim * 2, vd = kd + bs * kvDim
+                KIVICodec.decodeKeys(planePointer(g, block: b, index: li, value: false), rows: count, dim: kvDim,
+                                     blockSize: bs, bits: bits, into: kd)
+                KIVICodec.decodeValues(planePointer(g, block: b, index: li, value: true), rows: count, dim: kvDim,
+                                       blockSize: bs, bits: bits, into: vd)
+                out.append(KVSegment(keys: kd, values: vd, start: bi * bs, count: count))
+            }
+        }
+        let count = min(length - start, seq.residualCapacity)
+        if count > 0 {
+            out.append(KVSegment(keys: residualPlane(seq, g, li, value: false), values: residualPlane(seq, g, li, value: true),
+                                 start: start, count: count))
+        }
+        return out
+    }
+
+    /// KIVI: positions `0..<quantizedLength` of a sequence are stored quantized, the
+    /// rest in the float32 residual (0 for other storage types).
+    public func quantizedLength(of sequence: Int) -> Int {
+        guard kivi, let seq = sequences[sequence] else { return 0 }
+        return seq.quantizedBlocks * layout.blockSize
+    }
+
     public func record(sequence: Int, position: Int, token: Int32) {
         guard let seq = sequences[sequence] else { return }
         if position == seq.tokens.count { seq.tokens.append(token) } else if position < seq.tokens.count { seq.tokens[position] = token }
@@ -352,10 +566,12 @@ public final class PagedKVCache: KVCache {
     public func commit(sequence: Int, length: Int) {
         guard let seq = sequences[sequence] else { return }
         seq.length = length
+        seq.reserved = max(seq.reserved, length)
         let bs = layout.blockSize
-        // Name newly filled blocks for prefix reuse.
+        if kivi { quantizeOldBlocks(seq) }
+        // Name newly filled blocks for prefix reuse (KIVI: once quantized).
         if prefixCachingEnabled, seq.tokens.count >= length {
-            while seq.hashes.count < length / bs {
+            while seq.hashes.count < (kivi ? seq.quantizedBlocks : length / bs) {
                 let bi = seq.hashes.count
                 let toks = Array(seq.tokens[bi * bs..<(bi + 1) * bs])
                 let h = Self.blockHash(parent: seq.hashes.last ?? 0, tokens: toks, adapter: seq.adapter)
@@ -397,6 +613,8 @@ public final class PagedKVCache: KVCache {
 
     public func contains(_ sequence: Int) -> Bool { sequences[sequence] != nil }
     public var sequenceIDs: [Int] { Array(sequences.keys) }
+    /// A sequence's record (tokens, adapter, block tables); for state export/import.
+    func sequenceRecord(_ sequence: Int) -> Sequence? { sequences[sequence] }
 
     /// For a new (empty) sequence: attaches the cached blocks of the longest cached
     /// prefix of `prompt` (at most prompt.count - 1 tokens, so the last prompt token is
@@ -414,7 +632,9 @@ public final class PagedKVCache: KVCache {
         let bs = layout.blockSize
         var parent: UInt64 = 0
         var matched = 0
-        while (matched + 1) * bs <= prompt.count - 1 {
+        // KIVI: the prompt's R most recent positions are computed, in f32.
+        let computed = kivi ? max(1, layout.kiviResidual) : 1
+        while (matched + 1) * bs <= prompt.count - computed {
             let toks = Array(prompt[matched * bs..<(matched + 1) * bs])
             let h = Self.blockHash(parent: parent, tokens: toks, adapter: adapter)
             var blocks: [Int32] = []
@@ -429,6 +649,8 @@ public final class PagedKVCache: KVCache {
             matched += 1
         }
         seq.length = matched * bs
+        seq.reserved = max(seq.reserved, seq.length)
+        seq.quantizedBlocks = kivi ? matched : 0
         seq.tokens = Array(prompt[0..<seq.length])
         hitTokens += seq.length
         return seq.length
@@ -439,7 +661,26 @@ public final class PagedKVCache: KVCache {
         guard let p = sequences[parent] else { throw BatchCoreError.invalid("sequence \(parent) does not exist") }
         guard sequences[child] == nil else { throw BatchCoreError.invalid("sequence \(child) already exists") }
         let c = Sequence(groups: groups.count)
+        if kivi {
+            // The child's own copy of the parent's committed residual rows.
+            let bs = layout.blockSize
+            let rows = p.length - p.quantizedBlocks * bs
+            let cap = (rows + bs - 1) / bs * bs
+            guard cap * residualRowBytes <= budgetBytes - allocatedBytes + reclaimableBytes else {
+                throw BatchCoreError(.kvFull, "KV cache full: forking sequence \(parent) needs \(cap * residualRowBytes) bytes of KIVI residual")
+            }
+            guard makeRoom(cap * residualRowBytes), resizeResidual(c, rows: cap, keep: 0) else {
+                throw BatchCoreError(.outOfMemory, "cannot allocate a KIVI residual buffer")
+            }
+            for g in groups.indices where rows > 0 {
+                for pl in 0..<2 * groups[g].layers.count {
+                    (c.residual[g]! + pl * cap * kvDim).update(from: p.residual[g]! + pl * p.residualCapacity * kvDim, count: rows * kvDim)
+                }
+            }
+            c.quantizedBlocks = p.quantizedBlocks
+        }
         c.length = p.length
+        c.reserved = p.length
         c.tokens = p.tokens
         c.tables = p.tables
         c.adapter = p.adapter
@@ -455,13 +696,55 @@ public final class PagedKVCache: KVCache {
         guard length < seq.length else { return }
         let bs = layout.blockSize
         let keep = (length + bs - 1) / bs
+        if kivi, length < seq.quantizedBlocks * bs {
+            // Cut inside the quantized part: the kept rows of the cut block are
+            // dequantized into the (emptied) residual.
+            let nb = length / bs, rows = length - nb * bs
+            let cap = max(seq.residualCapacity, (rows + bs - 1) / bs * bs)
+            let extra = (cap - seq.residualCapacity) * residualRowBytes
+            guard extra <= budgetBytes - allocatedBytes + reclaimableBytes else {
+                throw BatchCoreError(.kvFull, "KV cache full: truncating sequence \(sequence) into a quantized block needs \(extra) bytes of KIVI residual")
+            }
+            if cap > seq.residualCapacity {
+                guard makeRoom(extra), resizeResidual(seq, rows: cap, keep: 0) else {
+                    throw BatchCoreError(.outOfMemory, "cannot allocate a KIVI residual buffer")
+                }
+            }
+            if rows > 0 {
+                for (g, group) in groups.enumerated() {
+                    let b = nb < seq.tables[g].count ? seq.tables[g][nb] : -1
+                    for li in group.layers.indices {
+                        let k = residualPlane(seq, g, li, value: false), v = residualPlane(seq, g, li, value: true)
+                        if b >= 0 {
+                            KIVICodec.decodeKeys(planePointer(g, block: b, index: li, value: false), rows: rows, dim: kvDim,
+                                                 blockSize: bs, bits: layout.storage.kiviBits, into: k)
+                            KIVICodec.decodeValues(planePointer(g, block: b, index: li, value: true), rows: rows, dim: kvDim,
+                                                   blockSize: bs, bits: layout.storage.kiviBits, into: v)
+                        } else {  // released by a sliding window: no query can see it
+                            k.update(repeating: 0, count: rows * kvDim)
+                            v.update(repeating: 0, count: rows * kvDim)
+                        }
+                    }
+                }
+            }
+            seq.quantizedBlocks = nb
+        }
         for g in groups.indices {
             while seq.tables[g].count > keep {
                 let b = seq.tables[g].removeLast()
                 if b >= 0 { decref(g, b) }
             }
+            // A kept partial block will be rewritten: it no longer holds the named
+            // tokens' KV, so it leaves the prefix cache (a shared one is copied on write).
+            if length % bs != 0, let b = seq.tables[g].last, b >= 0, groups[g].refcount[Int(b)] == 1,
+               let h = groups[g].hash[Int(b)] {
+                if groups[g].byHash[h] == b { groups[g].byHash[h] = nil }
+                groups[g].hash[Int(b)] = nil
+                groups[g].blockTokens[Int(b)] = []
+            }
         }
         seq.length = length
+        seq.reserved = length
         seq.tokens = Array(seq.tokens.prefix(length))
         seq.hashes = Array(seq.hashes.prefix(length / bs))
     }
@@ -470,6 +753,7 @@ public final class PagedKVCache: KVCache {
     public func remove(sequence: Int) {
         guard let seq = sequences.removeValue(forKey: sequence) else { return }
         for (g, t) in seq.tables.enumerated() { for b in t where b >= 0 { decref(g, b) } }
+        if seq.residualCapacity > 0 { _ = resizeResidual(seq, rows: 0, keep: 0) }
     }
 
     public func stats() -> KVStats {
@@ -481,9 +765,11 @@ public final class PagedKVCache: KVCache {
             s.bytesUsed += used * group.blockBytes
         }
         let perBlockSet = groups.reduce(0) { $0 + $1.blockBytes }
-        s.blocksTotal = budgetBytes / perBlockSet * groups.count
+        s.blocksTotal = (budgetBytes - residualBytes) / perBlockSet * groups.count
         s.blocksFree = s.blocksTotal - s.blocksUsed - s.blocksCached
         s.bytesTotal = budgetBytes
+        s.residualBytes = residualBytes
+        s.bytesUsed += residualBytes
         s.bytesPerToken = bytesPerToken
         s.sequences = sequences.count
         s.tokens = sequences.values.reduce(0) { $0 + $1.length }
@@ -502,6 +788,8 @@ enum KVCodec {
         case .f16:
             let d = dst.assumingMemoryBound(to: Float16.self)
             for i in 0..<n { d[i] = Float16(x[i]) }
+        case .kivi4, .kivi2:
+            preconditionFailure("KIVI storage is encoded per block (KIVICodec)")
         case .int8:
             var m: Float = 0
             for i in 0..<n { m = max(m, abs(x[i])) }
@@ -524,6 +812,8 @@ enum KVCodec {
             let scale = src.load(as: Float.self)
             let q = (src + 4).assumingMemoryBound(to: Int8.self)
             for i in 0..<n { y[i] = Float(q[i]) * scale }
+        case .kivi4, .kivi2:
+            preconditionFailure("KIVI storage is decoded per block (KIVICodec)")
         }
     }
 }

@@ -237,7 +237,12 @@ public enum HFModel {
     /// a `.safetensors` / `.safetensors.index.json` path).
     public static func load(path: String, progress: ((Double) -> Void)? = nil) throws -> (Transformer, Tokenizer) {
         let dir = directory(of: path)
-        let configJSON = try JSONValue.parse(try readWholeFile(dir + "/config.json", maxSize: 16 << 20))
+        let configBytes: [UInt8]
+        do { configBytes = try readWholeFile(dir + "/config.json", maxSize: 16 << 20) } catch let e as BatchCoreError where e.kind == .notFound {
+            // The caller asked to load a model from a path that holds none.
+            throw BatchCoreError.io("cannot open a model at \(path): not a GGUF file and no config.json in \(dir)")
+        }
+        let configJSON = try JSONValue.parse(configBytes)
         let config = try self.config(json: configJSON)
         let tokenizer = try Tokenizer(huggingFaceDirectory: dir, modelConfig: configJSON)
         let st: SafetensorsCollection

@@ -1,0 +1,214 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import BatchCoreKit
+import CBatchCore
+
+/// The C handle of an engine: the core engine plus the events not yet polled and the
+/// C strings of the last poll (kept alive until the next poll/step, as documented).
+final class EngineHandle {
+    let engine: Engine
+    var queue: [EngineEvent] = []
+    var head = 0
+    var strings: [UnsafeMutablePointer<CChar>] = []
+    var tags: [UInt64: UInt64] = [:]
+
+    init(engine: Engine) { self.engine = engine }
+    deinit { releaseStrings() }
+
+    func releaseStrings() {
+        for s in strings { free(s) }
+        strings.removeAll()
+    }
+
+    func cString(_ s: String) -> UnsafeMutablePointer<CChar> {
+        let p = strdup(s)!
+        strings.append(p)
+        return p
+    }
+}
+
+private let defaultEngineParams = bc_engine_params(
+    struct_size: UInt32(MemoryLayout<bc_engine_params>.size), max_batched_tokens: 512, max_seqs: 64, policy: 0,
+    n_ctx: 0, kv_bytes: 0, kv_type: Int32(BC_KV_F32.rawValue), static_batching: 0)
+
+private let defaultRequestParams = bc_request_params(
+    struct_size: UInt32(MemoryLayout<bc_request_params>.size), max_tokens: 128, n: 1, priority: 0, ignore_eos: 0,
+    stop_tokens: nil, n_stop_tokens: 0, stop_strings: nil, n_stop_strings: 0, user_tag: 0)
+
+@c @implementation
+public func bc_engine_params_default(_ out: UnsafeMutablePointer<bc_engine_params>?, _ size: Int) -> bc_status {
+    abiCall { try writeDefault(defaultEngineParams, out, size, "bc_engine_params") }
+}
+
+@c @implementation
+public func bc_request_params_default(_ out: UnsafeMutablePointer<bc_request_params>?, _ size: Int) -> bc_status {
+    abiCall { try writeDefault(defaultRequestParams, out, size, "bc_request_params") }
+}
+
+@c @implementation
+public func bc_engine_create(_ model: OpaquePointer?, _ params: UnsafePointer<bc_engine_params>?,
+                             _ out: UnsafeMutablePointer<OpaquePointer?>?) -> bc_status {
+    abiCall {
+        let m = try object(model, as: LanguageModel.self, "model")
+        let out = try required(out, "out")
+        let p = try readParams(params, defaults: defaultEngineParams, "bc_engine_params")
+        guard let storage = KVStorageType(rawValue: p.kv_type) else { throw BatchCoreError.invalid("unknown kv_type \(p.kv_type)") }
+        guard let policy = SchedulingPolicy(rawValue: p.policy) else { throw BatchCoreError.invalid("unknown policy \(p.policy)") }
+        guard p.n_ctx >= 0, p.kv_bytes >= 0 else { throw BatchCoreError.invalid("n_ctx and kv_bytes must be >= 0") }
+        let nctx = p.n_ctx == 0 ? m.config.contextLength : Int(p.n_ctx)
+        guard nctx <= m.config.contextLength else { throw BatchCoreError.invalid("n_ctx \(nctx) exceeds the model's \(m.config.contextLength)") }
+        let cache = try PagedKVCache(kvDim: m.config.kvDim, layout: .full(layerCount: m.config.layerCount, storage: storage),
+                                     budgetBytes: p.kv_bytes == 0 ? InferenceContext.defaultBudgetBytes : Int(p.kv_bytes),
+                                     maxLength: nctx)
+        let options = EngineOptions(maxBatchedTokens: Int(p.max_batched_tokens), maxSequences: Int(p.max_seqs),
+                                    policy: policy, staticBatching: p.static_batching != 0)
+        out.pointee = retainHandle(EngineHandle(engine: try Engine(model: m, cache: cache, options: options)))
+    }
+}
+
+@c @implementation
+public func bc_engine_free(_ engine: OpaquePointer?) {
+    releaseHandle(engine, as: EngineHandle.self)
+}
+
+private func request(_ tokens: [Int32], _ params: UnsafePointer<bc_request_params>?,
+                     _ sampling: UnsafePointer<bc_sampling_params>?) throws -> GenerationRequest {
+    let p = try readParams(params, defaults: defaultRequestParams, "bc_request_params")
+    let s = try readParams(sampling, defaults: defaultSamplingParams, "bc_sampling_params").core
+    guard p.n_stop_tokens >= 0, p.n_stop_strings >= 0 else { throw BatchCoreError.invalid("negative stop counts") }
+    var stopTokens: Set<Int32> = []
+    if p.n_stop_tokens > 0 {
+        let t = try required(p.stop_tokens, "stop_tokens")
+        for i in 0..<Int(p.n_stop_tokens) { stopTokens.insert(t[i]) }
+    }
+    var stopStrings: [String] = []
+    if p.n_stop_strings > 0 {
+        let t = try required(p.stop_strings, "stop_strings")
+        for i in 0..<Int(p.n_stop_strings) {
+            guard let c = t[i] else { throw BatchCoreError.invalid("stop_strings[\(i)] is NULL") }
+            stopStrings.append(String(cString: c))
+        }
+    }
+    return GenerationRequest(prompt: tokens, sampling: s, maxTokens: Int(p.max_tokens), stopTokens: stopTokens,
+                             stopStrings: stopStrings, priority: Int(p.priority), n: Int(p.n),
+                             ignoreEndOfGeneration: p.ignore_eos != 0, tag: p.user_tag)
+}
+
+@c @implementation
+public func bc_engine_submit(_ engine: OpaquePointer?, _ tokens: UnsafePointer<Int32>?, _ n: Int32,
+                             _ params: UnsafePointer<bc_request_params>?, _ sampling: UnsafePointer<bc_sampling_params>?,
+                             _ requestID: UnsafeMutablePointer<UInt64>?) -> bc_status {
+    abiCall {
+        let h = try object(engine, as: EngineHandle.self, "engine")
+        let tokens = try required(tokens, "tokens")
+        let requestID = try required(requestID, "request_id")
+        guard n > 0 else { throw BatchCoreError.invalid("n_tokens must be > 0 (got \(n))") }
+        let spec = try request(Array(UnsafeBufferPointer(start: tokens, count: Int(n))), params, sampling)
+        let id = try h.engine.submit(spec)
+        h.tags[id] = spec.tag
+        requestID.pointee = id
+    }
+}
+
+@c @implementation
+public func bc_engine_submit_text(_ engine: OpaquePointer?, _ prompt: UnsafePointer<CChar>?,
+                                  _ params: UnsafePointer<bc_request_params>?, _ sampling: UnsafePointer<bc_sampling_params>?,
+                                  _ requestID: UnsafeMutablePointer<UInt64>?) -> bc_status {
+    abiCall {
+        let h = try object(engine, as: EngineHandle.self, "engine")
+        let prompt = try required(prompt, "prompt")
+        let requestID = try required(requestID, "request_id")
+        let tokens = h.engine.model.tokenizer.encode(String(cString: prompt), addSpecial: true, parseSpecial: true)
+        guard !tokens.isEmpty else { throw BatchCoreError.invalid("the prompt has no tokens") }
+        let spec = try request(tokens, params, sampling)
+        let id = try h.engine.submit(spec)
+        h.tags[id] = spec.tag
+        requestID.pointee = id
+    }
+}
+
+@c @implementation
+public func bc_engine_cancel(_ engine: OpaquePointer?, _ requestID: UInt64) -> bc_status {
+    abiCall {
+        let h = try object(engine, as: EngineHandle.self, "engine")
+        try h.engine.cancel(requestID)
+        h.queue += h.engine.poll()
+    }
+}
+
+@c @implementation
+public func bc_engine_step(_ engine: OpaquePointer?, _ processed: UnsafeMutablePointer<Int32>?,
+                           _ live: UnsafeMutablePointer<Int32>?) -> bc_status {
+    abiCall {
+        let h = try object(engine, as: EngineHandle.self, "engine")
+        h.releaseStrings()
+        let n = try h.engine.step()
+        h.queue += h.engine.poll()
+        put(Int32(n), processed)
+        put(Int32(h.engine.liveRequests), live)
+    }
+}
+
+@c @implementation
+public func bc_engine_poll(_ engine: OpaquePointer?, _ events: UnsafeMutablePointer<bc_event>?, _ capacity: Int,
+                           _ nEvents: UnsafeMutablePointer<Int>?) -> bc_status {
+    abiCall {
+        let h = try object(engine, as: EngineHandle.self, "engine")
+        let nEvents = try required(nEvents, "n_events")
+        guard capacity >= 0 else { throw BatchCoreError.invalid("capacity must be >= 0") }
+        if capacity > 0 { _ = try required(events, "events") }
+        h.releaseStrings()
+        let count = min(capacity, h.queue.count - h.head)
+        for k in 0..<count {
+            var e = bc_event()
+            switch h.queue[h.head + k] {
+            case .token(let rid, let index, let token, let text, let logprob):
+                e.kind = Int32(BC_EVENT_TOKEN.rawValue)
+                e.request_id = rid
+                e.index = Int32(index)
+                e.token = token
+                e.logprob = logprob
+                e.text = UnsafePointer(h.cString(text))
+                e.text_len = text.utf8.count
+                e.message = UnsafePointer(h.cString(""))
+            case .finished(let rid, let index, let reason, let text, let m, let message):
+                e.kind = Int32(BC_EVENT_FINISHED.rawValue)
+                e.request_id = rid
+                e.index = Int32(index)
+                e.token = -1
+                e.text = UnsafePointer(h.cString(text))
+                e.text_len = text.utf8.count
+                e.finish_reason = reason.rawValue
+                e.prompt_tokens = Int32(m.promptTokens)
+                e.cached_prompt_tokens = Int32(m.cachedPromptTokens)
+                e.generated_tokens = Int32(m.generatedTokens)
+                e.ttft_seconds = m.timeToFirstToken
+                e.itl_seconds = m.meanInterTokenLatency
+                e.total_seconds = m.totalSeconds
+                e.message = UnsafePointer(h.cString(message))
+            }
+            e.user_tag = h.tags[e.request_id] ?? 0
+            events![k] = e
+        }
+        h.head += count
+        if h.head == h.queue.count { h.queue.removeAll(keepingCapacity: true); h.head = 0 }
+        nEvents.pointee = count
+    }
+}
+
+@c @implementation
+public func bc_engine_get_metrics(_ engine: OpaquePointer?, _ metrics: UnsafeMutablePointer<bc_engine_metrics>?) -> bc_status {
+    abiCall {
+        let h = try object(engine, as: EngineHandle.self, "engine")
+        let out = try required(metrics, "metrics")
+        let m = h.engine.currentMetrics()
+        let v = bc_engine_metrics(
+            struct_size: 0, steps: Int64(m.steps), submitted: Int64(m.submitted), finished: Int64(m.finished),
+            waiting: Int64(m.waiting), running: Int64(m.running), preemptions: Int64(m.preemptions),
+            generated_tokens: Int64(m.generatedTokens), batched_tokens: Int64(m.batchedTokens), busy_seconds: m.busySeconds,
+            tokens_per_second: m.tokensPerSecond, kv_used_bytes: Int64(m.kvUsedBytes), kv_total_bytes: Int64(m.kvTotalBytes),
+            prefix_hit_rate: m.prefixHitRate)
+        try writeSized(v, to: out, "bc_engine_metrics")
+    }
+}

@@ -1,0 +1,291 @@
+/* batchcore engine benchmark: a seeded multi-request workload served by the
+ * continuous-batching engine (bc_engine_*), in continuous or static batching mode.
+ *
+ *   engine_bench MODEL.gguf --make-workload OUT.jsonl --text TEXT.txt [--requests N] [--seed S]
+ *       tokenizes TEXT (its first line is skipped: a source note) and writes N requests,
+ *       one JSON line each: {"id":i,"prompt":[token ids],"max_tokens":M}. Prompt lengths
+ *       are lognormal (median 96, sigma 0.8) clamped to [16, 512] tokens, output lengths
+ *       lognormal (median 40, sigma 0.8) clamped to [8, 256]; each prompt is a slice of
+ *       the text's tokens at a random offset (wrapping around).
+ *   engine_bench MODEL.gguf --workload W.jsonl --mode continuous|static [--threads T]
+ *       submits every request at t = 0 (greedy, ignore_eos: exactly max_tokens tokens
+ *       each), steps the engine until all finish and prints one RESULT line:
+ *       output tokens/s = generated tokens / wall time; TTFT per request from t = 0
+ *       (the engine's ttft_seconds: submission to first token); ITL = every gap between
+ *       consecutive tokens of a request (wall clock at the poll after each step).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <batchcore.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+#define CHECK(call)                                                                              \
+    do {                                                                                         \
+        bc_status st_ = (call);                                                                  \
+        if (st_ != BC_OK) {                                                                      \
+            fprintf(stderr, "%s: %s: %s\n", #call, bc_status_string(st_), bc_last_error());      \
+            exit(1);                                                                             \
+        }                                                                                        \
+    } while (0)
+
+static void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    return p;
+}
+
+/* splitmix64 */
+static uint64_t rng_state;
+static uint64_t rng_next(void) {
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+static double rng_uniform(void) { return ((double)(rng_next() >> 11) + 0.5) / 9007199254740992.0; }
+static double rng_normal(void) { return sqrt(-2.0 * log(rng_uniform())) * cos(6.283185307179586 * rng_uniform()); }
+static int lognormal_clamped(double median, double sigma, int lo, int hi) {
+    double v = median * exp(sigma * rng_normal());
+    int n = (int)(v + 0.5);
+    return n < lo ? lo : n > hi ? hi : n;
+}
+
+static int make_workload(bc_model *model, const char *text_path, const char *out_path, int n_requests, uint64_t seed) {
+    FILE *f = fopen(text_path, "rb");
+    if (!f) { perror(text_path); return 1; }
+    char *text = xmalloc(1 << 20);
+    size_t len = fread(text, 1, (1 << 20) - 1, f);
+    fclose(f);
+    text[len] = '\0';
+    char *body = strchr(text, '\n');
+    body = body ? body + 1 : text;
+    size_t body_len = strlen(body), n_tok = 0;
+    CHECK(bc_tokenize(model, body, body_len, 0, 0, NULL, 0, &n_tok));
+    int32_t *tok = xmalloc(n_tok * sizeof *tok);
+    CHECK(bc_tokenize(model, body, body_len, 0, 0, tok, n_tok, &n_tok));
+    if (n_tok < 16) { fprintf(stderr, "text too short\n"); return 1; }
+    FILE *out = fopen(out_path, "w");
+    if (!out) { perror(out_path); return 1; }
+    rng_state = seed;
+    long total_p = 0, total_g = 0;
+    for (int i = 0; i < n_requests; i++) {
+        int p = lognormal_clamped(96, 0.8, 16, 512);
+        int g = lognormal_clamped(40, 0.8, 8, 256);
+        size_t off = (size_t)(rng_next() % n_tok);
+        fprintf(out, "{\"id\":%d,\"prompt\":[", i);
+        for (int k = 0; k < p; k++) fprintf(out, "%s%d", k ? "," : "", (int)tok[(off + (size_t)k) % n_tok]);
+        fprintf(out, "],\"max_tokens\":%d}\n", g);
+        total_p += p;
+        total_g += g;
+    }
+    fclose(out);
+    fprintf(stderr, "workload: %d requests, %ld prompt tokens, %ld output tokens (text: %lu tokens) -> %s\n",
+            n_requests, total_p, total_g, (unsigned long)n_tok, out_path);
+    printf("WORKLOAD requests=%d prompt_tokens=%ld output_tokens=%ld seed=%llu\n", n_requests, total_p, total_g,
+           (unsigned long long)seed);
+    free(tok);
+    free(text);
+    return 0;
+}
+
+typedef struct req {
+    int32_t *prompt;
+    int32_t n_prompt, max_tokens;
+    double last_token_time;
+    int32_t got;
+    double ttft;
+    int done;
+} req;
+
+/* Reads the workload lines written by make_workload (a fixed, simple format). */
+static req *read_workload(const char *path, int *n_out) {
+    FILE *f = fopen(path, "rb");
+    if (!f) { perror(path); exit(1); }
+    int cap = 256, n = 0;
+    req *r = xmalloc((size_t)cap * sizeof *r);
+    char *line = NULL;
+    size_t line_cap = 0;
+    while (getline(&line, &line_cap, f) > 0) {
+        char *p = strstr(line, "\"prompt\":[");
+        char *m = strstr(line, "\"max_tokens\":");
+        if (!p || !m) continue;
+        if (n == cap) {
+            cap *= 2;
+            r = realloc(r, (size_t)cap * sizeof *r);
+            if (!r) { fprintf(stderr, "out of memory\n"); exit(1); }
+        }
+        req *q = &r[n++];
+        memset(q, 0, sizeof *q);
+        p += strlen("\"prompt\":[");
+        int count = 1;
+        for (char *c = p; *c && *c != ']'; c++) count += *c == ',';
+        q->prompt = xmalloc((size_t)count * sizeof *q->prompt);
+        while (*p && *p != ']') {
+            char *end;
+            q->prompt[q->n_prompt++] = (int32_t)strtol(p, &end, 10);
+            p = *end == ',' ? end + 1 : end;
+        }
+        q->max_tokens = (int32_t)strtol(m + strlen("\"max_tokens\":"), NULL, 10);
+    }
+    free(line);
+    fclose(f);
+    *n_out = n;
+    return r;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Nearest-rank percentile of a sorted array. */
+static double pct(const double *v, size_t n, double q) {
+    if (n == 0) return NAN;
+    size_t k = (size_t)ceil(q / 100.0 * (double)n);
+    if (k < 1) k = 1;
+    if (k > n) k = n;
+    return v[k - 1];
+}
+
+static int run(bc_model *model, const char *path, int static_batching, long long kv_bytes) {
+    int n = 0;
+    req *r = read_workload(path, &n);
+    bc_engine_params ep;
+    CHECK(bc_engine_params_default(&ep, sizeof ep));
+    ep.static_batching = static_batching;
+    ep.kv_bytes = (int64_t)kv_bytes;
+    bc_engine *engine;
+    CHECK(bc_engine_create(model, &ep, &engine));
+    bc_sampling_params sp;
+    CHECK(bc_sampling_params_default(&sp, sizeof sp));
+    sp.temperature = 0.0f;
+    bc_request_params rp;
+    CHECK(bc_request_params_default(&rp, sizeof rp));
+    rp.ignore_eos = 1;
+
+    long expected = 0;
+    for (int i = 0; i < n; i++) expected += r[i].max_tokens;
+    double *gaps = xmalloc((size_t)expected * sizeof *gaps);
+    size_t n_gaps = 0;
+    size_t ev_cap = 4096;
+    bc_event *ev = xmalloc(ev_cap * sizeof *ev);
+
+    double t0 = now();
+    for (int i = 0; i < n; i++) {
+        uint64_t id;
+        rp.max_tokens = r[i].max_tokens;
+        rp.user_tag = (uint64_t)i;
+        CHECK(bc_engine_submit(engine, r[i].prompt, r[i].n_prompt, &rp, &sp, &id));
+    }
+    int live = n;
+    long generated = 0, steps = 0;
+    while (live > 0) {
+        int32_t processed = 0, n_live = 0;
+        CHECK(bc_engine_step(engine, &processed, &n_live));
+        steps++;
+        double t = now();
+        for (;;) {
+            size_t got = 0;
+            CHECK(bc_engine_poll(engine, ev, ev_cap, &got));
+            for (size_t e = 0; e < got; e++) {
+                req *q = &r[ev[e].user_tag];
+                if (ev[e].kind == BC_EVENT_TOKEN) {
+                    if (q->got > 0 && n_gaps < (size_t)expected) gaps[n_gaps++] = t - q->last_token_time;
+                    q->last_token_time = t;
+                    q->got++;
+                } else {
+                    if (ev[e].finish_reason != BC_FINISH_LENGTH || ev[e].generated_tokens != q->max_tokens) {
+                        fprintf(stderr, "request %llu: finish %d after %d tokens (want %d): %s\n",
+                                (unsigned long long)ev[e].user_tag, ev[e].finish_reason, ev[e].generated_tokens,
+                                q->max_tokens, ev[e].message ? ev[e].message : "");
+                        exit(1);
+                    }
+                    q->ttft = ev[e].ttft_seconds;
+                    q->done = 1;
+                    generated += ev[e].generated_tokens;
+                    live--;
+                }
+            }
+            if (got < ev_cap) break;
+        }
+        if (n_live == 0 && live > 0 && processed == 0) { fprintf(stderr, "engine idle with work left\n"); exit(1); }
+    }
+    double wall = now() - t0;
+    bc_engine_metrics m;
+    memset(&m, 0, sizeof m);
+    m.struct_size = sizeof m;
+    CHECK(bc_engine_get_metrics(engine, &m));
+
+    double *ttft = xmalloc((size_t)n * sizeof *ttft);
+    for (int i = 0; i < n; i++) ttft[i] = r[i].ttft;
+    qsort(ttft, (size_t)n, sizeof *ttft, cmp_double);
+    qsort(gaps, n_gaps, sizeof *gaps, cmp_double);
+    printf("RESULT impl=batchcore-%s requests=%d gen_tokens=%ld wall_s=%.3f tok_s=%.2f ttft_p50_ms=%.1f "
+           "ttft_p99_ms=%.1f itl_p50_ms=%.2f itl_p99_ms=%.2f steps=%ld preemptions=%lld max_seqs=%d "
+           "max_batched_tokens=%d kv_mib=%lld\n",
+           static_batching ? "static" : "continuous", n, generated, wall, (double)generated / wall,
+           1e3 * pct(ttft, (size_t)n, 50), 1e3 * pct(ttft, (size_t)n, 99), 1e3 * pct(gaps, n_gaps, 50),
+           1e3 * pct(gaps, n_gaps, 99), steps, (long long)m.preemptions, ep.max_seqs, ep.max_batched_tokens,
+           (long long)(m.kv_total_bytes >> 20));
+    fflush(stdout);
+    free(ttft);
+    free(gaps);
+    free(ev);
+    for (int i = 0; i < n; i++) free(r[i].prompt);
+    free(r);
+    bc_engine_free(engine);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr,
+                "usage: engine_bench MODEL.gguf --make-workload OUT.jsonl --text TEXT [--requests N] [--seed S]\n"
+                "       engine_bench MODEL.gguf --workload W.jsonl --mode continuous|static [--threads T] [--kv-bytes B]\n");
+        return 2;
+    }
+    const char *make = NULL, *text = NULL, *workload = NULL, *mode = "continuous";
+    int threads = 2, requests = 200;
+    unsigned long long seed = 1;
+    long long kv_bytes = 0;
+    for (int i = 2; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--make-workload")) make = argv[i + 1];
+        else if (!strcmp(argv[i], "--text")) text = argv[i + 1];
+        else if (!strcmp(argv[i], "--requests")) requests = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--seed")) seed = strtoull(argv[i + 1], NULL, 10);
+        else if (!strcmp(argv[i], "--workload")) workload = argv[i + 1];
+        else if (!strcmp(argv[i], "--mode")) mode = argv[i + 1];
+        else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--kv-bytes")) kv_bytes = strtoll(argv[i + 1], NULL, 10);
+        else { fprintf(stderr, "unknown option %s\n", argv[i]); return 2; }
+    }
+    CHECK(bc_set_num_threads(threads));
+    bc_model *model;
+    CHECK(bc_model_load(argv[1], NULL, &model));
+    int rc;
+    if (make) {
+        if (!text) { fprintf(stderr, "--make-workload needs --text\n"); return 2; }
+        rc = make_workload(model, text, make, requests, seed);
+    } else if (workload) {
+        if (strcmp(mode, "continuous") && strcmp(mode, "static")) { fprintf(stderr, "bad --mode\n"); return 2; }
+        rc = run(model, workload, strcmp(mode, "static") == 0, kv_bytes);
+    } else {
+        fprintf(stderr, "give --make-workload or --workload\n");
+        rc = 2;
+    }
+    bc_model_free(model);
+    return rc;
+}

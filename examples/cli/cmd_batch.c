@@ -1,0 +1,615 @@
+/* batchcore batch — offline batch generation: JSONL requests on stdin, JSONL results on
+ * stdout, all scheduled together by the continuous-batching engine (bc_engine_*). */
+#define _POSIX_C_SOURCE 200809L
+#include "cli.h"
+#include "json.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_STOP_STRINGS 16
+#define MAX_N 128
+
+static void batch_usage(FILE *out) {
+    fprintf(out,
+            "usage: batchcore batch [-m MODEL] [--max-batched-tokens N] [--max-seqs N] [--kv-bytes N]\n"
+            "                       [--static] [--max-tokens N] [-t THREADS] [-q]\n"
+            "                       < requests.jsonl > results.jsonl\n"
+            "\n"
+            "Reads every request (one JSON object per line) from stdin, submits them all to the\n"
+            "continuous-batching engine and writes one JSON result line per request to stdout,\n"
+            "in completion order, as soon as all its samples finish. Blank lines are skipped.\n"
+            "\n"
+            "request fields (OpenAI completions names; unknown fields are ignored):\n"
+            "  id                 string or number, echoed (default: the line number)\n"
+            "  prompt             string, or array of token ids; or\n"
+            "  messages           [{\"role\":..., \"content\":...}, ...], formatted with the model's\n"
+            "                     chat template and the assistant's turn opener\n"
+            "  max_tokens         tokens to generate per sample, >= 1 (default 128, --max-tokens)\n"
+            "  temperature        >= 0; 0 = greedy (default 1.0, as OpenAI)\n"
+            "  top_p              in (0, 1] (default 1.0 = off, as OpenAI)\n"
+            "  top_k              >= 0 (default 0 = off)\n"
+            "  min_p              in [0, 1] (default 0 = off)\n"
+            "  seed               unsigned integer (default 0: the same request gives the same text)\n"
+            "  stop               string or array of up to 16 non-empty strings; the output ends\n"
+            "                     before the first match (finish_reason \"stop\")\n"
+            "  n                  samples sharing the prompt's KV, 1..128 (default 1)\n"
+            "  presence_penalty, frequency_penalty   (default 0 = off; over the whole output)\n"
+            "  repetition_penalty > 0 (default 1 = off)\n"
+            "  priority           integer, higher first; when any request sets it, the engine\n"
+            "                     schedules by priority instead of first-come-first-served\n"
+            "Generation also stops at the model's end-of-generation token (finish_reason \"stop\").\n"
+            "\n"
+            "result line:\n"
+            "  {\"id\":...,\"choices\":[{\"index\":0,\"text\":\"...\",\"finish_reason\":\"length|stop|cancelled|error\"}],\n"
+            "   \"usage\":{\"prompt_tokens\":P,\"completion_tokens\":C,\"cached_prompt_tokens\":K},\n"
+            "   \"timings\":{\"ttft_ms\":T,\"itl_ms\":I,\"total_ms\":W}}\n"
+            "  (completion_tokens sums the samples; ttft_ms is the first sample's first token and\n"
+            "  total_ms the last sample's finish, both from submission; itl_ms the mean inter-token\n"
+            "  latency over all samples; null when undefined)\n"
+            "  A line that cannot be run (bad JSON, missing prompt, wrong type, invalid value) gives\n"
+            "  {\"id\":<id or line number>,\"error\":{\"message\":\"...\",\"line\":N}} and the rest go on.\n"
+            "\n"
+            "Progress (done/total, generated tok/s, KV use, queue depth) goes to stderr: one updated\n"
+            "line on a terminal, else a line every 2 s; then a summary (unless -q).\n"
+            "\n"
+            "options:\n" CLI_MODEL_OPTIONS_HELP
+            "      --max-batched-tokens N  tokens per engine step (default 512)\n"
+            "      --max-seqs N            sequences per step (default 64)\n"
+            "      --kv-bytes N            KV cache budget in bytes (default 1 GiB)\n"
+            "      --static                static batching: admit new requests only when none runs\n"
+            "      --max-tokens N          default max_tokens of requests without one (default 128)\n"
+            "  -t, --threads N             threads; 0 = all cores (default 0)\n"
+            "  -h, --help                  this help\n"
+            "\n"
+            "Exit status: 0 when every line was processed (even with per-line errors), 1 on a\n"
+            "fatal library error, 2 on a usage error.\n"
+            "\n" CLI_MODEL_RESOLUTION_HELP);
+}
+
+/* One input line. */
+typedef struct request {
+    int line;
+    char *id_json;       /* the id as JSON text (malloc'd) */
+    int valid;           /* parsed and validated */
+    char *error;         /* malloc'd message when invalid */
+    /* what to submit */
+    char *prompt;        /* text (malloc'd), or NULL when tokens is set */
+    int32_t *tokens;
+    int32_t n_tokens;
+    json_value *messages; /* borrowed from tree until formatted */
+    bc_request_params rp;
+    bc_sampling_params sp;
+    char *stops[MAX_STOP_STRINGS];
+    int n_stops;
+    json_value *tree;
+    /* results */
+    int submitted, done;
+    int finished;        /* samples finished */
+    char **texts;
+    size_t *text_lens;
+    int *reasons;
+    char *sample_error;  /* first error message of a sample */
+    int prompt_tokens, cached_tokens;
+    long completion_tokens;
+    double ttft, total, itl_sum;
+    long itl_count;
+} request;
+
+static char *dup_text(const char *s, size_t n) {
+    char *d = (char *)malloc(n + 1);
+    if (!d) return NULL;
+    memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}
+
+static char *fmt_error(const char *fmt, const char *a, const char *b) {
+    char tmp[512];
+    snprintf(tmp, sizeof tmp, fmt, a, b);
+    return dup_text(tmp, strlen(tmp));
+}
+
+/* Reads an optional number field; returns 1 (absent: *present = 0), or 0 with r->error set. */
+static int get_number(request *r, const char *key, double lo, double hi, int integer, double *out, int *present) {
+    const json_value *v = json_get(r->tree, key);
+    *present = 0;
+    if (!v || v->type == JSON_NULL) return 1;
+    if (v->type != JSON_NUMBER) {
+        r->error = fmt_error("'%s' must be a number, not %s", key, json_type_name(v->type));
+        return 0;
+    }
+    double d = v->number;
+    if (!isfinite(d) || d < lo || d > hi || (integer && d != floor(d))) {
+        char range[160];
+        snprintf(range, sizeof range, "%s in [%.15g, %.15g]", integer ? "an integer" : "a number", lo, hi);
+        r->error = fmt_error("'%s' must be %s", key, range);
+        return 0;
+    }
+    *out = d;
+    *present = 1;
+    return 1;
+}
+
+/* Parses and validates one line into r (defaults from the template sampling/request params). */
+static void parse_request(request *r, const char *line, size_t len, const bc_sampling_params *sp0,
+                          const bc_request_params *rp0, int *uses_priority) {
+    char err[200];
+    char num[32];
+    snprintf(num, sizeof num, "%d", r->line);
+    r->id_json = dup_text(num, strlen(num));
+    r->tree = json_parse(line, len, err, sizeof err);
+    if (!r->tree) {
+        r->error = fmt_error("invalid JSON: %s%s", err, "");
+        return;
+    }
+    if (r->tree->type != JSON_OBJECT) {
+        r->error = fmt_error("the line must be a JSON object, not %s%s", json_type_name(r->tree->type), "");
+        return;
+    }
+    const json_value *id = json_get(r->tree, "id");
+    if (id && (id->type == JSON_STRING || id->type == JSON_NUMBER)) {
+        /* Re-encode strings (escapes normalised); echo numbers exactly as written. */
+        char *out = NULL;
+        size_t out_len = 0;
+        FILE *f = open_memstream(&out, &out_len);
+        if (f) {
+            json_write(f, id);
+            fclose(f);
+            free(r->id_json);
+            r->id_json = out;
+        }
+    } else if (id && id->type != JSON_NULL) {
+        r->error = fmt_error("'id' must be a string or a number, not %s%s", json_type_name(id->type), "");
+        return;
+    }
+    r->sp = *sp0;
+    r->rp = *rp0;
+
+    const json_value *prompt = json_get(r->tree, "prompt"), *messages = json_get(r->tree, "messages");
+    if (prompt && prompt->type == JSON_NULL) prompt = NULL;
+    if (messages && messages->type == JSON_NULL) messages = NULL;
+    if (prompt && messages) { r->error = fmt_error("give either 'prompt' or 'messages', not both%s%s", "", ""); return; }
+    if (!prompt && !messages) { r->error = fmt_error("missing 'prompt' (or 'messages')%s%s", "", ""); return; }
+    if (prompt) {
+        if (prompt->type == JSON_STRING) {
+            if (prompt->len == 0) { r->error = fmt_error("'prompt' is empty%s%s", "", ""); return; }
+            if (strlen(prompt->text) != prompt->len) { r->error = fmt_error("'prompt' contains a NUL character%s%s", "", ""); return; }
+            r->prompt = dup_text(prompt->text, prompt->len);
+        } else if (prompt->type == JSON_ARRAY) {
+            if (prompt->count == 0) { r->error = fmt_error("'prompt' is an empty array%s%s", "", ""); return; }
+            if (prompt->count > INT32_MAX) { r->error = fmt_error("'prompt' is too long%s%s", "", ""); return; }
+            r->tokens = (int32_t *)malloc(prompt->count * sizeof *r->tokens);
+            if (!r->tokens) { r->error = fmt_error("out of memory%s%s", "", ""); return; }
+            for (size_t k = 0; k < prompt->count; k++) {
+                const json_value *t = &prompt->items[k];
+                if (t->type != JSON_NUMBER || !isfinite(t->number) || t->number != floor(t->number) || t->number < 0 ||
+                    t->number > INT32_MAX) {
+                    r->error = fmt_error("'prompt' as an array must hold token ids (integers >= 0)%s%s", "", "");
+                    return;
+                }
+                r->tokens[k] = (int32_t)t->number;
+            }
+            r->n_tokens = (int32_t)prompt->count;
+        } else {
+            r->error = fmt_error("'prompt' must be a string or an array of token ids, not %s%s",
+                                 json_type_name(prompt->type), "");
+            return;
+        }
+    } else {
+        if (messages->type != JSON_ARRAY || messages->count == 0) {
+            r->error = fmt_error("'messages' must be a non-empty array of {\"role\", \"content\"} objects%s%s", "", "");
+            return;
+        }
+        for (size_t k = 0; k < messages->count; k++) {
+            const json_value *m = &messages->items[k];
+            const json_value *role = json_get(m, "role"), *content = json_get(m, "content");
+            if (m->type != JSON_OBJECT || !role || role->type != JSON_STRING || !content ||
+                content->type != JSON_STRING || strlen(role->text) != role->len ||
+                strlen(content->text) != content->len || role->len == 0) {
+                char idx[32];
+                snprintf(idx, sizeof idx, "%lu", (unsigned long)k);
+                r->error = fmt_error("messages[%s] must be an object with string 'role' and 'content'%s", idx, "");
+                return;
+            }
+        }
+        r->messages = (json_value *)messages;
+    }
+
+    double d;
+    int present;
+    if (!get_number(r, "max_tokens", 1, INT32_MAX, 1, &d, &present)) return;
+    if (present) r->rp.max_tokens = (int32_t)d;
+    if (!get_number(r, "n", 1, MAX_N, 1, &d, &present)) return;
+    if (present) r->rp.n = (int32_t)d;
+    if (!get_number(r, "priority", INT32_MIN, INT32_MAX, 1, &d, &present)) return;
+    if (present) { r->rp.priority = (int32_t)d; *uses_priority = 1; }
+    if (!get_number(r, "temperature", 0, 1e6, 0, &d, &present)) return;
+    if (present) r->sp.temperature = (float)d;
+    if (!get_number(r, "top_p", 0, 1, 0, &d, &present)) return;
+    if (present) {
+        if (d <= 0) { r->error = fmt_error("'top_p' must be in (0, 1]%s%s", "", ""); return; }
+        r->sp.top_p = (float)d;
+    }
+    if (!get_number(r, "top_k", 0, INT32_MAX, 1, &d, &present)) return;
+    if (present) r->sp.top_k = (int32_t)d;
+    if (!get_number(r, "min_p", 0, 1, 0, &d, &present)) return;
+    if (present) r->sp.min_p = (float)d;
+    if (!get_number(r, "presence_penalty", -2, 2, 0, &d, &present)) return;
+    if (present) r->sp.presence_penalty = (float)d;
+    if (!get_number(r, "frequency_penalty", -2, 2, 0, &d, &present)) return;
+    if (present) r->sp.frequency_penalty = (float)d;
+    if (!get_number(r, "repetition_penalty", 0, 1e6, 0, &d, &present)) return;
+    if (present) {
+        if (d <= 0) { r->error = fmt_error("'repetition_penalty' must be > 0%s%s", "", ""); return; }
+        r->sp.repetition_penalty = (float)d;
+    }
+    if (!get_number(r, "seed", 0, 18446744073709551615.0, 1, &d, &present)) return;
+    if (present) {
+        /* Exact for seeds up to 2^53; larger ones go through the source text. */
+        const json_value *s = json_get(r->tree, "seed");
+        unsigned long long u = 0;
+        if (cli_parse_u64(s->text, &u)) r->sp.seed = (uint64_t)u;
+        else r->sp.seed = (uint64_t)d;
+    }
+
+    const json_value *stop = json_get(r->tree, "stop");
+    if (stop && stop->type != JSON_NULL) {
+        const json_value *list = stop;
+        size_t count = 1;
+        if (stop->type == JSON_ARRAY) count = stop->count;
+        else if (stop->type != JSON_STRING) {
+            r->error = fmt_error("'stop' must be a string or an array of strings, not %s%s", json_type_name(stop->type), "");
+            return;
+        }
+        if (count > MAX_STOP_STRINGS) { r->error = fmt_error("'stop' has more than 16 strings%s%s", "", ""); return; }
+        for (size_t k = 0; k < count; k++) {
+            const json_value *s = stop->type == JSON_ARRAY ? &list->items[k] : stop;
+            if (s->type != JSON_STRING || s->len == 0 || strlen(s->text) != s->len) {
+                r->error = fmt_error("'stop' strings must be non-empty strings without NUL%s%s", "", "");
+                return;
+            }
+            r->stops[r->n_stops] = dup_text(s->text, s->len);
+            if (!r->stops[r->n_stops]) { r->error = fmt_error("out of memory%s%s", "", ""); return; }
+            r->n_stops++;
+        }
+        r->rp.stop_strings = (const char *const *)r->stops;
+        r->rp.n_stop_strings = r->n_stops;
+    }
+    r->valid = 1;
+}
+
+static char *format_chat(bc_model *model, const json_value *messages, char **err) {
+    size_t n = messages->count, len = 0;
+    const char **roles = (const char **)malloc(n * sizeof *roles), **contents = (const char **)malloc(n * sizeof *contents);
+    char *out = NULL;
+    if (!roles || !contents) { *err = fmt_error("out of memory%s%s", "", ""); goto done; }
+    for (size_t k = 0; k < n; k++) {
+        roles[k] = json_get(&messages->items[k], "role")->text;
+        contents[k] = json_get(&messages->items[k], "content")->text;
+    }
+    bc_status st = bc_chat_format(model, roles, contents, n, 1, NULL, 0, &len);
+    if (st == BC_OK) {
+        out = (char *)malloc(len + 1);
+        if (!out) { *err = fmt_error("out of memory%s%s", "", ""); goto done; }
+        st = bc_chat_format(model, roles, contents, n, 1, out, len + 1, &len);
+    }
+    if (st != BC_OK) {
+        free(out);
+        out = NULL;
+        *err = fmt_error("chat format: %s: %s", bc_status_string(st), bc_last_error());
+    }
+done:
+    free(roles);
+    free(contents);
+    return out;
+}
+
+static void write_error(const request *r) {
+    printf("{\"id\":%s,\"error\":{\"message\":", r->id_json);
+    cli_json_string(stdout, r->error, strlen(r->error));
+    printf(",\"line\":%d}}\n", r->line);
+    fflush(stdout);
+}
+
+static const char *reason_name(int reason) {
+    switch (reason) {
+    case BC_FINISH_LENGTH: return "length";
+    case BC_FINISH_STOP: return "stop";
+    case BC_FINISH_CANCELLED: return "cancelled";
+    default: return "error";
+    }
+}
+
+static void write_ms(double seconds) {
+    if (isfinite(seconds)) printf("%.3f", seconds * 1e3);
+    else fputs("null", stdout);
+}
+
+static void write_result(const request *r) {
+    printf("{\"id\":%s,\"choices\":[", r->id_json);
+    for (int k = 0; k < r->rp.n; k++) {
+        if (k) putchar(',');
+        printf("{\"index\":%d,\"text\":", k);
+        cli_json_string(stdout, r->texts[k] ? r->texts[k] : "", r->texts[k] ? r->text_lens[k] : 0);
+        printf(",\"finish_reason\":\"%s\"}", reason_name(r->reasons[k]));
+    }
+    printf("],\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":%ld,\"cached_prompt_tokens\":%d},\"timings\":{\"ttft_ms\":",
+           r->prompt_tokens, r->completion_tokens, r->cached_tokens);
+    write_ms(r->ttft);
+    fputs(",\"itl_ms\":", stdout);
+    write_ms(r->itl_count > 0 ? r->itl_sum / (double)r->itl_count : NAN);
+    fputs(",\"total_ms\":", stdout);
+    write_ms(r->total);
+    fputs("}", stdout);
+    if (r->sample_error) {
+        fputs(",\"error\":{\"message\":", stdout);
+        cli_json_string(stdout, r->sample_error, strlen(r->sample_error));
+        printf(",\"line\":%d}", r->line);
+    }
+    fputs("}\n", stdout);
+    fflush(stdout);
+}
+
+static void free_request(request *r) {
+    free(r->id_json);
+    free(r->error);
+    free(r->prompt);
+    free(r->tokens);
+    for (int k = 0; k < r->n_stops; k++) free(r->stops[k]);
+    json_free(r->tree);
+    if (r->texts)
+        for (int k = 0; k < r->rp.n; k++) free(r->texts[k]);
+    free(r->texts);
+    free(r->text_lens);
+    free(r->reasons);
+    free(r->sample_error);
+}
+
+typedef struct progress {
+    int tty, shown;
+    double start, last;
+} progress;
+
+static void show_progress(progress *pg, bc_engine *engine, long done, long total, int final) {
+    double now = cli_now();
+    if (!final && now - pg->last < (pg->tty ? 0.25 : 2.0)) return;
+    pg->last = now;
+    bc_engine_metrics m;
+    memset(&m, 0, sizeof m);
+    m.struct_size = sizeof m;
+    if (bc_engine_get_metrics(engine, &m) != BC_OK) return;
+    double el = now - pg->start;
+    double kv = m.kv_total_bytes > 0 ? 100.0 * (double)m.kv_used_bytes / (double)m.kv_total_bytes : 0.0;
+    fprintf(stderr, "%s%ld/%ld done, %.1f tok/s, KV %.0f%%, queue %lld, running %lld%s", pg->tty ? "\r" : "", done,
+            total, el > 0 ? (double)m.generated_tokens / el : 0.0, kv, (long long)m.waiting, (long long)m.running,
+            pg->tty ? "   " : "\n");
+    fflush(stderr);
+    pg->shown = 1;
+}
+
+int cmd_batch(int argc, char **argv) {
+    cli_model_opts mo = {NULL, 0};
+    long threads = 0, max_tokens = 128;
+    bc_engine_params ep;
+    bc_status st = bc_engine_params_default(&ep, sizeof ep);
+    if (st != BC_OK) { cli_report("engine defaults", st); return EXIT_FAIL; }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { batch_usage(stdout); return EXIT_OK; }
+        if (strcmp(a, "--static") == 0) { ep.static_batching = 1; continue; }
+        int r = cli_model_option("batch", argc, argv, &i, &mo);
+        if (r < 0) return EXIT_USAGE;
+        if (r > 0) continue;
+        int ok = v != NULL;
+        long l = 0;
+        if (strcmp(a, "--max-batched-tokens") == 0) {
+            ok = ok && cli_parse_long(v, &l) && l >= 1 && l <= INT32_MAX;
+            ep.max_batched_tokens = (int32_t)l;
+        } else if (strcmp(a, "--max-seqs") == 0) {
+            ok = ok && cli_parse_long(v, &l) && l >= 1 && l <= INT32_MAX;
+            ep.max_seqs = (int32_t)l;
+        } else if (strcmp(a, "--kv-bytes") == 0) {
+            unsigned long long u = 0;
+            ok = ok && cli_parse_u64(v, &u) && u >= 1 && u <= (unsigned long long)INT64_MAX;
+            ep.kv_bytes = (int64_t)u;
+        } else if (strcmp(a, "--max-tokens") == 0) {
+            ok = ok && cli_parse_long(v, &max_tokens) && max_tokens >= 1 && max_tokens <= INT32_MAX;
+        } else if (strcmp(a, "-t") == 0 || strcmp(a, "--threads") == 0) {
+            ok = ok && cli_parse_long(v, &threads) && threads >= 0 && threads <= 4096;
+        } else {
+            fprintf(stderr, "batchcore batch: unknown option '%s'\n", a);
+            batch_usage(stderr);
+            return EXIT_USAGE;
+        }
+        if (!ok) {
+            if (!v) fprintf(stderr, "batchcore batch: %s needs a value\n", a);
+            else fprintf(stderr, "batchcore batch: invalid value '%s' for %s (see --help)\n", v, a);
+            return EXIT_USAGE;
+        }
+        i++;
+    }
+
+    /* Defaults: OpenAI's temperature 1 and top_p 1, no top-k/min-p, penalties off and
+     * looking back over the whole output. */
+    bc_sampling_params sp0;
+    bc_request_params rp0;
+    if ((st = bc_sampling_params_default(&sp0, sizeof sp0)) != BC_OK) { cli_report("sampling defaults", st); return EXIT_FAIL; }
+    if ((st = bc_request_params_default(&rp0, sizeof rp0)) != BC_OK) { cli_report("request defaults", st); return EXIT_FAIL; }
+    sp0.temperature = 1.0f;
+    sp0.top_p = 1.0f;
+    sp0.top_k = 0;
+    sp0.min_p = 0.0f;
+    sp0.repetition_penalty = 1.0f;
+    sp0.frequency_penalty = 0.0f;
+    sp0.presence_penalty = 0.0f;
+    sp0.penalty_last_n = -1;
+    sp0.seed = 0;
+    rp0.max_tokens = (int32_t)max_tokens;
+    rp0.n = 1;
+
+    if (isatty(STDIN_FILENO)) fprintf(stderr, "batchcore batch: reading JSONL requests from stdin (end with Ctrl-D)\n");
+    size_t in_len = 0;
+    char *input = cli_read_all(stdin, &in_len);
+    if (!input) return EXIT_FAIL;
+
+    /* Split into lines and parse every request before loading the model. */
+    size_t cap = 64, count = 0;
+    request *reqs = (request *)calloc(cap, sizeof *reqs);
+    if (!reqs) { free(input); fprintf(stderr, "batchcore batch: out of memory\n"); return EXIT_FAIL; }
+    int uses_priority = 0, line_no = 0;
+    for (size_t at = 0; at < in_len;) {
+        const char *nl = memchr(input + at, '\n', in_len - at);
+        size_t end = nl ? (size_t)(nl - input) : in_len;
+        line_no++;
+        size_t len = end - at;
+        if (len > 0 && input[at + len - 1] == '\r') len--;
+        size_t k = 0;
+        while (k < len && (input[at + k] == ' ' || input[at + k] == '\t')) k++;
+        if (k < len) {
+            if (count == cap) {
+                request *bigger = (request *)realloc(reqs, 2 * cap * sizeof *reqs);
+                if (!bigger) { fprintf(stderr, "batchcore batch: out of memory\n"); free(input); return EXIT_FAIL; }
+                memset(bigger + cap, 0, cap * sizeof *reqs);
+                reqs = bigger;
+                cap *= 2;
+            }
+            request *r = &reqs[count++];
+            r->line = line_no;
+            parse_request(r, input + at, len, &sp0, &rp0, &uses_priority);
+            if (!r->id_json) { fprintf(stderr, "batchcore batch: out of memory\n"); free(input); return EXIT_FAIL; }
+        }
+        at = end + 1;
+    }
+    free(input);
+
+    int rc = EXIT_OK;
+    bc_model *model = NULL;
+    bc_engine *engine = NULL;
+    bc_event *events = NULL;
+    const size_t event_cap = 1024;
+    long done = 0, errors = 0, live = 0;
+    long long prompt_total = 0, cached_total = 0;
+    progress pg = {isatty(STDERR_FILENO), 0, 0, 0};
+
+    if ((st = bc_set_num_threads((int32_t)threads)) != BC_OK) { cli_report("set threads", st); rc = EXIT_FAIL; goto out; }
+    if ((rc = cli_load_model(&mo, &model)) != EXIT_OK) goto out;
+    if (uses_priority) ep.policy = 1;
+    if ((st = bc_engine_create(model, &ep, &engine)) != BC_OK) { cli_report("create engine", st); rc = EXIT_FAIL; goto out; }
+    events = (bc_event *)malloc(event_cap * sizeof *events);
+    if (!events) { fprintf(stderr, "batchcore batch: out of memory\n"); rc = EXIT_FAIL; goto out; }
+
+    pg.start = cli_now();
+    for (size_t k = 0; k < count; k++) {
+        request *r = &reqs[k];
+        if (r->valid && r->messages) {
+            char *err = NULL;
+            r->prompt = format_chat(model, r->messages, &err);
+            if (!r->prompt) { r->error = err; r->valid = 0; }
+        }
+        if (r->valid) {
+            r->texts = (char **)calloc((size_t)r->rp.n, sizeof *r->texts);
+            r->text_lens = (size_t *)calloc((size_t)r->rp.n, sizeof *r->text_lens);
+            r->reasons = (int *)calloc((size_t)r->rp.n, sizeof *r->reasons);
+            if (!r->texts || !r->text_lens || !r->reasons) { fprintf(stderr, "batchcore batch: out of memory\n"); rc = EXIT_FAIL; goto out; }
+            r->rp.user_tag = (uint64_t)k;
+            r->ttft = NAN;
+            r->total = NAN;
+            uint64_t id = 0;
+            st = r->tokens ? bc_engine_submit(engine, r->tokens, r->n_tokens, &r->rp, &r->sp, &id)
+                           : bc_engine_submit_text(engine, r->prompt, &r->rp, &r->sp, &id);
+            if (st == BC_OK) {
+                r->submitted = 1;
+                live++;
+                continue;
+            }
+            if (st != BC_E_INVALID_ARGUMENT && st != BC_E_KV_FULL && st != BC_E_UNSUPPORTED) {
+                cli_report("submit", st);
+                rc = EXIT_FAIL;
+                goto out;
+            }
+            r->error = fmt_error("%s: %s", bc_status_string(st), bc_last_error());
+            r->valid = 0;
+        }
+        if (!r->error) r->error = fmt_error("out of memory%s%s", "", "");
+        write_error(r);
+        errors++;
+        done++;
+    }
+
+    while (live > 0) {
+        int32_t processed = 0, n_live = 0;
+        if ((st = bc_engine_step(engine, &processed, &n_live)) != BC_OK) { cli_report("engine step", st); rc = EXIT_FAIL; goto out; }
+        for (;;) {
+            size_t n_ev = 0;
+            if ((st = bc_engine_poll(engine, events, event_cap, &n_ev)) != BC_OK) { cli_report("engine poll", st); rc = EXIT_FAIL; goto out; }
+            for (size_t e = 0; e < n_ev; e++) {
+                const bc_event *ev = &events[e];
+                if (ev->kind != BC_EVENT_FINISHED || ev->user_tag >= count) continue;
+                request *r = &reqs[ev->user_tag];
+                int idx = ev->index;
+                if (idx < 0 || idx >= r->rp.n || r->texts[idx]) continue;
+                r->texts[idx] = dup_text(ev->text ? ev->text : "", ev->text ? ev->text_len : 0);
+                if (!r->texts[idx]) { fprintf(stderr, "batchcore batch: out of memory\n"); rc = EXIT_FAIL; goto out; }
+                r->text_lens[idx] = ev->text ? ev->text_len : 0;
+                r->reasons[idx] = ev->finish_reason;
+                if (ev->finish_reason == BC_FINISH_ERROR && !r->sample_error && ev->message)
+                    r->sample_error = dup_text(ev->message, strlen(ev->message));
+                if (ev->prompt_tokens > r->prompt_tokens) r->prompt_tokens = ev->prompt_tokens;
+                if (ev->cached_prompt_tokens > r->cached_tokens) r->cached_tokens = ev->cached_prompt_tokens;
+                r->completion_tokens += ev->generated_tokens;
+                if (isfinite(ev->ttft_seconds) && !(ev->ttft_seconds >= r->ttft)) r->ttft = ev->ttft_seconds;
+                if (isfinite(ev->total_seconds) && !(ev->total_seconds <= r->total)) r->total = ev->total_seconds;
+                if (isfinite(ev->itl_seconds) && ev->generated_tokens >= 2) {
+                    r->itl_sum += ev->itl_seconds * (ev->generated_tokens - 1);
+                    r->itl_count += ev->generated_tokens - 1;
+                }
+                if (++r->finished == r->rp.n) {
+                    r->done = 1;
+                    live--;
+                    done++;
+                    prompt_total += r->prompt_tokens;
+                    cached_total += r->cached_tokens;
+                    if (pg.shown && pg.tty) fprintf(stderr, "\r%78s\r", "");
+                    pg.shown = 0;
+                    write_result(r);
+                    if (r->sample_error) errors++;
+                }
+            }
+            if (n_ev < event_cap) break;
+        }
+        if (ferror(stdout)) { fprintf(stderr, "batchcore batch: writing to stdout failed\n"); rc = EXIT_FAIL; goto out; }
+        if (!mo.quiet) show_progress(&pg, engine, done, (long)count, 0);
+        if (n_live == 0 && live > 0 && processed == 0) {
+            fprintf(stderr, "batchcore batch: the engine went idle with %ld requests unfinished\n", live);
+            rc = EXIT_FAIL;
+            goto out;
+        }
+    }
+    if (!mo.quiet) {
+        if (pg.shown && pg.tty) fprintf(stderr, "\n");
+        bc_engine_metrics m;
+        memset(&m, 0, sizeof m);
+        m.struct_size = sizeof m;
+        double wall = cli_now() - pg.start;
+        if (bc_engine_get_metrics(engine, &m) == BC_OK)
+            fprintf(stderr,
+                    "batch: %lu requests (%ld errors), %lld prompt tokens (%lld cached), %lld generated tokens, "
+                    "%.1f tok/s, %.2f s wall, prefix hit rate %.1f%%, %lld preemptions\n",
+                    (unsigned long)count, errors, prompt_total, cached_total, (long long)m.generated_tokens,
+                    wall > 0 ? (double)m.generated_tokens / wall : 0.0, wall, 100.0 * m.prefix_hit_rate,
+                    (long long)m.preemptions);
+    }
+out:
+    fflush(stdout);
+    for (size_t k = 0; k < count; k++) free_request(&reqs[k]);
+    free(reqs);
+    free(events);
+    bc_engine_free(engine);
+    bc_model_free(model);
+    return rc;
+}
