@@ -5,6 +5,7 @@
  * model is a failure, not a skip. */
 #define _POSIX_C_SOURCE 200809L
 #include "check.h"
+#include "model_path.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -13,25 +14,6 @@
 
 /* ---------------------------------------------------------------- helpers */
 
-/* Reads the model path from <fixtures>/../../build/stage/model-path into buf. */
-static int read_model_path(const char *fixtures, char *buf, size_t cap) {
-    char where[4096];
-    snprintf(where, sizeof where, "%s/../../build/stage/model-path", fixtures);
-    FILE *f = fopen(where, "rb");
-    if (!f) {
-        fprintf(stderr, "cannot open %s: run `make test-c` (it fetches the model and writes this file)\n", where);
-        return 0;
-    }
-    size_t n = fread(buf, 1, cap - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ')) buf[--n] = '\0';
-    if (n == 0) {
-        fprintf(stderr, "%s is empty\n", where);
-        return 0;
-    }
-    return 1;
-}
 
 /* Writes `n` bytes to a fresh temporary file; its name goes to path (cap >= 64). */
 static int write_temp(char *path, size_t cap, const void *data, size_t n) {

@@ -9,6 +9,7 @@
  * `make test-c`); a missing model is a failure. Speeds are printed, never asserted. */
 #define _POSIX_C_SOURCE 200809L
 #include "check.h"
+#include "model_path.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -54,20 +55,6 @@ static char *read_file(const char *path, size_t *len) {
     return buf;
 }
 
-static int read_model_path(const char *fixtures, char *buf, size_t cap) {
-    char where[4096];
-    snprintf(where, sizeof where, "%s/../../build/stage/model-path", fixtures);
-    FILE *f = fopen(where, "rb");
-    if (!f) {
-        fprintf(stderr, "cannot open %s: run `make test-c` (it fetches the model and writes this file)\n", where);
-        return 0;
-    }
-    size_t n = fread(buf, 1, cap - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ')) buf[--n] = '\0';
-    return n > 0;
-}
 
 /* ---- a tiny purpose-built JSON scanner (the fixtures are machine-written) ---- */
 

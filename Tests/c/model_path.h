@@ -1,0 +1,29 @@
+/* The default model's path for the C tests that need it: `make test-c` fetches the
+ * model and writes its path to build/stage/model-path; tests receive the fixtures
+ * directory (Tests/fixtures) as argv[1]. A missing model is a failure, not a skip. */
+#ifndef BC_TEST_MODEL_PATH_H
+#define BC_TEST_MODEL_PATH_H
+
+#include <stdio.h>
+
+/* Reads the model path from <fixtures>/../../build/stage/model-path into buf. */
+static int read_model_path(const char *fixtures, char *buf, size_t cap) {
+    char where[4096];
+    snprintf(where, sizeof where, "%s/../../build/stage/model-path", fixtures);
+    FILE *f = fopen(where, "rb");
+    if (!f) {
+        fprintf(stderr, "cannot open %s: run `make test-c` (it fetches the model and writes this file)\n", where);
+        return 0;
+    }
+    size_t n = fread(buf, 1, cap - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ')) buf[--n] = '\0';
+    if (n == 0) {
+        fprintf(stderr, "%s is empty\n", where);
+        return 0;
+    }
+    return 1;
+}
+
+#endif
