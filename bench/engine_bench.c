@@ -106,7 +106,7 @@ typedef struct req {
     int32_t n_prompt, max_tokens;
     double last_token_time;
     int32_t got;
-    double ttft;
+    double ttft, submit_offset;
     int done;
 } req;
 
@@ -160,13 +160,16 @@ static double pct(const double *v, size_t n, double q) {
     return v[k - 1];
 }
 
-static int run(bc_model *model, const char *path, int static_batching, long long kv_bytes) {
+/* group_size > 0: client-side static batching on a continuous engine: submit the next
+ * group of group_size requests only when the previous group has fully finished. */
+static int run(bc_model *model, const char *path, int static_batching, int group_size, long long kv_bytes) {
     int n = 0;
     req *r = read_workload(path, &n);
     bc_engine_params ep;
     CHECK(bc_engine_params_default(&ep, sizeof ep));
     ep.static_batching = static_batching;
     ep.kv_bytes = (int64_t)kv_bytes;
+    if (group_size > 0) group_size = ep.max_seqs;
     bc_engine *engine;
     CHECK(bc_engine_create(model, &ep, &engine));
     bc_sampling_params sp;
@@ -184,15 +187,22 @@ static int run(bc_model *model, const char *path, int static_batching, long long
     bc_event *ev = xmalloc(ev_cap * sizeof *ev);
 
     double t0 = now();
-    for (int i = 0; i < n; i++) {
-        uint64_t id;
-        rp.max_tokens = r[i].max_tokens;
-        rp.user_tag = (uint64_t)i;
-        CHECK(bc_engine_submit(engine, r[i].prompt, r[i].n_prompt, &rp, &sp, &id));
-    }
-    int live = n;
+    int submitted = 0, live = 0, remaining = n;
     long generated = 0, steps = 0;
-    while (live > 0) {
+    while (remaining > 0) {
+        if (live == 0 && submitted < n) {
+            int end = group_size > 0 && submitted + group_size < n ? submitted + group_size : n;
+            double offset = now() - t0;
+            for (int i = submitted; i < end; i++) {
+                uint64_t id;
+                rp.max_tokens = r[i].max_tokens;
+                rp.user_tag = (uint64_t)i;
+                r[i].submit_offset = offset;
+                CHECK(bc_engine_submit(engine, r[i].prompt, r[i].n_prompt, &rp, &sp, &id));
+            }
+            live += end - submitted;
+            submitted = end;
+        }
         int32_t processed = 0, n_live = 0;
         CHECK(bc_engine_step(engine, &processed, &n_live));
         steps++;
@@ -213,15 +223,16 @@ static int run(bc_model *model, const char *path, int static_batching, long long
                                 q->max_tokens, ev[e].message ? ev[e].message : "");
                         exit(1);
                     }
-                    q->ttft = ev[e].ttft_seconds;
+                    q->ttft = q->submit_offset + ev[e].ttft_seconds; /* from t = 0 */
                     q->done = 1;
                     generated += ev[e].generated_tokens;
                     live--;
+                    remaining--;
                 }
             }
             if (got < ev_cap) break;
         }
-        if (n_live == 0 && live > 0 && processed == 0) { fprintf(stderr, "engine idle with work left\n"); exit(1); }
+        if (n_live == 0 && live > 0 && processed == 0 && group_size == 0) { fprintf(stderr, "engine idle with work left\n"); exit(1); }
     }
     double wall = now() - t0;
     bc_engine_metrics m;
@@ -236,7 +247,7 @@ static int run(bc_model *model, const char *path, int static_batching, long long
     printf("RESULT impl=batchcore-%s requests=%d gen_tokens=%ld wall_s=%.3f tok_s=%.2f ttft_p50_ms=%.1f "
            "ttft_p99_ms=%.1f itl_p50_ms=%.2f itl_p99_ms=%.2f steps=%ld preemptions=%lld max_seqs=%d "
            "max_batched_tokens=%d kv_mib=%lld\n",
-           static_batching ? "static" : "continuous", n, generated, wall, (double)generated / wall,
+           group_size > 0 ? "static" : static_batching ? "static-engine" : "continuous", n, generated, wall, (double)generated / wall,
            1e3 * pct(ttft, (size_t)n, 50), 1e3 * pct(ttft, (size_t)n, 99), 1e3 * pct(gaps, n_gaps, 50),
            1e3 * pct(gaps, n_gaps, 99), steps, (long long)m.preemptions, ep.max_seqs, ep.max_batched_tokens,
            (long long)(m.kv_total_bytes >> 20));
@@ -254,7 +265,7 @@ int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr,
                 "usage: engine_bench MODEL.gguf --make-workload OUT.jsonl --text TEXT [--requests N] [--seed S]\n"
-                "       engine_bench MODEL.gguf --workload W.jsonl --mode continuous|static [--threads T] [--kv-bytes B]\n");
+                "       engine_bench MODEL.gguf --workload W.jsonl --mode continuous|static|groups [--threads T] [--kv-bytes B]\n");
         return 2;
     }
     const char *make = NULL, *text = NULL, *workload = NULL, *mode = "continuous";
@@ -280,8 +291,11 @@ int main(int argc, char **argv) {
         if (!text) { fprintf(stderr, "--make-workload needs --text\n"); return 2; }
         rc = make_workload(model, text, make, requests, seed);
     } else if (workload) {
-        if (strcmp(mode, "continuous") && strcmp(mode, "static")) { fprintf(stderr, "bad --mode\n"); return 2; }
-        rc = run(model, workload, strcmp(mode, "static") == 0, kv_bytes);
+        if (strcmp(mode, "continuous") && strcmp(mode, "static") && strcmp(mode, "groups")) {
+            fprintf(stderr, "bad --mode\n");
+            return 2;
+        }
+        rc = run(model, workload, strcmp(mode, "static") == 0, strcmp(mode, "groups") == 0 ? 64 : 0, kv_bytes);
     } else {
         fprintf(stderr, "give --make-workload or --workload\n");
         rc = 2;

@@ -21,7 +21,7 @@ if workload:
           f"{workload['output_tokens']} output tokens (seed {workload['seed']})")
 print()
 order = [("batchcore-continuous", "(a) batchcore continuous batching"),
-         ("batchcore-static", "(b) batchcore static batching"),
+         ("batchcore-static", "(b) batchcore static batching (groups of max_seqs)"),
          ("llama.cpp-sequential", "(c) llama.cpp, one request at a time")]
 base = rows.get("batchcore-continuous")
 

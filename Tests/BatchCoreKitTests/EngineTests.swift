@@ -92,6 +92,20 @@ import Testing
         #expect(alone.allSatisfy { $0.count == 48 })
     }
 
+    /// Static batching (the comparison baseline) runs fixed groups to completion and
+    /// gives the same greedy outputs; long prompts are prefilled over several steps.
+    @Test func staticBatchingCompletesWithSameOutputs() throws {
+        let model = try TestModel.languageModel()
+        var prompts = Self.prompts(model, count: 10)
+        prompts[3] = Array(repeating: prompts[3], count: 60).flatMap { $0 }  // a prompt longer than one step's budget
+        let specs = prompts.map { GenerationRequest(prompt: $0, sampling: .greedy, maxTokens: 6, ignoreEndOfGeneration: true) }
+        let continuous = try Self.run(model, specs, budget: 256 << 20)
+        let fixed = try Self.run(model, specs, budget: 256 << 20,
+                                 options: EngineOptions(maxBatchedTokens: 128, maxSequences: 4, staticBatching: true))
+        #expect(fixed.reasons.allSatisfy { $0 == .length })
+        #expect(fixed.tokens == continuous.tokens)
+    }
+
     @Test func stopStringsAndStopTokens() throws {
         let model = try TestModel.languageModel()
         let prompt = model.tokenizer.encode("1, 2, 3, 4, 5,", addSpecial: false, parseSpecial: false)

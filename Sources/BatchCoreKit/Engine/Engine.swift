@@ -63,6 +63,8 @@ public final class Engine {
     private var nextID: UInt64 = 1
     private var nextCacheID = 0
     private var arrivals = 0
+    /// Static batching: the current fixed group (runs until all its requests finish).
+    private var staticGroup: Set<UInt64> = []
     public private(set) var metrics = EngineMetrics()
 
     public init(model: LanguageModel, cache: PagedKVCache, options: EngineOptions = .init()) throws {
@@ -194,7 +196,6 @@ public final class Engine {
         let bs = cache.blockSize
         var freeBlocks = { let s = cache.stats(); return s.blocksFree + s.blocksCached }()
         let all = ranked()
-        let anyRunning = all.contains { r in r.active.contains { $0.computed > 0 } }
         // Decodes.
         for r in all {
             for s in r.active where s.computed > 0 && s.tokens.count - s.computed == 1 {
@@ -207,8 +208,14 @@ public final class Engine {
             }
         }
         // Prefills (chunked). Static batching admits only into an idle engine.
-        if !allowPrefill || (options.staticBatching && anyRunning) { return plan }
-        for r in all {
+        if !allowPrefill { return plan }
+        if options.staticBatching {
+            // Fixed groups: when the previous group has finished, the next max_seqs
+            // requests form a group; nothing else is admitted until it finishes.
+            staticGroup = staticGroup.filter { requests[$0] != nil }
+            if staticGroup.isEmpty { staticGroup = Set(all.prefix(options.maxSequences).map(\.id)) }
+        }
+        for r in all where !options.staticBatching || staticGroup.contains(r.id) {
             guard budget > 0, seqBudget > 0 else { break }
             // Before the fork only sequence 0 computes the shared prompt.
             let candidates = r.forked ? r.active : r.active.prefix(1).map { $0 }
