@@ -76,4 +76,8 @@ int cli_parse_u64(const char *s, unsigned long long *out);
 /* Monotonic time in seconds. */
 double cli_now(void);
 
+/* A chat prompt (optional system message, then the user's) in the model's template,
+ * ending with the assistant's turn opener; malloc'd, NULL on error (reported). */
+char *cli_chat_prompt(bc_model *model, const char *system, const char *user);
+
 #endif

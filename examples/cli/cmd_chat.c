@@ -67,22 +67,6 @@ static int32_t on_token(int32_t token, const char *piece, size_t piece_len, void
     return (interrupted || s->write_failed) ? 1 : 0;
 }
 
-static char *format_first_turn(bc_model *model, const char *system, const char *user) {
-    const char *roles[2], *contents[2];
-    size_t n = 0, len = 0;
-    if (system) { roles[n] = "system"; contents[n] = system; n++; }
-    roles[n] = "user";
-    contents[n] = user;
-    n++;
-    bc_status st = bc_chat_format(model, roles, contents, n, 1, NULL, 0, &len);
-    if (st != BC_OK) { cli_report("chat format", st); return NULL; }
-    char *buf = (char *)malloc(len + 1);
-    if (!buf) return NULL;
-    st = bc_chat_format(model, roles, contents, n, 1, buf, len + 1, &len);
-    if (st != BC_OK) { cli_report("chat format", st); free(buf); return NULL; }
-    return buf;
-}
-
 static char *format_next_turn(const char *user) {
     static const char head[] = "<|im_start|>user\n", tail[] = "<|im_end|>\n<|im_start|>assistant\n";
     size_t l = strlen(user);
@@ -205,7 +189,7 @@ int cmd_chat(int argc, char **argv) {
             continue;
         }
         if ((size_t)got != strlen(line)) { fprintf(stderr, "batchcore chat: the message contains a NUL byte\n"); continue; }
-        char *prompt = first ? format_first_turn(model, system, line) : format_next_turn(line);
+        char *prompt = first ? cli_chat_prompt(model, system, line) : format_next_turn(line);
         if (!prompt) { fprintf(stderr, "batchcore chat: cannot format the turn\n"); rc = EXIT_FAIL; break; }
         int32_t before = 0;
         bc_context_seq_length(ctx, 0, &before);

@@ -63,22 +63,6 @@ static int32_t on_token(int32_t token, const char *piece, size_t piece_len, void
     return (interrupted || s->write_failed) ? 1 : 0;
 }
 
-static char *chat_prompt(bc_model *model, const char *system, const char *user) {
-    const char *roles[2], *contents[2];
-    size_t n = 0, len = 0;
-    if (system) { roles[n] = "system"; contents[n] = system; n++; }
-    roles[n] = "user";
-    contents[n] = user;
-    n++;
-    bc_status st = bc_chat_format(model, roles, contents, n, 1, NULL, 0, &len);
-    if (st != BC_OK) { cli_report("chat format", st); return NULL; }
-    char *buf = (char *)malloc(len + 1);
-    if (!buf) { fprintf(stderr, "batchcore generate: out of memory\n"); return NULL; }
-    st = bc_chat_format(model, roles, contents, n, 1, buf, len + 1, &len);
-    if (st != BC_OK) { cli_report("chat format", st); free(buf); return NULL; }
-    return buf;
-}
-
 static double rate(int32_t tokens, double seconds) { return seconds > 0 ? (double)tokens / seconds : 0.0; }
 
 int cmd_generate(int argc, char **argv) {
@@ -161,7 +145,7 @@ int cmd_generate(int argc, char **argv) {
     int rc = cli_load_model(&mo, &model);
     if (rc != EXIT_OK) { free(user); return rc; }
     if (chat) {
-        prompt = chat_prompt(model, system, user);
+        prompt = cli_chat_prompt(model, system, user);
         if (!prompt) { rc = EXIT_FAIL; goto done; }
     } else {
         prompt = user;

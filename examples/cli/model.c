@@ -347,3 +347,19 @@ void cli_json_string(FILE *out, const char *text, size_t len) {
     }
     fputc('"', out);
 }
+
+char *cli_chat_prompt(bc_model *model, const char *system, const char *user) {
+    const char *roles[2], *contents[2];
+    size_t n = 0, len = 0;
+    if (system) { roles[n] = "system"; contents[n] = system; n++; }
+    roles[n] = "user";
+    contents[n] = user;
+    n++;
+    bc_status st = bc_chat_format(model, roles, contents, n, 1, NULL, 0, &len);
+    if (st != BC_OK) { cli_report("chat format", st); return NULL; }
+    char *buf = (char *)malloc(len + 1);
+    if (!buf) { fprintf(stderr, "batchcore: out of memory\n"); return NULL; }
+    st = bc_chat_format(model, roles, contents, n, 1, buf, len + 1, &len);
+    if (st != BC_OK) { cli_report("chat format", st); free(buf); return NULL; }
+    return buf;
+}
