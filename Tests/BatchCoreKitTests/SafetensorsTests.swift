@@ -556,7 +556,8 @@ struct SafetensorsEndToEndTests {
 
         // (a) every weight matrix bit-for-bit.
         func same(_ a: WeightMatrix, _ b: WeightMatrix, _ what: String) {
-            let equal = a.rows == b.rows && a.cols == b.cols && memcmp(a.data, b.data, a.rows * a.cols * 4) == 0
+            let equal = a.rows == b.rows && a.cols == b.cols
+                && (try? a.withRowMajor { pa in try b.withRowMajor { pb in memcmp(pa, pb, a.rows * a.cols * 4) == 0 } }) == true
             #expect(equal, "\(what) differs")
         }
         let wa = gguf.transformer.weights, wb = hf.transformer.weights

@@ -266,7 +266,7 @@ public final class Engine {
         let vocab = model.config.vocabSize
         var logits = [Float](repeating: 0, count: max(1, batch.logitRows) * vocab)
         try logits.withUnsafeMutableBufferPointer {
-            try model.transformer.forward(batch, cache: cache, logits: $0.baseAddress, batchInvariant: true)
+            try model.transformer.forward(batch, cache: cache, logits: $0.baseAddress)
         }
         var done: [Sequence: Int] = [:]
         for row in plan.rows { done[row.seq, default: 0] += 1 }

@@ -74,6 +74,8 @@ public final class ContiguousKVCache: KVCache {
         (seq.values[layer] + position * kvDim).update(from: values, count: kvDim)
     }
 
+    public var segmentsStayValid: Bool { true }
+
     public func segments(layer: Int, sequence: Int, length: Int) -> [KVSegment] {
         guard let seq = sequences[sequence], length > 0 else { return [] }
         return [KVSegment(keys: seq.keys[layer], values: seq.values[layer], start: 0, count: length)]

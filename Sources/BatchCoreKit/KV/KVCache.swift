@@ -31,6 +31,10 @@ public protocol KVCache: AnyObject {
     /// read, below `length`, in order (a sliding-window layer omits positions no query
     /// can see). The pointers are valid until the next call on the cache.
     func segments(layer: Int, sequence: Int, length: Int) -> [KVSegment]
+    /// True when the pointers segments() returns stay valid across segments() calls for
+    /// other sequences (they point into the cache's own rows, not into a shared
+    /// decoding scratch), so attention may gather every sequence's segments first.
+    var segmentsStayValid: Bool { get }
     /// The attention window of a layer (a query at p sees positions > p - window), or nil.
     func window(layer: Int) -> Int?
     /// The token at a position (for prefix caching); called before commit.
@@ -41,6 +45,7 @@ public protocol KVCache: AnyObject {
 
 extension KVCache {
     public func window(layer: Int) -> Int? { nil }
+    public var segmentsStayValid: Bool { false }
     /// Prefix reuse for a new sequence (see `PagedKVCache.attachPrefix`); caches
     /// without it reuse nothing.
     public func reusePrefix(sequence: Int, prompt: [Int32]) throws -> Int {

@@ -483,6 +483,8 @@ public final class PagedKVCache: KVCache {
         KVCodec.encode(values, kvDim, layout.storage, into: rowPointer(g, block: b, index: li, row: row, value: true))
     }
 
+    public var segmentsStayValid: Bool { layout.storage == .f32 && !kivi }
+
     public func segments(layer: Int, sequence: Int, length: Int) -> [KVSegment] {
         guard let seq = sequences[sequence], length > 0 else { return [] }
         let (g, li) = layerSlot[layer]

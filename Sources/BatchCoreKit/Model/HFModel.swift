@@ -230,7 +230,7 @@ public enum HFModel {
         }
         let norm = try load("model.norm.weight", rows: 1, cols: d)
         let output = tied ? embedding : try load("lm_head.weight", rows: c.vocabSize, cols: d)
-        return ModelWeights(tokenEmbedding: embedding, layers: layers, outputNorm: norm, output: output)
+        return try ModelWeights(tokenEmbedding: embedding, layers: layers, outputNorm: norm, output: output)
     }
 
     /// Loads the transformer and tokenizer of a HF directory (or of the directory of
@@ -272,7 +272,8 @@ extension ModelWeights {
         var w = SafetensorsWriter()
         w.metadata["format"] = "pt"
         func add(_ name: String, _ p: UnsafePointer<Float>, rows: Int, cols: Int) throws {
-            try w.addBorrowed(name, shape: rows == 1 ? [cols] : [rows, cols], dtype: dtype, p, count: rows * cols)
+            try w.add(name, shape: rows == 1 ? [cols] : [rows, cols], dtype: dtype,
+                      data: Array(UnsafeBufferPointer(start: p, count: rows * cols)))
         }
         func addRoPE(_ name: String, _ p: UnsafePointer<Float>, heads: Int) throws {
             var out = [Float](repeating: 0, count: heads * hd * d)
@@ -281,23 +282,27 @@ extension ModelWeights {
             }
             try w.add(name, shape: [heads * hd, d], dtype: dtype, data: out)
         }
-        try add("model.embed_tokens.weight", tokenEmbedding.data, rows: c.vocabSize, cols: d)
+        try tokenEmbedding.withRowMajor { try add("model.embed_tokens.weight", $0, rows: c.vocabSize, cols: d) }
         for (i, l) in layers.enumerated() {
             let p = "model.layers.\(i)."
             try add(p + "input_layernorm.weight", l.attentionNorm.data, rows: 1, cols: d)
-            try addRoPE(p + "self_attn.q_proj.weight", l.qkv.data, heads: c.headCount)
-            try addRoPE(p + "self_attn.k_proj.weight", l.qkv.data + d * d, heads: c.kvHeadCount)
-            try add(p + "self_attn.v_proj.weight", l.qkv.data + (d + kv) * d, rows: kv, cols: d)
-            try add(p + "self_attn.o_proj.weight", l.wo.data, rows: d, cols: d)
+            try l.qkv.withRowMajor { qkv in
+                try addRoPE(p + "self_attn.q_proj.weight", qkv, heads: c.headCount)
+                try addRoPE(p + "self_attn.k_proj.weight", qkv + d * d, heads: c.kvHeadCount)
+                try add(p + "self_attn.v_proj.weight", qkv + (d + kv) * d, rows: kv, cols: d)
+            }
+            try l.wo.withRowMajor { try add(p + "self_attn.o_proj.weight", $0, rows: d, cols: d) }
             try add(p + "post_attention_layernorm.weight", l.ffnNorm.data, rows: 1, cols: d)
-            try add(p + "mlp.gate_proj.weight", l.gateUp.data, rows: ff, cols: d)
-            try add(p + "mlp.up_proj.weight", l.gateUp.data + ff * d, rows: ff, cols: d)
-            try add(p + "mlp.down_proj.weight", l.down.data, rows: d, cols: ff)
+            try l.gateUp.withRowMajor { gateUp in
+                try add(p + "mlp.gate_proj.weight", gateUp, rows: ff, cols: d)
+                try add(p + "mlp.up_proj.weight", gateUp + ff * d, rows: ff, cols: d)
+            }
+            try l.down.withRowMajor { try add(p + "mlp.down_proj.weight", $0, rows: d, cols: ff) }
         }
         try add("model.norm.weight", outputNorm.data, rows: 1, cols: d)
         var config = c
         config.tiedEmbeddings = output === tokenEmbedding
-        if !config.tiedEmbeddings { try add("lm_head.weight", output.data, rows: c.vocabSize, cols: d) }
+        if !config.tiedEmbeddings { try output.withRowMajor { try add("lm_head.weight", $0, rows: c.vocabSize, cols: d) } }
         try withExtendedLifetime(self) { try w.write(to: directory + "/model.safetensors") }
         try writeTextFile(directory + "/config.json",
                           HFModel.configJSON(config, dtype: dtype, bos: bos, eos: eos).serialized(pretty: true) + "\n")

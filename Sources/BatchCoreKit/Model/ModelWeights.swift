@@ -2,20 +2,58 @@
 import Glibc
 #endif
 
-/// A float32 weight matrix stored row-major as [rows][cols] (ggml's [ne1][ne0]):
-/// a projection y = x·Wᵀ maps `cols` inputs to `rows` outputs.
+/// A float32 weight matrix [rows][cols] (ggml's [ne1][ne0]): a projection y = x·Wᵀ
+/// maps `cols` inputs to `rows` outputs. Loaded row-major; projection matrices are then
+/// packed for the kernel (`PackedWeights`) and only that copy is kept.
 public final class WeightMatrix {
     public let rows: Int
     public let cols: Int
-    public let data: UnsafeMutablePointer<Float>
+    /// Row-major values; nil once the matrix is packed.
+    private var rowMajor: UnsafeMutablePointer<Float>?
+    /// The projection kernel's layout (`PackedGEMM`); set by pack(), which drops the
+    /// row-major copy so a model's weights are held once.
+    public private(set) var packed: PackedWeights?
 
     init(rows: Int, cols: Int) throws {
         self.rows = rows
         self.cols = cols
-        data = try OptimizerTensor.allocate(rows * cols, fill: 0)
+        rowMajor = try OptimizerTensor.allocate(rows * cols, fill: 0)
     }
 
-    deinit { free(data) }
+    deinit { free(rowMajor) }
+
+    /// Row-major values of a matrix that is not packed (norm vectors; loaders filling a
+    /// matrix before pack()).
+    var data: UnsafeMutablePointer<Float> {
+        guard let rowMajor else { preconditionFailure("row-major data of a packed WeightMatrix") }
+        return rowMajor
+    }
+
+    /// Converts to the packed layout and frees the row-major copy (idempotent).
+    func pack() throws {
+        guard let rowMajor else { return }
+        packed = try PackedWeights(rowMajor, rows: rows, cols: cols)
+        free(rowMajor)
+        self.rowMajor = nil
+    }
+
+    /// Copies row `r` (row-major order) to `out`.
+    public func copyRow(_ r: Int, into out: UnsafeMutablePointer<Float>) {
+        if let rowMajor {
+            out.update(from: rowMajor + r * cols, count: cols)
+        } else if let packed {
+            packed.copyRow(r, into: out)
+        }
+    }
+
+    /// Calls `body` with the row-major values (unpacked into a temporary copy when packed).
+    public func withRowMajor<R>(_ body: (UnsafePointer<Float>) throws -> R) throws -> R {
+        if let rowMajor { return try body(rowMajor) }
+        let tmp = try OptimizerTensor.allocate(rows * cols, fill: 0)
+        defer { free(tmp) }
+        for r in 0..<rows { copyRow(r, into: tmp + r * cols) }
+        return try body(tmp)
+    }
 }
 
 /// The weights of one decoder layer. Q, K and V are stacked into one matrix (rows
@@ -50,11 +88,21 @@ public final class ModelWeights {
     }
 
     /// Assembles weights from matrices already loaded (loaders of other formats).
-    init(tokenEmbedding: WeightMatrix, layers: [LayerWeights], outputNorm: WeightMatrix, output: WeightMatrix) {
+    init(tokenEmbedding: WeightMatrix, layers: [LayerWeights], outputNorm: WeightMatrix, output: WeightMatrix) throws {
         self.tokenEmbedding = tokenEmbedding
         self.layers = layers
         self.outputNorm = outputNorm
         self.output = output
+        try packProjections()
+    }
+
+    /// Packs every matrix the projection kernel reads (the output head too, which is the
+    /// token embedding itself when tied: lookups then gather from the packed rows).
+    private func packProjections() throws {
+        for l in layers {
+            for m in [l.qkv, l.wo, l.gateUp, l.down] { try m.pack() }
+        }
+        try output.pack()
     }
 
     /// Loads and dequantizes the tensors of `config` from a GGUF file, checking every
@@ -104,5 +152,6 @@ public final class ModelWeights {
         self.layers = layers
         outputNorm = try load("output_norm.weight", rows: 1, cols: d)
         output = c.tiedEmbeddings ? tokenEmbedding : try load("output.weight", rows: c.vocabSize, cols: d)
+        try packProjections()
     }
 }
