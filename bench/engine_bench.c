@@ -3,10 +3,11 @@
  *
  *   engine_bench MODEL.gguf --make-workload OUT.jsonl --text TEXT.txt [--requests N] [--seed S]
  *       tokenizes TEXT (its first line is skipped: a source note) and writes N requests,
- *       one JSON line each: {"id":i,"prompt":[token ids],"max_tokens":M}. Prompt lengths
- *       are lognormal (median 96, sigma 0.8) clamped to [16, 512] tokens, output lengths
- *       lognormal (median 40, sigma 0.8) clamped to [8, 256]; each prompt is a slice of
- *       the text's tokens at a random offset (wrapping around).
+ *       one JSON line each: {"id":i,"prompt":[token ids],"max_tokens":M}. Lengths follow
+ *       the ShareGPT shape used by vLLM's benchmarks (means 161 in / 338 out): prompts
+ *       lognormal (median 98, sigma 1) clamped to [4, 1024] tokens, outputs lognormal
+ *       (median 205, sigma 1) clamped to [4, 1024]; each prompt is a slice of the text's
+ *       tokens at a random offset (wrapping around).
  *   engine_bench MODEL.gguf --workload W.jsonl --mode continuous|static [--threads T]
  *       submits every request at t = 0 (greedy, ignore_eos: exactly max_tokens tokens
  *       each), steps the engine until all finish and prints one RESULT line:
@@ -82,8 +83,10 @@ static int make_workload(bc_model *model, const char *text_path, const char *out
     rng_state = seed;
     long total_p = 0, total_g = 0;
     for (int i = 0; i < n_requests; i++) {
-        int p = lognormal_clamped(96, 0.8, 16, 512);
-        int g = lognormal_clamped(40, 0.8, 8, 256);
+        /* ShareGPT-shaped: vLLM's paper (Kwon et al., SOSP 2023, Fig. 11) reports mean
+         * input 161 and output 338 tokens; lognormal with sigma 1 has mean = median * e^0.5. */
+        int p = lognormal_clamped(98, 1.0, 4, 1024);
+        int g = lognormal_clamped(205, 1.0, 4, 1024);
         size_t off = (size_t)(rng_next() % n_tok);
         fprintf(out, "{\"id\":%d,\"prompt\":[", i);
         for (int k = 0; k < p; k++) fprintf(out, "%s%d", k ? "," : "", (int)tok[(off + (size_t)k) % n_tok]);
@@ -247,7 +250,7 @@ static int run(bc_model *model, const char *path, int static_batching, int group
     printf("RESULT impl=batchcore-%s requests=%d gen_tokens=%ld wall_s=%.3f tok_s=%.2f ttft_p50_ms=%.1f "
            "ttft_p99_ms=%.1f itl_p50_ms=%.2f itl_p99_ms=%.2f steps=%ld preemptions=%lld max_seqs=%d "
            "max_batched_tokens=%d kv_mib=%lld\n",
-           group_size > 0 ? "static" : static_batching ? "static-engine" : "continuous", n, generated, wall, (double)generated / wall,
+           group_size > 0 ? "static-groups" : static_batching ? "static" : "continuous", n, generated, wall, (double)generated / wall,
            1e3 * pct(ttft, (size_t)n, 50), 1e3 * pct(ttft, (size_t)n, 99), 1e3 * pct(gaps, n_gaps, 50),
            1e3 * pct(gaps, n_gaps, 99), steps, (long long)m.preemptions, ep.max_seqs, ep.max_batched_tokens,
            (long long)(m.kv_total_bytes >> 20));

@@ -205,10 +205,10 @@ run_engine() {
     "$bin" "$model" --make-workload "$wl" --text "$here/pd_text.txt" --requests "$requests" --seed 1 | tee -a "$res"
     wait_idle
     echo "# load before: $(cat /proc/loadavg)" >>"$res"
-    # (b) static batching is done client-side (--mode groups): see engine_bench.c.
-    log "running engine_bench (continuous, static groups) and engine_llama.py (sequential), $threads threads, $requests requests"
-    "$bin" "$model" --workload "$wl" --mode continuous --threads "$threads" | tee -a "$res"
-    "$bin" "$model" --workload "$wl" --mode groups --threads "$threads" | tee -a "$res"
+    # Both batchcore modes get 4 GiB of F32 KV (64 sequences of ~500 tokens need ~1.5 GiB).
+    log "running engine_bench (continuous, static) and engine_llama.py (sequential), $threads threads, $requests requests"
+    "$bin" "$model" --workload "$wl" --mode continuous --threads "$threads" --kv-bytes 4294967296 | tee -a "$res"
+    "$bin" "$model" --workload "$wl" --mode static --threads "$threads" --kv-bytes 4294967296 | tee -a "$res"
     python3 "$here/engine_llama.py" "$model" "$wl" --threads "$threads" | tee -a "$res"
     echo "# load after: $(cat /proc/loadavg)" >>"$res"
     python3 "$here/engine_table.py" "$res" >"$out/engine_table.md"
