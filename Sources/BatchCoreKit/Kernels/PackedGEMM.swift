@@ -31,9 +31,6 @@ public final class PackedWeights {
 
     deinit { free(data) }
 
-    /// W[row][col].
-    public func value(row: Int, col: Int) -> Float { data[(row / 16) * cols * 16 + col * 16 + row % 16] }
-
     /// Copies row `r` of W to `out` (cols floats, gathered from its panel).
     public func copyRow(_ r: Int, into out: UnsafeMutablePointer<Float>) {
         let src = data + (r / 16) * cols * 16 + r % 16
