@@ -56,14 +56,17 @@ import Testing
         }
     }
 
-    /// Attention.head vs float64 softmax(q·K/√d)·V over keys/values split into segments,
-    /// with windows (lo > 0): |out − ref| ≤ 1e-5·max|v|. Splitting the same rows into other
-    /// segments (paged blocks vs one contiguous run) gives bit-identical output.
-    @Test func attentionHeadMatchesFloat64AndIgnoresSegmentation() {
-        for (hd, kvHeads) in [(64, 3), (80, 1), (8, 2), (128, 2)] {
+    /// Attention.group (the query heads sharing one kv head) vs float64
+    /// softmax(q·K/√d)·V per head over keys/values split into segments, with windows
+    /// (lo > 0) and position counts that are not multiples of the 8-key blocks:
+    /// |out − ref| ≤ 1e-5·max|v|. Splitting the same rows into other segments (paged
+    /// blocks vs one contiguous run) gives bit-identical output, and so does computing a
+    /// head alone instead of with its group.
+    @Test func attentionGroupMatchesFloat64AndIgnoresSegmentation() {
+        for (hd, kvHeads, heads) in [(64, 3, 3), (80, 1, 2), (8, 2, 1), (128, 2, 4), (20, 2, 3)] {
             let kvd = hd * kvHeads, length = 150
             let keys = Self.random(length * kvd), values = Self.random(length * kvd)
-            let q = Self.random(hd)
+            let q = Self.random(heads * hd)
             let scale = 1 / Float(hd).squareRoot()
             keys.withUnsafeBufferPointer { kb in
                 values.withUnsafeBufferPointer { vb in
@@ -73,36 +76,46 @@ import Testing
                                       start: $0, count: min(size, length - $0))
                         }
                     }
-                    for (lo, visible) in [(0, 1), (0, 150), (37, 120), (149, 150), (0, 17)] {
+                    for (lo, visible) in [(0, 1), (0, 150), (37, 120), (149, 150), (0, 17), (3, 12)] {
                         let off = (kvHeads - 1) * hd
                         var outs: [[Float]] = []
-                        for size in [16, 7, length] {
-                            var scores = [Float](repeating: .nan, count: visible - lo)
-                            var out = [Float](repeating: .nan, count: hd)
-                            Attention.head(q: q, segments: segments(size), kvStride: kvd, offset: off, headDim: hd,
-                                           lo: lo, visible: visible, scale: scale, scores: &scores, out: &out)
+                        for size in [16, 7, 13, length] {
+                            var scores = [Float](repeating: .nan, count: heads * (visible - lo))
+                            var out = [Float](repeating: .nan, count: heads * hd)
+                            Attention.group(q: q, heads: heads, segments: segments(size), kvStride: kvd, offset: off,
+                                            headDim: hd, lo: lo, visible: visible, scale: scale, scores: &scores, out: &out)
                             outs.append(out)
                         }
-                        #expect(outs[0] == outs[1] && outs[0] == outs[2], "hd \(hd) [\(lo), \(visible)): segmentation changed the result")
-                        var s = [Double](), vmax = 0.0
-                        for p in lo..<visible {
-                            var dot = 0.0
-                            for c in 0..<hd { dot += Double(q[c]) * Double(keys[p * kvd + off + c]) }
-                            s.append(dot * Double(scale))
-                        }
-                        let m = s.max()!
-                        let e = s.map { Foundation.exp($0 - m) }, sum = e.reduce(0, +)
-                        var worst = 0.0
-                        for c in 0..<hd {
-                            var ref = 0.0
-                            for p in lo..<visible {
-                                let v = Double(values[p * kvd + off + c])
-                                ref += e[p - lo] / sum * v
-                                vmax = max(vmax, abs(v))
+                        #expect(outs.allSatisfy { $0 == outs[0] }, "hd \(hd) [\(lo), \(visible)): segmentation changed the result")
+                        for h in 0..<heads {
+                            var scores = [Float](repeating: .nan, count: visible - lo)
+                            var alone = [Float](repeating: .nan, count: hd)
+                            q.withUnsafeBufferPointer { qb in
+                                Attention.group(q: qb.baseAddress! + h * hd, heads: 1, segments: segments(16), kvStride: kvd,
+                                                offset: off, headDim: hd, lo: lo, visible: visible, scale: scale,
+                                                scores: &scores, out: &alone)
                             }
-                            worst = max(worst, abs(Double(outs[0][c]) - ref))
+                            #expect(Array(outs[0][h * hd..<(h + 1) * hd]) == alone, "hd \(hd) head \(h): alone differs from group")
+                            var s = [Double](), vmax = 0.0
+                            for p in lo..<visible {
+                                var dot = 0.0
+                                for c in 0..<hd { dot += Double(q[h * hd + c]) * Double(keys[p * kvd + off + c]) }
+                                s.append(dot * Double(scale))
+                            }
+                            let m = s.max()!
+                            let e = s.map { Foundation.exp($0 - m) }, sum = e.reduce(0, +)
+                            var worst = 0.0
+                            for c in 0..<hd {
+                                var ref = 0.0
+                                for p in lo..<visible {
+                                    let v = Double(values[p * kvd + off + c])
+                                    ref += e[p - lo] / sum * v
+                                    vmax = max(vmax, abs(v))
+                                }
+                                worst = max(worst, abs(Double(outs[0][h * hd + c]) - ref))
+                            }
+                            #expect(worst <= 1e-5 * vmax, "hd \(hd) head \(h) [\(lo), \(visible)): error \(worst)")
                         }
-                        #expect(worst <= 1e-5 * vmax, "hd \(hd) [\(lo), \(visible)): error \(worst)")
                     }
                 }
             }

@@ -64,8 +64,17 @@ public enum VectorMath {
     /// In-place softmax of row[0..<n]; returns nothing. Uses the row max for stability.
     @inline(__always)
     public static func softmax(_ row: UnsafeMutablePointer<Float>, _ n: Int) {
-        var m = -Float.infinity
-        for i in 0..<n { m = max(m, row[i]) }
+        var mv = Vec16(repeating: -.infinity)
+        var j = 0
+        while j + 16 <= n {
+            mv = pointwiseMax(mv, load16(row, j, 16))
+            j += 16
+        }
+        var m = mv.max()
+        while j < n {
+            m = max(m, row[j])
+            j += 1
+        }
         var sumV = Vec16(repeating: 0)
         var i = 0
         while i < n {

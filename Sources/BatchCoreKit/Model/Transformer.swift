@@ -75,7 +75,7 @@ public final class Transformer {
     ///
     /// Batch invariant: every value of a token's row is computed by the same operations
     /// in the same order whatever else the batch holds (`PackedGEMM` projections,
-    /// `Attention.head` per row and head, per-row norms and activations), so a
+    /// `Attention.group` per row and kv head, per-row norms and activations), so a
     /// sequence's logits do not depend on what it was batched or chunked with.
     public func forward(_ batch: TokenBatch, cache: KVCache, logits: UnsafeMutablePointer<Float>?) throws {
         let c = config, n = batch.count, d = c.embeddingDim, kvd = c.kvDim, ff = c.feedForwardDim, hd = c.headDim
@@ -144,7 +144,7 @@ public final class Transformer {
     }
 
     /// Causal attention of the batch rows of `sequences` over their cached positions,
-    /// row by row (`Attention.head`; GQA: query head h reads kv head h / group): one work
+    /// row by row (`Attention.group`; GQA: query head h reads kv head h / group): one work
     /// item per (row, kv head) — the query heads sharing a kv head run together while
     /// its keys/values are in cache — spread over the worker threads. Each row's result
     /// is independent of the batch (see `Attention`).
@@ -168,12 +168,10 @@ public final class Transformer {
             let row = rows[item / kvHeads], kvHead = item % kvHeads
             let i = row.index, p = positions[i]
             let lo = window.map { max(0, p - $0 + 1) } ?? 0, visible = p + 1
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: max(1, visible - lo)) { buf in
-                for head in kvHead * group..<(kvHead + 1) * group {
-                    Attention.head(q: q + i * qStride + head * hd, segments: segments[row.segments], kvStride: kvd,
-                                   offset: kvHead * hd, headDim: hd, lo: lo, visible: visible, scale: scale,
-                                   scores: buf.baseAddress!, out: out + i * d + head * hd)
-                }
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: max(1, group * (visible - lo))) { buf in
+                Attention.group(q: q + i * qStride + kvHead * group * hd, heads: group, segments: segments[row.segments],
+                                kvStride: kvd, offset: kvHead * hd, headDim: hd, lo: lo, visible: visible, scale: scale,
+                                scores: buf.baseAddress!, out: out + i * d + kvHead * group * hd)
             }
         }
     }
