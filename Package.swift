@@ -15,14 +15,10 @@ let package = Package(
         // The public C header, imported by Swift so every exported function is
         // checked against its prototype (@c @implementation).
         .target(name: "CBatchCore", path: "include", publicHeadersPath: "."),
-        // cblas from the system's OpenBLAS.
-        .systemLibrary(
-            name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
-            providers: [.apt(["libopenblas-dev"])]),
         // Inline helpers the core needs from C (header-only).
         .target(name: "CSupport", path: "Sources/CSupport", publicHeadersPath: "include"),
         // The core: plain Swift, knows nothing of C callers.
-        .target(name: "BatchCoreKit", dependencies: ["COpenBLAS", "CSupport"], swiftSettings: simdFlags),
+        .target(name: "BatchCoreKit", dependencies: ["CSupport"], swiftSettings: simdFlags),
         // The ABI layer: only bc_* functions; validates, converts, forwards.
         .target(
             name: "BatchCore", dependencies: ["BatchCoreKit", "CBatchCore"],

@@ -140,6 +140,11 @@ EOF
 
 run_model() {
     need_llama
+    if ! pkg-config --exists openblas 2>/dev/null; then
+        log "installing libopenblas-dev (model_bench measures the sgemm peak with it)"
+        SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libopenblas-dev >/dev/null
+    fi
     local bin="$prefix/model_bench" res="$out/model_results.txt" model threads=${BENCH_THREADS:-$(nproc)}
     model=$("$repo/tools/fetch-model.sh")
     log "compiling model_bench.c against the installed header (pkg-config batchcore) and cblas"

@@ -105,9 +105,8 @@ const char *bc_last_error(void);
 /* ------------------------------------------------------------------------- */
 
 /**
- * Sets the number of threads batchcore uses for its own parallel work AND for
- * OpenBLAS (one setting, so the two never oversubscribe the cores). 0 = all online
- * cores (the default). Call it between operations, not while another thread is
+ * Sets the number of threads batchcore uses for its parallel work (kernels,
+ * optimizer steps, forward passes). 0 = all online cores (the default). Call it between operations, not while another thread is
  * inside the library. Errors: BC_E_INVALID_ARGUMENT when n is negative or > 4096.
  */
 bc_status bc_set_num_threads(int32_t n);

@@ -1,11 +1,9 @@
-import COpenBLAS
-
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// The one thread-count setting of the library: it governs batchcore's own worker
-/// threads and OpenBLAS together, so the two never oversubscribe the cores.
+/// The one thread-count setting of the library: the size of batchcore's worker pool
+/// (the calling thread plus threadCount - 1 workers).
 public enum Parallel {
     nonisolated(unsafe) private static var configured = 0
     nonisolated(unsafe) private static var pool: ThreadPool?
@@ -31,11 +29,10 @@ public enum Parallel {
     /// Threads batchcore uses: the configured count, or all cores.
     public static var threadCount: Int { configured > 0 ? configured : coreCount }
 
-    /// Sets the thread count (0 = all cores) for batchcore and OpenBLAS.
+    /// Sets the thread count (0 = all cores).
     public static func setThreadCount(_ n: Int) throws {
         guard n >= 0, n <= 4096 else { throw BatchCoreError.invalid("thread count \(n) out of range 0...4096") }
         configured = n
-        openblas_set_num_threads(Int32(threadCount))
         pthread_mutex_lock(poolLock)
         // Workers of a replaced pool go to sleep for good; they hold no resources beyond their stacks.
         if let p = pool, p.workerCount != threadCount - 1 {
