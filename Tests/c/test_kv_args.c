@@ -5,6 +5,7 @@
  * <fixtures>/../../build/stage/model-path (written by `make test-c`). */
 #define _POSIX_C_SOURCE 200809L
 #include "check.h"
+#include "decode_seq.h"
 #include "model_path.h"
 
 #include <stddef.h>
@@ -38,27 +39,7 @@ static bc_kv_stats kv_stats(const bc_context *ctx) {
 
 /* Decodes n tokens of one sequence starting at `start` (logits of the last token). */
 static bc_status decode(bc_context *ctx, int32_t seq, int32_t start, const int32_t *toks, int32_t n, float *logits) {
-    int32_t *pos = (int32_t *)malloc((size_t)n * sizeof(int32_t));
-    int32_t *sid = (int32_t *)malloc((size_t)n * sizeof(int32_t));
-    if (!pos || !sid) {
-        free(pos);
-        free(sid);
-        return BC_E_OUT_OF_MEMORY;
-    }
-    for (int32_t i = 0; i < n; i++) {
-        pos[i] = start + i;
-        sid[i] = seq;
-    }
-    bc_batch b;
-    memset(&b, 0, sizeof b);
-    b.n_tokens = n;
-    b.tokens = toks;
-    b.pos = pos;
-    b.seq_id = sid;
-    bc_status st = bc_decode(ctx, &b, logits, (size_t)n_vocab);
-    free(pos);
-    free(sid);
-    return st;
+    return decode_seq(ctx, seq, start, toks, n, logits, 0, n_vocab);
 }
 
 /* Deterministic in-vocabulary tokens. */

@@ -4,6 +4,7 @@
  * its path is read from <fixtures>/../../build/stage/model-path (`make test-c`). */
 #define _POSIX_C_SOURCE 200809L
 #include "check.h"
+#include "decode_seq.h"
 #include "model_path.h"
 
 #include <math.h>
@@ -34,32 +35,7 @@ static bc_kv_stats kv_stats(const bc_context *ctx) {
  * or of every token when all_logits (out then holds n rows). */
 static bc_status decode(bc_context *ctx, int32_t seq, int32_t start, const int32_t *toks, int32_t n, float *out,
                         int all_logits) {
-    int32_t *pos = (int32_t *)malloc((size_t)n * sizeof(int32_t));
-    int32_t *sid = (int32_t *)malloc((size_t)n * sizeof(int32_t));
-    int8_t *want = (int8_t *)malloc((size_t)n);
-    if (!pos || !sid || !want) {
-        free(pos);
-        free(sid);
-        free(want);
-        return BC_E_OUT_OF_MEMORY;
-    }
-    for (int32_t i = 0; i < n; i++) {
-        pos[i] = start + i;
-        sid[i] = seq;
-        want[i] = (int8_t)(all_logits || i == n - 1);
-    }
-    bc_batch b;
-    memset(&b, 0, sizeof b);
-    b.n_tokens = n;
-    b.tokens = toks;
-    b.pos = pos;
-    b.seq_id = sid;
-    b.logits = want;
-    bc_status st = bc_decode(ctx, &b, out, (size_t)(all_logits ? n : 1) * (size_t)n_vocab);
-    free(pos);
-    free(sid);
-    free(want);
-    return st;
+    return decode_seq(ctx, seq, start, toks, n, out, all_logits, n_vocab);
 }
 
 static int32_t argmax(const float *row) {

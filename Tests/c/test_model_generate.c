@@ -9,6 +9,7 @@
  * `make test-c`); a missing model is a failure. Speeds are printed, never asserted. */
 #define _POSIX_C_SOURCE 200809L
 #include "check.h"
+#include "decode_seq.h"
 #include "model_path.h"
 
 #include <math.h>
@@ -397,21 +398,7 @@ static int close_rows(const float *a, const float *b, const char *what) {
 
 /* Decodes `n` tokens of one sequence alone; the last token's logits into out. */
 static bc_status decode_solo(bc_context *ctx, int32_t seq, int32_t start, const int32_t *toks, int32_t n, float *out) {
-    int32_t *pos = (int32_t *)malloc((size_t)n * sizeof(int32_t));
-    int32_t *sid = (int32_t *)malloc((size_t)n * sizeof(int32_t));
-    if (!pos || !sid) { free(pos); free(sid); return BC_E_OUT_OF_MEMORY; }
-    for (int32_t i = 0; i < n; i++) { pos[i] = start + i; sid[i] = seq; }
-    bc_batch b;
-    memset(&b, 0, sizeof b);
-    b.n_tokens = n;
-    b.tokens = toks;
-    b.pos = pos;
-    b.seq_id = sid;
-    b.logits = NULL;
-    bc_status st = bc_decode(ctx, &b, out, N_VOCAB);
-    free(pos);
-    free(sid);
-    return st;
+    return decode_seq(ctx, seq, start, toks, n, out, 0, N_VOCAB);
 }
 
 #define STEPS 8

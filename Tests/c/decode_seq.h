@@ -1,0 +1,43 @@
+/* One sequence's tokens through bc_decode, for the C tests that drive the model
+ * directly: positions start .. start+n-1 of sequence `seq`; logits of the last token
+ * (all_logits = 0; bc_batch.logits = NULL) or of every token (out then holds n rows of
+ * n_vocab floats). */
+#ifndef BC_TEST_DECODE_SEQ_H
+#define BC_TEST_DECODE_SEQ_H
+
+#include <batchcore.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static bc_status decode_seq(bc_context *ctx, int32_t seq, int32_t start, const int32_t *toks, int32_t n, float *out,
+                            int all_logits, int32_t n_vocab) {
+    int32_t *pos = (int32_t *)malloc((size_t)n * sizeof(int32_t));
+    int32_t *sid = (int32_t *)malloc((size_t)n * sizeof(int32_t));
+    int8_t *want = all_logits ? (int8_t *)malloc((size_t)n) : NULL;
+    if (!pos || !sid || (all_logits && !want)) {
+        free(pos);
+        free(sid);
+        free(want);
+        return BC_E_OUT_OF_MEMORY;
+    }
+    for (int32_t i = 0; i < n; i++) {
+        pos[i] = start + i;
+        sid[i] = seq;
+        if (want) want[i] = 1;
+    }
+    bc_batch b;
+    memset(&b, 0, sizeof b);
+    b.n_tokens = n;
+    b.tokens = toks;
+    b.pos = pos;
+    b.seq_id = sid;
+    b.logits = want;
+    bc_status st = bc_decode(ctx, &b, out, (size_t)(all_logits ? n : 1) * (size_t)n_vocab);
+    free(pos);
+    free(sid);
+    free(want);
+    return st;
+}
+
+#endif
