@@ -73,6 +73,10 @@ int cli_parse_long(const char *s, long *out);
 int cli_parse_float(const char *s, float *out);
 int cli_parse_u64(const char *s, unsigned long long *out);
 
+/* Reports an option whose value is missing (value NULL) or invalid, as
+ * "batchcore CMD: ..." on stderr; returns EXIT_USAGE. */
+int cli_bad_value(const char *cmd, const char *option, const char *value);
+
 /* Monotonic time in seconds. */
 double cli_now(void);
 

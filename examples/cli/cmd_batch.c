@@ -426,11 +426,7 @@ int cmd_batch(int argc, char **argv) {
             batch_usage(stderr);
             return EXIT_USAGE;
         }
-        if (!ok) {
-            if (!v) fprintf(stderr, "batchcore batch: %s needs a value\n", a);
-            else fprintf(stderr, "batchcore batch: invalid value '%s' for %s (see --help)\n", v, a);
-            return EXIT_USAGE;
-        }
+        if (!ok) return cli_bad_value("batch", a, v);
         i++;
     }
 

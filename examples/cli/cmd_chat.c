@@ -126,11 +126,7 @@ int cmd_chat(int argc, char **argv) {
             chat_usage(stderr);
             return EXIT_USAGE;
         }
-        if (!ok) {
-            if (!v) fprintf(stderr, "batchcore chat: %s needs a value\n", a);
-            else fprintf(stderr, "batchcore chat: invalid value '%s' for %s (see --help)\n", v, a);
-            return EXIT_USAGE;
-        }
+        if (!ok) return cli_bad_value("chat", a, v);
         i++;
     }
 

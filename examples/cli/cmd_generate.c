@@ -112,11 +112,7 @@ int cmd_generate(int argc, char **argv) {
             generate_usage(stderr);
             return EXIT_USAGE;
         }
-        if (!ok) {
-            if (!v) fprintf(stderr, "batchcore generate: %s needs a value\n", a);
-            else fprintf(stderr, "batchcore generate: invalid value '%s' for %s (see --help)\n", v, a);
-            return EXIT_USAGE;
-        }
+        if (!ok) return cli_bad_value("generate", a, v);
         i++;
     }
 

@@ -20,6 +20,12 @@ double cli_now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+int cli_bad_value(const char *cmd, const char *option, const char *value) {
+    if (!value) fprintf(stderr, "batchcore %s: %s needs a value\n", cmd, option);
+    else fprintf(stderr, "batchcore %s: invalid value '%s' for %s (see --help)\n", cmd, value, option);
+    return EXIT_USAGE;
+}
+
 int cli_parse_long(const char *s, long *out) {
     char *end = NULL;
     errno = 0;
