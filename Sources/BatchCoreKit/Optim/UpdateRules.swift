@@ -19,6 +19,7 @@ struct StepScalars {
     var eps: Float = 0
     var bc1: Float = 1
     var bc2Sqrt: Float = 1
+    var invBc2Sqrt: Float = 1     // F(1/sqrt(1-β2^t)): Adam/AdamW multiply by it where torch divides
     var negStepSize: Float = 0
     var momentum: Float = 0
     var oneMinusDampening: Float = 1
@@ -65,6 +66,7 @@ struct StepScalars {
             let bc2d = 1 - pow(h.beta2, t)
             bc1 = Float(bc1d)
             bc2Sqrt = Float(pow(bc2d, 0.5))
+            invBc2Sqrt = Float(1 / pow(bc2d, 0.5))
             negStepSize = Float(-(h.lr / bc1d))
         case .adagrad:
             negClr = Float(-(h.lr / (1 + (t - 1) * h.lrDecay)))
@@ -150,7 +152,7 @@ enum UpdateRules {
                 store16(vmax, vmaxp, i, n)
                 denomBase = vmax
             }
-            let denom = sqrt16(denomBase) / s.bc2Sqrt + s.eps
+            let denom = fma16(sqrt16(denomBase), Vec16(repeating: s.invBc2Sqrt), Vec16(repeating: s.eps))
             x = x + (m * s.negStepSize) / denom
             store16(x, p, i, n)
         }
