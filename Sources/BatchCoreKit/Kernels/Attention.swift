@@ -1,3 +1,4 @@
+import CSupport
 #if arch(x86_64)
 import _Builtin_intrinsics.intel
 #endif
@@ -70,18 +71,50 @@ public enum Attention {
     }
     #endif
 
+    /// Requests every cache line of the head's visible keys and values (into L2) before
+    /// any is used. The dot products and P·V chains depend on their loads, so reading
+    /// cold rows as they come keeps only a few cache misses in flight; a loop of
+    /// independent prefetches keeps more of them in flight, and the passes below then
+    /// read from L2 (a head's rows are ~256 KB at 500 positions). Measured on 40
+    /// sequences x 30 layers x 460 positions of paged F32 KV (SmolLM2-135M's shape, far
+    /// beyond L3): ~10% less time per (head, position) than without.
+    @inline(__always)
+    static func prefetch(_ segments: [KVSegment], lo: Int, visible: Int, kvStride: Int, offset: Int, hd: Int) {
+        for seg in segments {
+            let a = max(lo, seg.start), b = min(visible, seg.start + seg.count)
+            if a >= b { continue }
+            let k = UnsafeRawPointer(seg.keys + (a - seg.start) * kvStride + offset)
+            let v = UnsafeRawPointer(seg.values + (a - seg.start) * kvStride + offset)
+            let rowBytes = hd * 4, strideBytes = kvStride * 4
+            for r in 0..<(b - a) {
+                var c = 0
+                while c < rowBytes {
+                    bc_internal_prefetch_l2(k + r * strideBytes + c)
+                    bc_internal_prefetch_l2(v + r * strideBytes + c)
+                    c += 64
+                }
+                bc_internal_prefetch_l2(k + r * strideBytes + rowBytes - 4)
+                bc_internal_prefetch_l2(v + r * strideBytes + rowBytes - 4)
+            }
+        }
+    }
+
     /// `q`: `heads` query heads of hd values each (head h at q + h·hd); keys/values of
     /// position p are at `segment.keys/values + (p - segment.start) · kvStride + offset`.
     /// `scores` holds heads · (visible - lo) floats of scratch; `out` receives heads · hd
-    /// floats (head h at out + h·hd).
+    /// floats (head h at out + h·hd). `prefetchRows`: request the rows up front (see
+    /// `prefetch`); worth it when they are likely cold — a decode row, or the first row of
+    /// a prompt chunk — and a small cost when the row before just read them.
     public static func group(q: UnsafePointer<Float>, heads: Int, segments: [KVSegment], kvStride: Int, offset: Int,
                              headDim hd: Int, lo: Int, visible: Int, scale: Float,
-                             scores: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) {
+                             scores: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>,
+                             prefetchRows: Bool = true) {
         let n = visible - lo
         guard n > 0 else {
             out.update(repeating: 0, count: heads * hd)
             return
         }
+        if prefetchRows { prefetch(segments, lo: lo, visible: visible, kvStride: kvStride, offset: offset, hd: hd) }
         for seg in segments {
             let a = max(lo, seg.start), b = min(visible, seg.start + seg.count)
             if a >= b { continue }

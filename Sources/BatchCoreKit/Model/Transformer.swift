@@ -157,11 +157,15 @@ public final class Transformer {
         let group = c.headCount / c.kvHeadCount, kvHeads = c.kvHeadCount
         let window = cache.window(layer: layer)
         var segments: [[KVSegment]] = []
-        var rows: [(index: Int, segments: Int)] = []
+        var rows: [(index: Int, segments: Int, first: Bool)] = []
         for s in sequences {
             segments.append(cache.segments(layer: layer, sequence: s, length: lengths[s]!))
             let e = extent[s]!
-            for i in e.first..<batch.count where batch.sequences[i] == s { rows.append((i, segments.count - 1)) }
+            var first = true
+            for i in e.first..<batch.count where batch.sequences[i] == s {
+                rows.append((i, segments.count - 1, first))
+                first = false
+            }
         }
         let positions = batch.positions
         Parallel.forEach(rows.count * kvHeads) { item in
@@ -171,7 +175,8 @@ public final class Transformer {
             withUnsafeTemporaryAllocation(of: Float.self, capacity: max(1, group * (visible - lo))) { buf in
                 Attention.group(q: q + i * qStride + kvHead * group * hd, heads: group, segments: segments[row.segments],
                                 kvStride: kvd, offset: kvHead * hd, headDim: hd, lo: lo, visible: visible, scale: scale,
-                                scores: buf.baseAddress!, out: out + i * d + kvHead * group * hd)
+                                scores: buf.baseAddress!, out: out + i * d + kvHead * group * hd,
+                                prefetchRows: row.first)
             }
         }
     }

@@ -10,4 +10,9 @@ static inline void bc_internal_spin_pause(void) {
 #endif
 }
 
+/* Hint: start loading the cache line holding p into L2 (and L3) ahead of a read. */
+static inline void bc_internal_prefetch_l2(const void *p) {
+    __builtin_prefetch(p, 0, 2);
+}
+
 #endif
