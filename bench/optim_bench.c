@@ -381,13 +381,13 @@ static int split_list(char *s, char **out, int max) {
 
 static void usage(void) {
     fprintf(stderr, "usage: optim_bench [--quick] [--sizes 10M,30M,100M] [--threads 1,2] [--algos adamw,sgd]\n"
-                    "                   [--steps 9] [--warmup 2] [--stream-mib 512] [--no-stream]\n");
+                    "                   [--steps 9] [--warmup 2] [--stream-mib 512] [--no-stream | --stream-only]\n");
     exit(2);
 }
 
 int main(int argc, char **argv) {
     char sizes_buf[256] = "10M,30M,100M", threads_buf[64] = "1,2", algos_buf[64] = "adamw,sgd";
-    int steps = 9, warmup = 2, stream_reps = 5, do_stream = 1;
+    int steps = 9, warmup = 2, stream_reps = 5, do_stream = 1, stream_only = 0;
     size_t stream_mib = 512;
     int quick = 0, sizes_given = 0;
     for (int i = 1; i < argc; i++) {
@@ -395,6 +395,7 @@ int main(int argc, char **argv) {
         const char *next = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--quick")) quick = 1;
         else if (!strcmp(a, "--no-stream")) do_stream = 0;
+        else if (!strcmp(a, "--stream-only")) stream_only = 1;
         else if (!strcmp(a, "--help") || !strcmp(a, "-h")) usage();
         else if (!next) usage();
         else if (!strcmp(a, "--sizes")) snprintf(sizes_buf, sizeof sizes_buf, "%s", next), sizes_given = 1, i++;
@@ -443,7 +444,8 @@ int main(int argc, char **argv) {
         print_mix(sizes[i], &m);
     }
     fflush(stdout);
-    if (do_stream) measure_bandwidth(stream_mib, threads, nthreads, stream_reps);
+    if (do_stream || stream_only) measure_bandwidth(stream_mib, threads, nthreads, stream_reps);
+    if (stream_only) return 0;
     for (int i = 0; i < nsizes; i++)
         for (int a = 0; a < nalgos; a++) bench_optimizer(sizes[i], algos[a], threads, nthreads, warmup, steps);
     return 0;

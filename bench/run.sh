@@ -92,10 +92,21 @@ run_optim() {
         machine_info | sed 's/^/# /'
         echo "# load before: $(cat /proc/loadavg)"
     } >"$res"
-    log "running optim_bench ${quick[*]:-}"
-    "$bin" "${quick[@]}" | tee -a "$res"
-    log "running optim_torch.py ${quick[*]:-}"
-    python3 "$here/optim_torch.py" "${quick[@]}" | tee -a "$res"
+    # The machine's memory bandwidth drifts over minutes (a shared host), so the two sides
+    # alternate per (size, threads) and the whole sequence runs BENCH_ROUNDS times (default 2);
+    # the table keeps each row's best round and the best bandwidth bound.
+    local rounds=${BENCH_ROUNDS:-2} sizes="10M 30M 100M" s t r
+    [ ${#quick[@]} -gt 0 ] && sizes="1M 10M"
+    for r in $(seq 1 "$rounds"); do
+        log "round $r/$rounds: STREAM bound, then batchcore and torch alternating per size and thread count"
+        "$bin" --stream-only "${quick[@]}" | tee -a "$res"
+        for s in $sizes; do
+            for t in 1 2; do
+                "$bin" "${quick[@]}" --sizes "$s" --threads "$t" --no-stream | tee -a "$res"
+                python3 "$here/optim_torch.py" --sizes "$s" --threads "$t" | tee -a "$res"
+            done
+        done
+    done
     echo "# load after: $(cat /proc/loadavg)" >>"$res"
     python3 - "$res" >"$out/optim_table.md" <<'EOF'
 import re, sys
@@ -105,9 +116,18 @@ for line in open(sys.argv[1]):
         header.append(line[2:].strip())
     kv = dict(re.findall(r"(\w+)=(\S+)", line))
     if line.startswith("BOUND "):
-        bound[int(kv["threads"])] = float(kv["gbps"])
+        t = int(kv["threads"])
+        bound[t] = max(bound.get(t, 0.0), float(kv["gbps"]))
     elif line.startswith("RESULT "):
         rows.append(kv)
+# Best round per row (impl, algo, size, threads, check).
+best = {}
+for r in rows:
+    key = (r["impl"], r["algo"], r["n"], r["threads"], r.get("check", "0"))
+    if key not in best or float(r["params_per_s"]) > float(best[key]["params_per_s"]):
+        best[key] = r
+rounds = max(1, sum(1 for r in rows if r["impl"] == "batchcore") // max(1, len({k for k in best if k[0] == "batchcore"})))
+rows = list(best.values())
 def human(n):
     n = int(n)
     return f"{n / 1e6:g}M" if n >= 1e6 else f"{n / 1e3:g}K"
@@ -117,7 +137,8 @@ order = {"batchcore": 0, "torch-fused": 1, "torch-foreach": 2, "torch-forloop": 
 rows.sort(key=lambda r: (int(r["n"]), r["algo"], int(r["threads"]), order.get(r["impl"], 9), r["check"]))
 for h in header:
     print(f"- {h}")
-print("- bandwidth bound (best STREAM-like kernel, same thread count): "
+print(f"- rounds: {rounds} (batchcore and torch alternating per size and thread count; best round per row)")
+print("- bandwidth bound (best STREAM-like kernel and round, same thread count): "
       + ", ".join(f"{t} thread{'s' if t > 1 else ''} = {g:.1f} GB/s" for t, g in sorted(bound.items())))
 print()
 print("| size | algo | threads | impl | params/s | GB/s | % of bw | vs batchcore |")
