@@ -97,15 +97,22 @@ run_optim() {
     # the table keeps each row's best round and the best bandwidth bound.
     local rounds=${BENCH_ROUNDS:-2} sizes="10M 30M 100M" s t r
     [ ${#quick[@]} -gt 0 ] && sizes="1M 10M"
+    # Which side goes first alternates between rounds, and the STREAM run (which frees
+    # 1.5 GiB on exit) comes last in a round: the process right after it ran measurably slow.
     for r in $(seq 1 "$rounds"); do
-        log "round $r/$rounds: STREAM bound, then batchcore and torch alternating per size and thread count"
-        "$bin" --stream-only "${quick[@]}" | tee -a "$res"
+        log "round $r/$rounds: batchcore and torch alternating per size and thread count, then the STREAM bound"
         for s in $sizes; do
             for t in 1 2; do
-                "$bin" "${quick[@]}" --sizes "$s" --threads "$t" --no-stream | tee -a "$res"
-                python3 "$here/optim_torch.py" --sizes "$s" --threads "$t" | tee -a "$res"
+                if [ $((r % 2)) -eq 1 ]; then
+                    "$bin" "${quick[@]}" --sizes "$s" --threads "$t" --no-stream | tee -a "$res"
+                    python3 "$here/optim_torch.py" --sizes "$s" --threads "$t" | tee -a "$res"
+                else
+                    python3 "$here/optim_torch.py" --sizes "$s" --threads "$t" | tee -a "$res"
+                    "$bin" "${quick[@]}" --sizes "$s" --threads "$t" --no-stream | tee -a "$res"
+                fi
             done
         done
+        "$bin" --stream-only "${quick[@]}" | tee -a "$res"
     done
     echo "# load after: $(cat /proc/loadavg)" >>"$res"
     python3 - "$res" >"$out/optim_table.md" <<'EOF'
