@@ -61,7 +61,7 @@ import Testing
     /// (lo > 0) and position counts that are not multiples of the 8-key blocks:
     /// |out − ref| ≤ 1e-5·max|v|. Splitting the same rows into other segments (paged
     /// blocks vs one contiguous run) gives bit-identical output, and so does computing a
-    /// head alone instead of with its group.
+    /// head alone instead of with its group, or with or without the up-front prefetch.
     @Test func attentionGroupMatchesFloat64AndIgnoresSegmentation() {
         for (hd, kvHeads, heads) in [(64, 3, 3), (80, 1, 2), (8, 2, 1), (128, 2, 4), (20, 2, 3)] {
             let kvd = hd * kvHeads, length = 150
@@ -80,11 +80,14 @@ import Testing
                         let off = (kvHeads - 1) * hd
                         var outs: [[Float]] = []
                         for size in [16, 7, 13, length] {
-                            var scores = [Float](repeating: .nan, count: heads * (visible - lo))
-                            var out = [Float](repeating: .nan, count: heads * hd)
-                            Attention.group(q: q, heads: heads, segments: segments(size), kvStride: kvd, offset: off,
-                                            headDim: hd, lo: lo, visible: visible, scale: scale, scores: &scores, out: &out)
-                            outs.append(out)
+                            for prefetch in [true, false] {
+                                var scores = [Float](repeating: .nan, count: heads * (visible - lo))
+                                var out = [Float](repeating: .nan, count: heads * hd)
+                                Attention.group(q: q, heads: heads, segments: segments(size), kvStride: kvd, offset: off,
+                                                headDim: hd, lo: lo, visible: visible, scale: scale, scores: &scores, out: &out,
+                                                prefetchRows: prefetch)
+                                outs.append(out)
+                            }
                         }
                         #expect(outs.allSatisfy { $0 == outs[0] }, "hd \(hd) [\(lo), \(visible)): segmentation changed the result")
                         for h in 0..<heads {
