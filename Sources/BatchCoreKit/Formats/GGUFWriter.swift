@@ -84,35 +84,7 @@ public struct GGUFWriter {
 
     /// Writes the file to `path` (through a temporary file renamed into place).
     public func write(to path: String) throws {
-        let tmp = path + ".tmp"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw BatchCoreError.io("cannot create \(tmp): \(String(cString: strerror(errno)))") }
-        var closed = false
-        defer {
-            if !closed { close(fd); unlink(tmp) }
-        }
-        try emit { chunk in
-            var done = 0
-            while done < chunk.count {
-                let n = Glibc.write(fd, chunk.baseAddress! + done, chunk.count - done)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw BatchCoreError.io("cannot write \(tmp): \(String(cString: strerror(errno)))")
-                }
-                done += n
-            }
-        }
-        guard fsync(fd) == 0 else { throw BatchCoreError.io("cannot sync \(tmp): \(String(cString: strerror(errno)))") }
-        closed = true
-        guard close(fd) == 0 else {
-            unlink(tmp)
-            throw BatchCoreError.io("cannot close \(tmp): \(String(cString: strerror(errno)))")
-        }
-        guard rename(tmp, path) == 0 else {
-            let message = String(cString: strerror(errno))
-            unlink(tmp)
-            throw BatchCoreError.io("cannot rename \(tmp) to \(path): \(message)")
-        }
+        try writeAtomically(path) { sink in try emit(sink) }
     }
 
     /// Hands the file to `sink` in order: header, metadata, tensor infos, padding, data.

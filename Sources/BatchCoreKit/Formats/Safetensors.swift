@@ -412,42 +412,6 @@ public struct SafetensorsWriter {
     }
 }
 
-/// Writes a file through `<path>.tmp` + fsync + rename.
-func writeAtomically(_ path: String, _ body: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws {
-    let tmp = path + ".tmp"
-    let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-    guard fd >= 0 else { throw BatchCoreError.io("cannot create \(tmp): \(String(cString: strerror(errno)))") }
-    var closed = false
-    defer { if !closed { close(fd); unlink(tmp) } }
-    try body { chunk in
-        var done = 0
-        while done < chunk.count {
-            let n = Glibc.write(fd, chunk.baseAddress! + done, chunk.count - done)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw BatchCoreError.io("cannot write \(tmp): \(String(cString: strerror(errno)))")
-            }
-            done += n
-        }
-    }
-    guard fsync(fd) == 0 else { throw BatchCoreError.io("cannot sync \(tmp): \(String(cString: strerror(errno)))") }
-    closed = true
-    guard close(fd) == 0 else {
-        unlink(tmp)
-        throw BatchCoreError.io("cannot close \(tmp): \(String(cString: strerror(errno)))")
-    }
-    guard rename(tmp, path) == 0 else {
-        let message = String(cString: strerror(errno))
-        unlink(tmp)
-        throw BatchCoreError.io("cannot rename \(tmp) to \(path): \(message)")
-    }
-}
-
-/// Writes a text file atomically.
-func writeTextFile(_ path: String, _ text: String) throws {
-    var t = text
-    try writeAtomically(path) { sink in try t.withUTF8 { try sink(UnsafeRawBufferPointer($0)) } }
-}
 
 /// The contents of a (small) file; `.notFound` when it does not exist.
 func readWholeFile(_ path: String, maxSize: Int) throws -> [UInt8] {

@@ -270,20 +270,7 @@ extension PagedKVCache {
 
     /// Saves to `path` through a temporary file renamed into place.
     public func saveSequenceState(_ sequence: Int, model: KVModelFingerprint, to path: String) throws {
-        let bytes = try saveSequenceState(sequence, model: model)
-        let tmp = path + ".tmp\(getpid())"
-        guard let f = fopen(tmp, "wb") else { throw BatchCoreError.io("cannot create \(tmp): \(String(cString: strerror(errno)))") }
-        let written = bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, f) }
-        let flushed = fflush(f) == 0 && fsync(fileno(f)) == 0
-        fclose(f)
-        guard written == bytes.count, flushed else {
-            unlink(tmp)
-            throw BatchCoreError.io("cannot write \(tmp)")
-        }
-        guard rename(tmp, path) == 0 else {
-            unlink(tmp)
-            throw BatchCoreError.io("cannot rename \(tmp) to \(path): \(String(cString: strerror(errno)))")
-        }
+        try writeAtomically(path, bytes: try saveSequenceState(sequence, model: model))
     }
 
     /// The largest state this cache could ever load (longer files are rejected unread).
@@ -294,19 +281,7 @@ extension PagedKVCache {
     }
 
     public func loadSequenceState(_ sequence: Int, model: KVModelFingerprint, from path: String) throws {
-        guard let f = fopen(path, "rb") else { throw BatchCoreError.io("cannot open \(path): \(String(cString: strerror(errno)))") }
-        defer { fclose(f) }
-        var info = stat()
-        guard fstat(fileno(f), &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
-            throw BatchCoreError.io("\(path) is not a regular file")
-        }
-        let size = Int(info.st_size)
-        guard size <= maxSequenceStateSize else {
-            throw BatchCoreError.format("\(path): \(size) bytes is larger than any sequence state of this context")
-        }
-        var bytes = [UInt8](repeating: 0, count: size)
-        let read = bytes.withUnsafeMutableBytes { fread($0.baseAddress, 1, size, f) }
-        guard read == size else { throw BatchCoreError.io("cannot read \(path)") }
+        let bytes = try readWholeFile(path, limit: maxSequenceStateSize, larger: "any sequence state of this context")
         try bytes.withUnsafeBytes { try loadSequenceState(sequence, from: $0, model: model) }
     }
 }

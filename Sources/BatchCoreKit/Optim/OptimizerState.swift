@@ -141,37 +141,12 @@ extension Optimizer {
 
     /// Saves to `path` through a temporary file renamed into place.
     public func saveState(to path: String) throws {
-        let bytes = serializeState()
-        let tmp = path + ".tmp\(getpid())"
-        guard let f = fopen(tmp, "wb") else { throw BatchCoreError.io("cannot create \(tmp): \(String(cString: strerror(errno)))") }
-        let written = bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, f) }
-        let flushed = fflush(f) == 0 && fsync(fileno(f)) == 0
-        fclose(f)
-        guard written == bytes.count, flushed else {
-            unlink(tmp)
-            throw BatchCoreError.io("cannot write \(tmp)")
-        }
-        guard rename(tmp, path) == 0 else {
-            unlink(tmp)
-            throw BatchCoreError.io("cannot rename \(tmp) to \(path): \(String(cString: strerror(errno)))")
-        }
+        try writeAtomically(path, bytes: serializeState())
     }
 
     public func loadState(from path: String) throws {
-        guard let f = fopen(path, "rb") else { throw BatchCoreError.io("cannot open \(path): \(String(cString: strerror(errno)))") }
-        defer { fclose(f) }
-        var info = stat()
-        guard fstat(fileno(f), &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
-            throw BatchCoreError.io("\(path) is not a regular file")
-        }
-        let size = Int(info.st_size)
         // A state file can never be larger than this optimizer's state (plus name slack).
-        guard size <= stateSize() + 1 << 20 else {
-            throw BatchCoreError.format("\(path): \(size) bytes is larger than this optimizer's state could be")
-        }
-        var bytes = [UInt8](repeating: 0, count: size)
-        let read = bytes.withUnsafeMutableBytes { fread($0.baseAddress, 1, size, f) }
-        guard read == size else { throw BatchCoreError.io("cannot read \(path)") }
+        let bytes = try readWholeFile(path, limit: stateSize() + 1 << 20, larger: "this optimizer's state could be")
         try bytes.withUnsafeBytes { try loadState($0) }
     }
 }
