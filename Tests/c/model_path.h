@@ -26,4 +26,18 @@ static int read_model_path(const char *fixtures, char *buf, size_t cap) {
     return 1;
 }
 
+/* main()'s start in those tests: argv[1] is FIXTURES_DIR; the model path goes to buf.
+ * Returns 0, or the exit status to return (2: usage; 1: no model path), after saying why. */
+static int model_path_from_args(int argc, char **argv, char *buf, size_t cap) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s FIXTURES_DIR\n", argv[0]);
+        return 2;
+    }
+    if (!read_model_path(argv[1], buf, cap)) {
+        fprintf(stderr, "FAIL: the default model is required\n");
+        return 1;
+    }
+    return 0;
+}
+
 #endif

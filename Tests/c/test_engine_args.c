@@ -446,7 +446,8 @@ static void test_drive(bc_model *model) {
 
 int main(int argc, char **argv) {
     char model_path[4096];
-    if (argc < 2 || !read_model_path(argv[1], model_path, sizeof model_path)) return 1;
+    int rc = model_path_from_args(argc, argv, model_path, sizeof model_path);
+    if (rc) return rc;
 
     test_defaults();
 

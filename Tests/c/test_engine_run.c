@@ -419,7 +419,8 @@ int main(int argc, char **argv) {
     ref_t *refs;
     run_t *run;
     int slot;
-    if (argc < 2 || !read_model_path(argv[1], model_path, sizeof model_path)) return 1;
+    int rc = model_path_from_args(argc, argv, model_path, sizeof model_path);
+    if (rc) return rc;
     CHECK_OK(bc_model_load(model_path, NULL, &model));
     if (!model) CHECK_DONE();
     memset(&info, 0, sizeof info);

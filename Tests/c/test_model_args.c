@@ -683,15 +683,9 @@ static void test_lifetime(const char *model_path) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) {
-        fprintf(stderr, "usage: %s FIXTURES_DIR\n", argv[0]);
-        return 2;
-    }
     char model_path[4096];
-    if (!read_model_path(argv[1], model_path, sizeof model_path)) {
-        fprintf(stderr, "FAIL: the default model is required\n");
-        return 1;
-    }
+    int rc = model_path_from_args(argc, argv, model_path, sizeof model_path);
+    if (rc) return rc;
     test_defaults();
     test_load_errors(model_path);
     bc_model *model = NULL;

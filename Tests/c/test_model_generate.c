@@ -587,15 +587,9 @@ out:
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) {
-        fprintf(stderr, "usage: %s FIXTURES_DIR\n", argv[0]);
-        return 2;
-    }
     char model_path[4096];
-    if (!read_model_path(argv[1], model_path, sizeof model_path)) {
-        fprintf(stderr, "FAIL: the default model is required\n");
-        return 1;
-    }
+    int rc = model_path_from_args(argc, argv, model_path, sizeof model_path);
+    if (rc) return rc;
     bc_model *model = NULL;
     double t0 = now_seconds();
     CHECK_OK(bc_model_load(model_path, NULL, &model));
