@@ -73,6 +73,12 @@ int cli_parse_long(const char *s, long *out);
 int cli_parse_float(const char *s, float *out);
 int cli_parse_u64(const char *s, unsigned long long *out);
 
+/* The run options generate and chat share: -t/--threads N, -c/--ctx-size N, --temp T
+ * (also --temperature) and --seed S. When `a` is one of them, parses its value `v`
+ * (NULL when missing) into the target, ANDs the outcome into *ok and returns 1;
+ * otherwise returns 0 and changes nothing. */
+int cli_run_option(const char *a, const char *v, long *threads, long *n_ctx, bc_sampling_params *sp, int *ok);
+
 /* Reports an option whose value is missing (value NULL) or invalid, as
  * "batchcore CMD: ..." on stderr; returns EXIT_USAGE. */
 int cli_bad_value(const char *cmd, const char *option, const char *value);

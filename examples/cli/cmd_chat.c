@@ -111,17 +111,7 @@ int cmd_chat(int argc, char **argv) {
         if (strcmp(a, "--system") == 0) system = v;
         else if (strcmp(a, "-n") == 0 || strcmp(a, "--max-tokens") == 0)
             ok = ok && cli_parse_long(v, &max_tokens) && max_tokens >= 1 && max_tokens <= INT32_MAX;
-        else if (strcmp(a, "-t") == 0 || strcmp(a, "--threads") == 0)
-            ok = ok && cli_parse_long(v, &threads) && threads >= 0 && threads <= 4096;
-        else if (strcmp(a, "-c") == 0 || strcmp(a, "--ctx-size") == 0)
-            ok = ok && cli_parse_long(v, &n_ctx) && n_ctx >= 0 && n_ctx <= INT32_MAX;
-        else if (strcmp(a, "--temp") == 0 || strcmp(a, "--temperature") == 0)
-            ok = ok && cli_parse_float(v, &sp.temperature) && sp.temperature >= 0;
-        else if (strcmp(a, "--seed") == 0) {
-            unsigned long long seed = 0;
-            ok = ok && cli_parse_u64(v, &seed);
-            if (ok) sp.seed = (uint64_t)seed;
-        } else {
+        else if (!cli_run_option(a, v, &threads, &n_ctx, &sp, &ok)) {
             fprintf(stderr, "batchcore chat: unknown option '%s'\n", a);
             chat_usage(stderr);
             return EXIT_USAGE;

@@ -20,6 +20,22 @@ double cli_now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+int cli_run_option(const char *a, const char *v, long *threads, long *n_ctx, bc_sampling_params *sp, int *ok) {
+    if (strcmp(a, "-t") == 0 || strcmp(a, "--threads") == 0)
+        *ok = *ok && cli_parse_long(v, threads) && *threads >= 0 && *threads <= 4096;
+    else if (strcmp(a, "-c") == 0 || strcmp(a, "--ctx-size") == 0)
+        *ok = *ok && cli_parse_long(v, n_ctx) && *n_ctx >= 0 && *n_ctx <= INT32_MAX;
+    else if (strcmp(a, "--temp") == 0 || strcmp(a, "--temperature") == 0)
+        *ok = *ok && cli_parse_float(v, &sp->temperature) && sp->temperature >= 0;
+    else if (strcmp(a, "--seed") == 0) {
+        unsigned long long seed = 0;
+        *ok = *ok && cli_parse_u64(v, &seed);
+        if (*ok) sp->seed = (uint64_t)seed;
+    } else
+        return 0;
+    return 1;
+}
+
 int cli_bad_value(const char *cmd, const char *option, const char *value) {
     if (!value) fprintf(stderr, "batchcore %s: %s needs a value\n", cmd, option);
     else fprintf(stderr, "batchcore %s: invalid value '%s' for %s (see --help)\n", cmd, value, option);
