@@ -16,6 +16,7 @@
  *       consecutive tokens of a request (wall clock at the poll after each step).
  */
 #define _POSIX_C_SOURCE 200809L
+#include "bench_util.h"
 #include <batchcore.h>
 #include <math.h>
 #include <stdint.h>
@@ -24,38 +25,9 @@
 #include <string.h>
 #include <time.h>
 
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
-#define CHECK(call)                                                                              \
-    do {                                                                                         \
-        bc_status st_ = (call);                                                                  \
-        if (st_ != BC_OK) {                                                                      \
-            fprintf(stderr, "%s: %s: %s\n", #call, bc_status_string(st_), bc_last_error());      \
-            exit(1);                                                                             \
-        }                                                                                        \
-    } while (0)
 
-static void *xmalloc(size_t n) {
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fprintf(stderr, "out of memory\n");
-        exit(1);
-    }
-    return p;
-}
 
-/* splitmix64 */
-static uint64_t rng_state;
-static uint64_t rng_next(void) {
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
 static double rng_uniform(void) { return ((double)(rng_next() >> 11) + 0.5) / 9007199254740992.0; }
 static double rng_normal(void) { return sqrt(-2.0 * log(rng_uniform())) * cos(6.283185307179586 * rng_uniform()); }
 static int lognormal_clamped(double median, double sigma, int lo, int hi) {
@@ -149,19 +121,7 @@ static req *read_workload(const char *path, int *n_out) {
     return r;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
-/* Nearest-rank percentile of a sorted array. */
-static double pct(const double *v, size_t n, double q) {
-    if (n == 0) return NAN;
-    size_t k = (size_t)ceil(q / 100.0 * (double)n);
-    if (k < 1) k = 1;
-    if (k > n) k = n;
-    return v[k - 1];
-}
 
 /* group_size > 0: client-side static batching on a continuous engine: submit the next
  * group of group_size requests only when the previous group has fully finished. */

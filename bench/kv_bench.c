@@ -8,6 +8,7 @@
  * (c) perplexity of TEXT (first line, a '#' comment, skipped) under several KV configs.
  * Prints RESULT lines (rendered by bench/kv_table.py). */
 #define _POSIX_C_SOURCE 200809L
+#include "bench_util.h"
 #include <batchcore.h>
 #include <math.h>
 #include <stdio.h>
@@ -15,48 +16,11 @@
 #include <string.h>
 #include <time.h>
 
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
-#define CHECK(call)                                                                              \
-    do {                                                                                         \
-        bc_status st_ = (call);                                                                  \
-        if (st_ != BC_OK) {                                                                      \
-            fprintf(stderr, "%s: %s: %s\n", #call, bc_status_string(st_), bc_last_error());      \
-            exit(1);                                                                             \
-        }                                                                                        \
-    } while (0)
 
-static void *xmalloc(size_t n) {
-    void *p = malloc(n ? n : 1);
-    if (!p) { fprintf(stderr, "out of memory (%zu bytes)\n", n); exit(1); }
-    return p;
-}
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
-/* Nearest-rank percentile of a sorted array. */
-static double pct(const double *sorted, int n, double p) {
-    int k = (int)ceil(p / 100.0 * n);
-    if (k < 1) k = 1;
-    if (k > n) k = n;
-    return sorted[k - 1];
-}
 
-/* splitmix64: a small seeded generator, identical on every platform. */
-static uint64_t rng_state;
-static uint64_t rng_next(void) {
-    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 static double rng_uniform(void) { return (double)(rng_next() >> 11) * (1.0 / 9007199254740992.0); }
 
 static bc_model *model;

@@ -4,6 +4,7 @@
  *   model_bench MODEL.gguf [--threads N] [--reps R] [--decode N]
  * Prints RESULT lines (see bench/run.sh). */
 #define _POSIX_C_SOURCE 200809L
+#include "bench_util.h"
 #include <batchcore.h>
 #include <cblas.h>
 #include <stdio.h>
@@ -11,30 +12,13 @@
 #include <string.h>
 #include <time.h>
 
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 static double median(double *v, int n) {
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-#define CHECK(call)                                                                              \
-    do {                                                                                         \
-        bc_status st_ = (call);                                                                  \
-        if (st_ != BC_OK) {                                                                      \
-            fprintf(stderr, "%s: %s: %s\n", #call, bc_status_string(st_), bc_last_error());      \
-            exit(1);                                                                             \
-        }                                                                                        \
-    } while (0)
 
 int main(int argc, char **argv) {
     if (argc < 2) {

@@ -21,6 +21,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
+#include "bench_util.h"
 #include <batchcore.h>
 
 #include <errno.h>
@@ -35,11 +36,6 @@
 #define MAX_LIST 16
 #define MAX_TENSORS 4096
 
-static double now_sec(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static void die(const char *what) {
     fprintf(stderr, "optim_bench: %s\n", what);
@@ -59,10 +55,6 @@ static void *xalloc(size_t bytes) {
     return p;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static double median(const double *v, int n) {
     double tmp[256];
@@ -138,7 +130,7 @@ static void print_mix(int64_t n, const mix *m) {
 /* Random data                                                               */
 /* ------------------------------------------------------------------------- */
 
-static uint64_t rng_next(uint64_t *s) {
+static uint64_t xorshift_next(uint64_t *s) {
     /* xorshift64* */
     uint64_t x = *s;
     x ^= x >> 12;
@@ -152,7 +144,7 @@ static uint64_t rng_next(uint64_t *s) {
 static void fill_random(float *x, int64_t n, uint64_t seed, float lo, float hi) {
     uint64_t s = seed * 0x9E3779B97F4A7C15ULL + 1;
     for (int64_t i = 0; i < n; i++) {
-        uint64_t r = rng_next(&s);
+        uint64_t r = xorshift_next(&s);
         float u = (float)((r >> 40) * (1.0 / 16777216.0)); /* [0,1) */
         float v = lo + (hi - lo) * u;
         x[i] = (r & 1) ? -v : v;
@@ -217,12 +209,12 @@ static double stream_pass(double *a, double *b, double *c, size_t n, int kernel,
         jobs[t].kernel = kernel;
         jobs[t].scalar = scalar;
     }
-    double t0 = now_sec();
+    double t0 = now();
     for (int t = 1; t < threads; t++)
         if (pthread_create(&tid[t], NULL, stream_thread, &jobs[t]) != 0) die("pthread_create failed");
     run_kernel(&jobs[0]);
     for (int t = 1; t < threads; t++) pthread_join(tid[t], NULL);
-    return now_sec() - t0;
+    return now() - t0;
 }
 
 static double stream_bound[65];
@@ -323,9 +315,9 @@ static void bench_optimizer(int64_t n, const algo_desc *ad, const int *threads, 
             sp.check_finite = check;
             for (int w = 0; w < warmup; w++) check_bc(bc_optimizer_step(opt, &sp, NULL), "bc_optimizer_step (warmup)");
             for (int s = 0; s < steps; s++) {
-                double t0 = now_sec();
+                double t0 = now();
                 bc_status st = bc_optimizer_step(opt, &sp, NULL);
-                times[s] = now_sec() - t0;
+                times[s] = now() - t0;
                 check_bc(st, "bc_optimizer_step");
             }
             double med = median(times, steps), lo = times[0], hi = times[0];
