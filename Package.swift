@@ -5,6 +5,13 @@ import PackageDescription
 // libm per lane. batchcore targets x86-64-v3 (AVX2 + FMA) CPUs.
 let simdFlags: [SwiftSetting] = [.unsafeFlags(["-Xcc", "-mavx2", "-Xcc", "-mfma", "-Xcc", "-mf16c"])]
 
+/// A subsystem of the core: folder Sources/<folder>, module BC<folder>. Dependencies
+/// point down the graph in ARCHITECTURE.md only; SwiftPM rejects a cycle.
+func subsystem(_ folder: String, _ deps: [Target.Dependency], swift6: Bool = false) -> Target {
+    .target(name: "BC" + folder, dependencies: deps, path: "Sources/" + folder,
+            swiftSettings: simdFlags + (swift6 ? [.swiftLanguageMode(.v6)] : [.swiftLanguageMode(.v5)]))
+}
+
 let package = Package(
     name: "batchcore",
     products: [
@@ -17,12 +24,22 @@ let package = Package(
         .target(name: "CBatchCore", path: "include", publicHeadersPath: "."),
         // Inline helpers the core needs from C (header-only).
         .target(name: "CSupport", path: "Sources/CSupport", publicHeadersPath: "include"),
-        // The core: plain Swift, knows nothing of C callers.
-        .target(name: "BatchCoreKit", dependencies: ["CSupport"], swiftSettings: simdFlags),
+        // The core, bottom to top: plain Swift, knows nothing of C callers.
+        subsystem("Core", ["CSupport"]),
+        subsystem("Kernels", ["BCCore", "CSupport"]),
+        subsystem("Formats", ["BCCore", "BCKernels"]),
+        subsystem("Tokenizer", ["BCCore", "BCFormats"]),
+        subsystem("KV", ["BCCore", "BCKernels"]),
+        subsystem("Model", ["BCCore", "BCKernels", "BCFormats", "BCTokenizer", "BCKV"]),
+        subsystem("Optim", ["BCCore", "BCKernels"]),
+        subsystem("Engine", ["BCCore", "BCKV", "BCModel", "BCTokenizer"]),
         // The ABI layer: only bc_* functions; validates, converts, forwards.
         .target(
-            name: "BatchCore", dependencies: ["BatchCoreKit", "CBatchCore"],
+            name: "BatchCore",
+            dependencies: ["CBatchCore", "BCCore", "BCKernels", "BCFormats", "BCTokenizer", "BCKV", "BCModel",
+                           "BCOptim", "BCEngine"],
             exclude: ["exports.map"],
+            swiftSettings: [.swiftLanguageMode(.v5)],
             linkerSettings: [
                 .unsafeFlags([
                     "-static-stdlib", "-use-ld=lld",
@@ -30,9 +47,9 @@ let package = Package(
                     "-Xlinker", "-soname=libbatchcore.so.0",
                 ])
             ]),
-        .testTarget(name: "BatchCoreKitTests", dependencies: ["BatchCoreKit"]),
-    ],
-    // Language mode 5: the numeric core hands raw buffers to worker threads, which
-    // Swift 6's strict Sendable checking cannot express without copies.
-    swiftLanguageModes: [.v5]
+        .testTarget(name: "BatchCoreKitTests",
+                    dependencies: ["BCCore", "BCKernels", "BCFormats", "BCTokenizer", "BCKV", "BCModel", "BCOptim",
+                                   "BCEngine"],
+                    swiftSettings: [.swiftLanguageMode(.v5)]),
+    ]
 )

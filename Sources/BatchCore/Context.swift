@@ -1,4 +1,6 @@
-import BatchCoreKit
+import BCCore
+import BCKV
+import BCModel
 import CBatchCore
 
 private let defaultContextParams = bc_context_params(

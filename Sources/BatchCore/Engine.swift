@@ -1,7 +1,10 @@
+import BCCore
+import BCKV
+import BCModel
+import BCEngine
 #if canImport(Glibc)
 import Glibc
 #endif
-import BatchCoreKit
 import CBatchCore
 
 /// The C handle of an engine: the core engine plus the events not yet polled and the

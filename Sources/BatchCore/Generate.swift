@@ -1,4 +1,6 @@
-import BatchCoreKit
+import BCCore
+import BCModel
+import BCEngine
 import CBatchCore
 
 let defaultSamplingParams: bc_sampling_params = {

@@ -1,4 +1,4 @@
-import BatchCoreKit
+import BCCore
 
 /// Opaque handles: a retained Swift object behind the C pointer.
 @inline(__always)

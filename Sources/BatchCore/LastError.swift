@@ -1,7 +1,7 @@
+import BCCore
 #if canImport(Glibc)
 import Glibc
 #endif
-import BatchCoreKit
 import CBatchCore
 
 /// Thread-local storage for bc_last_error(): one malloc'd C string per thread,

@@ -1,4 +1,5 @@
-import BatchCoreKit
+import BCCore
+import BCModel
 import CBatchCore
 
 private let defaultModelParams = bc_model_params(

@@ -1,4 +1,5 @@
-import BatchCoreKit
+import BCCore
+import BCOptim
 import CBatchCore
 
 @c @implementation

@@ -1,4 +1,5 @@
-import BatchCoreKit
+import BCCore
+import BCOptim
 import CBatchCore
 
 private let defaultSchedule = bc_lr_schedule(

@@ -1,4 +1,5 @@
-import BatchCoreKit
+import BCCore
+import BCModel
 import CBatchCore
 
 // Sequence state export/import (see PagedKVCache.saveSequenceState for the format).

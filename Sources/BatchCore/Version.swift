@@ -1,4 +1,4 @@
-import BatchCoreKit
+import BCCore
 import CBatchCore
 
 private let versionString: StaticString = "0.1.0"

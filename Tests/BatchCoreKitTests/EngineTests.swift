@@ -1,4 +1,6 @@
-import BatchCoreKit
+import BCKV
+import BCModel
+import BCEngine
 import Foundation
 import Testing
 

@@ -1,4 +1,5 @@
-import BatchCoreKit
+import BCCore
+import BCFormats
 import Foundation
 import Testing
 

@@ -1,4 +1,8 @@
-import BatchCoreKit
+import BCCore
+import BCFormats
+import BCTokenizer
+import BCKV
+import BCModel
 import Foundation
 import Testing
 

@@ -1,4 +1,6 @@
-import BatchCoreKit
+import BCFormats
+import BCKV
+import BCModel
 import Foundation
 import Testing
 

@@ -1,4 +1,5 @@
-import BatchCoreKit
+import BCCore
+import BCOptim
 import Testing
 
 /// Steps are chunked into fixed work items, so results must not depend on the

@@ -1,4 +1,4 @@
-import BatchCoreKit
+import BCOptim
 import Foundation
 import Testing
 

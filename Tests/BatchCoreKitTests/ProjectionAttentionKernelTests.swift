@@ -1,4 +1,4 @@
-import BatchCoreKit
+import BCKernels
 import Foundation
 import Testing
 

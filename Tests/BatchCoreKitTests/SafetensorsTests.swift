@@ -1,4 +1,9 @@
-import BatchCoreKit
+import BCCore
+import BCKernels
+import BCFormats
+import BCTokenizer
+import BCKV
+import BCModel
 import Foundation
 import Testing
 

@@ -1,4 +1,5 @@
-import BatchCoreKit
+import BCCore
+import BCEngine
 import Testing
 
 #if canImport(Glibc)

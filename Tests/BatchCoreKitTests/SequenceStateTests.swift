@@ -1,4 +1,5 @@
-import BatchCoreKit
+import BCCore
+import BCKV
 import Testing
 
 /// Sequence state export/import of the paged KV cache, without a model: synthetic

@@ -1,4 +1,6 @@
-import BatchCoreKit
+import BCCore
+import BCFormats
+import BCTokenizer
 import Foundation
 import Testing
 

@@ -1,4 +1,4 @@
-import BatchCoreKit
+import BCCore
 import Foundation
 import Testing
 

@@ -1,0 +1,432 @@
+import BCCore
+import BCKV
+import BCModel
+import BCTokenizer
+/// Continuous batching ("Orca" iteration-level scheduling, with Sarathi-Serve's chunked
+/// prefill piggybacked on decodes): each step every running sequence decodes one
+/// token and waiting prompts are prefilled in chunks filling the rest of the token
+/// budget — all in ONE forward pass over the flattened batch. A new prompt first
+/// reuses cached prefix blocks. When the KV cache runs out, the lowest-priority,
+/// latest-arrived request is preempted: its blocks are freed and it is recomputed
+/// later from its prompt plus what it generated (never dropped). Every step runs the
+/// batch-invariant forward, so a sequence's tokens do not depend on its batch-mates,
+/// and each sequence samples with its own seeded RNG.
+///
+/// Not thread-safe: one thread drives an engine (submit, step, poll, cancel).
+public final class Engine {
+    public let model: LanguageModel
+    public let cache: PagedKVCache
+    public var options: EngineOptions
+
+    final class Sequence {
+        let index: Int
+        var cacheID: Int
+        var tokens: [Int32]          // prompt + generated
+        var computed = 0             // positions in the KV cache
+        var generated = 0
+        var sampler: Sampler
+        var decoder: StreamingDecoder
+        var emitted = ""             // text sent so far
+        var pending = ""             // text held back (could start a stop string)
+        var finished = false
+        var firstTokenTime = Double.nan
+        var lastTokenTime = Double.nan
+        var gapSum = 0.0
+        var preemptions = 0
+        var cachedPrompt = 0
+        init(index: Int, cacheID: Int, tokens: [Int32], sampler: Sampler, decoder: StreamingDecoder) {
+            self.index = index
+            self.cacheID = cacheID
+            self.tokens = tokens
+            self.sampler = sampler
+            self.decoder = decoder
+        }
+    }
+
+    final class Request {
+        let id: UInt64
+        let spec: GenerationRequest
+        let arrival: Int
+        let submitTime: Double
+        var seqs: [Sequence]
+        /// Parallel samples are forked after the shared prompt (sequence 0) is computed.
+        var forked = false
+        init(id: UInt64, spec: GenerationRequest, arrival: Int, submitTime: Double, seqs: [Sequence]) {
+            self.id = id
+            self.spec = spec
+            self.arrival = arrival
+            self.submitTime = submitTime
+            self.seqs = seqs
+        }
+        var active: [Sequence] { seqs.filter { !$0.finished } }
+    }
+
+    private var requests: [UInt64: Request] = [:]
+    private var order: [UInt64] = []        // submission order of live requests
+    private var events: [EngineEvent] = []
+    private var nextID: UInt64 = 1
+    private var nextCacheID = 0
+    private var arrivals = 0
+    /// Static batching: the current fixed group (runs until all its requests finish).
+    private var staticGroup: Set<UInt64> = []
+    public private(set) var metrics = EngineMetrics()
+
+    public init(model: LanguageModel, cache: PagedKVCache, options: EngineOptions = .init()) throws {
+        guard options.maxBatchedTokens > 0, options.maxSequences > 0 else {
+            throw BatchCoreError.invalid("max_batched_tokens and max_seqs must be > 0")
+        }
+        self.model = model
+        self.cache = cache
+        self.options = options
+    }
+
+    // MARK: requests
+
+    @discardableResult
+    public func submit(_ spec: GenerationRequest) throws -> UInt64 {
+        guard !spec.prompt.isEmpty else { throw BatchCoreError.invalid("the prompt has no tokens") }
+        guard spec.maxTokens >= 1 else { throw BatchCoreError.invalid("max_tokens must be >= 1") }
+        guard spec.n >= 1, spec.n <= 128 else { throw BatchCoreError.invalid("n must be in 1...128") }
+        try spec.sampling.validate()
+        let vocab = model.config.vocabSize
+        if let bad = spec.prompt.first(where: { $0 < 0 || Int($0) >= vocab }) {
+            throw BatchCoreError.invalid("prompt token \(bad) is outside the vocabulary")
+        }
+        guard spec.prompt.count + spec.maxTokens <= cache.maxLength else {
+            throw BatchCoreError.invalid("prompt (\(spec.prompt.count)) + max_tokens (\(spec.maxTokens)) exceed n_ctx \(cache.maxLength)")
+        }
+        let id = nextID
+        nextID += 1
+        var seqs: [Sequence] = []
+        for i in 0..<spec.n {
+            var params = spec.sampling
+            params.seed = spec.sampling.seed &+ UInt64(i) &* 0x9E37_79B9_7F4A_7C15
+            seqs.append(Sequence(index: i, cacheID: -1, tokens: spec.prompt, sampler: try Sampler(params: params),
+                                 decoder: StreamingDecoder(tokenizer: model.tokenizer)))
+        }
+        requests[id] = Request(id: id, spec: spec, arrival: arrivals, submitTime: Generator.monotonicSeconds(), seqs: seqs)
+        arrivals += 1
+        order.append(id)
+        metrics.submitted += 1
+        return id
+    }
+
+    /// Cancels a request at any time: frees its KV and reports each unfinished
+    /// sequence as cancelled. Unknown ids are an error.
+    public func cancel(_ id: UInt64) throws {
+        guard let r = requests[id] else { throw BatchCoreError.invalid("no live request \(id)") }
+        for s in r.seqs where !s.finished { finish(r, s, .cancelled) }
+    }
+
+    /// Events since the last call, in order.
+    public func poll() -> [EngineEvent] {
+        defer { events.removeAll(keepingCapacity: true) }
+        return events
+    }
+
+    public var hasWork: Bool { !requests.isEmpty }
+    public var liveRequests: Int { requests.count }
+
+    // MARK: step
+
+    /// One iteration: schedule, run one forward over the flattened batch, sample.
+    /// Returns the number of tokens processed (0 when there is nothing to do).
+    @discardableResult
+    public func step() throws -> Int {
+        guard !requests.isEmpty else { return 0 }
+        let t0 = Generator.monotonicSeconds()
+        var processed = 0
+        // After a preemption the step retries with decodes only, so a preempted request
+        // is not re-admitted in the same step (it would take back the blocks just freed).
+        var allowPrefill = true
+        for _ in 0..<64 {
+            let plan = schedule(allowPrefill: allowPrefill)
+            if plan.rows.isEmpty {
+                if allowPrefill, let top = ranked().first {
+                    for s in top.seqs where !s.finished { finish(top, s, .error, message: "the request does not fit in the KV cache") }
+                }
+                break
+            }
+            do {
+                try run(plan)
+                processed = plan.rows.count
+                break
+            } catch let e as BatchCoreError where e.kind == .kvFull {
+                if preemptLowest() { allowPrefill = false; continue }
+                if allowPrefill && plan.rows.contains(where: { $0.seq.tokens.count - $0.seq.computed > 1 }) {
+                    allowPrefill = false
+                    continue
+                }
+                // Only the top-ranked request runs and it cannot grow: it does not fit.
+                if let top = ranked().first {
+                    for s in top.seqs where !s.finished { finish(top, s, .error, message: e.message) }
+                }
+                break
+            }
+        }
+        metrics.steps += 1
+        metrics.batchedTokens += processed
+        metrics.busySeconds += Generator.monotonicSeconds() - t0
+        refreshMetrics()
+        return processed
+    }
+
+    struct Row {
+        let request: Request
+        let seq: Sequence
+        let position: Int
+        let token: Int32
+        let logits: Bool
+    }
+
+    struct Plan {
+        var rows: [Row] = []
+        var requests: Set<UInt64> = []
+    }
+
+    private func ranked() -> [Request] {
+        let live = order.compactMap { requests[$0] }
+        switch options.policy {
+        case .fcfs: return live
+        case .priority: return live.sorted { ($0.spec.priority, -$0.arrival) > ($1.spec.priority, -$1.arrival) }
+        }
+    }
+
+    /// Decode rows for running sequences first, then prefill chunks in policy order.
+    private func schedule(allowPrefill: Bool) -> Plan {
+        var plan = Plan()
+        var budget = options.maxBatchedTokens
+        var seqBudget = options.maxSequences
+        let bs = cache.blockSize
+        var freeBlocks = { let s = cache.stats(); return s.blocksFree + s.blocksCached }()
+        let all = ranked()
+        // Decodes.
+        for r in all {
+            for s in r.active where s.computed > 0 && s.tokens.count - s.computed == 1 {
+                guard budget > 0, seqBudget > 0 else { break }
+                if s.computed % bs == 0 { freeBlocks -= 1 }
+                plan.rows.append(Row(request: r, seq: s, position: s.computed, token: s.tokens[s.computed], logits: true))
+                plan.requests.insert(r.id)
+                budget -= 1
+                seqBudget -= 1
+            }
+        }
+        // Prefills (chunked). Static batching admits only into an idle engine.
+        if !allowPrefill { return plan }
+        if options.staticBatching {
+            // Fixed groups: when the previous group has finished, the next max_seqs
+            // requests form a group; nothing else is admitted until it finishes.
+            staticGroup = staticGroup.filter { requests[$0] != nil }
+            if staticGroup.isEmpty { staticGroup = Set(all.prefix(options.maxSequences).map(\.id)) }
+        }
+        for r in all where !options.staticBatching || staticGroup.contains(r.id) {
+            guard budget > 0, seqBudget > 0 else { break }
+            // Before the fork only sequence 0 computes the shared prompt.
+            let candidates = r.forked ? r.active : r.active.prefix(1).map { $0 }
+            for s in candidates where s.tokens.count - s.computed > 1 || (s.computed == 0 && s.tokens.count - s.computed >= 1) {
+                guard budget > 0, seqBudget > 0 else { break }
+                let admitting = s.cacheID < 0
+                if admitting {
+                    s.cacheID = nextCacheID
+                    nextCacheID += 1
+                    if let reused = try? cache.attachPrefix(sequence: s.cacheID, prompt: s.tokens) {
+                        s.computed = reused
+                        if s.generated == 0 { s.cachedPrompt = reused }
+                    }
+                }
+                let remaining = s.tokens.count - s.computed
+                guard remaining >= 1 else { continue }
+                let chunk = min(remaining, budget)
+                // Admission: only what the KV cache can hold now (prefix hits already attached).
+                let blocksNeeded = (s.computed + chunk + bs - 1) / bs - (s.computed + bs - 1) / bs
+                // The first rows of a step are always tried, so a lone request can run.
+                if blocksNeeded > freeBlocks && !plan.rows.isEmpty {
+                    if admitting {
+                        // Not admitted: let go of the attached prefix (its blocks stay cached).
+                        cache.remove(sequence: s.cacheID)
+                        s.cacheID = -1
+                        s.computed = 0
+                    }
+                    continue
+                }
+                freeBlocks -= blocksNeeded
+                for k in 0..<chunk {
+                    let p = s.computed + k
+                    plan.rows.append(Row(request: r, seq: s, position: p, token: s.tokens[p], logits: p == s.tokens.count - 1))
+                }
+                plan.requests.insert(r.id)
+                budget -= chunk
+                seqBudget -= 1
+            }
+        }
+        return plan
+    }
+
+    private func run(_ plan: Plan) throws {
+        var batch = TokenBatch()
+        for row in plan.rows {
+            batch.append(row.token, position: row.position, sequence: row.seq.cacheID, logits: row.logits)
+        }
+        let vocab = model.config.vocabSize
+        var logits = [Float](repeating: 0, count: max(1, batch.logitRows) * vocab)
+        try logits.withUnsafeMutableBufferPointer {
+            try model.transformer.forward(batch, cache: cache, logits: $0.baseAddress)
+        }
+        var done: [Sequence: Int] = [:]
+        for row in plan.rows { done[row.seq, default: 0] += 1 }
+        for (s, n) in done { s.computed += n }
+        let now = Generator.monotonicSeconds()
+        var r = 0
+        for row in plan.rows where row.logits {
+            defer { r += 1 }
+            let req = row.request, s = row.seq
+            if s.finished { continue }
+            try logits.withUnsafeBufferPointer { buf in
+                let base = buf.baseAddress! + r * vocab
+                if !req.forked && req.spec.n > 1 {
+                    // The shared prompt is computed: fork the other samples off it.
+                    for other in req.seqs.dropFirst() {
+                        other.cacheID = nextCacheID
+                        nextCacheID += 1
+                        try cache.fork(parent: s.cacheID, child: other.cacheID)
+                        other.computed = s.computed
+                        other.cachedPrompt = s.cachedPrompt
+                    }
+                    req.forked = true
+                    for other in req.seqs { try sample(req, other, base, now) }
+                } else {
+                    req.forked = true
+                    try sample(req, s, base, now)
+                }
+            }
+        }
+    }
+
+    private func sample(_ r: Request, _ s: Sequence, _ logits: UnsafePointer<Float>, _ now: Double) throws {
+        let (token, logprob) = try s.sampler.sample(logits: logits, count: model.config.vocabSize, history: s.tokens)
+        let isStopToken = r.spec.stopTokens.contains(token)
+            || (!r.spec.ignoreEndOfGeneration && model.tokenizer.isEndOfGeneration(token))
+        if isStopToken {
+            // A stop token ends the sample; it is not output (and not counted).
+            finish(r, s, .stop)
+            return
+        }
+        s.generated += 1
+        metrics.generatedTokens += 1
+        if s.firstTokenTime.isNaN { s.firstTokenTime = now } else { s.gapSum += now - s.lastTokenTime }
+        s.lastTokenTime = now
+        s.tokens.append(token)
+        s.pending += try s.decoder.push(token)
+        // Stop strings: emit text up to the earliest match; hold back a possible partial match.
+        var out = s.pending
+        var hitStop = false
+        if !r.spec.stopStrings.isEmpty {
+            let all = s.emitted + s.pending
+            // A new match must overlap the pending text: search only that tail.
+            let longest = r.spec.stopStrings.map(\.count).max() ?? 0
+            let from = all.index(all.endIndex, offsetBy: -min(all.count, s.pending.count + longest))
+            var cut: String.Index?
+            var i = from
+            search: while i < all.endIndex {
+                for stop in r.spec.stopStrings where !stop.isEmpty && all[i...].hasPrefix(stop) {
+                    cut = i
+                    break search
+                }
+                i = all.index(after: i)
+            }
+            if let cut {
+                let keep = all[..<cut]
+                out = String(keep.dropFirst(s.emitted.count))
+                hitStop = true
+            } else {
+                var hold = 0
+                for stop in r.spec.stopStrings {
+                    for k in stride(from: min(stop.count - 1, all.count), through: 1, by: -1) where all.hasSuffix(String(stop.prefix(k))) {
+                        hold = max(hold, k)
+                        break
+                    }
+                }
+                out = String(s.pending.dropLast(min(hold, s.pending.count)))
+            }
+        }
+        s.emitted += out
+        s.pending = hitStop ? "" : String(s.pending.dropFirst(out.count))
+        events.append(.token(request: r.id, index: s.index, token: token, text: out, logprob: logprob))
+        if hitStop { finish(r, s, .stop, stopString: true) } else if s.generated >= r.spec.maxTokens { finish(r, s, .length) }
+    }
+
+    private func finish(_ r: Request, _ s: Sequence, _ reason: FinishReason, message: String = "", stopString: Bool = false) {
+        guard !s.finished else { return }
+        s.finished = true
+        // Held-back text (a partial stop-string match that never completed) and any
+        // incomplete UTF-8 tail belong to the final text, except after a stop string.
+        if !stopString && reason != .cancelled && reason != .error {
+            let rest = s.pending + s.decoder.finish()
+            if !rest.isEmpty {
+                // Streamed text must add up to the final text: flush it as a token event (token -1).
+                s.emitted += rest
+                events.append(.token(request: r.id, index: s.index, token: -1, text: rest, logprob: 0))
+            }
+        }
+        s.pending = ""
+        if s.cacheID >= 0 { cache.remove(sequence: s.cacheID) }
+        var m = SequenceMetrics()
+        m.promptTokens = r.spec.prompt.count
+        m.cachedPromptTokens = s.cachedPrompt
+        m.generatedTokens = s.generated
+        m.timeToFirstToken = s.firstTokenTime - r.submitTime
+        m.meanInterTokenLatency = s.generated > 1 ? s.gapSum / Double(s.generated - 1) : .nan
+        m.totalSeconds = Generator.monotonicSeconds() - r.submitTime
+        m.preemptions = s.preemptions
+        events.append(.finished(request: r.id, index: s.index, reason: reason, text: s.emitted, metrics: m, message: message))
+        if r.active.isEmpty {
+            requests[r.id] = nil
+            order.removeAll { $0 == r.id }
+            metrics.finished += 1
+        }
+    }
+
+    private func holdsKV(_ r: Request) -> Bool { r.active.contains { $0.cacheID >= 0 && cache.length(of: $0.cacheID) > 0 } }
+
+    /// Preempts the lowest-priority, latest-arrived request holding KV other than the
+    /// top-ranked one. Returns false when there is none (the top request alone does not fit).
+    private func preemptLowest() -> Bool {
+        let ranking = ranked()
+        guard let top = ranking.first else { return false }
+        guard let victim = ranking.last(where: { $0.id != top.id && holdsKV($0) }) else { return false }
+        preempt(victim)
+        return true
+    }
+
+    private func preempt(_ r: Request) {
+        for s in r.active where s.cacheID >= 0 {
+            cache.remove(sequence: s.cacheID)
+            s.cacheID = -1
+            s.computed = 0
+            s.preemptions += 1
+        }
+        // Recompute each sample on its own (the prompt's blocks are likely still cached).
+        r.forked = true
+        metrics.preemptions += 1
+    }
+
+    /// Current engine metrics (KV use and queue depth refreshed now).
+    public func currentMetrics() -> EngineMetrics {
+        refreshMetrics()
+        return metrics
+    }
+
+    private func refreshMetrics() {
+        let st = cache.stats()
+        metrics.kvUsedBytes = st.bytesUsed
+        metrics.kvTotalBytes = st.bytesTotal
+        metrics.prefixHitRate = st.hitRate
+        metrics.waiting = requests.values.filter { r in r.active.allSatisfy { $0.computed == 0 } }.count
+        metrics.running = requests.count - metrics.waiting
+    }
+}
+
+extension Engine.Sequence: Hashable {
+    static func == (a: Engine.Sequence, b: Engine.Sequence) -> Bool { a === b }
+    func hash(into h: inout Hasher) { h.combine(ObjectIdentifier(self)) }
+}

@@ -1,0 +1,64 @@
+import BCCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One registered tensor: caller-owned float32 parameter and gradient buffers and
+/// the library-owned state buffers (moments etc.) the algorithm keeps for it.
+public final class OptimizerTensor {
+    public let name: String
+    public let param: UnsafeMutablePointer<Float>
+    public let grad: UnsafePointer<Float>
+    public let count: Int
+    public let group: Int
+    /// State buffers by slot (see `OptimizerAlgorithm.stateSlots`); nil = not created yet.
+    var slots: [UnsafeMutablePointer<Float>?]
+
+    init(name: String, param: UnsafeMutablePointer<Float>, grad: UnsafePointer<Float>, count: Int, group: Int, slotCount: Int) {
+        self.name = name
+        self.param = param
+        self.grad = grad
+        self.count = count
+        self.group = group
+        self.slots = Array(repeating: nil, count: slotCount)
+    }
+
+    deinit {
+        for s in slots { free(s) }
+    }
+
+    /// A new buffer of `count` floats, filled with `value` (see `Memory`).
+    static func allocate(_ count: Int, fill value: Float) throws -> UnsafeMutablePointer<Float> {
+        try Memory.allocateFloats(count, fill: value)
+    }
+
+    public func state(_ slot: Int) -> UnsafeMutablePointer<Float>? { slots[slot] }
+}
+
+extension OptimizerAlgorithm {
+    /// Names of the per-tensor state buffers, in slot order (PyTorch's state keys).
+    public var stateSlots: [String] {
+        switch self {
+        case .sgd: ["momentum_buffer"]
+        case .adam, .adamw: ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]
+        case .adagrad: ["sum"]
+        case .rmsprop: ["square_avg", "momentum_buffer", "grad_avg"]
+        case .lamb: ["exp_avg", "exp_avg_sq"]
+        case .lion: ["exp_avg"]
+        case .adaptiveBraking: ["velocity"]
+        }
+    }
+
+    /// The slots a step with these hyperparameters reads and writes.
+    func slotsNeeded(_ h: OptimizerHyperparameters) -> [Int] {
+        switch self {
+        case .sgd: h.momentum != 0 ? [0] : []
+        case .adam, .adamw: h.amsgrad ? [0, 1, 2] : [0, 1]
+        case .adagrad: [0]
+        case .rmsprop: [0] + (h.momentum > 0 ? [1] : []) + (h.centered ? [2] : [])
+        case .lamb: [0, 1]
+        case .lion: [0]
+        case .adaptiveBraking: [0]
+        }
+    }
+}
