@@ -25,14 +25,14 @@ let package = Package(
         // Inline helpers the core needs from C (header-only).
         .target(name: "CSupport", path: "Sources/CSupport", publicHeadersPath: "include"),
         // The core, bottom to top: plain Swift, knows nothing of C callers.
-        subsystem("Core", ["CSupport"]),
-        subsystem("Kernels", ["BCCore", "CSupport"]),
-        subsystem("Formats", ["BCCore", "BCKernels"]),
-        subsystem("Tokenizer", ["BCCore", "BCFormats"]),
-        subsystem("KV", ["BCCore", "BCKernels"]),
-        subsystem("Model", ["BCCore", "BCKernels", "BCFormats", "BCTokenizer", "BCKV"]),
-        subsystem("Optim", ["BCCore", "BCKernels"]),
-        subsystem("Engine", ["BCCore", "BCKV", "BCModel", "BCTokenizer"]),
+        subsystem("Core", ["CSupport"], swift6: true),
+        subsystem("Kernels", ["BCCore", "CSupport"], swift6: true),
+        subsystem("Formats", ["BCCore", "BCKernels"], swift6: true),
+        subsystem("Tokenizer", ["BCCore", "BCFormats"], swift6: true),
+        subsystem("KV", ["BCCore", "BCKernels"], swift6: true),
+        subsystem("Model", ["BCCore", "BCKernels", "BCFormats", "BCTokenizer", "BCKV"], swift6: true),
+        subsystem("Optim", ["BCCore", "BCKernels"], swift6: true),
+        subsystem("Engine", ["BCCore", "BCKV", "BCModel", "BCTokenizer"], swift6: true),
         // The ABI layer: only bc_* functions; validates, converts, forwards.
         .target(
             name: "BatchCore",
@@ -50,6 +50,6 @@ let package = Package(
         .testTarget(name: "BatchCoreKitTests",
                     dependencies: ["BCCore", "BCKernels", "BCFormats", "BCTokenizer", "BCKV", "BCModel", "BCOptim",
                                    "BCEngine"],
-                    swiftSettings: [.swiftLanguageMode(.v5)]),
+                    swiftSettings: [.swiftLanguageMode(.v6)]),
     ]
 )

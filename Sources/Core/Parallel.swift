@@ -1,3 +1,5 @@
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -5,41 +7,41 @@ import Glibc
 /// The one thread-count setting of the library: the size of batchcore's worker pool
 /// (the calling thread plus threadCount - 1 workers).
 public enum Parallel {
-    nonisolated(unsafe) private static var configured = 0
-    nonisolated(unsafe) private static var pool: ThreadPool?
-    private static let poolLock: UnsafeMutablePointer<pthread_mutex_t> = {
-        let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-        pthread_mutex_init(m, nil)
-        return m
-    }()
+    /// The configured thread count (0 = all cores).
+    private static let configured = Atomic<Int>(0)
+    /// The worker pool, created on first use and replaced when the thread count changes.
+    private static let pool = Mutex<ThreadPool?>(nil)
 
     /// The worker pool sized for the current thread count (created on first use).
     private static func currentPool() -> ThreadPool {
-        pthread_mutex_lock(poolLock)
-        defer { pthread_mutex_unlock(poolLock) }
-        if let pool { return pool }
-        let p = ThreadPool(workers: threadCount - 1)
-        pool = p
-        return p
+        pool.withLock { pool in
+            if let pool { return pool }
+            let p = ThreadPool(workers: threadCount - 1)
+            pool = p
+            return p
+        }
     }
 
     /// Number of online CPU cores.
     public static var coreCount: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
 
     /// Threads batchcore uses: the configured count, or all cores.
-    public static var threadCount: Int { configured > 0 ? configured : coreCount }
+    public static var threadCount: Int {
+        let n = configured.load(ordering: .relaxed)
+        return n > 0 ? n : coreCount
+    }
 
     /// Sets the thread count (0 = all cores).
     public static func setThreadCount(_ n: Int) throws {
         guard n >= 0, n <= 4096 else { throw BatchCoreError.invalid("thread count \(n) out of range 0...4096") }
-        configured = n
-        pthread_mutex_lock(poolLock)
-        // Workers of a replaced pool go to sleep for good; they hold no resources beyond their stacks.
-        if let p = pool, p.workerCount != threadCount - 1 {
-            p.stop()
-            pool = nil
+        configured.store(n, ordering: .relaxed)
+        pool.withLock { pool in
+            // Workers of a replaced pool go to sleep for good; they hold no resources beyond their stacks.
+            if let p = pool, p.workerCount != threadCount - 1 {
+                p.stop()
+                pool = nil
+            }
         }
-        pthread_mutex_unlock(poolLock)
     }
 
     /// Runs `body(i)` for i in 0..<count on up to `threadCount` threads. Work items are

@@ -26,7 +26,8 @@ enum TokenizerFixtures {
         return try? Tokenizer(gguf: g)
     }()
 
-    static let reference: [String: Any]? = {
+    /// Read-only after its one initialisation (JSONSerialization's `Any` is not Sendable).
+    nonisolated(unsafe) static let reference: [String: Any]? = {
         guard let data = FileManager.default.contents(atPath: tokensPath) else { return nil }
         return (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
     }()
