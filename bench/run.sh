@@ -171,7 +171,9 @@ run_model() {
     if ! pkg-config --exists openblas 2>/dev/null; then
         log "installing libopenblas-dev (model_bench measures the sgemm peak with it)"
         SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libopenblas-dev >/dev/null
+        # A fresh machine has no package lists yet: install fails until apt-get update ran.
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libopenblas-dev >/dev/null 2>&1 ||
+            { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libopenblas-dev >/dev/null; }
     fi
     local bin="$prefix/model_bench" res="$out/model_results.txt" model threads=${BENCH_THREADS:-$(nproc)}
     model=$("$repo/tools/fetch-model.sh")
