@@ -4,8 +4,8 @@ import _Builtin_intrinsics.intel
 #endif
 
 /// Scaled dot-product attention of the query heads that share ONE kv head (GQA; one
-/// head for plain multi-head attention), for ONE query row, over a sequence's cached
-/// keys and values (the KV segments of a paged or contiguous cache):
+/// head for plain multi-head attention), for ONE query row, over the keys and values of
+/// a `KVView` (blocks of a paged or contiguous cache, or a training batch's own rows):
 ///
 ///     out_h = softmax(scale · q_h·Kᵀ over positions lo..<visible) · V     for each head h
 ///
@@ -79,8 +79,9 @@ public enum Attention {
     /// sequences x 30 layers x 460 positions of paged F32 KV (SmolLM2-135M's shape, far
     /// beyond L3): ~10% less time per (head, position) than without.
     @inline(__always)
-    static func prefetch(_ segments: [KVSegment], lo: Int, visible: Int, kvStride: Int, offset: Int, hd: Int) {
-        for seg in segments {
+    static func prefetch(_ kv: KVView, lo: Int, visible: Int, offset: Int, hd: Int) {
+        let kvStride = kv.rowStride
+        for seg in kv.segments {
             let a = max(lo, seg.start), b = min(visible, seg.start + seg.count)
             if a >= b { continue }
             let k = UnsafeRawPointer(seg.keys + (a - seg.start) * kvStride + offset)
@@ -100,12 +101,12 @@ public enum Attention {
     }
 
     /// `q`: `heads` query heads of hd values each (head h at q + h·hd); keys/values of
-    /// position p are at `segment.keys/values + (p - segment.start) · kvStride + offset`.
+    /// position p are at `segment.keys/values + (p - segment.start) · kv.rowStride + offset`.
     /// `scores` holds heads · (visible - lo) floats of scratch; `out` receives heads · hd
     /// floats (head h at out + h·hd). `prefetchRows`: request the rows up front (see
     /// `prefetch`); worth it when they are likely cold — a decode row, or the first row of
     /// a prompt chunk — and a small cost when the row before just read them.
-    public static func group(q: UnsafePointer<Float>, heads: Int, segments: [KVSegment], kvStride: Int, offset: Int,
+    public static func group(q: UnsafePointer<Float>, heads: Int, kv: KVView, offset: Int,
                              headDim hd: Int, lo: Int, visible: Int, scale: Float,
                              scores: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>,
                              prefetchRows: Bool = true) {
@@ -114,7 +115,8 @@ public enum Attention {
             out.update(repeating: 0, count: heads * hd)
             return
         }
-        if prefetchRows { prefetch(segments, lo: lo, visible: visible, kvStride: kvStride, offset: offset, hd: hd) }
+        let segments = kv.segments, kvStride = kv.rowStride
+        if prefetchRows { prefetch(kv, lo: lo, visible: visible, offset: offset, hd: hd) }
         for seg in segments {
             let a = max(lo, seg.start), b = min(visible, seg.start + seg.count)
             if a >= b { continue }

@@ -70,11 +70,11 @@ import Testing
             let scale = 1 / Float(hd).squareRoot()
             keys.withUnsafeBufferPointer { kb in
                 values.withUnsafeBufferPointer { vb in
-                    func segments(_ size: Int) -> [KVSegment] {
-                        stride(from: 0, to: length, by: size).map {
+                    func segments(_ size: Int) -> KVView {
+                        KVView(segments: stride(from: 0, to: length, by: size).map {
                             KVSegment(keys: kb.baseAddress! + $0 * kvd, values: vb.baseAddress! + $0 * kvd,
                                       start: $0, count: min(size, length - $0))
-                        }
+                        }, rowStride: kvd)
                     }
                     for (lo, visible) in [(0, 1), (0, 150), (37, 120), (149, 150), (0, 17), (3, 12)] {
                         let off = (kvHeads - 1) * hd
@@ -83,7 +83,7 @@ import Testing
                             for prefetch in [true, false] {
                                 var scores = [Float](repeating: .nan, count: heads * (visible - lo))
                                 var out = [Float](repeating: .nan, count: heads * hd)
-                                Attention.group(q: q, heads: heads, segments: segments(size), kvStride: kvd, offset: off,
+                                Attention.group(q: q, heads: heads, kv: segments(size), offset: off,
                                                 headDim: hd, lo: lo, visible: visible, scale: scale, scores: &scores, out: &out,
                                                 prefetchRows: prefetch)
                                 outs.append(out)
@@ -94,7 +94,7 @@ import Testing
                             var scores = [Float](repeating: .nan, count: visible - lo)
                             var alone = [Float](repeating: .nan, count: hd)
                             q.withUnsafeBufferPointer { qb in
-                                Attention.group(q: qb.baseAddress! + h * hd, heads: 1, segments: segments(16), kvStride: kvd,
+                                Attention.group(q: qb.baseAddress! + h * hd, heads: 1, kv: segments(16),
                                                 offset: off, headDim: hd, lo: lo, visible: visible, scale: scale,
                                                 scores: &scores, out: &alone)
                             }

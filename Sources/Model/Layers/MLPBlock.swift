@@ -1,0 +1,21 @@
+import BCKernels
+
+extension Transformer {
+    /// The MLP half of decoder layer `w` over the rows of `a` (SwiGLU):
+    ///
+    ///     mlpNormed = RMSNorm(mid) · ffnNorm
+    ///     gateUp    = mlpNormed · Wgate_upᵀ            (rows gate | up)
+    ///     act       = silu(gate) · up
+    ///     output    = mid + act · Wdownᵀ
+    func mlpBlock(_ w: LayerWeights, _ a: LayerActivations, rows n: Int) {
+        let c = config, d = c.embeddingDim, ff = c.feedForwardDim
+        for i in 0..<n { VectorMath.rmsNorm(a.mid + i * d, w.ffnNorm.data, a.mlpNormed + i * d, d, eps: c.rmsEps) }
+        project(a.mlpNormed, w.gateUp, a.gateUp, tokens: n)
+        for i in 0..<n {
+            let row = a.gateUp + i * 2 * ff
+            VectorMath.swiglu(row, row + ff, a.act + i * ff, ff)
+        }
+        project(a.act, w.down, a.projected, tokens: n)
+        residualAdd(a.projected, from: a.mid, into: a.output, n * d)
+    }
+}
