@@ -52,6 +52,9 @@ public final class Optimizer {
     /// Work items: the concatenation of all tensors cut into chunks of about
     /// `chunkElements`, so small tensors share an item and big ones are split.
     private var items: [[(tensor: Int, range: Range<Int>)]] = []
+    /// firstSegment[k]: index of item k's first segment in the concatenation of all
+    /// items' segments; one more entry at the end holds the total segment count.
+    private var firstSegment: [Int] = [0]
     private var itemsValid = false
     static let chunkElements = 1 << 16
 
@@ -245,6 +248,12 @@ public final class Optimizer {
             }
         }
         if !current.isEmpty { items.append(current) }
+        var segments = 0
+        firstSegment = [0]
+        for item in items {
+            segments += item.count
+            firstSegment.append(segments)
+        }
         itemsValid = true
     }
 
@@ -255,19 +264,21 @@ public final class Optimizer {
         }
     }
 
-    /// Per-item partial results, combined per tensor in item order (deterministic
-    /// whatever the number of threads).
+    /// Per-segment partial results, combined per tensor in item order (deterministic
+    /// whatever the number of threads). The partials live in one Swift array (one
+    /// allocation per call, released with it); each item writes only its own segments.
     private func perTensor<R>(_ zero: R, _ add: (R, R) -> R, _ body: (OptimizerTensor, Range<Int>) -> R) -> [R] {
-        let tensors = self.tensors, items = self.items
-        let partial = UnsafeMutableBufferPointer<[R]>.allocate(capacity: items.count)
-        partial.initialize(repeating: [])
-        defer { partial.deallocate() }
-        Parallel.forEach(items.count) { k in
-            partial[k] = items[k].map { body(tensors[$0.tensor], $0.range) }
+        let tensors = self.tensors, items = self.items, firstSegment = self.firstSegment
+        var partial = [R](repeating: zero, count: firstSegment.last ?? 0)
+        partial.withUnsafeMutableBufferPointer { partial in
+            let partial = partial
+            Parallel.forEach(items.count) { k in
+                for (j, seg) in items[k].enumerated() { partial[firstSegment[k] + j] = body(tensors[seg.tensor], seg.range) }
+            }
         }
         var out = Array(repeating: zero, count: tensors.count)
         for k in items.indices {
-            for (j, seg) in items[k].enumerated() { out[seg.tensor] = add(out[seg.tensor], partial[k][j]) }
+            for (j, seg) in items[k].enumerated() { out[seg.tensor] = add(out[seg.tensor], partial[firstSegment[k] + j]) }
         }
         return out
     }
