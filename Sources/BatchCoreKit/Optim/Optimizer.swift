@@ -58,6 +58,11 @@ public final class Optimizer {
     private var itemsValid = false
     static let chunkElements = 1 << 16
 
+    /// The most steps a group can take: 2^53, the largest count the update rules
+    /// (which use the step as a double, e.g. β^t) represent exactly. A step past it is
+    /// refused, and a state file with a larger count is rejected at load.
+    public static let maxStepCount: Int64 = 1 << 53
+
     public init(algorithm: OptimizerAlgorithm) {
         self.algorithm = algorithm
     }
@@ -141,6 +146,9 @@ public final class Optimizer {
         guard options.gradScale.isFinite else { throw BatchCoreError.invalid("grad_scale must be finite") }
         guard options.maxGradNorm.isFinite, options.maxGradNorm >= 0 else {
             throw BatchCoreError.invalid("max_grad_norm must be finite and >= 0")
+        }
+        if let g = groups.firstIndex(where: { $0.step >= Self.maxStepCount }) {
+            throw BatchCoreError.badState("group \(g) has taken \(groups[g].step) steps, the most a group can take (\(Self.maxStepCount))")
         }
         var report = OptimizerStepReport()
         if !itemsValid { rebuildItems() }
