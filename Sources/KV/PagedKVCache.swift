@@ -800,8 +800,17 @@ enum KVCodec {
             let scale = m / 127
             dst.storeBytes(of: scale, as: Float.self)
             let q = (dst + 4).assumingMemoryBound(to: Int8.self)
+            // A code never traps: a NaN quotient (non-finite input) codes as 0, others saturate.
+            func code(_ t: Float) -> Int8 {
+                let r = t.rounded(.toNearestOrEven)
+                return r.isNaN ? 0 : Int8(Swift.max(-128, Swift.min(127, r)))
+            }
             let inv: Float = scale > 0 ? 1 / scale : 0
-            for i in 0..<n { q[i] = Int8(clamping: Int((x[i] * inv).rounded(.toNearestOrEven))) }
+            if inv.isFinite {
+                for i in 0..<n { q[i] = code(x[i] * inv) }
+            } else {  // a subnormal scale: 1/scale overflows, divide instead
+                for i in 0..<n { q[i] = code(x[i] / scale) }
+            }
         }
     }
 

@@ -33,9 +33,15 @@ public struct KVModelFingerprint: Equatable, Sendable {
 ///                full attention; a sliding-window layer starts at the first block a
 ///                future query can still see.
 ///   u32 CRC-32 of every byte before it.
-/// Loading validates everything (checksum, fingerprint, tokens, row ranges, finite
-/// values) before it touches the cache, loads only into an empty sequence, and
-/// either completes or leaves the cache as it was.
+/// Loading validates every field before it touches the cache: the checksum; the
+/// fingerprint (model values, kvDim, storage type, block size, every layer's kind and
+/// argument) byte for byte against this cache's; the length against the context
+/// (`maxLength`); every token against the vocabulary; each storing layer's first
+/// position against what a future query needs (`firstHeld`); every row value finite
+/// and, for f16 storage, within the f16 range (a saved f16 row never exceeds it); no
+/// trailing bytes. The adapter id is an opaque caller value (any u64). It loads only
+/// into an empty sequence, and either completes or leaves the cache as it was
+/// (existence, length and adapter id of the target sequence included).
 extension PagedKVCache {
     static let sequenceStateMagic: [UInt8] = Array("BCKVSEQ\0".utf8)
     static let sequenceStateVersion: UInt32 = 1
@@ -186,10 +192,14 @@ extension PagedKVCache {
             guard !overflow else { throw BatchCoreError.format("\(what): layer \(l): row count overflows") }
             let data = try r.raw(nbytes)
             // Non-finite keys/values are never produced by a model: treat them as corruption.
+            // f16 storage saves its (decoded) rows, so a larger magnitude is corruption too
+            // (it would be stored as Inf and turn attention into NaN).
+            let limit: Float = layout.storage == .f16 ? Float(Float16.greatestFiniteMagnitude) : .greatestFiniteMagnitude
             for i in 0..<2 * rows * kvDim {
-                let bits = UInt32(littleEndian: data.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))
-                guard (bits >> 23) & 0xFF != 0xFF else {
-                    throw BatchCoreError.format("\(what): layer \(l) holds a non-finite value")
+                let x = Float(bitPattern: UInt32(littleEndian: data.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)))
+                guard x.isFinite else { throw BatchCoreError.format("\(what): layer \(l) holds a non-finite value") }
+                guard abs(x) <= limit else {
+                    throw BatchCoreError.format("\(what): layer \(l) holds \(x), outside the range of \(layout.storage) storage")
                 }
             }
         }
@@ -197,6 +207,7 @@ extension PagedKVCache {
 
         // The target must be empty.
         let existed = contains(sequence)
+        let oldAdapter = sequenceRecord(sequence)?.adapter ?? 0
         guard length(of: sequence) == 0 else {
             throw BatchCoreError.badState("sequence \(sequence) is not empty (\(length(of: sequence)) positions): load into a new sequence")
         }
@@ -217,9 +228,7 @@ extension PagedKVCache {
             do {
                 try reserve(sequence: sequence, length: end)
             } catch {
-                if done > 0 {
-                    if existed { try? truncate(sequence: sequence, length: 0) } else { remove(sequence: sequence) }
-                }
+                if done > 0 { undoPartialLoad(sequence, existed: existed, adapter: oldAdapter) }
                 throw error
             }
             if done == 0 { sequenceRecord(sequence)?.adapter = adapter }
@@ -242,6 +251,21 @@ extension PagedKVCache {
             }
             commit(sequence: sequence, length: end)
             done = end
+        }
+    }
+
+    /// Takes a partly loaded sequence back to what it was before the load: absent, or
+    /// empty with its adapter id.
+    private func undoPartialLoad(_ sequence: Int, existed: Bool, adapter: UInt64) {
+        guard existed else { return remove(sequence: sequence) }
+        do {
+            // Cutting to length 0 keeps no rows of a cut block, so it needs no memory
+            // and does not fail.
+            try truncate(sequence: sequence, length: 0)
+            sequenceRecord(sequence)?.adapter = adapter
+        } catch {
+            // Should it ever fail, drop the sequence rather than keep part of a load.
+            remove(sequence: sequence)
         }
     }
 

@@ -47,7 +47,8 @@ public struct LearningRateSchedule: Equatable, Sendable {
                 throw BatchCoreError.invalid("schedule: warmup_steps (\(warmupSteps)) is longer than total_steps (\(totalSteps))")
             }
         case .warmupStableDecay:
-            guard decaySteps > 0, warmupSteps + decaySteps <= totalSteps else {
+            // decay <= total - warmup: warmup + decay could overflow (both are >= 0 here).
+            guard decaySteps > 0, totalSteps >= warmupSteps, decaySteps <= totalSteps - warmupSteps else {
                 throw BatchCoreError.invalid("schedule: WSD needs decay_steps > 0 and warmup + decay <= total_steps")
             }
         }

@@ -54,8 +54,16 @@ public final class Optimizer {
     /// Work items: the concatenation of all tensors cut into chunks of about
     /// `chunkElements`, so small tensors share an item and big ones are split.
     private var items: [[(tensor: Int, range: Range<Int>)]] = []
+    /// firstSegment[k]: index of item k's first segment in the concatenation of all
+    /// items' segments; one more entry at the end holds the total segment count.
+    private var firstSegment: [Int] = [0]
     private var itemsValid = false
     static let chunkElements = 1 << 16
+
+    /// The most steps a group can take: 2^53, the largest count the update rules
+    /// (which use the step as a double, e.g. β^t) represent exactly. A step past it is
+    /// refused, and a state file with a larger count is rejected at load.
+    public static let maxStepCount: Int64 = 1 << 53
 
     public init(algorithm: OptimizerAlgorithm) {
         self.algorithm = algorithm
@@ -140,6 +148,9 @@ public final class Optimizer {
         guard options.gradScale.isFinite else { throw BatchCoreError.invalid("grad_scale must be finite") }
         guard options.maxGradNorm.isFinite, options.maxGradNorm >= 0 else {
             throw BatchCoreError.invalid("max_grad_norm must be finite and >= 0")
+        }
+        if let g = groups.firstIndex(where: { $0.step >= Self.maxStepCount }) {
+            throw BatchCoreError.badState("group \(g) has taken \(groups[g].step) steps, the most a group can take (\(Self.maxStepCount))")
         }
         var report = OptimizerStepReport()
         if !itemsValid { rebuildItems() }
@@ -247,6 +258,12 @@ public final class Optimizer {
             }
         }
         if !current.isEmpty { items.append(current) }
+        var segments = 0
+        firstSegment = [0]
+        for item in items {
+            segments += item.count
+            firstSegment.append(segments)
+        }
         itemsValid = true
     }
 
@@ -257,19 +274,21 @@ public final class Optimizer {
         }
     }
 
-    /// Per-item partial results, combined per tensor in item order (deterministic
-    /// whatever the number of threads).
+    /// Per-segment partial results, combined per tensor in item order (deterministic
+    /// whatever the number of threads). The partials live in one Swift array (one
+    /// allocation per call, released with it); each item writes only its own segments.
     private func perTensor<R>(_ zero: R, _ add: (R, R) -> R, _ body: (OptimizerTensor, Range<Int>) -> R) -> [R] {
-        let tensors = self.tensors, items = self.items
-        let partial = UnsafeMutableBufferPointer<[R]>.allocate(capacity: items.count)
-        partial.initialize(repeating: [])
-        defer { partial.deallocate() }
-        Parallel.forEach(items.count) { k in
-            partial[k] = items[k].map { body(tensors[$0.tensor], $0.range) }
+        let tensors = self.tensors, items = self.items, firstSegment = self.firstSegment
+        var partial = [R](repeating: zero, count: firstSegment.last ?? 0)
+        partial.withUnsafeMutableBufferPointer { partial in
+            let partial = partial
+            Parallel.forEach(items.count) { k in
+                for (j, seg) in items[k].enumerated() { partial[firstSegment[k] + j] = body(tensors[seg.tensor], seg.range) }
+            }
         }
         var out = Array(repeating: zero, count: tensors.count)
         for k in items.indices {
-            for (j, seg) in items[k].enumerated() { out[seg.tensor] = add(out[seg.tensor], partial[k][j]) }
+            for (j, seg) in items[k].enumerated() { out[seg.tensor] = add(out[seg.tensor], partial[firstSegment[k] + j]) }
         }
         return out
     }

@@ -14,11 +14,19 @@ import Glibc
 ///   per tensor:  u32 group, u32 name length + UTF-8 name, u64 element count,
 ///                u32 bitmask of present state slots, then each present slot's floats
 ///   u32 CRC-32 of every byte before it.
-/// Loading validates everything (checksum, structure against this optimizer, values)
-/// into fresh buffers before it replaces any state: a bad file changes nothing.
+/// Loading validates everything before it replaces any state, so a bad file changes
+/// nothing: the checksum; the algorithm, group and tensor counts, and every tensor's
+/// group, name and element count against this optimizer; each group's hyperparameters
+/// with the checks `addGroup` applies, no flag bits beyond the seven defined; step
+/// counts in 0...`Optimizer.maxStepCount`; state masks naming only the algorithm's
+/// slots and including those a registered tensor always has (Adagrad's sum); no
+/// negative value in a slot of squares (`nonNegativeSlots`); no trailing bytes. Other
+/// state values are taken as saved: a run with check_finite off can hold NaN/Inf.
 extension Optimizer {
     static let stateMagic: [UInt8] = Array("BCOPTIM\0".utf8)
     static let stateVersion: UInt32 = 1
+    /// Flag bits of a group (nesterov ... always_adapt).
+    static let flagCount: UInt32 = 7
 
     public func stateSize() -> Int {
         var n = 8 + 4 * 4 + groups.count * (11 * 8 + 4 + 8) + 4
@@ -81,6 +89,9 @@ extension Optimizer {
             var v: [Double] = []
             for _ in 0..<11 { v.append(try r.f64()) }
             let flags = try r.u32()
+            guard flags >> Self.flagCount == 0 else {
+                throw BatchCoreError.format("\(what): group \(gi): unknown flag bits 0x\(String(flags, radix: 16))")
+            }
             func bit(_ k: UInt32) -> Bool { flags & (1 << k) != 0 }
             let h = OptimizerHyperparameters(
                 lr: v[0], weightDecay: v[1], beta1: v[2], beta2: v[3], eps: v[4], momentum: v[5], dampening: v[6],
@@ -91,7 +102,9 @@ extension Optimizer {
                 throw BatchCoreError.format("\(what): group \(gi): \(e.message)")
             }
             let step = try r.i64()
-            guard step >= 0 else { throw BatchCoreError.format("\(what): group \(gi): negative step count") }
+            guard step >= 0, step <= Self.maxStepCount else {
+                throw BatchCoreError.format("\(what): group \(gi): step count \(step) outside 0...\(Self.maxStepCount)")
+            }
             newGroups[gi].hyper = h
             newGroups[gi].step = step
         }
@@ -107,10 +120,23 @@ extension Optimizer {
             }
             let mask = try r.u32()
             guard mask >> UInt32(slotCount) == 0 else { throw BatchCoreError.format("\(what): tensor '\(name)': bad state mask \(mask)") }
+            for k in algorithm.slotsFromRegistration where mask & (1 << UInt32(k)) == 0 {
+                throw BatchCoreError.format("\(what): tensor '\(name)': state '\(algorithm.stateSlots[k])' is missing")
+            }
             slotPlan.append((r.offset, mask))
-            let bytes = mask.nonzeroBitCount * t.count * 4
-            try r.need(bytes)
-            _ = try r.raw(bytes)
+            for k in 0..<slotCount where mask & (1 << UInt32(k)) != 0 {
+                try r.need(t.count * 4)
+                let data = try r.raw(t.count * 4)
+                if algorithm.nonNegativeSlots.contains(k) {
+                    for i in 0..<t.count {
+                        // Negative: sign bit set, not -0, not NaN (finite or -Inf).
+                        let bits = UInt32(littleEndian: data.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))
+                        guard bits <= 0x8000_0000 || bits > 0xFF80_0000 else {
+                            throw BatchCoreError.format("\(what): tensor '\(name)': '\(algorithm.stateSlots[k])' holds a negative value at \(i)")
+                        }
+                    }
+                }
+            }
         }
         guard r.remaining == 0 else { throw BatchCoreError.format("\(what): \(r.remaining) unexpected trailing bytes") }
         // Read the state into fresh buffers; free them all if anything fails.

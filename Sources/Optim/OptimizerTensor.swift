@@ -49,6 +49,22 @@ extension OptimizerAlgorithm {
         }
     }
 
+    /// Slots that hold a sum or average of squares, never negative whatever the
+    /// hyperparameters (β2 < 1 for Adam/AdamW/LAMB; Adagrad's sum starts at an initial
+    /// value >= 0). A state file with a negative value there is corrupt. (RMSprop's
+    /// square_avg is not one: alpha > 1 is allowed and can make it negative.)
+    var nonNegativeSlots: [Int] {
+        switch self {
+        case .adam, .adamw: [1, 2]
+        case .adagrad: [0]
+        case .lamb: [1]
+        case .sgd, .rmsprop, .lion, .adaptiveBraking: []
+        }
+    }
+
+    /// Slots created when a tensor is registered, so present in every state of it.
+    var slotsFromRegistration: [Int] { self == .adagrad ? [0] : [] }
+
     /// The slots a step with these hyperparameters reads and writes.
     func slotsNeeded(_ h: OptimizerHyperparameters) -> [Int] {
         switch self {

@@ -179,6 +179,17 @@ static void test_schedule_errors(void) {
     CHECK_ERR(bc_lr_schedule_eval(&s, 0, &lr), BC_E_INVALID_ARGUMENT);
     s = schedule(BC_LR_WSD, 0.1, 0.0, 101, 100, 10);
     CHECK_ERR(bc_lr_schedule_eval(&s, 0, &lr), BC_E_INVALID_ARGUMENT);
+    /* warmup + decay overflows int64 (trapped before issue 11): an error, not a crash. */
+    s = schedule(BC_LR_WSD, 0.1, 0.0, INT64_MAX, INT64_MAX, 1);
+    CHECK_ERR(bc_lr_schedule_eval(&s, 0, &lr), BC_E_INVALID_ARGUMENT);
+    s = schedule(BC_LR_WSD, 0.1, 0.0, 1, INT64_MAX, INT64_MAX);
+    CHECK_ERR(bc_lr_schedule_eval(&s, 0, &lr), BC_E_INVALID_ARGUMENT);
+    {
+        double end = -1.0;
+        s = schedule(BC_LR_WSD, 0.1, 0.0, 1, INT64_MAX, INT64_MAX - 1); /* fits exactly: valid */
+        CHECK_OK(bc_lr_schedule_eval(&s, INT64_MAX, &end));
+        CHECK(end == 0.0);
+    }
     s = good; s.kind = 99;
     CHECK_ERR(bc_lr_schedule_eval(&s, 0, &lr), BC_E_INVALID_ARGUMENT);
     s = good; s.kind = -1;
