@@ -809,8 +809,9 @@ typedef enum bc_finish_reason {
 
 /**
  * One event. Pointers inside are owned by the engine and valid until the next
- * bc_engine_poll / bc_engine_step / bc_engine_free on that engine. Fields a kind does
- * not use are 0 (token: -1 in FINISHED events). New fields are only ever appended;
+ * bc_engine_poll / bc_engine_step / bc_engine_free on that engine. Numeric fields a
+ * kind does not use are 0 (token is -1 in FINISHED events); text and message are never
+ * NULL ("" when empty). New fields are only ever appended;
  * bc_engine_poll takes the caller's sizeof(bc_event), so an older caller keeps working.
  * Byte offsets (x86-64): kind 0, index 4, request_id 8, user_tag 16, token 24,
  * logprob 28, text 32, text_len 40, finish_reason 48, prompt_tokens 52,
