@@ -4,6 +4,9 @@
 #   make install PREFIX=/dir   |   make uninstall PREFIX=/dir
 PREFIX ?= /usr/local
 VERSION := $(shell sed -n 's/^\#define BC_VERSION_STRING "\(.*\)"/\1/p' include/batchcore.h)
+# The SONAME number is the ABI version (BC_ABI_VERSION): libbatchcore.so.$(ABI). Package.swift's
+# -soname= flag and exports.map's version node carry the same number (check_install.sh checks).
+ABI := $(shell sed -n 's/^\#define BC_ABI_VERSION \([0-9]*\)$$/\1/p' include/batchcore.h)
 SWIFT_BUILD := swift build -c release
 LIB := .build/release/libbatchcore.so
 STAGE := $(CURDIR)/build/stage
@@ -24,8 +27,8 @@ lib: deps
 
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin
-	install -m 755 $(LIB) $(DESTDIR)$(PREFIX)/lib/libbatchcore.so.0
-	ln -sf libbatchcore.so.0 $(DESTDIR)$(PREFIX)/lib/libbatchcore.so
+	install -m 755 $(LIB) $(DESTDIR)$(PREFIX)/lib/libbatchcore.so.$(ABI)
+	ln -sf libbatchcore.so.$(ABI) $(DESTDIR)$(PREFIX)/lib/libbatchcore.so
 	install -m 644 include/batchcore.h $(DESTDIR)$(PREFIX)/include/batchcore.h
 	install -d $(DESTDIR)$(PREFIX)/share/batchcore
 	install -m 755 tools/fetch-model.sh $(DESTDIR)$(PREFIX)/share/batchcore/fetch-model.sh
@@ -35,7 +38,7 @@ install: lib
 		$(MAKE) -C examples/cli BINDIR=$(DESTDIR)$(PREFIX)/bin install
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/lib/libbatchcore.so.0 $(DESTDIR)$(PREFIX)/lib/libbatchcore.so \
+	rm -f $(DESTDIR)$(PREFIX)/lib/libbatchcore.so.$(ABI) $(DESTDIR)$(PREFIX)/lib/libbatchcore.so \
 		$(DESTDIR)$(PREFIX)/include/batchcore.h $(DESTDIR)$(PREFIX)/lib/pkgconfig/batchcore.pc \
 		$(DESTDIR)$(PREFIX)/bin/batchcore
 	rm -f $(DESTDIR)$(PREFIX)/share/batchcore/fetch-model.sh

@@ -44,7 +44,7 @@ let package = Package(
                 .unsafeFlags([
                     "-static-stdlib", "-use-ld=lld",
                     "-Xlinker", "--version-script=Sources/BatchCore/exports.map",
-                    "-Xlinker", "-soname=libbatchcore.so.0",
+                    "-Xlinker", "-soname=libbatchcore.so.2",
                 ])
             ]),
         .testTarget(name: "BatchCoreKitTests",

@@ -172,7 +172,7 @@ static int run(bc_model *model, const char *path, int static_batching, int group
         double t = now();
         for (;;) {
             size_t got = 0;
-            CHECK(bc_engine_poll(engine, ev, ev_cap, &got));
+            CHECK(bc_engine_poll(engine, ev, ev_cap, sizeof *ev, &got));
             for (size_t e = 0; e < got; e++) {
                 req *q = &r[ev[e].user_tag];
                 if (ev[e].kind == BC_EVENT_TOKEN) {

@@ -40,7 +40,7 @@ static bc_kv_stats kv_stats(bc_context *ctx) {
 static bc_status decode_run(bc_context *ctx, int32_t seq, const int32_t *tokens, int n, int start, float *logits,
                             int32_t *pos_buf, int32_t *seq_buf) {
     for (int i = 0; i < n; i++) { pos_buf[i] = start + i; seq_buf[i] = seq; }
-    bc_batch b;
+    bc_batch b = {sizeof b, 0, NULL, NULL, NULL, NULL};
     b.n_tokens = n; b.tokens = tokens; b.pos = pos_buf; b.seq_id = seq_buf; b.logits = NULL;
     return bc_decode(ctx, &b, logits, (size_t)info.n_vocab);
 }
@@ -260,7 +260,7 @@ static void bench_ppl(const int32_t *text, int n_text, int chunk) {
         for (int start = 0; start < n_text; start += chunk) {
             int n = n_text - start < chunk ? n_text - start : chunk;
             for (int i = 0; i < n; i++) { pos[i] = start + i; sq[i] = 0; }
-            bc_batch b;
+            bc_batch b = {sizeof b, 0, NULL, NULL, NULL, NULL};
             b.n_tokens = n; b.tokens = text + start; b.pos = pos; b.seq_id = sq; b.logits = want;
             CHECK(bc_decode(ctx, &b, logits, cap));
             for (int i = 0; i < n; i++) {

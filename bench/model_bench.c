@@ -70,7 +70,7 @@ int main(int argc, char **argv) {
             CHECK(bc_context_params_default(&cp, sizeof cp));
             cp.n_ctx = 1024;
             CHECK(bc_context_create(model, &cp, &ctx));
-            bc_batch b;
+            bc_batch b = {sizeof b, 0, NULL, NULL, NULL, NULL};
             b.n_tokens = n; b.tokens = tokens; b.pos = pos; b.seq_id = seq; b.logits = NULL;
             double t = now();
             CHECK(bc_decode(ctx, &b, logits, (size_t)vocab));

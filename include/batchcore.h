@@ -1,8 +1,9 @@
 /*
  * batchcore.h — the public C ABI of libbatchcore.so
  *
- * batchcore is a CPU inference and training core for small transformer language
- * models: continuous batching, paged KV-cache management and optimizer steps,
+ * batchcore is a CPU inference core for small transformer language models, with the
+ * optimizer side of training: continuous batching, paged KV-cache management and
+ * optimizer steps over caller-computed gradients,
  * driven from C, C++, Rust or the shell through this one header.
  *
  * Conventions (they hold for every function in this file):
@@ -11,6 +12,10 @@
  *  - Every fallible call returns a bc_status; BC_OK (0) is success. On failure a
  *    human-readable message is available from bc_last_error() on the same thread,
  *    and outputs and handle state are left exactly as they were before the call.
+ *  - bc_last_error() changes only when a call fails: a successful call (and every
+ *    function that returns no bc_status) leaves the calling thread's message as it
+ *    was. So read it right after the failing call; an empty message does not mean
+ *    that the previous call succeeded, the status does.
  *  - Outputs come back through pointer arguments. Variable-size outputs use a size
  *    query followed by a copy into a caller-owned buffer.
  *  - Every bc_<x>_create / bc_<x>_load has a bc_<x>_free that accepts NULL.
@@ -19,6 +24,13 @@
  *    struct_size covers, so a caller compiled against an older header keeps working
  *    when fields are appended; fields it does not know get their defaults. Result
  *    structs also start with struct_size, which the caller sets before the call.
+ *    bc_batch follows the same rule (bc_batch_default). A struct the library fills
+ *    as an array element (bc_event) has no struct_size: the call takes the caller's
+ *    element size (sizeof(bc_event)) as an argument and writes element i at byte
+ *    offset i * size, only the bytes that size covers.
+ *  - Structs have no implicit padding: every byte is a named field, and fields named
+ *    reserved* are written as 0 by the library (set them to 0; the _default functions
+ *    do), so two results of equal state compare equal with memcmp.
  *  - Ownership is stated on each function. Unless stated otherwise, pointers passed
  *    in are borrowed for the duration of the call only.
  *  - Thread safety is stated per handle. Functions without a handle are thread-safe.
@@ -48,10 +60,15 @@ extern "C" {
 /**
  * ABI version. Bumped on every incompatible change of this header (removed or
  * changed function, struct layout change other than appending a field to a
- * struct_size-prefixed params struct). The shared object's SONAME carries the
- * major ABI generation: libbatchcore.so.0.
+ * struct_size-prefixed struct or to bc_event). The shared object's SONAME carries
+ * the same number: ABI 2 is libbatchcore.so.2, so a program linked against one ABI
+ * never loads a library of another.
+ *
+ * ABI 2 (from ABI 1): bc_batch starts with struct_size (bc_batch_default);
+ * bc_engine_poll takes the caller's sizeof(bc_event); bc_event's fields are reordered
+ * without padding; implicit padding became reserved fields.
  */
-#define BC_ABI_VERSION 1
+#define BC_ABI_VERSION 2
 
 /**
  * The library's version as "MAJOR.MINOR.PATCH". Never NULL.
@@ -96,7 +113,8 @@ const char *bc_status_string(bc_status status);
  * The message of the most recent failed bc_ call on the calling thread, or ""
  * when no call on this thread has failed yet. Never NULL.
  * Ownership: owned by the library; valid until the next failing bc_ call on the
- * same thread (successful calls leave it untouched). Thread-local.
+ * same thread. Successful calls never change it (see the conventions above).
+ * Thread-local.
  */
 const char *bc_last_error(void);
 
@@ -156,6 +174,7 @@ typedef enum bc_optim_algorithm {
  */
 typedef struct bc_optim_hparams {
     uint32_t struct_size;            /**< sizeof(bc_optim_hparams), set by bc_optim_hparams_default */
+    uint32_t reserved0;              /**< 0 */
     double lr;                       /**< learning rate, >= 0 */
     double weight_decay;             /**< >= 0; L2 (SGD/Adam/Adagrad/RMSprop/LAMB) or decoupled (AdamW/Lion) */
     double beta1;                    /**< Adam/AdamW/LAMB/Lion, in [0,1) */
@@ -174,6 +193,7 @@ typedef struct bc_optim_hparams {
     int32_t grad_averaging;          /**< LAMB: first moment takes (1-beta1)*g (1) or g (0) */
     int32_t trust_clip;              /**< LAMB: clamp the trust ratio to <= 1 */
     int32_t always_adapt;            /**< LAMB: apply the trust ratio even with weight_decay 0 */
+    int32_t reserved1;               /**< 0 */
 } bc_optim_hparams;
 
 /**
@@ -232,9 +252,11 @@ bc_status bc_optimizer_set_lr(bc_optimizer *opt, uint32_t group, double lr);
 /** Options of one step. */
 typedef struct bc_optim_step_params {
     uint32_t struct_size;   /**< sizeof(bc_optim_step_params) */
+    uint32_t reserved0;     /**< 0 */
     double grad_scale;      /**< gradients are multiplied by this (1.0); e.g. 1/accumulation_steps */
     double max_grad_norm;   /**< global L2 clip of the scaled gradients, torch clip_grad_norm_ style; 0 = off */
     int32_t check_finite;   /**< 1 (default): a NaN/Inf gradient skips the step with BC_E_NON_FINITE */
+    int32_t reserved1;      /**< 0 */
 } bc_optim_step_params;
 
 /** Fills *out with the defaults (grad_scale 1, no clipping, check_finite 1); size = sizeof(*out). */
@@ -243,10 +265,12 @@ bc_status bc_optim_step_params_default(bc_optim_step_params *out, size_t size);
 /** What a step did. */
 typedef struct bc_optim_step_result {
     uint32_t struct_size;   /**< set by the caller to sizeof(bc_optim_step_result) */
+    uint32_t reserved0;     /**< 0 */
     double grad_norm;       /**< global L2 norm of the scaled gradients before clipping (NaN if not computed) */
     double clip_coef;       /**< factor applied by clipping (1 = none) */
     int64_t step;           /**< steps taken (group 0) after this call */
     int32_t skipped;        /**< 1 if the step was skipped because of a non-finite gradient */
+    int32_t reserved1;      /**< 0 */
 } bc_optim_step_result;
 
 /**
@@ -370,6 +394,7 @@ typedef void (*bc_progress_callback)(float fraction, void *user_data);
 
 typedef struct bc_model_params {
     uint32_t struct_size;          /**< sizeof(bc_model_params) */
+    uint32_t reserved0;            /**< 0 */
     bc_progress_callback progress; /**< optional, called on the loading thread */
     void *progress_user_data;
 } bc_model_params;
@@ -391,7 +416,8 @@ void bc_model_free(bc_model *model);
 
 typedef struct bc_model_info {
     uint32_t struct_size;       /**< set by the caller: sizeof(bc_model_info) */
-    char architecture[32];      /**< NUL-terminated, e.g. "llama" */
+    char architecture[32];      /**< NUL-terminated, e.g. "llama"; the bytes after the NUL are 0 */
+    uint32_t reserved0;         /**< 0 */
     int64_t n_params;           /**< parameter count */
     int32_t n_layer;
     int32_t n_embd;
@@ -404,6 +430,7 @@ typedef struct bc_model_info {
     int32_t bos_token;          /**< -1 when the model has none */
     int32_t eos_token;          /**< -1 when the model has none */
     int32_t add_bos;            /**< 1 if tokenization with add_special adds BOS */
+    int32_t reserved1;          /**< 0 */
 } bc_model_info;
 
 /** Describes the model, writing only info->struct_size bytes. Errors: NULL arguments. */
@@ -475,6 +502,7 @@ typedef struct bc_context_params {
     int32_t kv_type;        /**< a bc_kv_type; default BC_KV_F32 */
     int32_t block_size;     /**< tokens per KV block; default 16 */
     int32_t prefix_cache;   /**< 1 (default): reuse cached blocks of identical prompt prefixes */
+    int32_t reserved0;      /**< 0 */
     /** NULL, or n_layer entries: 0 = full attention, w > 0 = sliding window of w tokens. */
     const int32_t *layer_window;
     /** NULL, or n_layer entries: -1 = the layer stores its own KV, k = it reads layer k's KV
@@ -491,8 +519,16 @@ bc_status bc_context_create(bc_model *model, const bc_context_params *params, bc
 /** Frees the context and its KV cache; NULL is a no-op. */
 void bc_context_free(bc_context *ctx);
 
-/** A batch of tokens: token i is tokens[i] at position pos[i] of sequence seq_id[i]. */
+/**
+ * A batch of tokens: token i is tokens[i] at position pos[i] of sequence seq_id[i].
+ * Set it up with bc_batch_default(&b, sizeof b) (or `bc_batch b = { sizeof b, ... }`)
+ * and fill the fields; the library reads only the bytes struct_size covers, so
+ * per-token arrays appended later (NULL = their default) do not break this caller.
+ * Byte offsets (x86-64): struct_size 0, n_tokens 4, tokens 8, pos 16, seq_id 24,
+ * logits 32; sizeof 40.
+ */
 typedef struct bc_batch {
+    uint32_t struct_size;    /**< sizeof(bc_batch); at least BC_BATCH_MIN_SIZE */
     int32_t n_tokens;
     const int32_t *tokens;
     const int32_t *pos;      /**< each sequence's positions must continue its cache: length, length+1, ... */
@@ -500,10 +536,17 @@ typedef struct bc_batch {
     const int8_t *logits;    /**< 1 = produce logits for this token; NULL = only the last token */
 } bc_batch;
 
+/** The smallest struct_size bc_decode accepts: sizeof(bc_batch) in ABI 2 (every field above). */
+#define BC_BATCH_MIN_SIZE 40
+
+/** Fills *out with an empty batch (all fields 0/NULL) and sets out->struct_size = size. */
+bc_status bc_batch_default(bc_batch *out, size_t size);
+
 /**
  * Runs the batch: appends every token's keys/values to its sequence and writes one
  * row of n_vocab float logits per token that asked for them, in batch order, into
- * `logits` (capacity in floats). Errors: NULL arguments, n_tokens <= 0, token ids
+ * `logits` (capacity in floats). Errors: NULL arguments, batch->struct_size smaller than
+ * BC_BATCH_MIN_SIZE or above 65536, n_tokens <= 0, token ids
  * outside the vocabulary, positions that do not continue a sequence, positions past
  * n_ctx, capacity too small, BC_E_KV_FULL when the KV budget cannot hold the batch.
  * On any error no sequence changed.
@@ -538,6 +581,7 @@ bc_status bc_context_seq_attach_prefix(bc_context *ctx, int32_t seq_id, const in
 /** KV cache statistics. */
 typedef struct bc_kv_stats {
     uint32_t struct_size;      /**< set by the caller: sizeof(bc_kv_stats) */
+    uint32_t reserved0;        /**< 0 */
     int64_t blocks_total;      /**< blocks the budget holds (all layer groups) */
     int64_t blocks_used;       /**< referenced by a sequence */
     int64_t blocks_cached;     /**< unreferenced, kept for prefix reuse (evictable) */
@@ -630,6 +674,7 @@ typedef struct bc_sampling_params {
     float frequency_penalty;    /**< 0 = off */
     float presence_penalty;     /**< 0 = off */
     int32_t penalty_last_n;     /**< tokens the penalties look back at; -1 = all; default 64 */
+    int32_t reserved0;          /**< 0 */
     uint64_t seed;              /**< same seed, same text */
 } bc_sampling_params;
 
@@ -697,6 +742,7 @@ typedef struct bc_engine_params {
     int32_t max_seqs;            /**< sequences per step; default 64 */
     int32_t policy;              /**< 0 = FCFS (default), 1 = priority */
     int32_t n_ctx;               /**< max positions per sequence; 0 = the model's context */
+    int32_t reserved0;           /**< 0 */
     int64_t kv_bytes;            /**< KV budget in bytes; 0 = 1 GiB */
     int32_t kv_type;             /**< a bc_kv_type; default BC_KV_F32 */
     int32_t static_batching;     /**< 1 = admit new requests only when none runs (for comparisons) */
@@ -717,10 +763,13 @@ typedef struct bc_request_params {
     int32_t n;                   /**< parallel samples sharing the prompt's KV; default 1 */
     int32_t priority;            /**< higher first under the priority policy; default 0 */
     int32_t ignore_eos;          /**< 1 = do not stop at end-of-generation tokens */
+    int32_t reserved0;           /**< 0 */
     const int32_t *stop_tokens;  /**< extra stop token ids (copied), may be NULL */
     int32_t n_stop_tokens;
+    int32_t reserved1;           /**< 0 */
     const char *const *stop_strings; /**< NUL-terminated stop strings (copied), may be NULL */
     int32_t n_stop_strings;
+    int32_t reserved2;           /**< 0 */
     uint64_t user_tag;           /**< echoed in events */
 } bc_request_params;
 
@@ -758,13 +807,22 @@ typedef enum bc_finish_reason {
     BC_FINISH_LENGTH = 0, BC_FINISH_STOP = 1, BC_FINISH_CANCELLED = 2, BC_FINISH_ERROR = 3
 } bc_finish_reason;
 
-/** One event. Pointers inside are owned by the engine and valid until the next
- *  bc_engine_poll / bc_engine_step / bc_engine_free on that engine. */
+/**
+ * One event. Pointers inside are owned by the engine and valid until the next
+ * bc_engine_poll / bc_engine_step / bc_engine_free on that engine. Numeric fields a
+ * kind does not use are 0 (token is -1 in FINISHED events); text and message are never
+ * NULL ("" when empty). New fields are only ever appended;
+ * bc_engine_poll takes the caller's sizeof(bc_event), so an older caller keeps working.
+ * Byte offsets (x86-64): kind 0, index 4, request_id 8, user_tag 16, token 24,
+ * logprob 28, text 32, text_len 40, finish_reason 48, prompt_tokens 52,
+ * cached_prompt_tokens 56, generated_tokens 60, ttft_seconds 64, itl_seconds 72,
+ * total_seconds 80, message 88; sizeof 96.
+ */
 typedef struct bc_event {
     int32_t kind;               /**< a bc_event_kind */
-    uint64_t request_id;
-    uint64_t user_tag;
     int32_t index;              /**< sample index (0..n-1) */
+    uint64_t request_id;
+    uint64_t user_tag;          /**< the request's bc_request_params.user_tag */
     int32_t token;              /**< BC_EVENT_TOKEN: the token id */
     float logprob;              /**< BC_EVENT_TOKEN: log-probability under the raw model distribution */
     const char *text;           /**< TOKEN: new text (may be ""); FINISHED: the full output. NUL-terminated */
@@ -779,15 +837,25 @@ typedef struct bc_event {
     const char *message;        /**< FINISHED with error: why; else "" */
 } bc_event;
 
+/** The smallest event_size bc_engine_poll accepts: sizeof(bc_event) in ABI 2. */
+#define BC_EVENT_MIN_SIZE 96
+
 /**
- * Copies up to `capacity` pending events, oldest first, into events[] and sets
- * *n_events. Events not copied stay queued for the next call. Errors: NULL engine or
- * n_events, NULL events with capacity > 0.
+ * Copies up to `capacity` pending events, oldest first, into the caller's array and
+ * sets *n_events. Pass event_size = sizeof(bc_event) (sizeof *events): event k is
+ * written at byte offset k * event_size, and of each element only its first
+ * event_size bytes are written — the fields this library knows, then zeros up to
+ * event_size when the caller's bc_event is larger (a newer header's appended fields
+ * read as 0). Events not copied stay queued for the next call.
+ * Errors: NULL engine or n_events, NULL events with capacity > 0, event_size smaller
+ * than BC_EVENT_MIN_SIZE or above 65536, capacity * event_size overflowing.
  */
-bc_status bc_engine_poll(bc_engine *engine, bc_event *events, size_t capacity, size_t *n_events);
+bc_status bc_engine_poll(bc_engine *engine, bc_event *events, size_t capacity, size_t event_size,
+                         size_t *n_events);
 
 typedef struct bc_engine_metrics {
     uint32_t struct_size;       /**< set by the caller: sizeof(bc_engine_metrics) */
+    uint32_t reserved0;         /**< 0 */
     int64_t steps;
     int64_t submitted;
     int64_t finished;

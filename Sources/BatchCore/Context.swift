@@ -5,7 +5,7 @@ import CBatchCore
 
 private let defaultContextParams = bc_context_params(
     struct_size: UInt32(MemoryLayout<bc_context_params>.size), n_ctx: 0, kv_bytes: 0, kv_type: Int32(BC_KV_F32.rawValue),
-    block_size: 16, prefix_cache: 1, layer_window: nil, layer_share: nil)
+    block_size: 16, prefix_cache: 1, reserved0: 0, layer_window: nil, layer_share: nil)
 
 @c @implementation
 public func bc_context_params_default(_ out: UnsafeMutablePointer<bc_context_params>?, _ size: Int) -> bc_status {
@@ -47,12 +47,23 @@ public func bc_context_free(_ ctx: OpaquePointer?) {
     releaseHandle(ctx, as: InferenceContext.self)
 }
 
+/// An empty batch: fields appended in later ABIs default to "absent" (NULL/0).
+private let defaultBatch = bc_batch(struct_size: UInt32(MemoryLayout<bc_batch>.size), n_tokens: 0, tokens: nil, pos: nil,
+                                    seq_id: nil, logits: nil)
+
+@c @implementation
+public func bc_batch_default(_ out: UnsafeMutablePointer<bc_batch>?, _ size: Int) -> bc_status {
+    abiCall { try writeDefault(defaultBatch, out, size, "bc_batch") }
+}
+
 @c @implementation
 public func bc_decode(_ ctx: OpaquePointer?, _ batch: UnsafePointer<bc_batch>?, _ logits: UnsafeMutablePointer<Float>?,
                       _ capacity: Int) -> bc_status {
     abiCall {
         let c = try object(ctx, as: InferenceContext.self, "ctx")
-        let b = try required(batch, "batch").pointee
+        // Every field of ABI 2's bc_batch is required, so its size is the minimum.
+        let b = try readParams(try required(batch, "batch"), defaults: defaultBatch, "bc_batch",
+                               minimumSize: Int(BC_BATCH_MIN_SIZE))
         let n = Int(b.n_tokens)
         guard n > 0 else { throw BatchCoreError.invalid("bc_decode: n_tokens must be > 0 (got \(n))") }
         let tokens = try required(b.tokens, "batch->tokens")
@@ -139,7 +150,7 @@ public func bc_context_kv_stats(_ ctx: OpaquePointer?, _ stats: UnsafeMutablePoi
         let stats = try required(stats, "stats")
         let s = c.cache.stats()
         let v = bc_kv_stats(
-            struct_size: 0, blocks_total: Int64(s.blocksTotal), blocks_used: Int64(s.blocksUsed),
+            struct_size: 0, reserved0: 0, blocks_total: Int64(s.blocksTotal), blocks_used: Int64(s.blocksUsed),
             blocks_cached: Int64(s.blocksCached), blocks_free: Int64(s.blocksFree), bytes_total: Int64(s.bytesTotal),
             bytes_used: Int64(s.bytesUsed), bytes_per_token: Int64(s.bytesPerToken), sequences: Int64(s.sequences),
             tokens: Int64(s.tokens), prefix_hit_tokens: Int64(s.prefixHitTokens), prefix_query_tokens: Int64(s.prefixQueryTokens))

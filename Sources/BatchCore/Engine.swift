@@ -9,12 +9,13 @@ import CBatchCore
 
 /// The C handle of an engine: the core engine plus the events not yet polled and the
 /// C strings of the last poll (kept alive until the next poll/step, as documented).
+/// Nothing here is kept per request: a request's user_tag travels inside the core's
+/// request and its events.
 final class EngineHandle {
     let engine: Engine
     var queue: [EngineEvent] = []
     var head = 0
     var strings: [UnsafeMutablePointer<CChar>] = []
-    var tags: [UInt64: UInt64] = [:]
 
     init(engine: Engine) { self.engine = engine }
     deinit { releaseStrings() }
@@ -33,11 +34,12 @@ final class EngineHandle {
 
 private let defaultEngineParams = bc_engine_params(
     struct_size: UInt32(MemoryLayout<bc_engine_params>.size), max_batched_tokens: 512, max_seqs: 64, policy: 0,
-    n_ctx: 0, kv_bytes: 0, kv_type: Int32(BC_KV_F32.rawValue), static_batching: 0)
+    n_ctx: 0, reserved0: 0, kv_bytes: 0, kv_type: Int32(BC_KV_F32.rawValue), static_batching: 0)
 
 private let defaultRequestParams = bc_request_params(
     struct_size: UInt32(MemoryLayout<bc_request_params>.size), max_tokens: 128, n: 1, priority: 0, ignore_eos: 0,
-    stop_tokens: nil, n_stop_tokens: 0, stop_strings: nil, n_stop_strings: 0, user_tag: 0)
+    reserved0: 0, stop_tokens: nil, n_stop_tokens: 0, reserved1: 0, stop_strings: nil, n_stop_strings: 0, reserved2: 0,
+    user_tag: 0)
 
 @c @implementation
 public func bc_engine_params_default(_ out: UnsafeMutablePointer<bc_engine_params>?, _ size: Int) -> bc_status {
@@ -108,9 +110,7 @@ public func bc_engine_submit(_ engine: OpaquePointer?, _ tokens: UnsafePointer<I
         let requestID = try required(requestID, "request_id")
         guard n > 0 else { throw BatchCoreError.invalid("n_tokens must be > 0 (got \(n))") }
         let spec = try request(Array(UnsafeBufferPointer(start: tokens, count: Int(n))), params, sampling)
-        let id = try h.engine.submit(spec)
-        h.tags[id] = spec.tag
-        requestID.pointee = id
+        requestID.pointee = try h.engine.submit(spec)
     }
 }
 
@@ -125,9 +125,7 @@ public func bc_engine_submit_text(_ engine: OpaquePointer?, _ prompt: UnsafePoin
         let tokens = h.engine.model.tokenizer.encode(String(cString: prompt), addSpecial: true, parseSpecial: true)
         guard !tokens.isEmpty else { throw BatchCoreError.invalid("the prompt has no tokens") }
         let spec = try request(tokens, params, sampling)
-        let id = try h.engine.submit(spec)
-        h.tags[id] = spec.tag
-        requestID.pointee = id
+        requestID.pointee = try h.engine.submit(spec)
     }
 }
 
@@ -153,46 +151,70 @@ public func bc_engine_step(_ engine: OpaquePointer?, _ processed: UnsafeMutableP
     }
 }
 
+/// The C struct for one core event (every field set: bc_event has no padding).
+private func cEvent(_ event: EngineEvent, strings h: EngineHandle) -> bc_event {
+    var e = bc_event()
+    switch event {
+    case .token(let rid, let tag, let index, let token, let text, let logprob):
+        e.kind = Int32(BC_EVENT_TOKEN.rawValue)
+        e.request_id = rid
+        e.user_tag = tag
+        e.index = Int32(index)
+        e.token = token
+        e.logprob = logprob
+        e.text = UnsafePointer(h.cString(text))
+        e.text_len = text.utf8.count
+        e.message = UnsafePointer(h.cString(""))
+    case .finished(let rid, let tag, let index, let reason, let text, let m, let message):
+        e.kind = Int32(BC_EVENT_FINISHED.rawValue)
+        e.request_id = rid
+        e.user_tag = tag
+        e.index = Int32(index)
+        e.token = -1
+        e.text = UnsafePointer(h.cString(text))
+        e.text_len = text.utf8.count
+        e.finish_reason = reason.rawValue
+        e.prompt_tokens = Int32(m.promptTokens)
+        e.cached_prompt_tokens = Int32(m.cachedPromptTokens)
+        e.generated_tokens = Int32(m.generatedTokens)
+        e.ttft_seconds = m.timeToFirstToken
+        e.itl_seconds = m.meanInterTokenLatency
+        e.total_seconds = m.totalSeconds
+        e.message = UnsafePointer(h.cString(message))
+    }
+    return e
+}
+
+/// ABI 2's sizeof(bc_event): the smallest element size bc_engine_poll accepts.
+private let eventMinimumSize = Int(BC_EVENT_MIN_SIZE)
+
 @c @implementation
 public func bc_engine_poll(_ engine: OpaquePointer?, _ events: UnsafeMutablePointer<bc_event>?, _ capacity: Int,
-                           _ nEvents: UnsafeMutablePointer<Int>?) -> bc_status {
+                           _ eventSize: Int, _ nEvents: UnsafeMutablePointer<Int>?) -> bc_status {
     abiCall {
         let h = try object(engine, as: EngineHandle.self, "engine")
         let nEvents = try required(nEvents, "n_events")
-        guard capacity >= 0 else { throw BatchCoreError.invalid("capacity must be >= 0") }
+        guard capacity >= 0 else { throw BatchCoreError.invalid("bc_engine_poll: capacity must be >= 0") }
+        guard eventSize >= eventMinimumSize, eventSize <= 1 << 16 else {
+            throw BatchCoreError.invalid("bc_engine_poll: event_size is \(eventSize); pass sizeof(bc_event) (at least \(eventMinimumSize))")
+        }
+        guard capacity.multipliedReportingOverflow(by: eventSize).overflow == false else {
+            throw BatchCoreError.invalid("bc_engine_poll: capacity \(capacity) × event_size \(eventSize) overflows")
+        }
         if capacity > 0 { _ = try required(events, "events") }
         h.releaseStrings()
         let count = min(capacity, h.queue.count - h.head)
-        for k in 0..<count {
-            var e = bc_event()
-            switch h.queue[h.head + k] {
-            case .token(let rid, let index, let token, let text, let logprob):
-                e.kind = Int32(BC_EVENT_TOKEN.rawValue)
-                e.request_id = rid
-                e.index = Int32(index)
-                e.token = token
-                e.logprob = logprob
-                e.text = UnsafePointer(h.cString(text))
-                e.text_len = text.utf8.count
-                e.message = UnsafePointer(h.cString(""))
-            case .finished(let rid, let index, let reason, let text, let m, let message):
-                e.kind = Int32(BC_EVENT_FINISHED.rawValue)
-                e.request_id = rid
-                e.index = Int32(index)
-                e.token = -1
-                e.text = UnsafePointer(h.cString(text))
-                e.text_len = text.utf8.count
-                e.finish_reason = reason.rawValue
-                e.prompt_tokens = Int32(m.promptTokens)
-                e.cached_prompt_tokens = Int32(m.cachedPromptTokens)
-                e.generated_tokens = Int32(m.generatedTokens)
-                e.ttft_seconds = m.timeToFirstToken
-                e.itl_seconds = m.meanInterTokenLatency
-                e.total_seconds = m.totalSeconds
-                e.message = UnsafePointer(h.cString(message))
+        let known = min(eventSize, MemoryLayout<bc_event>.size)
+        if count > 0, let base = UnsafeMutableRawPointer(events) {
+            for k in 0..<count {
+                // Element k starts at k * event_size; only its event_size bytes are written.
+                let dst = base + k * eventSize
+                var e = cEvent(h.queue[h.head + k], strings: h)
+                withUnsafeBytes(of: &e) { dst.copyMemory(from: $0.baseAddress!, byteCount: known) }
+                if eventSize > known {
+                    (dst + known).initializeMemory(as: UInt8.self, repeating: 0, count: eventSize - known)
+                }
             }
-            e.user_tag = h.tags[e.request_id] ?? 0
-            events![k] = e
         }
         h.head += count
         if h.head == h.queue.count { h.queue.removeAll(keepingCapacity: true); h.head = 0 }
@@ -207,7 +229,7 @@ public func bc_engine_get_metrics(_ engine: OpaquePointer?, _ metrics: UnsafeMut
         let out = try required(metrics, "metrics")
         let m = h.engine.currentMetrics()
         let v = bc_engine_metrics(
-            struct_size: 0, steps: Int64(m.steps), submitted: Int64(m.submitted), finished: Int64(m.finished),
+            struct_size: 0, reserved0: 0, steps: Int64(m.steps), submitted: Int64(m.submitted), finished: Int64(m.finished),
             waiting: Int64(m.waiting), running: Int64(m.running), preemptions: Int64(m.preemptions),
             generated_tokens: Int64(m.generatedTokens), batched_tokens: Int64(m.batchedTokens), busy_seconds: m.busySeconds,
             tokens_per_second: m.tokensPerSecond, kv_used_bytes: Int64(m.kvUsedBytes), kv_total_bytes: Int64(m.kvTotalBytes),

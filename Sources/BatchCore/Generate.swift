@@ -8,7 +8,7 @@ let defaultSamplingParams: bc_sampling_params = {
     return bc_sampling_params(
         struct_size: UInt32(MemoryLayout<bc_sampling_params>.size), temperature: s.temperature, top_k: Int32(s.topK),
         top_p: s.topP, min_p: s.minP, repetition_penalty: s.repetitionPenalty, frequency_penalty: s.frequencyPenalty,
-        presence_penalty: s.presencePenalty, penalty_last_n: Int32(s.penaltyLastN), seed: s.seed)
+        presence_penalty: s.presencePenalty, penalty_last_n: Int32(s.penaltyLastN), reserved0: 0, seed: s.seed)
 }()
 
 extension bc_sampling_params {

@@ -33,7 +33,9 @@ extension bc_status {
 }
 
 /// Runs the body of a fallible bc_ function: a thrown error becomes a status code
-/// plus a thread-local message; success is BC_OK.
+/// plus a thread-local message; success is BC_OK and leaves the message alone (the
+/// header's bc_last_error policy: only failures change it). Every bc_ function that
+/// returns a bc_status goes through here, and nothing else sets the message.
 @inline(__always)
 func abiCall(_ body: () throws -> Void) -> bc_status {
     do {
@@ -58,12 +60,13 @@ func required<T>(_ pointer: T?, _ name: StaticString, in function: StaticString 
 /// Reads a struct_size-prefixed params struct: defaults overwritten by the first
 /// `struct_size` bytes the caller provides (an older caller's shorter struct keeps
 /// the defaults for newer fields; fields of a newer caller we do not know are
-/// ignored). A NULL pointer means "all defaults".
-func readParams<T>(_ pointer: UnsafePointer<T>?, defaults: T, _ name: StaticString) throws -> T {
+/// ignored). A NULL pointer means "all defaults". `minimumSize` is the smallest
+/// struct_size accepted (a struct whose first fields are all required).
+func readParams<T>(_ pointer: UnsafePointer<T>?, defaults: T, _ name: StaticString, minimumSize: Int = 4) throws -> T {
     guard let pointer else { return defaults }
     let size = UnsafeRawPointer(pointer).load(as: UInt32.self)
-    guard size >= 4, size <= 1 << 16 else {
-        throw BatchCoreError.invalid("\(name).struct_size is \(size); set it with \(name)_default()")
+    guard size >= minimumSize, size <= 1 << 16 else {
+        throw BatchCoreError.invalid("\(name).struct_size is \(size) (at least \(minimumSize)); set it with \(name)_default()")
     }
     var value = defaults
     let count = min(Int(size), MemoryLayout<T>.size)

@@ -3,7 +3,7 @@ import BCModel
 import CBatchCore
 
 private let defaultModelParams = bc_model_params(
-    struct_size: UInt32(MemoryLayout<bc_model_params>.size), progress: nil, progress_user_data: nil)
+    struct_size: UInt32(MemoryLayout<bc_model_params>.size), reserved0: 0, progress: nil, progress_user_data: nil)
 
 @c @implementation
 public func bc_model_params_default(_ out: UnsafeMutablePointer<bc_model_params>?, _ size: Int) -> bc_status {

@@ -14,12 +14,12 @@ private func algorithm(_ a: bc_optim_algorithm) throws -> OptimizerAlgorithm {
 extension bc_optim_hparams {
     init(_ h: OptimizerHyperparameters) {
         self.init(
-            struct_size: UInt32(MemoryLayout<bc_optim_hparams>.size), lr: h.lr, weight_decay: h.weightDecay,
+            struct_size: UInt32(MemoryLayout<bc_optim_hparams>.size), reserved0: 0, lr: h.lr, weight_decay: h.weightDecay,
             beta1: h.beta1, beta2: h.beta2, eps: h.eps, momentum: h.momentum, dampening: h.dampening,
             alpha: h.alpha, lr_decay: h.lrDecay, initial_accumulator_value: h.initialAccumulatorValue,
             max_grad_norm: h.maxGradNorm, nesterov: h.nesterov ? 1 : 0, amsgrad: h.amsgrad ? 1 : 0,
             centered: h.centered ? 1 : 0, maximize: h.maximize ? 1 : 0, grad_averaging: h.gradAveraging ? 1 : 0,
-            trust_clip: h.trustClip ? 1 : 0, always_adapt: h.alwaysAdapt ? 1 : 0)
+            trust_clip: h.trustClip ? 1 : 0, always_adapt: h.alwaysAdapt ? 1 : 0, reserved1: 0)
     }
 
     var core: OptimizerHyperparameters {
@@ -130,7 +130,8 @@ public func bc_optimizer_set_lr(_ opt: OpaquePointer?, _ groupID: UInt32, _ lr: 
 }
 
 private let defaultStepParams = bc_optim_step_params(
-    struct_size: UInt32(MemoryLayout<bc_optim_step_params>.size), grad_scale: 1, max_grad_norm: 0, check_finite: 1)
+    struct_size: UInt32(MemoryLayout<bc_optim_step_params>.size), reserved0: 0, grad_scale: 1, max_grad_norm: 0,
+    check_finite: 1, reserved1: 0)
 
 @c @implementation
 public func bc_optim_step_params_default(_ out: UnsafeMutablePointer<bc_optim_step_params>?, _ size: Int) -> bc_status {
@@ -162,8 +163,9 @@ public func bc_optimizer_step(_ opt: OpaquePointer?, _ params: UnsafePointer<bc_
         }
     }
     if let result, let report {
-        let r = bc_optim_step_result(struct_size: 0, grad_norm: report.gradNorm, clip_coef: report.clipCoefficient,
-                                     step: report.step, skipped: skipped ? 1 : 0)
+        let r = bc_optim_step_result(struct_size: 0, reserved0: 0, grad_norm: report.gradNorm,
+                                     clip_coef: report.clipCoefficient, step: report.step, skipped: skipped ? 1 : 0,
+                                     reserved1: 0)
         _ = try? writeSized(r, to: result, "bc_optim_step_result")
     }
     return status

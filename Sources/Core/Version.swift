@@ -5,5 +5,5 @@ public enum BatchCoreVersion {
     public static let minor = 1
     public static let patch = 0
     public static let string = "\(major).\(minor).\(patch)"
-    public static let abi: UInt32 = 1
+    public static let abi: UInt32 = 2
 }

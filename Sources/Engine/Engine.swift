@@ -351,7 +351,7 @@ public final class Engine {
         }
         s.emitted += out
         s.pending = hitStop ? "" : String(s.pending.dropFirst(out.count))
-        events.append(.token(request: r.id, index: s.index, token: token, text: out, logprob: logprob))
+        events.append(.token(request: r.id, tag: r.spec.tag, index: s.index, token: token, text: out, logprob: logprob))
         if hitStop { finish(r, s, .stop, stopString: true) } else if s.generated >= r.spec.maxTokens { finish(r, s, .length) }
     }
 
@@ -365,7 +365,7 @@ public final class Engine {
             if !rest.isEmpty {
                 // Streamed text must add up to the final text: flush it as a token event (token -1).
                 s.emitted += rest
-                events.append(.token(request: r.id, index: s.index, token: -1, text: rest, logprob: 0))
+                events.append(.token(request: r.id, tag: r.spec.tag, index: s.index, token: -1, text: rest, logprob: 0))
             }
         }
         s.pending = ""
@@ -378,7 +378,8 @@ public final class Engine {
         m.meanInterTokenLatency = s.generated > 1 ? s.gapSum / Double(s.generated - 1) : .nan
         m.totalSeconds = Generator.monotonicSeconds() - r.submitTime
         m.preemptions = s.preemptions
-        events.append(.finished(request: r.id, index: s.index, reason: reason, text: s.emitted, metrics: m, message: message))
+        events.append(.finished(request: r.id, tag: r.spec.tag, index: s.index, reason: reason, text: s.emitted, metrics: m,
+                                message: message))
         if r.active.isEmpty {
             requests[r.id] = nil
             order.removeAll { $0 == r.id }

@@ -13,7 +13,8 @@ public struct GenerationRequest: Sendable {
     /// Parallel samples sharing the prompt's KV (forked copy-on-write).
     public var n: Int
     public var ignoreEndOfGeneration: Bool
-    /// Caller's tag, echoed in events.
+    /// Caller's opaque tag, carried by every event of this request (the engine keeps
+    /// it only inside the request, so it lives and dies with it).
     public var tag: UInt64
 
     public init(prompt: [Int32], sampling: SamplingParams = .greedy, maxTokens: Int = 128, stopTokens: Set<Int32> = [],
@@ -59,9 +60,11 @@ public struct SequenceMetrics: Sendable, Equatable {
     public var preemptions = 0
 }
 
+/// What `Engine.poll` reports. `tag` is the request's `GenerationRequest.tag`.
 public enum EngineEvent: Sendable {
-    case token(request: UInt64, index: Int, token: Int32, text: String, logprob: Float)
-    case finished(request: UInt64, index: Int, reason: FinishReason, text: String, metrics: SequenceMetrics, message: String)
+    case token(request: UInt64, tag: UInt64, index: Int, token: Int32, text: String, logprob: Float)
+    case finished(request: UInt64, tag: UInt64, index: Int, reason: FinishReason, text: String, metrics: SequenceMetrics,
+                  message: String)
 }
 
 public enum SchedulingPolicy: Int32, Sendable {

@@ -41,10 +41,10 @@ import Testing
             for (k, at) in cancelAfterSteps where at == step { try? engine.cancel(ids[k]) }
             for e in engine.poll() {
                 switch e {
-                case .token(let rid, let index, let t, _, _):
+                case .token(let rid, _, let index, let t, _, _):
                     let k = ids.firstIndex(of: rid)!
                     if index == 0 { tokens[k].append(t) } else { extra[k][index - 1].append(t) }
-                case .finished(let rid, _, let reason, _, _, _):
+                case .finished(let rid, _, _, let reason, _, _, _):
                     let k = ids.firstIndex(of: rid)!
                     finishedCount[k] += 1
                     reasons[k] = reason
@@ -120,14 +120,45 @@ import Testing
         while engine.hasWork {
             try engine.step()
             for e in engine.poll() {
-                if case .token(_, _, _, let t, _) = e { streamed += t }
-                if case .finished(_, _, let r, let text, _, _) = e { final = text; reason = r }
+                if case .token(_, _, _, _, let t, _) = e { streamed += t }
+                if case .finished(_, _, _, let r, let text, _, _) = e { final = text; reason = r }
             }
         }
         #expect(reason == .stop)
         #expect(!final.contains(" 9"))
         #expect(streamed == final)
         #expect(final.hasPrefix(" 6"))
+    }
+
+    /// Every event carries its own request's tag (the tag lives in the request, not in
+    /// a side table): parallel samples, a cancellation mid-run and a stop-string flush.
+    @Test func eventsCarryTheirRequestsTag() throws {
+        let model = try TestModel.languageModel()
+        let prompts = Self.prompts(model, count: 5)
+        let cache = try PagedKVCache(kvDim: model.config.kvDim, layout: .full(layerCount: model.config.layerCount), budgetBytes: 64 << 20)
+        let engine = try Engine(model: model, cache: cache)
+        var tagOf: [UInt64: UInt64] = [:]
+        for (k, p) in prompts.enumerated() {
+            let tag = 0x9E37_79B9_7F4A_7C15 &* UInt64(k + 1)
+            let id = try engine.submit(GenerationRequest(prompt: p, maxTokens: 5, stopStrings: k == 2 ? [","] : [],
+                                                         n: k % 2 + 1, tag: tag))
+            tagOf[id] = tag
+        }
+        var events = 0, finished = 0, steps = 0
+        while engine.hasWork && steps < 1000 {
+            try engine.step()
+            steps += 1
+            if steps == 2, let victim = tagOf.keys.max() { try engine.cancel(victim) }
+            for e in engine.poll() {
+                events += 1
+                switch e {
+                case .token(let rid, let tag, _, _, _, _): #expect(tag == tagOf[rid])
+                case .finished(let rid, let tag, _, _, _, _, _): #expect(tag == tagOf[rid]); finished += 1
+                }
+            }
+        }
+        #expect(finished == 1 + 2 + 1 + 2 + 1)
+        #expect(events > finished)
     }
 }
 

@@ -27,7 +27,7 @@ static bc_status decode_seq(bc_context *ctx, int32_t seq, int32_t start, const i
         if (want) want[i] = 1;
     }
     bc_batch b;
-    memset(&b, 0, sizeof b);
+    bc_batch_default(&b, sizeof b);
     b.n_tokens = n;
     b.tokens = toks;
     b.pos = pos;

@@ -370,16 +370,22 @@ static void test_drive(bc_model *model) {
     CHECK_OK(bc_engine_step(e, NULL, NULL));
 
     /* poll */
-    CHECK_ERR(bc_engine_poll(NULL, ev, 4, &n_ev), BC_E_INVALID_ARGUMENT);
+    CHECK_ERR(bc_engine_poll(NULL, ev, 4, sizeof ev[0], &n_ev), BC_E_INVALID_ARGUMENT);
     CHECK(n_ev == 77);
-    CHECK_ERR(bc_engine_poll(e, ev, 4, NULL), BC_E_INVALID_ARGUMENT);
-    CHECK_ERR(bc_engine_poll(e, NULL, 4, &n_ev), BC_E_INVALID_ARGUMENT);
-    CHECK_ERR(bc_engine_poll(e, NULL, 1, &n_ev), BC_E_INVALID_ARGUMENT);
+    CHECK_ERR(bc_engine_poll(e, ev, 4, sizeof ev[0], NULL), BC_E_INVALID_ARGUMENT);
+    CHECK_ERR(bc_engine_poll(e, NULL, 4, sizeof ev[0], &n_ev), BC_E_INVALID_ARGUMENT);
+    CHECK_ERR(bc_engine_poll(e, NULL, 1, sizeof ev[0], &n_ev), BC_E_INVALID_ARGUMENT);
+    /* event_size: below ABI 2's sizeof(bc_event), absurd, or capacity * size overflowing. */
+    CHECK_ERR(bc_engine_poll(e, ev, 4, 0, &n_ev), BC_E_INVALID_ARGUMENT);
+    CHECK_ERR(bc_engine_poll(e, ev, 4, BC_EVENT_MIN_SIZE - 8, &n_ev), BC_E_INVALID_ARGUMENT);
+    CHECK_ERR(bc_engine_poll(e, NULL, 0, BC_EVENT_MIN_SIZE - 1, &n_ev), BC_E_INVALID_ARGUMENT);
+    CHECK_ERR(bc_engine_poll(e, ev, 4, (size_t)1 << 20, &n_ev), BC_E_INVALID_ARGUMENT);
+    CHECK_ERR(bc_engine_poll(e, ev, SIZE_MAX / 64, 128, &n_ev), BC_E_INVALID_ARGUMENT);
     CHECK(n_ev == 77);
-    CHECK_OK(bc_engine_poll(e, NULL, 0, &n_ev));
+    CHECK_OK(bc_engine_poll(e, NULL, 0, sizeof(bc_event), &n_ev));
     CHECK(n_ev == 0);
     n_ev = 77;
-    CHECK_OK(bc_engine_poll(e, ev, 4, &n_ev));
+    CHECK_OK(bc_engine_poll(e, ev, 4, sizeof ev[0], &n_ev));
     CHECK(n_ev == 0);
 
     /* metrics */
@@ -427,7 +433,7 @@ static void test_drive(bc_model *model) {
         /* already finished (cancelled): no longer a live request */
         CHECK_ERR_ID(bc_engine_cancel(e, id));
         n_ev = 0;
-        CHECK_OK(bc_engine_poll(e, ev, 4, &n_ev));
+        CHECK_OK(bc_engine_poll(e, ev, 4, sizeof ev[0], &n_ev));
         CHECK(n_ev == 1);
         if (n_ev == 1) {
             CHECK(ev[0].kind == BC_EVENT_FINISHED && ev[0].request_id == id && ev[0].user_tag == 4242);
@@ -440,6 +446,72 @@ static void test_drive(bc_model *model) {
         CHECK(processed == 0 && live == 0);
         m = metrics_of(e);
         CHECK(m.submitted == 1 && m.finished == 1 && m.generated_tokens == 0);
+    }
+    bc_engine_free(e);
+}
+
+/* ---------------------------------------------------------------- poll's event_size */
+
+/* A caller built against a newer header whose bc_event has two more fields. */
+typedef struct newer_event {
+    bc_event ev;
+    int64_t future_a;
+    int32_t future_b;
+    int32_t future_c;
+} newer_event;
+
+static void test_event_size(bc_model *model) {
+    bc_engine *e = NULL;
+    CHECK_OK(bc_engine_create(model, NULL, &e));
+    if (!e) return;
+    uint64_t id[2] = {0, 0};
+    bc_request_params rp;
+    CHECK_OK(bc_request_params_default(&rp, sizeof rp));
+    for (int k = 0; k < 2; k++) {
+        rp.user_tag = 0x1111111111111111ULL * (uint64_t)(k + 3);
+        CHECK_OK(bc_engine_submit_text(e, k ? "Hello" : "Bonjour", &rp, NULL, &id[k]));
+        CHECK_OK(bc_engine_cancel(e, id[k]));
+    }
+    /* Two finished events are queued. A too-small size fails and consumes nothing. */
+    newer_event big[3];
+    size_t n = 77;
+    memset(big, 0xC3, sizeof big);
+    CHECK_ERR(bc_engine_poll(e, &big[0].ev, 3, BC_EVENT_MIN_SIZE - 4, &n), BC_E_INVALID_ARGUMENT);
+    CHECK(n == 77);
+    {
+        const unsigned char *raw = (const unsigned char *)big;
+        int untouched = 1;
+        for (size_t i = 0; i < sizeof big; i++)
+            if (raw[i] != 0xC3) untouched = 0;
+        CHECK(untouched);
+    }
+    /* The larger stride: element k at k * sizeof(newer_event); the fields this library
+     * does not know are zeroed; the element past n is untouched. */
+    CHECK_OK(bc_engine_poll(e, &big[0].ev, 3, sizeof big[0], &n));
+    CHECK(n == 2);
+    if (n == 2) {
+        for (int k = 0; k < 2; k++) {
+            CHECK(big[k].ev.kind == BC_EVENT_FINISHED && big[k].ev.request_id == id[k]);
+            CHECK(big[k].ev.user_tag == 0x1111111111111111ULL * (uint64_t)(k + 3));
+            CHECK(big[k].ev.index == 0 && big[k].ev.token == -1);
+            CHECK(big[k].ev.finish_reason == BC_FINISH_CANCELLED && big[k].ev.text_len == 0);
+            CHECK(big[k].future_a == 0 && big[k].future_b == 0 && big[k].future_c == 0);
+        }
+        const unsigned char *raw = (const unsigned char *)&big[2];
+        int untouched = 1;
+        for (size_t i = 0; i < sizeof big[2]; i++)
+            if (raw[i] != 0xC3) untouched = 0;
+        CHECK(untouched);
+    }
+    /* Exactly ABI 2's size, into a plain array. */
+    {
+        bc_event ev[2];
+        uint64_t third = 0;
+        CHECK_OK(bc_engine_submit_text(e, "Hi", NULL, NULL, &third));
+        CHECK_OK(bc_engine_cancel(e, third));
+        n = 0;
+        CHECK_OK(bc_engine_poll(e, ev, 2, BC_EVENT_MIN_SIZE, &n));
+        CHECK(n == 1 && ev[0].request_id == third && ev[0].user_tag == 0);
     }
     bc_engine_free(e);
 }
@@ -462,6 +534,7 @@ int main(int argc, char **argv) {
     test_create(model, &info);
     test_submit(model, &info);
     test_drive(model);
+    test_event_size(model);
 
     bc_model_free(model);
     CHECK_DONE();

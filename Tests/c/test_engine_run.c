@@ -242,7 +242,7 @@ static void drain(bc_engine *e, run_t *run) {
     size_t n = 0, i;
     do {
         n = 99;
-        CHECK_OK(bc_engine_poll(e, ev, sizeof ev / sizeof ev[0], &n));
+        CHECK_OK(bc_engine_poll(e, ev, sizeof ev / sizeof ev[0], sizeof ev[0], &n));
         if (n > sizeof ev / sizeof ev[0]) break;
         for (i = 0; i < n; i++) on_event(run, &ev[i]);
     } while (n > 0);
@@ -325,7 +325,7 @@ static void run_engine(bc_model *model, int64_t kv_bytes, int32_t max_batched_to
         bc_event ev;
         CHECK_OK(bc_engine_step(e, &processed, &live));
         CHECK(processed == 0 && live == 0);
-        CHECK_OK(bc_engine_poll(e, &ev, 1, &n));
+        CHECK_OK(bc_engine_poll(e, &ev, 1, sizeof ev, &n));
         CHECK(n == 0);
     }
     memset(&run->m, 0, sizeof run->m);

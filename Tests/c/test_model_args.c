@@ -397,7 +397,7 @@ static void test_decode_errors(bc_model *model) {
     int32_t pos[3] = {0, 1, 2};
     int32_t seq[3] = {0, 0, 0};
     bc_batch b;
-    memset(&b, 0, sizeof b);
+    CHECK_OK(bc_batch_default(&b, sizeof b));
     b.n_tokens = 3;
     b.tokens = toks;
     b.pos = pos;
@@ -421,6 +421,18 @@ static void test_decode_errors(bc_model *model) {
     CHECK_ERR(bc_decode(ctx, &b, logits, V), BC_E_INVALID_ARGUMENT);
     b.seq_id = seq;
     CHECK(seq_len(ctx, 0) == 0);
+
+    /* struct_size: unset (0), smaller than ABI 2's bc_batch (a field would be read from
+     * outside the caller's struct), or absurd. Nothing changes. */
+    {
+        uint32_t bad[5] = {0, 4, BC_BATCH_MIN_SIZE - 8, BC_BATCH_MIN_SIZE - 1, (1u << 16) + 1};
+        for (int k = 0; k < 5; k++) {
+            b.struct_size = bad[k];
+            CHECK_ERR(bc_decode(ctx, &b, logits, V), BC_E_INVALID_ARGUMENT);
+        }
+        b.struct_size = sizeof b;
+        CHECK(seq_len(ctx, 0) == 0);
+    }
 
     /* Token ids outside the vocabulary. */
     toks[1] = 49152;
@@ -463,12 +475,36 @@ static void test_decode_errors(bc_model *model) {
     CHECK(seq_len(ctx, 0) == 3);
     CHECK(isfinite(logits[0]) && isfinite(logits[2 * V - 1]));
 
+    /* A caller built against a newer header: its bc_batch is larger (fields this
+     * library does not know, here garbage) and struct_size says so. The library reads
+     * the ABI 2 fields and ignores the rest: same logits as the ABI 2-sized batch. */
+    {
+        struct newer_batch {
+            bc_batch b;
+            const int32_t *future_adapter_ids;
+            int64_t future_flags;
+        } nb;
+        bc_context *c2 = NULL;
+        float *again = (float *)malloc(sizeof(float) * 2 * (size_t)V);
+        memset(&nb, 0xEE, sizeof nb);
+        nb.b = b;
+        nb.b.struct_size = (uint32_t)sizeof nb;
+        CHECK_OK(bc_context_create(model, NULL, &c2));
+        if (c2 && again) {
+            CHECK_OK(bc_decode(c2, &nb.b, again, 2 * V));
+            CHECK(seq_len(c2, 0) == 3);
+            CHECK(memcmp(again, logits, sizeof(float) * 2 * (size_t)V) == 0);
+        }
+        bc_context_free(c2);
+        free(again);
+    }
+
     /* No rows requested: NULL logits is fine. */
     {
         int32_t t1 = 4649, p1 = 3, s1 = 0;
         int8_t none = 0;
         bc_batch one;
-        memset(&one, 0, sizeof one);
+        CHECK_OK(bc_batch_default(&one, sizeof one));
         one.n_tokens = 1;
         one.tokens = &t1;
         one.pos = &p1;
@@ -488,7 +524,7 @@ static void test_decode_errors(bc_model *model) {
         /* A failing batch that also holds a valid token of another sequence changes neither. */
         int32_t tt[2] = {504, 504}, pp[2] = {0, 9}, ss[2] = {1, 0};
         bc_batch two;
-        memset(&two, 0, sizeof two);
+        CHECK_OK(bc_batch_default(&two, sizeof two));
         two.n_tokens = 2;
         two.tokens = tt;
         two.pos = pp;
@@ -514,7 +550,7 @@ static void test_decode_errors(bc_model *model) {
         if (ctx) {
             int32_t t5[5] = {504, 3575, 282, 4649, 314}, p5[5] = {0, 1, 2, 3, 4}, s5[5] = {0, 0, 0, 0, 0};
             bc_batch five;
-            memset(&five, 0, sizeof five);
+            CHECK_OK(bc_batch_default(&five, sizeof five));
             five.n_tokens = 5;
             five.tokens = t5;
             five.pos = p5;
@@ -553,6 +589,7 @@ static void test_decode_errors(bc_model *model) {
             bc_batch big;
             int k;
             for (k = 0; k < 20; k++) { toks[k] = 100 + k; poss[k] = k; seqs[k] = 0; }
+            big.struct_size = sizeof big;
             big.n_tokens = 20; big.tokens = toks; big.pos = poss; big.seq_id = seqs; big.logits = NULL;
             CHECK_ERR(bc_decode(ctx, &big, logits, V), BC_E_KV_FULL);
             CHECK(seq_len(ctx, 0) == 0);

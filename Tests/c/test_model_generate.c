@@ -434,7 +434,7 @@ static void test_batch_invariance(bc_model *model) {
         for (size_t i = 0; i < na; i++) { toks[n] = a[i]; pos[n] = (int32_t)i; sid[n] = 0; want[n] = i + 1 == na; n++; }
         for (size_t i = 0; i < nb; i++) { toks[n] = b[i]; pos[n] = (int32_t)i; sid[n] = 1; want[n] = i + 1 == nb; n++; }
         bc_batch batch;
-        memset(&batch, 0, sizeof batch);
+        CHECK_OK(bc_batch_default(&batch, sizeof batch));
         batch.n_tokens = n;
         batch.tokens = toks;
         batch.pos = pos;
@@ -457,7 +457,7 @@ static void test_batch_invariance(bc_model *model) {
             toks[n] = b[i]; pos[n] = (int32_t)i; sid[n] = 3; want[n] = 1; last_b = n; n++;
         }
         bc_batch batch;
-        memset(&batch, 0, sizeof batch);
+        CHECK_OK(bc_batch_default(&batch, sizeof batch));
         batch.n_tokens = n;
         batch.tokens = toks;
         batch.pos = pos;
@@ -489,7 +489,7 @@ static void test_batch_invariance(bc_model *model) {
             int32_t toks[2] = {cur_bb, cur_ba}, pos[2] = {pb, pa}, sid[2] = {1, 0};
             int8_t want[2] = {1, 1};
             bc_batch batch;
-            memset(&batch, 0, sizeof batch);
+            CHECK_OK(bc_batch_default(&batch, sizeof batch));
             batch.n_tokens = 2;
             batch.tokens = toks;
             batch.pos = pos;

@@ -542,7 +542,7 @@ int cmd_batch(int argc, char **argv) {
         if ((st = bc_engine_step(engine, &processed, &n_live)) != BC_OK) { cli_report("engine step", st); rc = EXIT_FAIL; goto out; }
         for (;;) {
             size_t n_ev = 0;
-            if ((st = bc_engine_poll(engine, events, event_cap, &n_ev)) != BC_OK) { cli_report("engine poll", st); rc = EXIT_FAIL; goto out; }
+            if ((st = bc_engine_poll(engine, events, event_cap, sizeof *events, &n_ev)) != BC_OK) { cli_report("engine poll", st); rc = EXIT_FAIL; goto out; }
             for (size_t e = 0; e < n_ev; e++) {
                 const bc_event *ev = &events[e];
                 if (ev->kind != BC_EVENT_FINISHED || ev->user_tag >= count) continue;

@@ -86,7 +86,7 @@ static bc_status decode_tail(bc_context *ctx, const int32_t *tokens, int32_t n, 
     int32_t pos[64], seq[64];
     if (n > 64) return BC_E_INVALID_ARGUMENT;
     for (int32_t i = 0; i < n; i++) { pos[i] = len + i; seq[i] = 0; }
-    bc_batch b = {n, tokens, pos, seq, NULL};
+    bc_batch b = {sizeof b, n, tokens, pos, seq, NULL};
     return bc_decode(ctx, &b, logits, n_vocab);
 }
 

@@ -112,7 +112,9 @@ int main(int argc, char **argv) {
 
     /* 4. The loop: one step = one forward pass for every running request (prefill
      *    chunks of new prompts ride along with the decodes). Events are copied out
-     *    with bc_engine_poll; their strings stay valid until the next poll or step. */
+     *    with bc_engine_poll, which takes sizeof(bc_event) so a newer library can append
+     *    fields without breaking this program; their strings stay valid until the next
+     *    poll or step. */
     int finished = 0, errors = 0;
     long tokens = 0;
     uint64_t last_id = 0; /* the request whose line is open on stdout */
@@ -127,7 +129,7 @@ int main(int argc, char **argv) {
         }
         size_t n = 0;
         do {
-            bc_engine_poll(engine, events, sizeof events / sizeof events[0], &n);
+            bc_engine_poll(engine, events, sizeof events / sizeof events[0], sizeof events[0], &n);
             for (size_t k = 0; k < n; k++) {
                 const bc_event *ev = &events[k];
                 if (ev->kind == BC_EVENT_TOKEN) {

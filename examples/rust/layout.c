@@ -12,12 +12,14 @@
 int main(void) {
     SIZE(bc_model_params);
     FIELD(bc_model_params, struct_size);
+    FIELD(bc_model_params, reserved0);
     FIELD(bc_model_params, progress);
     FIELD(bc_model_params, progress_user_data);
 
     SIZE(bc_model_info);
     FIELD(bc_model_info, struct_size);
     FIELD(bc_model_info, architecture);
+    FIELD(bc_model_info, reserved0);
     FIELD(bc_model_info, n_params);
     FIELD(bc_model_info, n_layer);
     FIELD(bc_model_info, n_embd);
@@ -30,6 +32,7 @@ int main(void) {
     FIELD(bc_model_info, bos_token);
     FIELD(bc_model_info, eos_token);
     FIELD(bc_model_info, add_bos);
+    FIELD(bc_model_info, reserved1);
 
     SIZE(bc_sampling_params);
     FIELD(bc_sampling_params, struct_size);
@@ -41,6 +44,7 @@ int main(void) {
     FIELD(bc_sampling_params, frequency_penalty);
     FIELD(bc_sampling_params, presence_penalty);
     FIELD(bc_sampling_params, penalty_last_n);
+    FIELD(bc_sampling_params, reserved0);
     FIELD(bc_sampling_params, seed);
 
     SIZE(bc_engine_params);
@@ -49,6 +53,7 @@ int main(void) {
     FIELD(bc_engine_params, max_seqs);
     FIELD(bc_engine_params, policy);
     FIELD(bc_engine_params, n_ctx);
+    FIELD(bc_engine_params, reserved0);
     FIELD(bc_engine_params, kv_bytes);
     FIELD(bc_engine_params, kv_type);
     FIELD(bc_engine_params, static_batching);
@@ -59,17 +64,20 @@ int main(void) {
     FIELD(bc_request_params, n);
     FIELD(bc_request_params, priority);
     FIELD(bc_request_params, ignore_eos);
+    FIELD(bc_request_params, reserved0);
     FIELD(bc_request_params, stop_tokens);
     FIELD(bc_request_params, n_stop_tokens);
+    FIELD(bc_request_params, reserved1);
     FIELD(bc_request_params, stop_strings);
     FIELD(bc_request_params, n_stop_strings);
+    FIELD(bc_request_params, reserved2);
     FIELD(bc_request_params, user_tag);
 
     SIZE(bc_event);
     FIELD(bc_event, kind);
+    FIELD(bc_event, index);
     FIELD(bc_event, request_id);
     FIELD(bc_event, user_tag);
-    FIELD(bc_event, index);
     FIELD(bc_event, token);
     FIELD(bc_event, logprob);
     FIELD(bc_event, text);
@@ -85,6 +93,7 @@ int main(void) {
 
     SIZE(bc_engine_metrics);
     FIELD(bc_engine_metrics, struct_size);
+    FIELD(bc_engine_metrics, reserved0);
     FIELD(bc_engine_metrics, steps);
     FIELD(bc_engine_metrics, submitted);
     FIELD(bc_engine_metrics, finished);

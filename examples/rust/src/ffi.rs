@@ -1,6 +1,7 @@
 //! Hand-written declarations of the parts of batchcore's C ABI (include/batchcore.h)
 //! this example uses. Every struct mirrors its C counterpart field by field, in the
-//! same order and with the same C types (#[repr(C)] gives the same padding);
+//! same order and with the same C types (the C structs have no implicit padding:
+//! reserved fields are spelled out, and are 0);
 //! `engine-loop --print-layout` prints sizes and offsets so a test can compare them
 //! with the C compiler's.
 #![allow(non_camel_case_types, dead_code)]
@@ -10,6 +11,9 @@ use std::os::raw::{c_char, c_int, c_void};
 /// `bc_status`: BC_OK (0) or an error code (a C enum, int-sized).
 pub type bc_status = c_int;
 pub const BC_OK: bc_status = 0;
+
+/// `BC_ABI_VERSION` of the header these declarations mirror (libbatchcore.so.2).
+pub const BC_ABI_VERSION: u32 = 2;
 
 /// `bc_kv_type` values (bc_engine_params::kv_type).
 pub const BC_KV_F32: i32 = 0;
@@ -42,6 +46,7 @@ pub type bc_progress_callback = Option<unsafe extern "C" fn(fraction: f32, user_
 #[derive(Clone, Copy)]
 pub struct bc_model_params {
     pub struct_size: u32,
+    pub reserved0: u32,
     pub progress: bc_progress_callback,
     pub progress_user_data: *mut c_void,
 }
@@ -51,6 +56,7 @@ pub struct bc_model_params {
 pub struct bc_model_info {
     pub struct_size: u32,
     pub architecture: [c_char; 32],
+    pub reserved0: u32,
     pub n_params: i64,
     pub n_layer: i32,
     pub n_embd: i32,
@@ -63,6 +69,7 @@ pub struct bc_model_info {
     pub bos_token: i32,
     pub eos_token: i32,
     pub add_bos: i32,
+    pub reserved1: i32,
 }
 
 #[repr(C)]
@@ -77,6 +84,7 @@ pub struct bc_sampling_params {
     pub frequency_penalty: f32,
     pub presence_penalty: f32,
     pub penalty_last_n: i32,
+    pub reserved0: i32,
     pub seed: u64,
 }
 
@@ -88,6 +96,7 @@ pub struct bc_engine_params {
     pub max_seqs: i32,
     pub policy: i32,
     pub n_ctx: i32,
+    pub reserved0: i32,
     pub kv_bytes: i64,
     pub kv_type: i32,
     pub static_batching: i32,
@@ -101,10 +110,13 @@ pub struct bc_request_params {
     pub n: i32,
     pub priority: i32,
     pub ignore_eos: i32,
+    pub reserved0: i32,
     pub stop_tokens: *const i32,
     pub n_stop_tokens: i32,
+    pub reserved1: i32,
     pub stop_strings: *const *const c_char,
     pub n_stop_strings: i32,
+    pub reserved2: i32,
     pub user_tag: u64,
 }
 
@@ -112,9 +124,9 @@ pub struct bc_request_params {
 #[derive(Clone, Copy)]
 pub struct bc_event {
     pub kind: i32,
+    pub index: i32,
     pub request_id: u64,
     pub user_tag: u64,
-    pub index: i32,
     pub token: i32,
     pub logprob: f32,
     pub text: *const c_char,
@@ -133,6 +145,7 @@ pub struct bc_event {
 #[derive(Clone, Copy)]
 pub struct bc_engine_metrics {
     pub struct_size: u32,
+    pub reserved0: u32,
     pub steps: i64,
     pub submitted: i64,
     pub finished: i64,
@@ -192,7 +205,13 @@ extern "C" {
     ) -> bc_status;
     pub fn bc_engine_cancel(engine: *mut bc_engine, request_id: u64) -> bc_status;
     pub fn bc_engine_step(engine: *mut bc_engine, n_processed: *mut i32, n_live: *mut i32) -> bc_status;
-    pub fn bc_engine_poll(engine: *mut bc_engine, events: *mut bc_event, capacity: usize, n_events: *mut usize)
-        -> bc_status;
+    /// `event_size` is `size_of::<bc_event>()`: the library writes event k at byte k * event_size.
+    pub fn bc_engine_poll(
+        engine: *mut bc_engine,
+        events: *mut bc_event,
+        capacity: usize,
+        event_size: usize,
+        n_events: *mut usize,
+    ) -> bc_status;
     pub fn bc_engine_get_metrics(engine: *const bc_engine, metrics: *mut bc_engine_metrics) -> bc_status;
 }

@@ -220,7 +220,8 @@ impl<'m> Engine<'m> {
             let mut n = 0usize;
             // SAFETY: buf has room for buf.len() events.
             check("bc_engine_poll", unsafe {
-                ffi::bc_engine_poll(self.raw.as_ptr(), buf.as_mut_ptr(), buf.len(), &mut n)
+                let size = std::mem::size_of::<ffi::bc_event>();
+                ffi::bc_engine_poll(self.raw.as_ptr(), buf.as_mut_ptr(), buf.len(), size, &mut n)
             })?;
             for ev in &buf[..n.min(buf.len())] {
                 // SAFETY: the engine's strings are valid until the next poll/step: copied now.
@@ -294,18 +295,18 @@ fn print_layout() {
             $( println!("{} {} {}", stringify!($t), stringify!($f), std::mem::offset_of!(ffi::$t, $f)); )*
         }};
     }
-    layout!(bc_model_params; struct_size, progress, progress_user_data);
-    layout!(bc_model_info; struct_size, architecture, n_params, n_layer, n_embd, n_head, n_head_kv, n_ff, n_vocab,
-            n_ctx_train, rope_freq_base, bos_token, eos_token, add_bos);
+    layout!(bc_model_params; struct_size, reserved0, progress, progress_user_data);
+    layout!(bc_model_info; struct_size, architecture, reserved0, n_params, n_layer, n_embd, n_head, n_head_kv, n_ff,
+            n_vocab, n_ctx_train, rope_freq_base, bos_token, eos_token, add_bos, reserved1);
     layout!(bc_sampling_params; struct_size, temperature, top_k, top_p, min_p, repetition_penalty, frequency_penalty,
-            presence_penalty, penalty_last_n, seed);
-    layout!(bc_engine_params; struct_size, max_batched_tokens, max_seqs, policy, n_ctx, kv_bytes, kv_type,
+            presence_penalty, penalty_last_n, reserved0, seed);
+    layout!(bc_engine_params; struct_size, max_batched_tokens, max_seqs, policy, n_ctx, reserved0, kv_bytes, kv_type,
             static_batching);
-    layout!(bc_request_params; struct_size, max_tokens, n, priority, ignore_eos, stop_tokens, n_stop_tokens,
-            stop_strings, n_stop_strings, user_tag);
-    layout!(bc_event; kind, request_id, user_tag, index, token, logprob, text, text_len, finish_reason, prompt_tokens,
+    layout!(bc_request_params; struct_size, max_tokens, n, priority, ignore_eos, reserved0, stop_tokens,
+            n_stop_tokens, reserved1, stop_strings, n_stop_strings, reserved2, user_tag);
+    layout!(bc_event; kind, index, request_id, user_tag, token, logprob, text, text_len, finish_reason, prompt_tokens,
             cached_prompt_tokens, generated_tokens, ttft_seconds, itl_seconds, total_seconds, message);
-    layout!(bc_engine_metrics; struct_size, steps, submitted, finished, waiting, running, preemptions,
+    layout!(bc_engine_metrics; struct_size, reserved0, steps, submitted, finished, waiting, running, preemptions,
             generated_tokens, batched_tokens, busy_seconds, tokens_per_second, kv_used_bytes, kv_total_bytes,
             prefix_hit_rate);
 }
@@ -329,6 +330,10 @@ fn run() -> Result<bool> {
 
     // SAFETY: static strings / plain integers.
     let (version, abi) = unsafe { (CStr::from_ptr(ffi::bc_version()).to_string_lossy(), ffi::bc_abi_version()) };
+    if abi != ffi::BC_ABI_VERSION {
+        eprintln!("engine-loop: library ABI {abi}, these declarations mirror ABI {}", ffi::BC_ABI_VERSION);
+        std::process::exit(1);
+    }
     let model = Model::load(&model_path)?;
     let info = model.info()?;
     println!(
