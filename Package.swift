@@ -15,7 +15,7 @@ func subsystem(_ folder: String, _ deps: [Target.Dependency], swift6: Bool = fal
 let package = Package(
     name: "batchcore",
     products: [
-        // The one shared object C callers link: libbatchcore.so (installed as .so.0).
+        // The one shared object C callers link: libbatchcore.so (installed as .so.2, the ABI number).
         .library(name: "batchcore", type: .dynamic, targets: ["BatchCore"]),
     ],
     targets: [
