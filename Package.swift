@@ -39,7 +39,7 @@ let package = Package(
             dependencies: ["CBatchCore", "BCCore", "BCKernels", "BCFormats", "BCTokenizer", "BCKV", "BCModel",
                            "BCOptim", "BCEngine"],
             exclude: ["exports.map"],
-            swiftSettings: [.swiftLanguageMode(.v5)],
+            swiftSettings: [.swiftLanguageMode(.v6)],
             linkerSettings: [
                 .unsafeFlags([
                     "-static-stdlib", "-use-ld=lld",

@@ -3,9 +3,12 @@ import BCKV
 import BCModel
 import CBatchCore
 
-private let defaultContextParams = bc_context_params(
-    struct_size: UInt32(MemoryLayout<bc_context_params>.size), n_ctx: 0, kv_bytes: 0, kv_type: Int32(BC_KV_F32.rawValue),
-    block_size: 16, prefix_cache: 1, reserved0: 0, layer_window: nil, layer_share: nil)
+/// A fresh copy per use: a global constant of a C struct holding pointers is not Sendable.
+private var defaultContextParams: bc_context_params {
+    bc_context_params(
+        struct_size: UInt32(MemoryLayout<bc_context_params>.size), n_ctx: 0, kv_bytes: 0, kv_type: Int32(BC_KV_F32.rawValue),
+        block_size: 16, prefix_cache: 1, reserved0: 0, layer_window: nil, layer_share: nil)
+}
 
 @c @implementation
 public func bc_context_params_default(_ out: UnsafeMutablePointer<bc_context_params>?, _ size: Int) -> bc_status {
@@ -48,8 +51,11 @@ public func bc_context_free(_ ctx: OpaquePointer?) {
 }
 
 /// An empty batch: fields appended in later ABIs default to "absent" (NULL/0).
-private let defaultBatch = bc_batch(struct_size: UInt32(MemoryLayout<bc_batch>.size), n_tokens: 0, tokens: nil, pos: nil,
-                                    seq_id: nil, logits: nil)
+/// A fresh copy per use: a global constant of a C struct holding pointers is not Sendable.
+private var defaultBatch: bc_batch {
+    bc_batch(struct_size: UInt32(MemoryLayout<bc_batch>.size), n_tokens: 0, tokens: nil, pos: nil,
+        seq_id: nil, logits: nil)
+}
 
 @c @implementation
 public func bc_batch_default(_ out: UnsafeMutablePointer<bc_batch>?, _ size: Int) -> bc_status {

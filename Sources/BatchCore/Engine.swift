@@ -36,10 +36,13 @@ private let defaultEngineParams = bc_engine_params(
     struct_size: UInt32(MemoryLayout<bc_engine_params>.size), max_batched_tokens: 512, max_seqs: 64, policy: 0,
     n_ctx: 0, reserved0: 0, kv_bytes: 0, kv_type: Int32(BC_KV_F32.rawValue), static_batching: 0)
 
-private let defaultRequestParams = bc_request_params(
-    struct_size: UInt32(MemoryLayout<bc_request_params>.size), max_tokens: 128, n: 1, priority: 0, ignore_eos: 0,
-    reserved0: 0, stop_tokens: nil, n_stop_tokens: 0, reserved1: 0, stop_strings: nil, n_stop_strings: 0, reserved2: 0,
-    user_tag: 0)
+/// A fresh copy per use: a global constant of a C struct holding pointers is not Sendable.
+private var defaultRequestParams: bc_request_params {
+    bc_request_params(
+        struct_size: UInt32(MemoryLayout<bc_request_params>.size), max_tokens: 128, n: 1, priority: 0, ignore_eos: 0,
+        reserved0: 0, stop_tokens: nil, n_stop_tokens: 0, reserved1: 0, stop_strings: nil, n_stop_strings: 0, reserved2: 0,
+        user_tag: 0)
+}
 
 @c @implementation
 public func bc_engine_params_default(_ out: UnsafeMutablePointer<bc_engine_params>?, _ size: Int) -> bc_status {

@@ -19,9 +19,12 @@ extension bc_sampling_params {
     }
 }
 
-private let defaultGenerate = bc_generate_params(
-    struct_size: UInt32(MemoryLayout<bc_generate_params>.size), seq_id: 0, max_tokens: 128, add_special: 1,
-    parse_special: 1, stop_at_eog: 1, callback: nil, user_data: nil)
+/// A fresh copy per use: a global constant of a C struct holding pointers is not Sendable.
+private var defaultGenerate: bc_generate_params {
+    bc_generate_params(
+        struct_size: UInt32(MemoryLayout<bc_generate_params>.size), seq_id: 0, max_tokens: 128, add_special: 1,
+        parse_special: 1, stop_at_eog: 1, callback: nil, user_data: nil)
+}
 
 @c @implementation
 public func bc_sampling_params_default(_ out: UnsafeMutablePointer<bc_sampling_params>?, _ size: Int) -> bc_status {

@@ -2,8 +2,11 @@ import BCCore
 import BCModel
 import CBatchCore
 
-private let defaultModelParams = bc_model_params(
-    struct_size: UInt32(MemoryLayout<bc_model_params>.size), reserved0: 0, progress: nil, progress_user_data: nil)
+/// A fresh copy per use: a global constant of a C struct holding pointers is not Sendable.
+private var defaultModelParams: bc_model_params {
+    bc_model_params(
+        struct_size: UInt32(MemoryLayout<bc_model_params>.size), reserved0: 0, progress: nil, progress_user_data: nil)
+}
 
 @c @implementation
 public func bc_model_params_default(_ out: UnsafeMutablePointer<bc_model_params>?, _ size: Int) -> bc_status {
