@@ -21,13 +21,7 @@ public final class PackedWeights {
         self.cols = cols
         panels = (rows + 15) / 16
         data = try Memory.allocateFloats(max(1, panels * cols * 16), fill: 0)
-        for p in 0..<panels {
-            let dst = data + p * cols * 16
-            for j in 0..<min(16, rows - p * 16) {
-                let src = w + (p * 16 + j) * cols
-                for k in 0..<cols { dst[k * 16 + j] = src[k] }
-            }
-        }
+        repack(from: w)
     }
 
     deinit { free(data) }
@@ -36,6 +30,30 @@ public final class PackedWeights {
     public func copyRow(_ r: Int, into out: UnsafeMutablePointer<Float>) {
         let src = data + (r / 16) * cols * 16 + r % 16
         for k in 0..<cols { out[k] = src[k * 16] }
+    }
+
+    /// Writes W row-major (rows × cols floats) to `out`: the exact values packed.
+    public func unpack(into out: UnsafeMutablePointer<Float>) {
+        for p in 0..<panels {
+            let src = data + p * cols * 16
+            for j in 0..<min(16, rows - p * 16) {
+                let dst = out + (p * 16 + j) * cols
+                for k in 0..<cols { dst[k] = src[k * 16 + j] }
+            }
+        }
+    }
+
+    /// Replaces W by `w` (row-major rows × cols) in place: same buffer, same layout as
+    /// init (the padding past the last row stays zero). Must not run while a product
+    /// reads these weights.
+    public func repack(from w: UnsafePointer<Float>) {
+        for p in 0..<panels {
+            let dst = data + p * cols * 16
+            for j in 0..<min(16, rows - p * 16) {
+                let src = w + (p * 16 + j) * cols
+                for k in 0..<cols { dst[k * 16 + j] = src[k] }
+            }
+        }
     }
 }
 

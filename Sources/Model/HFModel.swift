@@ -9,11 +9,9 @@ import Glibc
 /// `model.safetensors` (or `model.safetensors.index.json` and its shards),
 /// `tokenizer.json` and optionally `tokenizer_config.json`.
 ///
-/// HF Llama applies RoPE in the "rotate half" (GPT-NeoX) layout; batchcore's
-/// transformer, like llama.cpp, rotates adjacent pairs (2i, 2i+1). As llama.cpp's
-/// HF→GGUF converter does, the rows of q_proj and k_proj are permuted per head at
-/// load (rows reshaped (2, headDim/2) → transposed to (headDim/2, 2)), and the
-/// inverse permutation is applied on export.
+/// Tensor names and the q/k row permutation between HF's rotate-half RoPE layout and
+/// batchcore's (llama.cpp's) adjacent pairs come from `LlamaTensorNames`: q_proj and
+/// k_proj rows are permuted per head at load and permuted back on export.
 public enum HFModel {
     /// Whether `path` names a Hugging Face layout (a directory, a `.safetensors`
     /// file, or a `.safetensors.index.json`) rather than a GGUF file.
@@ -154,86 +152,34 @@ public enum HFModel {
         return .object(JSONObject(pairs))
     }
 
-    // MARK: RoPE permutation
-
-    /// Reorders the rows of one q or k projection (`heads` heads of `headDim` rows of
-    /// `cols`): HF rotate-half order → adjacent-pair order, or back with `inverse`.
-    public static func permuteRoPERows(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, heads: Int,
-                                headDim: Int, cols: Int, inverse: Bool) {
-        let half = headDim / 2
-        for h in 0..<heads {
-            for j in 0..<half {
-                for t in 0..<2 {
-                    let pairRow = h * headDim + 2 * j + t
-                    let halfRow = h * headDim + t * half + j
-                    let (to, from) = inverse ? (halfRow, pairRow) : (pairRow, halfRow)
-                    (dst + to * cols).update(from: src + from * cols, count: cols)
-                }
-            }
-        }
-    }
-
     // MARK: Weights
 
-    /// Loads the weights of `c` from HF tensors, checking every shape.
+    /// Loads the weights of `c` from HF tensors (names from `LlamaTensorNames`),
+    /// checking every shape; q/k rows are permuted to the adjacent-pair RoPE layout.
     public static func loadWeights(_ st: SafetensorsCollection, config c: ModelConfig,
                                    progress: ((Double) -> Void)? = nil) throws -> ModelWeights {
         for name in st.tensorNames where name.hasSuffix(".bias") {
             throw BatchCoreError(.unsupported, "safetensors: bias tensor \(name) is not supported")
         }
-        let hasHead = st.tensor(named: "lm_head.weight") != nil
-        let tied = c.tiedEmbeddings || !hasHead
+        let hasHead = st.tensor(named: LlamaTensor.output.huggingFaceName(layer: 0)) != nil
         if !c.tiedEmbeddings && !hasHead {
             throw BatchCoreError.format("safetensors: no lm_head.weight and tie_word_embeddings is false")
         }
-        var loaded = 0
-        let total = 3 + 9 * c.layerCount - (tied ? 1 : 0)
-        func check(_ name: String, rows: Int, cols: Int) throws {
+        let tmp = try Scratch(c.embeddingDim * c.embeddingDim)
+        return try ModelWeights(config: c, tiedOutput: c.tiedEmbeddings || !hasHead, progress: progress) { n, rows, cols, dst in
+            let name = n.huggingFace
             guard let info = st.tensor(named: name) else { throw BatchCoreError.format("safetensors: missing tensor \(name)") }
             let expected = rows == 1 ? [cols] : [rows, cols]
             guard info.shape == expected else {
                 throw BatchCoreError.format("safetensors: tensor \(name) has shape \(info.shape), expected \(expected)")
             }
+            if let heads = n.tensor.ropeHeads(c) {
+                try st.floats(name, into: tmp.pointer)
+                LlamaTensorNames.permuteRoPERows(tmp.pointer, dst, heads: heads, headDim: c.headDim, cols: cols, inverse: false)
+            } else {
+                try st.floats(name, into: dst)
+            }
         }
-        func load(_ name: String, rows: Int, cols: Int, into dst: UnsafeMutablePointer<Float>) throws {
-            try check(name, rows: rows, cols: cols)
-            try st.floats(name, into: dst)
-            loaded += 1
-            progress?(Double(loaded) / Double(total))
-        }
-        func load(_ name: String, rows: Int, cols: Int) throws -> WeightMatrix {
-            let m = try WeightMatrix(rows: rows, cols: cols)
-            try load(name, rows: rows, cols: cols, into: m.data)
-            return m
-        }
-        let d = c.embeddingDim, kv = c.kvDim, ff = c.feedForwardDim, hd = c.headDim
-        let tmp = try Scratch(d * d)
-        func loadRoPE(_ name: String, heads: Int, into dst: UnsafeMutablePointer<Float>) throws {
-            try load(name, rows: heads * hd, cols: d, into: tmp.pointer)
-            permuteRoPERows(tmp.pointer, dst, heads: heads, headDim: hd, cols: d, inverse: false)
-        }
-        let embedding = try load("model.embed_tokens.weight", rows: c.vocabSize, cols: d)
-        var layers: [LayerWeights] = []
-        layers.reserveCapacity(c.layerCount)
-        for i in 0..<c.layerCount {
-            let p = "model.layers.\(i)."
-            let attnNorm = try load(p + "input_layernorm.weight", rows: 1, cols: d)
-            let qkv = try WeightMatrix(rows: d + 2 * kv, cols: d)
-            try loadRoPE(p + "self_attn.q_proj.weight", heads: c.headCount, into: qkv.data)
-            try loadRoPE(p + "self_attn.k_proj.weight", heads: c.kvHeadCount, into: qkv.data + d * d)
-            try load(p + "self_attn.v_proj.weight", rows: kv, cols: d, into: qkv.data + (d + kv) * d)
-            let wo = try load(p + "self_attn.o_proj.weight", rows: d, cols: d)
-            let ffnNorm = try load(p + "post_attention_layernorm.weight", rows: 1, cols: d)
-            let gateUp = try WeightMatrix(rows: 2 * ff, cols: d)
-            try load(p + "mlp.gate_proj.weight", rows: ff, cols: d, into: gateUp.data)
-            try load(p + "mlp.up_proj.weight", rows: ff, cols: d, into: gateUp.data + ff * d)
-            let down = try load(p + "mlp.down_proj.weight", rows: d, cols: ff)
-            layers.append(LayerWeights(attentionNorm: attnNorm, qkv: qkv, wo: wo, ffnNorm: ffnNorm,
-                                       gateUp: gateUp, down: down))
-        }
-        let norm = try load("model.norm.weight", rows: 1, cols: d)
-        let output = tied ? embedding : try load("lm_head.weight", rows: c.vocabSize, cols: d)
-        return try ModelWeights(tokenEmbedding: embedding, layers: layers, outputNorm: norm, output: output)
     }
 
     /// Loads the transformer and tokenizer of a HF directory (or of the directory of
@@ -268,47 +214,36 @@ extension ModelWeights {
     public func writeHuggingFace(directory: String, config c: ModelConfig, dtype: SafetensorsDType = .f32,
                                  bos: Int32? = nil, eos: Int32? = nil) throws {
         guard isDirectory(directory) else { throw BatchCoreError.io("\(directory) is not a directory") }
-        guard layers.count == c.layerCount, tokenEmbedding.rows == c.vocabSize, tokenEmbedding.cols == c.embeddingDim else {
+        var mine = config
+        mine.tiedEmbeddings = c.tiedEmbeddings
+        guard c == mine else {
             throw BatchCoreError.invalid("writeHuggingFace: weights do not match the config")
         }
-        let d = c.embeddingDim, kv = c.kvDim, ff = c.feedForwardDim, hd = c.headDim
         var w = SafetensorsWriter()
         w.metadata["format"] = "pt"
-        func add(_ name: String, _ p: UnsafePointer<Float>, rows: Int, cols: Int) throws {
-            try w.add(name, shape: rows == 1 ? [cols] : [rows, cols], dtype: dtype,
-                      data: Array(UnsafeBufferPointer(start: p, count: rows * cols)))
-        }
-        func addRoPE(_ name: String, _ p: UnsafePointer<Float>, heads: Int) throws {
-            var out = [Float](repeating: 0, count: heads * hd * d)
-            out.withUnsafeMutableBufferPointer {
-                HFModel.permuteRoPERows(p, $0.baseAddress!, heads: heads, headDim: hd, cols: d, inverse: true)
+        let largest = LlamaTensor.allCases.map { $0.shape(c).rows * $0.shape(c).cols }.max() ?? 0
+        let tmp = try Scratch(largest)
+        let permuted = try Scratch(c.embeddingDim * c.embeddingDim)
+        for n in LlamaTensorNames.all(layerCount: c.layerCount, tiedOutput: tiedOutput) {
+            let (rows, cols) = n.tensor.shape(c)
+            var src = tmp.pointer
+            switch location(of: n) {
+            case .vector(let v): src = v.data
+            case .rows(let m, let first): m.copyRows(first, count: rows, into: tmp.pointer)
             }
-            try w.add(name, shape: [heads * hd, d], dtype: dtype, data: out)
-        }
-        try tokenEmbedding.withRowMajor { try add("model.embed_tokens.weight", $0, rows: c.vocabSize, cols: d) }
-        for (i, l) in layers.enumerated() {
-            let p = "model.layers.\(i)."
-            try add(p + "input_layernorm.weight", l.attentionNorm.data, rows: 1, cols: d)
-            try l.qkv.withRowMajor { qkv in
-                try addRoPE(p + "self_attn.q_proj.weight", qkv, heads: c.headCount)
-                try addRoPE(p + "self_attn.k_proj.weight", qkv + d * d, heads: c.kvHeadCount)
-                try add(p + "self_attn.v_proj.weight", qkv + (d + kv) * d, rows: kv, cols: d)
+            if let heads = n.tensor.ropeHeads(c) {
+                LlamaTensorNames.permuteRoPERows(src, permuted.pointer, heads: heads, headDim: c.headDim, cols: cols,
+                                                 inverse: true)
+                src = permuted.pointer
             }
-            try l.wo.withRowMajor { try add(p + "self_attn.o_proj.weight", $0, rows: d, cols: d) }
-            try add(p + "post_attention_layernorm.weight", l.ffnNorm.data, rows: 1, cols: d)
-            try l.gateUp.withRowMajor { gateUp in
-                try add(p + "mlp.gate_proj.weight", gateUp, rows: ff, cols: d)
-                try add(p + "mlp.up_proj.weight", gateUp + ff * d, rows: ff, cols: d)
-            }
-            try l.down.withRowMajor { try add(p + "mlp.down_proj.weight", $0, rows: d, cols: ff) }
+            try w.add(n.huggingFace, shape: rows == 1 ? [cols] : [rows, cols], dtype: dtype,
+                      data: Array(UnsafeBufferPointer(start: src, count: rows * cols)))
         }
-        try add("model.norm.weight", outputNorm.data, rows: 1, cols: d)
-        var config = c
-        config.tiedEmbeddings = output === tokenEmbedding
-        if !config.tiedEmbeddings { try output.withRowMajor { try add("lm_head.weight", $0, rows: c.vocabSize, cols: d) } }
+        var written = c
+        written.tiedEmbeddings = tiedOutput
         try withExtendedLifetime(self) { try w.write(to: directory + "/model.safetensors") }
         try writeTextFile(directory + "/config.json",
-                          HFModel.configJSON(config, dtype: dtype, bos: bos, eos: eos).serialized(pretty: true) + "\n")
+                          HFModel.configJSON(written, dtype: dtype, bos: bos, eos: eos).serialized(pretty: true) + "\n")
     }
 }
 

@@ -1,160 +1,160 @@
 import BCCore
 import BCKernels
 import BCFormats
-#if canImport(Glibc)
-import Glibc
-#endif
 
-/// A float32 weight matrix [rows][cols] (ggml's [ne1][ne0]): a projection y = x·Wᵀ
-/// maps `cols` inputs to `rows` outputs. Loaded row-major; projection matrices are then
-/// packed for the kernel (`PackedWeights`) and only that copy is kept.
-public final class WeightMatrix {
-    public let rows: Int
-    public let cols: Int
-    /// Row-major values; nil once the matrix is packed.
-    private var rowMajor: UnsafeMutablePointer<Float>?
-    /// The projection kernel's layout (`PackedGEMM`); set by pack(), which drops the
-    /// row-major copy so a model's weights are held once.
-    public private(set) var packed: PackedWeights?
-
-    init(rows: Int, cols: Int) throws {
-        self.rows = rows
-        self.cols = cols
-        rowMajor = try Memory.allocateFloats(rows * cols, fill: 0)
-    }
-
-    deinit { free(rowMajor) }
-
-    /// Row-major values of a matrix that is not packed (norm vectors; loaders filling a
-    /// matrix before pack()).
-    var data: UnsafeMutablePointer<Float> {
-        guard let rowMajor else { preconditionFailure("row-major data of a packed WeightMatrix") }
-        return rowMajor
-    }
-
-    /// Converts to the packed layout and frees the row-major copy (idempotent).
-    func pack() throws {
-        guard let rowMajor else { return }
-        packed = try PackedWeights(rowMajor, rows: rows, cols: cols)
-        free(rowMajor)
-        self.rowMajor = nil
-    }
-
-    /// Copies row `r` (row-major order) to `out`.
-    public func copyRow(_ r: Int, into out: UnsafeMutablePointer<Float>) {
-        if let rowMajor {
-            out.update(from: rowMajor + r * cols, count: cols)
-        } else if let packed {
-            packed.copyRow(r, into: out)
-        }
-    }
-
-    /// Calls `body` with the row-major values (unpacked into a temporary copy when packed).
-    public func withRowMajor<R>(_ body: (UnsafePointer<Float>) throws -> R) throws -> R {
-        if let rowMajor { return try body(rowMajor) }
-        let tmp = try Memory.allocateFloats(rows * cols, fill: 0)
-        defer { free(tmp) }
-        for r in 0..<rows { copyRow(r, into: tmp + r * cols) }
-        return try body(tmp)
-    }
-}
-
-/// The weights of one decoder layer. Q, K and V are stacked into one matrix (rows
-/// q | k | v) and so are the MLP's gate and up projections, so each pair or triple
-/// is one matrix product.
+/// The weights of one decoder layer. Q, K and V are stacked into one projection (rows
+/// q | k | v) and so are the MLP's gate and up projections, so each pair or triple is
+/// one matrix product (`ModelWeights.location` gives each part's rows).
 public struct LayerWeights {
-    public let attentionNorm: WeightMatrix
+    /// [d], the RMSNorm gain before attention.
+    public let attentionNorm: WeightVector
     /// [d + 2·kvDim][d]: rows 0..<d are Wq, then Wk, then Wv.
-    public let qkv: WeightMatrix
-    public let wo: WeightMatrix
-    public let ffnNorm: WeightMatrix
+    public let qkv: Linear
+    /// [d][d].
+    public let wo: Linear
+    /// [d], the RMSNorm gain before the MLP.
+    public let ffnNorm: WeightVector
     /// [2·ff][d]: rows 0..<ff are the gate projection, then up.
-    public let gateUp: WeightMatrix
-    public let down: WeightMatrix
+    public let gateUp: Linear
+    /// [d][ff].
+    public let down: Linear
+
+    /// Every projection of the layer.
+    public var projections: [Linear] { [qkv, wo, gateUp, down] }
 }
 
-/// All weights of a Llama-family model, dequantized to float32 at load.
+/// All weights of a Llama-family model, dequantized to float32 at load. Projections
+/// (and the token embedding, which is the output head when tied: lookups gather rows
+/// from its packed copy) are `Linear`s holding their packed copy only; norm gains are
+/// `WeightVector`s.
 public final class ModelWeights {
-    public let tokenEmbedding: WeightMatrix
+    public let config: ModelConfig
+    /// [vocab][d].
+    public let tokenEmbedding: Linear
     public let layers: [LayerWeights]
-    public let outputNorm: WeightMatrix
-    /// The output head; the token embedding when embeddings are tied.
-    public let output: WeightMatrix
+    /// [d].
+    public let outputNorm: WeightVector
+    /// [vocab][d], the output head; the token embedding itself when embeddings are tied.
+    public let output: Linear
 
-    public var parameterCount: Int {
-        var n = tokenEmbedding.rows * tokenEmbedding.cols + outputNorm.cols
-        if output !== tokenEmbedding { n += output.rows * output.cols }
-        for l in layers {
-            for m in [l.attentionNorm, l.qkv, l.wo, l.ffnNorm, l.gateUp, l.down] { n += m.rows * m.cols }
+    /// Whether the output head is the token embedding.
+    public var tiedOutput: Bool { output === tokenEmbedding }
+
+    /// The projection a tensor belongs to is stacked from these parts, in row order.
+    static func stack(of t: LlamaTensor) -> [LlamaTensor] {
+        switch t {
+        case .q, .k, .v: return [.q, .k, .v]
+        case .gate, .up: return [.gate, .up]
+        default: return [t]
         }
-        return n
     }
 
-    /// Assembles weights from matrices already loaded (loaders of other formats).
-    init(tokenEmbedding: WeightMatrix, layers: [LayerWeights], outputNorm: WeightMatrix, output: WeightMatrix) throws {
-        self.tokenEmbedding = tokenEmbedding
+    /// Where tensor `name` lives: a vector, or a run of rows of a projection.
+    public func location(of name: LlamaTensorName) -> ModelParameter.Storage {
+        let t = name.tensor
+        var first = 0
+        for part in Self.stack(of: t) {
+            if part == t { break }
+            first += part.shape(config).rows
+        }
+        switch t {
+        case .tokenEmbedding: return .rows(tokenEmbedding, first: 0)
+        case .output: return .rows(output, first: 0)
+        case .outputNorm: return .vector(outputNorm)
+        case .attentionNorm: return .vector(layers[name.layer].attentionNorm)
+        case .ffnNorm: return .vector(layers[name.layer].ffnNorm)
+        case .q, .k, .v: return .rows(layers[name.layer].qkv, first: first)
+        case .attentionOutput: return .rows(layers[name.layer].wo, first: 0)
+        case .gate, .up: return .rows(layers[name.layer].gateUp, first: first)
+        case .down: return .rows(layers[name.layer].down, first: 0)
+        }
+    }
+
+    /// Every tensor, named as in GGUF, in `LlamaTensorNames.all` order (stable: the
+    /// token embedding, layer by layer, the output norm, then the output head unless
+    /// tied). Each value is held once (a tied output head is listed as the embedding).
+    public var parameters: [ModelParameter] {
+        LlamaTensorNames.all(layerCount: layers.count, tiedOutput: tiedOutput).map { n in
+            let s = n.tensor.shape(config)
+            return ModelParameter(name: n.gguf, shape: s.rows == 1 ? [s.cols] : [s.rows, s.cols], storage: location(of: n))
+        }
+    }
+
+    public var parameterCount: Int { parameters.reduce(0) { $0 + $1.count } }
+
+    /// Every projection (the embedding once when tied).
+    public var projections: [Linear] {
+        [tokenEmbedding] + layers.flatMap(\.projections) + (tiedOutput ? [] : [output])
+    }
+
+    /// Gives every projection a trainable copy and every tensor a gradient (see
+    /// `Linear.makeTrainable`). On failure the tensors made trainable so far stay so.
+    public func makeTrainable() throws {
+        for m in projections { try m.makeTrainable() }
+        for v in [outputNorm] + layers.flatMap({ [$0.attentionNorm, $0.ffnNorm] }) { try v.makeTrainable() }
+    }
+
+    /// Frees every trainable copy and gradient.
+    public func dropTrainable() {
+        for m in projections { m.dropTrainable() }
+        for v in [outputNorm] + layers.flatMap({ [$0.attentionNorm, $0.ffnNorm] }) { v.dropTrainable() }
+    }
+
+    /// Builds the weights of `c`, calling `load(name, rows, cols, dst)` once per tensor
+    /// of `LlamaTensorNames.all` (in that order) to write its row-major values to `dst`.
+    /// Each projection is filled in a temporary buffer and packed at once, so at most one
+    /// row-major projection exists at a time.
+    init(config c: ModelConfig, tiedOutput: Bool, progress: ((Double) -> Void)?,
+         load: (LlamaTensorName, Int, Int, UnsafeMutablePointer<Float>) throws -> Void) throws {
+        try c.validate()
+        let total = Double(LlamaTensorNames.all(layerCount: c.layerCount, tiedOutput: tiedOutput).count)
+        var loaded = 0
+        func read(_ t: LlamaTensor, _ layer: Int, into dst: UnsafeMutablePointer<Float>) throws {
+            let s = t.shape(c)
+            try load(LlamaTensorName(tensor: t, layer: layer), s.rows, s.cols, dst)
+            loaded += 1
+            progress?(Double(loaded) / total)
+        }
+        func vector(_ t: LlamaTensor, _ layer: Int) throws -> WeightVector {
+            let v = try WeightVector(count: t.shape(c).cols)
+            try read(t, layer, into: v.data)
+            return v
+        }
+        func linear(_ t: LlamaTensor, _ layer: Int) throws -> Linear {
+            let parts = Self.stack(of: t), cols = t.shape(c).cols
+            return try Linear(rows: parts.reduce(0) { $0 + $1.shape(c).rows }, cols: cols) { buf in
+                var row = 0
+                for part in parts {
+                    try read(part, layer, into: buf + row * cols)
+                    row += part.shape(c).rows
+                }
+            }
+        }
+        config = c
+        tokenEmbedding = try linear(.tokenEmbedding, 0)
+        var layers: [LayerWeights] = []
+        layers.reserveCapacity(c.layerCount)
+        for i in 0..<c.layerCount {
+            layers.append(LayerWeights(
+                attentionNorm: try vector(.attentionNorm, i), qkv: try linear(.q, i), wo: try linear(.attentionOutput, i),
+                ffnNorm: try vector(.ffnNorm, i), gateUp: try linear(.gate, i), down: try linear(.down, i)))
+        }
         self.layers = layers
-        self.outputNorm = outputNorm
-        self.output = output
-        try packProjections()
-    }
-
-    /// Packs every matrix the projection kernel reads (the output head too, which is the
-    /// token embedding itself when tied: lookups then gather from the packed rows).
-    private func packProjections() throws {
-        for l in layers {
-            for m in [l.qkv, l.wo, l.gateUp, l.down] { try m.pack() }
-        }
-        try output.pack()
+        outputNorm = try vector(.outputNorm, 0)
+        output = tiedOutput ? tokenEmbedding : try linear(.output, 0)
     }
 
     /// Loads and dequantizes the tensors of `config` from a GGUF file, checking every
     /// shape against the config.
-    public init(gguf: GGUFFile, config c: ModelConfig, progress: ((Double) -> Void)? = nil) throws {
-        var loaded = 0
-        let total = 3 + 9 * c.layerCount - (c.tiedEmbeddings ? 1 : 0)
-        /// Dequantizes tensor `name` of shape [rows][cols] into `dst`.
-        func load(_ name: String, rows: Int, cols: Int, into dst: UnsafeMutablePointer<Float>) throws {
+    public convenience init(gguf: GGUFFile, config c: ModelConfig, progress: ((Double) -> Void)? = nil) throws {
+        try self.init(config: c, tiedOutput: c.tiedEmbeddings, progress: progress) { n, rows, cols, dst in
+            let name = n.gguf
             guard let info = gguf.tensor(named: name) else { throw BatchCoreError.format("missing tensor '\(name)'") }
             let expected = rows == 1 ? [cols] : [cols, rows]
             guard info.dims == expected else {
                 throw BatchCoreError.format("tensor '\(name)' has shape \(info.dims), expected \(expected)")
             }
             try dequantize(type: info.type, data: try gguf.tensorData(name), count: rows * cols, into: dst)
-            loaded += 1
-            progress?(Double(loaded) / Double(total))
         }
-        func load(_ name: String, rows: Int, cols: Int) throws -> WeightMatrix {
-            let m = try WeightMatrix(rows: rows, cols: cols)
-            try load(name, rows: rows, cols: cols, into: m.data)
-            return m
-        }
-        /// Stacks tensors of `cols` columns row-wise into one matrix.
-        func stack(_ parts: [(String, Int)], cols: Int) throws -> WeightMatrix {
-            let m = try WeightMatrix(rows: parts.reduce(0) { $0 + $1.1 }, cols: cols)
-            var row = 0
-            for (name, rows) in parts {
-                try load(name, rows: rows, cols: cols, into: m.data + row * cols)
-                row += rows
-            }
-            return m
-        }
-        let d = c.embeddingDim, kv = c.kvDim, ff = c.feedForwardDim
-        tokenEmbedding = try load("token_embd.weight", rows: c.vocabSize, cols: d)
-        var layers: [LayerWeights] = []
-        for i in 0..<c.layerCount {
-            let p = "blk.\(i)."
-            layers.append(LayerWeights(
-                attentionNorm: try load(p + "attn_norm.weight", rows: 1, cols: d),
-                qkv: try stack([(p + "attn_q.weight", d), (p + "attn_k.weight", kv), (p + "attn_v.weight", kv)], cols: d),
-                wo: try load(p + "attn_output.weight", rows: d, cols: d),
-                ffnNorm: try load(p + "ffn_norm.weight", rows: 1, cols: d),
-                gateUp: try stack([(p + "ffn_gate.weight", ff), (p + "ffn_up.weight", ff)], cols: d),
-                down: try load(p + "ffn_down.weight", rows: d, cols: ff)))
-        }
-        self.layers = layers
-        outputNorm = try load("output_norm.weight", rows: 1, cols: d)
-        output = c.tiedEmbeddings ? tokenEmbedding : try load("output.weight", rows: c.vocabSize, cols: d)
-        try packProjections()
     }
 }

@@ -44,9 +44,9 @@ public final class Transformer {
     /// packed-weights kernel: the same per-value arithmetic for one token or many, so
     /// projections are batch invariant by construction.
     @inline(__always)
-    func project(_ x: UnsafePointer<Float>, _ w: WeightMatrix, _ y: UnsafeMutablePointer<Float>, tokens: Int,
+    func project(_ x: UnsafePointer<Float>, _ w: Linear, _ y: UnsafeMutablePointer<Float>, tokens: Int,
                  ldx: Int? = nil) {
-        PackedGEMM.multiply(x, ldx: ldx ?? w.cols, tokens: tokens, w.packed!, y, ldy: w.rows)
+        w.forward(x, ldx: ldx ?? w.cols, y, ldy: w.rows, tokens: tokens)
     }
 
     /// Runs the batch, appending its keys/values to `cache`, and writes one row of

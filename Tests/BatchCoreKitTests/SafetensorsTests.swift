@@ -449,17 +449,17 @@ private func referenceRound(_ x: Float, mantissaBits: Int, minNormalExponent: In
             }
             var permuted = [Float](repeating: 0, count: x.count), hfPermuted = permuted
             x.withUnsafeBufferPointer { s in permuted.withUnsafeMutableBufferPointer { d in
-                HFModel.permuteRoPERows(s.baseAddress!, d.baseAddress!, heads: heads, headDim: hd, cols: 1, inverse: false)
+                LlamaTensorNames.permuteRoPERows(s.baseAddress!, d.baseAddress!, heads: heads, headDim: hd, cols: 1, inverse: false)
             } }
             hf.withUnsafeBufferPointer { s in hfPermuted.withUnsafeMutableBufferPointer { d in
-                HFModel.permuteRoPERows(s.baseAddress!, d.baseAddress!, heads: heads, headDim: hd, cols: 1, inverse: false)
+                LlamaTensorNames.permuteRoPERows(s.baseAddress!, d.baseAddress!, heads: heads, headDim: hd, cols: 1, inverse: false)
             } }
             permuted.withUnsafeMutableBufferPointer { rope.apply($0.baseAddress!, heads: heads, position: position) }
             for i in 0..<x.count { #expect(abs(permuted[i] - hfPermuted[i]) <= 1e-5, "position \(position) index \(i)") }
             // The inverse undoes the permutation.
             var back = [Float](repeating: 0, count: x.count)
             hfPermuted.withUnsafeBufferPointer { s in back.withUnsafeMutableBufferPointer { d in
-                HFModel.permuteRoPERows(s.baseAddress!, d.baseAddress!, heads: heads, headDim: hd, cols: 1, inverse: true)
+                LlamaTensorNames.permuteRoPERows(s.baseAddress!, d.baseAddress!, heads: heads, headDim: hd, cols: 1, inverse: true)
             } }
             #expect(back == hf)
         }
@@ -560,10 +560,13 @@ struct SafetensorsEndToEndTests {
         #expect(hf.config == gguf.config)
 
         // (a) every weight matrix bit-for-bit.
-        func same(_ a: WeightMatrix, _ b: WeightMatrix, _ what: String) {
+        func same(_ a: Linear, _ b: Linear, _ what: String) {
             let equal = a.rows == b.rows && a.cols == b.cols
                 && (try? a.withRowMajor { pa in try b.withRowMajor { pb in memcmp(pa, pb, a.rows * a.cols * 4) == 0 } }) == true
             #expect(equal, "\(what) differs")
+        }
+        func same(_ a: WeightVector, _ b: WeightVector, _ what: String) {
+            #expect(a.count == b.count && memcmp(a.data, b.data, a.count * 4) == 0, "\(what) differs")
         }
         let wa = gguf.transformer.weights, wb = hf.transformer.weights
         same(wa.tokenEmbedding, wb.tokenEmbedding, "token embedding")

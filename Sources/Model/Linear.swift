@@ -1,0 +1,190 @@
+import BCCore
+import BCKernels
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A projection weight W [rows × cols] (row o = output feature o; ggml's [ne1][ne0]):
+/// y[T × rows] = x[T × cols] · Wᵀ.
+///
+/// Holds three things:
+/// - the base weight, packed for the projection kernel (`PackedWeights`). It is the only
+///   copy of W unless a trainable copy is asked for, so a loaded model holds its
+///   projections once;
+/// - optionally a trainable row-major float32 copy `weight` [rows × cols] with its
+///   gradient `grad` [rows × cols] (`makeTrainable`, `syncPacked`, `dropTrainable`);
+/// - low-rank adapter slots (`adapters`, see `LoRASlot`), applied per segment of rows
+///   after the base product over all rows (Punica's SGMV idea).
+///
+/// Products only read the instance; `makeTrainable`, `syncPacked`, `dropTrainable` and
+/// changes to `adapters` mutate it and must not run while a forward pass uses it.
+public final class Linear {
+    public let rows: Int
+    public let cols: Int
+    /// The base weight in the projection kernel's layout.
+    public let packed: PackedWeights
+    /// The trainable copy of W, row-major [rows × cols]; nil unless `makeTrainable()`.
+    public private(set) var weight: UnsafeMutablePointer<Float>?
+    /// The gradient of W, row-major [rows × cols]; nil unless `makeTrainable()`.
+    public private(set) var grad: UnsafeMutablePointer<Float>?
+    /// Adapter slots; `forward(..., segments:)` names them by index. Each slot's shape
+    /// must be rows × cols (`attach` checks it).
+    public private(set) var adapters: [LoRASlot] = []
+
+    /// Packs `w` (row-major rows × cols).
+    public init(rows: Int, cols: Int, rowMajor w: UnsafePointer<Float>) throws {
+        self.rows = rows
+        self.cols = cols
+        packed = try PackedWeights(w, rows: rows, cols: cols)
+    }
+
+    /// A matrix whose row-major values `fill` writes into a temporary buffer (zeroed,
+    /// rows × cols), which is packed and freed: loaders decode straight into it.
+    public convenience init(rows: Int, cols: Int, fill: (UnsafeMutablePointer<Float>) throws -> Void) throws {
+        let (count, overflow) = rows.multipliedReportingOverflow(by: cols)
+        guard rows >= 0, cols >= 0, !overflow else { throw BatchCoreError.invalid("matrix \(rows) × \(cols) is too large") }
+        let tmp = try Memory.allocateFloats(count, fill: 0)
+        defer { free(tmp) }
+        try fill(tmp)
+        try self.init(rows: rows, cols: cols, rowMajor: tmp)
+    }
+
+    deinit {
+        free(weight)
+        free(grad)
+    }
+
+    /// Values in W.
+    public var count: Int { rows * cols }
+
+    // MARK: Products
+
+    /// y[t][o] = Σ_k x[t][k] · W[o][k] for t < tokens (row strides `ldx` ≥ cols and
+    /// `ldy` ≥ rows) with the packed base weight. Batch invariant (see `PackedGEMM`):
+    /// a row's result does not depend on the other rows.
+    @inline(__always)
+    public func forward(_ x: UnsafePointer<Float>, ldx: Int, _ y: UnsafeMutablePointer<Float>, ldy: Int, tokens: Int) {
+        PackedGEMM.multiply(x, ldx: ldx, tokens: tokens, packed, y, ldy: ldy)
+    }
+
+    /// A run of rows `first ..< first + count` of a product that use adapter `adapter`
+    /// (an index into `adapters`). Rows of no segment get the base product only.
+    public struct AdapterSegment: Equatable, Sendable {
+        public var adapter: Int
+        public var first: Int
+        public var count: Int
+        public init(adapter: Int, first: Int, count: Int) {
+            self.adapter = adapter
+            self.first = first
+            self.count = count
+        }
+    }
+
+    /// The base product over all `tokens` rows, then for each segment its adapter's
+    /// low-rank update (y += scale·(x·Aᵀ)·Bᵀ on the segment's rows). Segments are
+    /// checked before anything is written: an adapter index or a row range out of
+    /// range, or overlapping segments, throw `.invalidArgument` and leave y untouched.
+    /// A row's result depends only on its own input and adapter.
+    public func forward(_ x: UnsafePointer<Float>, ldx: Int, _ y: UnsafeMutablePointer<Float>, ldy: Int, tokens: Int,
+                        segments: [AdapterSegment]) throws {
+        var covered = [(Int, Int)]()
+        for s in segments {
+            guard s.adapter >= 0, s.adapter < adapters.count else {
+                throw BatchCoreError.invalid("adapter \(s.adapter) of a projection with \(adapters.count) adapters")
+            }
+            guard s.first >= 0, s.count >= 0, s.first <= tokens, s.count <= tokens - s.first else {
+                throw BatchCoreError.invalid("adapter segment rows \(s.first) + \(s.count) outside 0..<\(tokens)")
+            }
+            covered.append((s.first, s.first + s.count))
+        }
+        covered.sort { $0.0 < $1.0 }
+        for i in covered.indices.dropFirst() where covered[i].0 < covered[i - 1].1 {
+            throw BatchCoreError.invalid("adapter segments overlap at row \(covered[i].0)")
+        }
+        forward(x, ldx: ldx, y, ldy: ldy, tokens: tokens)
+        for s in segments where s.count > 0 {
+            adapters[s.adapter].apply(x + s.first * ldx, ldx: ldx, y + s.first * ldy, ldy: ldy, tokens: s.count)
+        }
+    }
+
+    /// y[t] += scale · B·(A·x[t]) for the `tokens` rows given (one adapter segment):
+    /// the low-rank half of `forward(..., segments:)`, for callers that run the base
+    /// product themselves.
+    public func addAdapter(_ adapter: Int, _ x: UnsafePointer<Float>, ldx: Int, _ y: UnsafeMutablePointer<Float>,
+                           ldy: Int, tokens: Int) throws {
+        guard adapter >= 0, adapter < adapters.count else {
+            throw BatchCoreError.invalid("adapter \(adapter) of a projection with \(adapters.count) adapters")
+        }
+        adapters[adapter].apply(x, ldx: ldx, y, ldy: ldy, tokens: tokens)
+    }
+
+    // MARK: Adapter slots
+
+    /// Appends `slot` and returns its index. Throws `.invalidArgument` unless the slot
+    /// is rows × cols.
+    @discardableResult
+    public func attach(_ slot: LoRASlot) throws -> Int {
+        guard slot.rows == rows, slot.cols == cols else {
+            throw BatchCoreError.invalid("LoRA slot \(slot.rows) × \(slot.cols) on a \(rows) × \(cols) projection")
+        }
+        adapters.append(slot)
+        return adapters.count - 1
+    }
+
+    /// Removes every adapter slot.
+    public func detachAdapters() { adapters.removeAll() }
+
+    // MARK: Row access
+
+    /// Copies row `r` (cols floats) to `out`.
+    public func copyRow(_ r: Int, into out: UnsafeMutablePointer<Float>) { packed.copyRow(r, into: out) }
+
+    /// Copies rows `first ..< first + count` row-major to `out`.
+    public func copyRows(_ first: Int, count: Int, into out: UnsafeMutablePointer<Float>) {
+        for r in 0..<count { packed.copyRow(first + r, into: out + r * cols) }
+    }
+
+    /// Calls `body` with W row-major (unpacked into a temporary copy).
+    public func withRowMajor<R>(_ body: (UnsafePointer<Float>) throws -> R) throws -> R {
+        let tmp = try Memory.allocateFloats(count, fill: 0)
+        defer { free(tmp) }
+        packed.unpack(into: tmp)
+        return try body(tmp)
+    }
+
+    // MARK: Trainable copy
+
+    /// Whether `weight` and `grad` exist.
+    public var isTrainable: Bool { weight != nil }
+
+    /// Allocates `weight` (W unpacked from the packed copy, bit-exact) and a zeroed
+    /// `grad`, both row-major [rows × cols]. Idempotent: a second call keeps the copy and
+    /// gradient as they are. On failure nothing changes.
+    public func makeTrainable() throws {
+        if weight != nil { return }
+        let w = try Memory.allocateFloats(count, fill: 0)
+        let g: UnsafeMutablePointer<Float>
+        do { g = try Memory.allocateFloats(count, fill: 0) } catch {
+            free(w)
+            throw error
+        }
+        packed.unpack(into: w)
+        weight = w
+        grad = g
+    }
+
+    /// Repacks the base weight from `weight` after an optimizer changed it, so products
+    /// use the new values. Throws `.badState` when not trainable.
+    public func syncPacked() throws {
+        guard let weight else { throw BatchCoreError.badState("syncPacked on a projection that is not trainable") }
+        packed.repack(from: weight)
+    }
+
+    /// Frees `weight` and `grad` (the packed copy stays, with the values last synced).
+    public func dropTrainable() {
+        free(weight)
+        free(grad)
+        weight = nil
+        grad = nil
+    }
+}

@@ -1,0 +1,93 @@
+import BCCore
+import BCKernels
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A low-rank adapter of one projection (LoRA): ΔW = scale · B·A, so the adapted
+/// projection is y = x·Wᵀ + scale·(x·Aᵀ)·Bᵀ.
+///
+/// - `a`: A [rank × cols], row-major float32 (row j maps the `cols` inputs to latent j).
+/// - `b`: B [rows × rank], row-major float32 (row o maps the latents to output o).
+///
+/// The slot owns both buffers (freed with it). Their values may be changed in place (an
+/// optimizer training the adapter) but not while a forward pass reads them.
+public final class LoRASlot {
+    /// Output features of the adapted projection (rows of B).
+    public let rows: Int
+    /// Input features of the adapted projection (columns of A).
+    public let cols: Int
+    /// The adapter's rank r (rows of A, columns of B); 1 ... `maxRank`.
+    public let rank: Int
+    /// The factor applied to B·A (PEFT: lora_alpha / r).
+    public var scale: Float
+    /// A [rank × cols], row-major.
+    public let a: UnsafeMutablePointer<Float>
+    /// B [rows × rank], row-major.
+    public let b: UnsafeMutablePointer<Float>
+
+    /// The largest rank accepted.
+    public static let maxRank = 1024
+
+    /// An adapter with A and B copied from `a` (rank × cols values) and `b` (rows × rank).
+    /// Throws `.invalidArgument` on a size mismatch, a rank outside 1...maxRank or a
+    /// non-finite scale.
+    public init(rows: Int, cols: Int, rank: Int, scale: Float, a: [Float], b: [Float]) throws {
+        guard rows > 0, cols > 0, rank > 0, rank <= Self.maxRank else {
+            throw BatchCoreError.invalid("LoRA slot: rows \(rows), cols \(cols), rank \(rank) (rank 1...\(Self.maxRank))")
+        }
+        guard scale.isFinite else { throw BatchCoreError.invalid("LoRA slot: scale \(scale) is not finite") }
+        let (aCount, o1) = rank.multipliedReportingOverflow(by: cols)
+        let (bCount, o2) = rows.multipliedReportingOverflow(by: rank)
+        guard !o1, !o2, a.count == aCount, b.count == bCount else {
+            throw BatchCoreError.invalid(
+                "LoRA slot: A has \(a.count) values, B \(b.count); expected \(rank)×\(cols) and \(rows)×\(rank)")
+        }
+        self.rows = rows
+        self.cols = cols
+        self.rank = rank
+        self.scale = scale
+        let a0 = try Memory.allocateFloats(aCount, fill: 0)
+        let b0: UnsafeMutablePointer<Float>
+        do { b0 = try Memory.allocateFloats(bCount, fill: 0) } catch {
+            free(a0)
+            throw error
+        }
+        a.withUnsafeBufferPointer { a0.update(from: $0.baseAddress!, count: aCount) }
+        b.withUnsafeBufferPointer { b0.update(from: $0.baseAddress!, count: bCount) }
+        self.a = a0
+        self.b = b0
+    }
+
+    deinit {
+        free(a)
+        free(b)
+    }
+
+    /// y[t] += scale · B·(A·x[t]) for each of `tokens` rows (x row stride `ldx` ≥ cols,
+    /// y row stride `ldy` ≥ rows).
+    ///
+    /// Batch invariant: a row's update is computed from that row alone, in the same
+    /// order whatever `tokens` is (A·x in double per latent, then per output the
+    /// latents in ascending order), so a row gives the same bits alone or in any segment.
+    func apply(_ x: UnsafePointer<Float>, ldx: Int, _ y: UnsafeMutablePointer<Float>, ldy: Int, tokens: Int) {
+        if tokens <= 0 { return }
+        let rows = rows, cols = cols, rank = rank, a = a, b = b, scale = Double(scale)
+        // One work item per group of rows big enough to pay for a hand-off.
+        let perItem = max(1, (1 << 16) / max(1, rank * (rows + cols)))
+        Parallel.forEach((tokens + perItem - 1) / perItem) { item in
+            withUnsafeTemporaryAllocation(of: Double.self, capacity: rank) { u in
+                for t in (item * perItem)..<min(tokens, (item + 1) * perItem) {
+                    let xt = x + t * ldx, yt = y + t * ldy
+                    for j in 0..<rank { u[j] = scale * Reductions.dot(a + j * cols, xt, cols) }
+                    for o in 0..<rows {
+                        let bo = b + o * rank
+                        var s = 0.0
+                        for j in 0..<rank { s += Double(bo[j]) * u[j] }
+                        yt[o] = Float(Double(yt[o]) + s)
+                    }
+                }
+            }
+        }
+    }
+}
