@@ -89,7 +89,7 @@ public final class Transformer {
         // (reservations only grow capacity, never the committed length).
         var newLength: [Int: Int] = [:]
         for i in 0..<n { newLength[batch.sequences[i]] = batch.positions[i] + 1 }
-        for (s, len) in newLength.sorted(by: { $0.key < $1.key }) { try cache.reserve(sequence: s, length: len) }
+        try cache.reserve(newLength.map { KVGrowth(sequence: $0.key, length: $0.value) })
 
         let ws = workspaces.take()
         defer { workspaces.give(ws) }
@@ -116,11 +116,11 @@ public final class Transformer {
             // One parallel job over all sequences when their segments can be gathered
             // first; a cache decoding into shared scratch is read one sequence at a time.
             if cache.segmentsStayValid {
-                attention(batch: batch, sequences: order, extent: extent, layer: l, cache: cache,
+                try attention(batch: batch, sequences: order, extent: extent, layer: l, cache: cache,
                           lengths: newLength, q: qkv, qStride: qkvDim, out: attn)
             } else {
                 for s in order {
-                    attention(batch: batch, sequences: [s], extent: extent, layer: l, cache: cache,
+                    try attention(batch: batch, sequences: [s], extent: extent, layer: l, cache: cache,
                               lengths: newLength, q: qkv, qStride: qkvDim, out: attn)
                 }
             }
@@ -154,7 +154,7 @@ public final class Transformer {
     /// is independent of the batch (see `Attention`).
     private func attention(batch: TokenBatch, sequences: [Int], extent: [Int: (first: Int, count: Int)], layer: Int,
                                 cache: KVCache, lengths: [Int: Int], q: UnsafeMutablePointer<Float>, qStride: Int,
-                                out: UnsafeMutablePointer<Float>) {
+                                out: UnsafeMutablePointer<Float>) throws {
         if sequences.isEmpty { return }
         let c = config, d = c.embeddingDim, hd = c.headDim, kvd = c.kvDim
         let scale = 1 / Float(hd).squareRoot()
@@ -163,7 +163,7 @@ public final class Transformer {
         var segments: [[KVSegment]] = []
         var rows: [(index: Int, segments: Int, first: Bool)] = []
         for s in sequences {
-            segments.append(cache.segments(layer: layer, sequence: s, length: lengths[s]!))
+            segments.append(try cache.segments(layer: layer, sequence: s, length: lengths[s]!))
             let e = extent[s]!
             var first = true
             for i in e.first..<batch.count where batch.sequences[i] == s {
