@@ -142,7 +142,7 @@ public final class Engine {
         // re-admitted this step) or turns prefills off, and both run out.
         var allowPrefill = true
         while true {
-            let plan = schedule(allowPrefill: allowPrefill)
+            let plan = try schedule(allowPrefill: allowPrefill)
             if plan.rows.isEmpty {
                 if allowPrefill, let top = ranked().first {
                     for s in top.seqs where !s.finished { finish(top, s, .error, message: "the request does not fit in the KV cache") }
@@ -195,7 +195,7 @@ public final class Engine {
     }
 
     /// Decode rows for running sequences first, then prefill chunks in policy order.
-    private func schedule(allowPrefill: Bool) -> Plan {
+    private func schedule(allowPrefill: Bool) throws -> Plan {
         var plan = Plan()
         var budget = options.maxBatchedTokens
         var seqBudget = options.maxSequences
@@ -238,10 +238,9 @@ public final class Engine {
                 if admitting {
                     s.cacheID = nextCacheID
                     nextCacheID += 1
-                    if let reused = try? cache.attachPrefix(sequence: s.cacheID, prompt: s.tokens) {
-                        s.computed = reused
-                        if s.generated == 0 { s.cachedPrompt = reused }
-                    }
+                    let reused = try cache.attachPrefix(sequence: s.cacheID, prompt: s.tokens)
+                    s.computed = reused
+                    if s.generated == 0 { s.cachedPrompt = reused }
                 }
                 let remaining = s.tokens.count - s.computed
                 guard remaining >= 1 else { continue }

@@ -25,6 +25,7 @@ final class KVSequence {
         residual = KIVIResidual(layersPerGroup: layersPerGroup, kvDim: kvDim)
     }
 
-    /// Whether the sequence holds nothing: no position, no block, no residual row.
-    var isEmpty: Bool { length == 0 && reserved == 0 && tables.allSatisfy(\.isEmpty) && residual.capacity == 0 }
+    /// Whether the sequence holds nothing: no position and no block (a KIVI residual
+    /// buffer left by a truncation holds no position).
+    var isEmpty: Bool { length == 0 && tables.allSatisfy(\.isEmpty) }
 }

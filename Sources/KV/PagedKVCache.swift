@@ -250,13 +250,12 @@ public final class PagedKVCache: KVCache {
     /// Makes the dequantization scratch hold `floats`; throws `.outOfMemory` when the
     /// host cannot (the old scratch is kept).
     private func ensureScratch(_ floats: Int) throws -> UnsafeMutablePointer<Float> {
-        if floats > scratchCount || scratch == nil {
-            let fresh = try Memory.allocateFloats(max(floats, 1), fill: 0)
-            free(scratch)
-            scratch = fresh
-            scratchCount = max(floats, 1)
-        }
-        return scratch!
+        if let scratch, floats <= scratchCount { return scratch }
+        let fresh = try Memory.allocateFloats(max(floats, 1), fill: 0)
+        free(scratch)
+        scratch = fresh
+        scratchCount = max(floats, 1)
+        return fresh
     }
 
     public func segments(layer: Int, sequence: Int, length: Int) throws -> [KVSegment] {

@@ -323,4 +323,30 @@ import Testing
         #expect(logits == want)
         #expect(logits.allSatisfy { $0.isFinite })
     }
+
+    /// A sliding-window layer releases blocks no query can see; truncating back into them
+    /// is refused (`.badState`, nothing changed) — before, the next write of the kept
+    /// partial block indexed block -1. A cut the window still covers works, exactly.
+    @Test func truncateIntoReleasedWindowBlocksIsRefused() throws {
+        let dim = 8, bs = 4
+        let layout = KVLayout(layers: [.full, .sliding(window: 6)], storage: .f32, blockSize: bs)
+        let cache = try PagedKVCache(kvDim: dim, layout: layout, budgetBytes: 1 << 20)
+        func row(_ p: Int, _ l: Int) -> [Float] { (0..<dim).map { Float(p * 10 + l) + Float($0) * 0.125 } }
+        func append(_ to: Int) throws {
+            let from = cache.length(of: 0)
+            try cache.reserve([KVGrowth(sequence: 0, length: to)])
+            for p in from..<to { for l in 0..<2 { cache.write(layer: l, sequence: 0, position: p, keys: row(p, l), values: row(p, l)) } }
+            cache.commit(sequence: 0, length: to)
+        }
+        try append(20)  // the window layer keeps blocks from (20 - 6 + 1) / 4 = 3 on
+        let before = try Self.snapshot(cache, dim: dim)
+        #expect(throws: BatchCoreError.self) { try cache.truncate(sequence: 0, length: 10) }
+        #expect(try Self.snapshot(cache, dim: dim) == before)
+        try cache.truncate(sequence: 0, length: 19)  // needs blocks 3 and 4: held
+        try append(21)
+        let segs = try cache.segments(layer: 1, sequence: 0, length: 21)
+        var got: [Int: [Float]] = [:]
+        for s in segs { for j in 0..<s.count { got[s.start + j] = Array(UnsafeBufferPointer(start: s.keys + j * dim, count: dim)) } }
+        for p in (21 - 6 + 1)..<21 { #expect(got[p] == row(p, 1), "position \(p)") }  // what the next query sees
+    }
 }
