@@ -138,9 +138,11 @@ public final class Engine {
         var processed = 0
         // After a preemption the step retries with decodes only, so a preempted request
         // is not re-admitted in the same step (it would take back the blocks just freed).
+        // Ends: every retry first either preempts a request holding KV (which is not
+        // re-admitted this step) or turns prefills off, and both run out.
         var allowPrefill = true
-        for _ in 0..<64 {
-            let plan = schedule(allowPrefill: allowPrefill)
+        while true {
+            let plan = try schedule(allowPrefill: allowPrefill)
             if plan.rows.isEmpty {
                 if allowPrefill, let top = ranked().first {
                     for s in top.seqs where !s.finished { finish(top, s, .error, message: "the request does not fit in the KV cache") }
@@ -193,18 +195,25 @@ public final class Engine {
     }
 
     /// Decode rows for running sequences first, then prefill chunks in policy order.
-    private func schedule(allowPrefill: Bool) -> Plan {
+    private func schedule(allowPrefill: Bool) throws -> Plan {
         var plan = Plan()
         var budget = options.maxBatchedTokens
         var seqBudget = options.maxSequences
-        let bs = cache.blockSize
-        var freeBlocks = { let s = cache.stats(); return s.blocksFree + s.blocksCached }()
+        // Cache sequence → its length after the plan's rows: the reservation the forward
+        // will make, which the cache itself judges (blocks, copy-on-write, windows, KIVI
+        // residuals, evictions).
+        var growth: [Int: Int] = [:]
+        func fits(_ sequence: Int, _ length: Int) -> Bool {
+            var g = growth
+            g[sequence] = length
+            return cache.canReserve(g.map { KVGrowth(sequence: $0.key, length: $0.value) })
+        }
         let all = ranked()
         // Decodes.
         for r in all {
             for s in r.active where s.computed > 0 && s.tokens.count - s.computed == 1 {
                 guard budget > 0, seqBudget > 0 else { break }
-                if s.computed % bs == 0 { freeBlocks -= 1 }
+                growth[s.cacheID] = s.computed + 1
                 plan.rows.append(Row(request: r, seq: s, position: s.computed, token: s.tokens[s.computed], logits: true))
                 plan.requests.insert(r.id)
                 budget -= 1
@@ -229,18 +238,17 @@ public final class Engine {
                 if admitting {
                     s.cacheID = nextCacheID
                     nextCacheID += 1
-                    if let reused = try? cache.attachPrefix(sequence: s.cacheID, prompt: s.tokens) {
-                        s.computed = reused
-                        if s.generated == 0 { s.cachedPrompt = reused }
-                    }
+                    let reused = try cache.attachPrefix(sequence: s.cacheID, prompt: s.tokens)
+                    s.computed = reused
+                    if s.generated == 0 { s.cachedPrompt = reused }
                 }
                 let remaining = s.tokens.count - s.computed
                 guard remaining >= 1 else { continue }
                 let chunk = min(remaining, budget)
-                // Admission: only what the KV cache can hold now (prefix hits already attached).
-                let blocksNeeded = (s.computed + chunk + bs - 1) / bs - (s.computed + bs - 1) / bs
-                // The first rows of a step are always tried, so a lone request can run.
-                if blocksNeeded > freeBlocks && !plan.rows.isEmpty {
+                // Admission: only what the KV cache can hold now (prefix hits already
+                // attached), together with the rows planned so far. The first rows of a
+                // step are always tried, so a lone request can run.
+                if !plan.rows.isEmpty && !fits(s.cacheID, s.computed + chunk) {
                     if admitting {
                         // Not admitted: let go of the attached prefix (its blocks stay cached).
                         cache.remove(sequence: s.cacheID)
@@ -249,7 +257,7 @@ public final class Engine {
                     }
                     continue
                 }
-                freeBlocks -= blocksNeeded
+                growth[s.cacheID] = s.computed + chunk
                 for k in 0..<chunk {
                     let p = s.computed + k
                     plan.rows.append(Row(request: r, seq: s, position: p, token: s.tokens[p], logits: p == s.tokens.count - 1))

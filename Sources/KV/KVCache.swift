@@ -1,4 +1,14 @@
 import BCKernels
+/// Growth of one sequence in a batch reservation: room for positions 0..<length.
+public struct KVGrowth: Equatable, Sendable {
+    public var sequence: Int
+    public var length: Int
+    public init(sequence: Int, length: Int) {
+        self.sequence = sequence
+        self.length = length
+    }
+}
+
 /// What the transformer needs from a KV cache. The simple contiguous store and the
 /// paged block manager both implement it.
 public protocol KVCache: AnyObject {
@@ -6,16 +16,25 @@ public protocol KVCache: AnyObject {
     var kvDim: Int { get }
     /// Number of positions cached for a sequence (0 for an unknown sequence).
     func length(of sequence: Int) -> Int
-    /// Makes room for `sequence` to grow to `length` positions; throws `.kvFull` when
-    /// it cannot (and changes nothing observable).
-    func reserve(sequence: Int, length: Int) throws
+    /// Makes room for every sequence of the batch to grow to its length (a sequence
+    /// listed twice gets the larger one; unknown sequences are created, empty), all or
+    /// nothing: throws `.kvFull` when the batch does not fit (`.outOfMemory` when the
+    /// host allocator fails) having changed nothing — no sequence created, no block
+    /// taken, statistics equal. After it succeeds, writing and gathering the reserved
+    /// positions allocate nothing.
+    func reserve(_ growth: [KVGrowth]) throws
+    /// Whether `reserve(growth)` would succeed now: the same plan, no side effects.
+    /// (A host allocation failure, which it cannot foresee, still makes reserve throw.)
+    func canReserve(_ growth: [KVGrowth]) -> Bool
     /// Stores the key and value rows of (layer, sequence, position); the position must
-    /// have been reserved.
+    /// have been reserved (others are ignored).
     func write(layer: Int, sequence: Int, position: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>)
     /// Segments covering the positions of the sequence in a layer that attention may
     /// read, below `length`, in order (a sliding-window layer omits positions no query
-    /// can see). The pointers are valid until the next call on the cache.
-    func segments(layer: Int, sequence: Int, length: Int) -> [KVSegment]
+    /// can see). The pointers are valid until the next call on the cache. Throws
+    /// (`.outOfMemory`) when decoding scratch for positions that were not reserved
+    /// cannot be allocated; never returns fewer segments than the positions need.
+    func segments(layer: Int, sequence: Int, length: Int) throws -> [KVSegment]
     /// True when the pointers segments() returns stay valid across segments() calls for
     /// other sequences (they point into the cache's own rows, not into a shared
     /// decoding scratch), so attention may gather every sequence's segments first.
@@ -31,6 +50,10 @@ public protocol KVCache: AnyObject {
 extension KVCache {
     public func window(layer: Int) -> Int? { nil }
     public var segmentsStayValid: Bool { false }
+    /// `reserve` for one sequence.
+    public func reserve(sequence: Int, length: Int) throws {
+        try reserve([KVGrowth(sequence: sequence, length: length)])
+    }
     /// Prefix reuse for a new sequence (see `PagedKVCache.attachPrefix`); caches
     /// without it reuse nothing.
     public func reusePrefix(sequence: Int, prompt: [Int32]) throws -> Int {

@@ -41,24 +41,24 @@ public enum KVStorageType: Int32, Sendable, CaseIterable {
         }
     }
 
-    /// Bytes of one row of `dim` values (codes plus scale); row-wise types only.
-    func rowBytes(_ dim: Int) -> Int {
+    /// The row encoding of the row-wise types; nil for the KIVI types (quantized per block).
+    var rowType: KVRowType? {
         switch self {
-        case .f32: dim * 4
-        case .f16: dim * 2
-        case .int8: dim + 4
-        case .kivi4, .kivi2: preconditionFailure("KIVI storage is not row-wise")
+        case .f32: .f32
+        case .f16: .f16
+        case .int8: .int8
+        case .kivi4, .kivi2: nil
         }
     }
 
     /// Bytes of one layer's key (`value` false) or value plane of a block of
     /// `blockSize` tokens: codes plus scales/zero-points, padded to 4 bytes.
     func planeBytes(dim: Int, blockSize: Int, value: Bool) -> Int {
-        if isKIVI {
+        guard let rowType else {
             return value ? KIVICodec.valuePlaneBytes(dim: dim, blockSize: blockSize, bits: kiviBits)
                 : KIVICodec.keyPlaneBytes(dim: dim, blockSize: blockSize, bits: kiviBits)
         }
-        return blockSize * rowBytes(dim)
+        return blockSize * rowType.rowBytes(dim)
     }
 }
 

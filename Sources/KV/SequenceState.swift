@@ -115,7 +115,7 @@ extension PagedKVCache {
             w.u32(UInt32(first))
             guard first < length else { continue }
             // The segments must hold every row of first..<length, contiguously in order.
-            let segs = segments(layer: l, sequence: sequence, length: length)
+            let segs = try segments(layer: l, sequence: sequence, length: length)
             var covered = first
             for s in segs where s.start + s.count > first {
                 let skip = max(0, first - s.start)

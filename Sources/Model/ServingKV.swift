@@ -6,7 +6,7 @@ import BCKV
 /// a pass makes is here, in order —
 ///
 ///     init      checks the batch against the model and the cache (throws before anything changes)
-///     reserve() makes room for every sequence's new positions
+///     reserve() makes room for every sequence's new positions (all or nothing)
 ///     store     writes each layer's new key/value rows into the cache (after RoPE)
 ///     read      gathers each sequence's cached segments (views with row stride kvDim)
 ///     commit()  records the tokens (prefix caching) and commits the new lengths
@@ -69,10 +69,10 @@ final class ServingKV: KVSource {
         }
     }
 
-    /// Makes room for every sequence of the batch; a KV-full error leaves the cache as it
-    /// was (reservations only grow capacity, never the committed length).
+    /// Makes room for every sequence of the batch in one all-or-nothing reservation: a
+    /// KV-full (or out-of-memory) error leaves the cache exactly as it was.
     func reserve() throws {
-        for (k, s) in order.enumerated() { try cache.reserve(sequence: s, length: newLength[k]) }
+        try cache.reserve(order.indices.map { KVGrowth(sequence: order[$0], length: newLength[$0]) })
     }
 
     func store(layer: Int, qkv: UnsafePointer<Float>, rowStride: Int) throws {
@@ -104,7 +104,7 @@ final class ServingKV: KVSource {
     /// batch. Throwing: a gather that cannot complete must fail the pass, never hand
     /// attention fewer rows.
     private func gather(layer: Int, _ k: Int) throws -> KVView {
-        KVView(segments: cache.segments(layer: layer, sequence: order[k], length: newLength[k]), rowStride: config.kvDim)
+        KVView(segments: try cache.segments(layer: layer, sequence: order[k], length: newLength[k]), rowStride: config.kvDim)
     }
 
     /// Records the batch's tokens and commits every sequence's new length.

@@ -127,13 +127,13 @@ import Testing
             }
             cache.commit(sequence: 0, length: len + n)
         }
-        func check() {
+        func check() throws {
             let len = cache.length(of: 0)
             let q = cache.quantizedLength(of: 0)
             #expect(q == max(0, len - residual) / bs * bs, "length \(len)")
             for l in 0..<layers {
                 var p = 0
-                for seg in cache.segments(layer: l, sequence: 0, length: len) {
+                for seg in try cache.segments(layer: l, sequence: 0, length: len) {
                     #expect(seg.start == p)
                     for j in 0..<seg.count {
                         for c in 0..<dim {
@@ -152,9 +152,9 @@ import Testing
                 #expect(p == len)
             }
         }
-        for _ in 0..<40 { try append(1); check() }
-        try append(70); check()
-        for _ in 0..<20 { try append(1); check() }
+        for _ in 0..<40 { try append(1); try check() }
+        try append(70); try check()
+        for _ in 0..<20 { try append(1); try check() }
         #expect(cache.stats().residualBytes > 0 || residual == 0)
     }
 
@@ -287,7 +287,7 @@ import Testing
                 for l in 0..<layers {
                     var p = 0
                     var bad = false
-                    for seg in cache.segments(layer: l, sequence: s, length: len) {
+                    for seg in try cache.segments(layer: l, sequence: s, length: len) {
                         #expect(seg.start == p)
                         for j in 0..<seg.count {
                             for c in 0..<dim {
@@ -331,19 +331,19 @@ import Testing
         }
         cache.commit(sequence: 0, length: 30)
         #expect(cache.quantizedLength(of: 0) == 24)
-        func rows(_ s: Int, _ n: Int) -> [Float] {
-            cache.segments(layer: 1, sequence: s, length: n).flatMap { Array(UnsafeBufferPointer(start: $0.keys, count: $0.count * dim)) }
+        func rows(_ s: Int, _ n: Int) throws -> [Float] {
+            try cache.segments(layer: 1, sequence: s, length: n).flatMap { Array(UnsafeBufferPointer(start: $0.keys, count: $0.count * dim)) }
         }
-        let first = rows(0, 24)
+        let first = try rows(0, 24)
         // Prompt of 29 tokens: blocks ending <= 29 - 6 = 23 → 5 blocks (20 positions).
         #expect(try cache.attachPrefix(sequence: 1, prompt: Array(prompt[0..<29])) == 20)
         #expect(cache.quantizedLength(of: 1) == 20)
-        #expect(rows(1, 20) == Array(first[0..<20 * dim]))
+        #expect(try rows(1, 20) == Array(first[0..<20 * dim]))
         // 26 tokens: blocks ending <= 20 → 5; 25 tokens: blocks ending <= 19 → 4.
         #expect(try cache.attachPrefix(sequence: 2, prompt: Array(prompt[0..<26])) == 20)
         #expect(try cache.attachPrefix(sequence: 3, prompt: Array(prompt[0..<25])) == 16)
         cache.remove(sequence: 0)
-        #expect(rows(1, 20) == Array(first[0..<20 * dim]))
+        #expect(try rows(1, 20) == Array(first[0..<20 * dim]))
     }
 
     /// The model with KIVI KV against f32 KV (paged, same blocks): relative logits

@@ -24,9 +24,9 @@ import Testing
         cache.commit(sequence: seq, length: to)
     }
 
-    static func rows(_ cache: PagedKVCache, _ seq: Int, layer: Int) -> [Int: [Float]] {
+    static func rows(_ cache: PagedKVCache, _ seq: Int, layer: Int) throws -> [Int: [Float]] {
         var out: [Int: [Float]] = [:]
-        for s in cache.segments(layer: layer, sequence: seq, length: cache.length(of: seq)) {
+        for s in try cache.segments(layer: layer, sequence: seq, length: cache.length(of: seq)) {
             for r in 0..<s.count {
                 out[s.start + r] = Array(UnsafeBufferPointer(start: s.keys + r * dim, count: dim))
                     + Array(UnsafeBufferPointer(start: s.values + r * dim, count: dim))
@@ -52,12 +52,12 @@ import Testing
         let b = try PagedKVCache(kvDim: Self.dim, layout: layout, budgetBytes: 1 << 20)
         try state.withUnsafeBytes { try b.loadSequenceState(7, from: $0, model: Self.model) }
         #expect(b.length(of: 7) == 30)
-        for l in 0..<4 { #expect(Self.rows(a, 3, layer: l) == Self.rows(b, 7, layer: l)) }
+        for l in 0..<4 { #expect(try Self.rows(a, 3, layer: l) == Self.rows(b, 7, layer: l)) }
         #expect(try b.saveSequenceState(7, model: Self.model) == state)
         // Continuing both gives the same rows.
         try Self.fill(a, 3, 30, 41)
         try Self.fill(b, 7, 30, 41)
-        for l in 0..<4 { #expect(Self.rows(a, 3, layer: l) == Self.rows(b, 7, layer: l)) }
+        for l in 0..<4 { #expect(try Self.rows(a, 3, layer: l) == Self.rows(b, 7, layer: l)) }
         #expect(a.stats().bytesUsed == b.stats().bytesUsed)
     }
 
@@ -279,7 +279,7 @@ import Testing
         let b = try PagedKVCache(kvDim: Self.dim, layout: layout, budgetBytes: 1 << 20)
         #expect(Self.loadKind(b, 0, state) == nil)
         // int8 keeps x ≈ q·max|x|/127: the row's error is at most max|x|/127 (+ underflow to 0).
-        let row = Self.rows(b, 0, layer: 1)[3] ?? []
+        let row = try Self.rows(b, 0, layer: 1)[3] ?? []
         #expect(row.count == 2 * Self.dim)
         for i in 0..<min(row.count, Self.dim) {
             #expect(row[i].isFinite && abs(row[i] - tiny[i]) <= 2e-38 / 127 + Float.leastNonzeroMagnitude * 2)
