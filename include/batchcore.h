@@ -278,7 +278,8 @@ typedef struct bc_optim_step_result {
  * be NULL. On BC_E_NON_FINITE no parameter or state changed, and *result (if given)
  * still reports grad_norm and skipped = 1: this is the one failure that fills an
  * output. Errors: NULL opt, bad params, non-finite gradient, out of memory (state is
- * allocated on the first step that needs it).
+ * allocated on the first step that needs it), BC_E_BAD_STATE when a group has taken
+ * 2^53 steps (the largest count the update rules represent exactly; nothing changed).
  */
 bc_status bc_optimizer_step(bc_optimizer *opt, const bc_optim_step_params *params, bc_optim_step_result *result);
 
@@ -297,8 +298,10 @@ bc_status bc_optimizer_save(const bc_optimizer *opt, const char *path);
  * Loads a state saved from an optimizer with the same algorithm, groups and
  * tensors (same count, order, sizes and names). The whole file is validated before
  * anything changes: a corrupt, truncated or mismatched file returns BC_E_FORMAT and
- * leaves the optimizer as it was. Resuming gives bit-identical results to never
- * stopping.
+ * leaves the optimizer as it was — so does a file whose checksum is valid but whose
+ * values are out of range (a step count outside 0...2^53, unknown flag bits, a negative
+ * second moment, hyperparameters bc_optimizer_add_group would refuse). Resuming gives
+ * bit-identical results to never stopping.
  */
 bc_status bc_optimizer_load(bc_optimizer *opt, const char *path);
 

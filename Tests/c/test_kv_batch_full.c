@@ -111,7 +111,7 @@ static void test_batch_full(bc_model *model) {
     tokens[n] = a[LEN0], pos[n] = LEN0, sid[n] = 0, n++;
     for (int32_t i = 0; i < LEN1; i++) tokens[n] = b[i], pos[n] = i, sid[n] = 1, n++;
     for (int32_t i = 0; i < LEN2; i++) tokens[n] = c[i], pos[n] = i, sid[n] = 2, n++;
-    memset(&batch, 0, sizeof batch);
+    CHECK_OK(bc_batch_default(&batch, sizeof batch));
     batch.n_tokens = n;
     batch.tokens = tokens;
     batch.pos = pos;
