@@ -7,7 +7,7 @@ import Synchronization
 /// buffers of 2 MiB or more are 2 MiB aligned and advised to use transparent huge
 /// pages, which removes most TLB misses from streaming kernels (decode reads every
 /// weight once per token). Free with `free`.
-public enum Memory {
+package enum Memory {
     static let hugePage = 2 << 20
 
     /// Fault injection for tests: while `withFailingAllocations(fail) { ... }` runs on a
@@ -37,7 +37,7 @@ public enum Memory {
         return fail(bytes)
     }
 
-    public static func allocateFloats(_ count: Int, fill value: Float) throws -> UnsafeMutablePointer<Float> {
+    package static func allocateFloats(_ count: Int, fill value: Float) throws -> UnsafeMutablePointer<Float> {
         let (bytes, overflow) = count.multipliedReportingOverflow(by: 4)
         guard !overflow, count >= 0, !injectedFailure(bytes) else { throw BatchCoreError(.outOfMemory, "cannot allocate \(count) floats") }
         let huge = bytes >= hugePage

@@ -6,7 +6,7 @@ import Glibc
 
 /// The one thread-count setting of the library: the size of batchcore's worker pool
 /// (the calling thread plus threadCount - 1 workers).
-public enum Parallel {
+package enum Parallel {
     /// The configured thread count (0 = all cores).
     private static let configured = Atomic<Int>(0)
     /// The worker pool, created on first use and replaced when the thread count changes.
@@ -23,16 +23,16 @@ public enum Parallel {
     }
 
     /// Number of online CPU cores.
-    public static var coreCount: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
+    package static var coreCount: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
 
     /// Threads batchcore uses: the configured count, or all cores.
-    public static var threadCount: Int {
+    package static var threadCount: Int {
         let n = configured.load(ordering: .relaxed)
         return n > 0 ? n : coreCount
     }
 
     /// Sets the thread count (0 = all cores).
-    public static func setThreadCount(_ n: Int) throws {
+    package static func setThreadCount(_ n: Int) throws {
         guard n >= 0, n <= 4096 else { throw BatchCoreError.invalid("thread count \(n) out of range 0...4096") }
         configured.store(n, ordering: .relaxed)
         pool.withLock { pool in
@@ -46,7 +46,7 @@ public enum Parallel {
 
     /// Runs `body(i)` for i in 0..<count on up to `threadCount` threads. Work items are
     /// handed out in order, so each item must be independent of the others.
-    public static func forEach(_ count: Int, _ body: (Int) -> Void) {
+    package static func forEach(_ count: Int, _ body: (Int) -> Void) {
         if count <= 0 { return }
         let threads = min(threadCount, count)
         if threads == 1 {

@@ -1,9 +1,9 @@
 /// Library version. Must agree with BC_VERSION_* and BC_ABI_VERSION in
 /// include/batchcore.h (a test checks it).
-public enum BatchCoreVersion {
-    public static let major = 0
-    public static let minor = 1
-    public static let patch = 0
-    public static let string = "\(major).\(minor).\(patch)"
-    public static let abi: UInt32 = 2
+package enum BatchCoreVersion {
+    package static let major = 0
+    package static let minor = 1
+    package static let patch = 0
+    package static let string = "\(major).\(minor).\(patch)"
+    package static let abi: UInt32 = 2
 }

@@ -13,10 +13,10 @@ import BCTokenizer
 /// and each sequence samples with its own seeded RNG.
 ///
 /// Not thread-safe: one thread drives an engine (submit, step, poll, cancel).
-public final class Engine {
-    public let model: LanguageModel
-    public let cache: PagedKVCache
-    public var options: EngineOptions
+package final class Engine {
+    package let model: LanguageModel
+    package let cache: PagedKVCache
+    package var options: EngineOptions
 
     final class Sequence {
         let index: Int
@@ -69,9 +69,9 @@ public final class Engine {
     private var arrivals = 0
     /// Static batching: the current fixed group (runs until all its requests finish).
     private var staticGroup: Set<UInt64> = []
-    public private(set) var metrics = EngineMetrics()
+    package private(set) var metrics = EngineMetrics()
 
-    public init(model: LanguageModel, cache: PagedKVCache, options: EngineOptions = .init()) throws {
+    package init(model: LanguageModel, cache: PagedKVCache, options: EngineOptions = .init()) throws {
         guard options.maxBatchedTokens > 0, options.maxSequences > 0 else {
             throw BatchCoreError.invalid("max_batched_tokens and max_seqs must be > 0")
         }
@@ -83,7 +83,7 @@ public final class Engine {
     // MARK: requests
 
     @discardableResult
-    public func submit(_ spec: GenerationRequest) throws -> UInt64 {
+    package func submit(_ spec: GenerationRequest) throws -> UInt64 {
         guard !spec.prompt.isEmpty else { throw BatchCoreError.invalid("the prompt has no tokens") }
         guard spec.maxTokens >= 1 else { throw BatchCoreError.invalid("max_tokens must be >= 1") }
         guard spec.n >= 1, spec.n <= 128 else { throw BatchCoreError.invalid("n must be in 1...128") }
@@ -113,26 +113,26 @@ public final class Engine {
 
     /// Cancels a request at any time: frees its KV and reports each unfinished
     /// sequence as cancelled. Unknown ids are an error.
-    public func cancel(_ id: UInt64) throws {
+    package func cancel(_ id: UInt64) throws {
         guard let r = requests[id] else { throw BatchCoreError.invalid("no live request \(id)") }
         for s in r.seqs where !s.finished { finish(r, s, .cancelled) }
     }
 
     /// Events since the last call, in order.
-    public func poll() -> [EngineEvent] {
+    package func poll() -> [EngineEvent] {
         defer { events.removeAll(keepingCapacity: true) }
         return events
     }
 
-    public var hasWork: Bool { !requests.isEmpty }
-    public var liveRequests: Int { requests.count }
+    package var hasWork: Bool { !requests.isEmpty }
+    package var liveRequests: Int { requests.count }
 
     // MARK: step
 
     /// One iteration: schedule, run one forward over the flattened batch, sample.
     /// Returns the number of tokens processed (0 when there is nothing to do).
     @discardableResult
-    public func step() throws -> Int {
+    package func step() throws -> Int {
         guard !requests.isEmpty else { return 0 }
         let t0 = Generator.monotonicSeconds()
         var processed = 0
@@ -420,7 +420,7 @@ public final class Engine {
     }
 
     /// Current engine metrics (KV use and queue depth refreshed now).
-    public func currentMetrics() -> EngineMetrics {
+    package func currentMetrics() -> EngineMetrics {
         refreshMetrics()
         return metrics
     }

@@ -1,23 +1,23 @@
 /// One generation request.
-public struct GenerationRequest: Sendable {
-    public var prompt: [Int32]
-    public var sampling: SamplingParams
-    public var maxTokens: Int
+package struct GenerationRequest: Sendable {
+    package var prompt: [Int32]
+    package var sampling: SamplingParams
+    package var maxTokens: Int
     /// Extra token ids that end a sequence (the model's end-of-generation tokens always
     /// do unless `ignoreEndOfGeneration`).
-    public var stopTokens: Set<Int32>
+    package var stopTokens: Set<Int32>
     /// Text that ends a sequence; the stop string itself is not emitted.
-    public var stopStrings: [String]
+    package var stopStrings: [String]
     /// Higher runs first under the priority policy and is preempted last.
-    public var priority: Int
+    package var priority: Int
     /// Parallel samples sharing the prompt's KV (forked copy-on-write).
-    public var n: Int
-    public var ignoreEndOfGeneration: Bool
+    package var n: Int
+    package var ignoreEndOfGeneration: Bool
     /// Caller's opaque tag, carried by every event of this request (the engine keeps
     /// it only inside the request, so it lives and dies with it).
-    public var tag: UInt64
+    package var tag: UInt64
 
-    public init(prompt: [Int32], sampling: SamplingParams = .greedy, maxTokens: Int = 128, stopTokens: Set<Int32> = [],
+    package init(prompt: [Int32], sampling: SamplingParams = .greedy, maxTokens: Int = 128, stopTokens: Set<Int32> = [],
                 stopStrings: [String] = [], priority: Int = 0, n: Int = 1, ignoreEndOfGeneration: Bool = false, tag: UInt64 = 0) {
         self.prompt = prompt
         self.sampling = sampling
@@ -31,13 +31,13 @@ public struct GenerationRequest: Sendable {
     }
 }
 
-public enum FinishReason: Int32, Sendable {
+package enum FinishReason: Int32, Sendable {
     case length = 0
     case stop = 1
     case cancelled = 2
     case error = 3
 
-    public var name: String {
+    package var name: String {
         switch self {
         case .length: "length"
         case .stop: "stop"
@@ -48,41 +48,41 @@ public enum FinishReason: Int32, Sendable {
 }
 
 /// Per-sequence timings and counts, reported with its finished event.
-public struct SequenceMetrics: Sendable, Equatable {
-    public var promptTokens = 0
-    public var cachedPromptTokens = 0
-    public var generatedTokens = 0
+package struct SequenceMetrics: Sendable, Equatable {
+    package var promptTokens = 0
+    package var cachedPromptTokens = 0
+    package var generatedTokens = 0
     /// Seconds from submission to the first token (NaN when none was generated).
-    public var timeToFirstToken = Double.nan
+    package var timeToFirstToken = Double.nan
     /// Mean seconds between consecutive tokens (NaN with fewer than two).
-    public var meanInterTokenLatency = Double.nan
-    public var totalSeconds = 0.0
-    public var preemptions = 0
+    package var meanInterTokenLatency = Double.nan
+    package var totalSeconds = 0.0
+    package var preemptions = 0
 }
 
 /// What `Engine.poll` reports. `tag` is the request's `GenerationRequest.tag`.
-public enum EngineEvent: Sendable {
+package enum EngineEvent: Sendable {
     case token(request: UInt64, tag: UInt64, index: Int, token: Int32, text: String, logprob: Float)
     case finished(request: UInt64, tag: UInt64, index: Int, reason: FinishReason, text: String, metrics: SequenceMetrics,
                   message: String)
 }
 
-public enum SchedulingPolicy: Int32, Sendable {
+package enum SchedulingPolicy: Int32, Sendable {
     case fcfs = 0
     case priority = 1
 }
 
-public struct EngineOptions: Sendable {
+package struct EngineOptions: Sendable {
     /// Tokens per step (decode tokens + prefill chunks).
-    public var maxBatchedTokens = 512
+    package var maxBatchedTokens = 512
     /// Sequences decoding in one step.
-    public var maxSequences = 64
-    public var policy = SchedulingPolicy.fcfs
+    package var maxSequences = 64
+    package var policy = SchedulingPolicy.fcfs
     /// Static batching (for comparison benchmarks): admit a group of up to
     /// `maxSequences` requests only when no request is running.
-    public var staticBatching = false
+    package var staticBatching = false
 
-    public init(maxBatchedTokens: Int = 512, maxSequences: Int = 64, policy: SchedulingPolicy = .fcfs,
+    package init(maxBatchedTokens: Int = 512, maxSequences: Int = 64, policy: SchedulingPolicy = .fcfs,
                 staticBatching: Bool = false) {
         self.maxBatchedTokens = maxBatchedTokens
         self.maxSequences = maxSequences
@@ -92,19 +92,19 @@ public struct EngineOptions: Sendable {
 }
 
 /// Engine-wide counters.
-public struct EngineMetrics: Sendable, Equatable {
-    public var steps = 0
-    public var submitted = 0
-    public var finished = 0
-    public var waiting = 0
-    public var running = 0
-    public var preemptions = 0
-    public var promptTokens = 0
-    public var generatedTokens = 0
-    public var batchedTokens = 0
-    public var busySeconds = 0.0
-    public var kvUsedBytes = 0
-    public var kvTotalBytes = 0
-    public var prefixHitRate = 0.0
-    public var tokensPerSecond: Double { busySeconds > 0 ? Double(generatedTokens) / busySeconds : 0 }
+package struct EngineMetrics: Sendable, Equatable {
+    package var steps = 0
+    package var submitted = 0
+    package var finished = 0
+    package var waiting = 0
+    package var running = 0
+    package var preemptions = 0
+    package var promptTokens = 0
+    package var generatedTokens = 0
+    package var batchedTokens = 0
+    package var busySeconds = 0.0
+    package var kvUsedBytes = 0
+    package var kvTotalBytes = 0
+    package var prefixHitRate = 0.0
+    package var tokensPerSecond: Double { busySeconds > 0 ? Double(generatedTokens) / busySeconds : 0 }
 }

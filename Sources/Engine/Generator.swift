@@ -7,34 +7,34 @@ import Glibc
 #endif
 
 /// Why a generation ended.
-public enum StopReason: Int32, Sendable {
+package enum StopReason: Int32, Sendable {
     case length = 0
     case endOfGeneration = 1
     case callback = 2
 }
 
 /// Timing and counts of one generation.
-public struct GenerationResult: Sendable {
-    public var promptTokens = 0
+package struct GenerationResult: Sendable {
+    package var promptTokens = 0
     /// Prompt tokens served from the prefix cache instead of computed.
-    public var cachedPromptTokens = 0
-    public var generatedTokens = 0
-    public var stopReason = StopReason.length
-    public var promptSeconds = 0.0
-    public var generateSeconds = 0.0
+    package var cachedPromptTokens = 0
+    package var generatedTokens = 0
+    package var stopReason = StopReason.length
+    package var promptSeconds = 0.0
+    package var generateSeconds = 0.0
 }
 
 /// Single-sequence generation: appends the prompt to a sequence of a KV cache,
 /// then samples up to `maxTokens` tokens, calling `onToken` with each token and the
 /// complete UTF-8 text it adds (possibly empty while a character is incomplete).
-public enum Generator {
-    public static func monotonicSeconds() -> Double {
+package enum Generator {
+    package static func monotonicSeconds() -> Double {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
     }
 
-    public static func generate(model: LanguageModel, cache: KVCache, sequence: Int, prompt: [Int32],
+    package static func generate(model: LanguageModel, cache: KVCache, sequence: Int, prompt: [Int32],
                                 sampling: SamplingParams, maxTokens: Int, stopAtEndOfGeneration: Bool = true,
                                 onToken: (Int32, String) -> Bool) throws -> GenerationResult {
         guard !prompt.isEmpty else { throw BatchCoreError.invalid("the prompt has no tokens") }

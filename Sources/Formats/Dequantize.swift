@@ -17,7 +17,7 @@ import BCCore
 /// `count` must be a whole number of blocks and `data` must hold at least the bytes
 /// of `count` elements (extra bytes are ignored); otherwise throws `.invalidArgument`.
 /// Types other than F32, F16, BF16, Q8_0, Q4_0 and Q4_1 throw `.unsupported`.
-public func dequantize(type: GGMLType, data: UnsafeRawBufferPointer, count: Int,
+package func dequantize(type: GGMLType, data: UnsafeRawBufferPointer, count: Int,
                        into out: UnsafeMutablePointer<Float>) throws {
     guard type.canDequantize else {
         throw BatchCoreError(.unsupported, "dequantize: ggml type \(type) is not supported")

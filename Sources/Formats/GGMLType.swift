@@ -2,7 +2,7 @@
 /// `enum ggml_type`). Every value ggml has assigned is listed so names print; only
 /// types with a `layout` can be read from a GGUF file, and only F32, F16, BF16,
 /// Q8_0, Q4_0 and Q4_1 can be dequantized by `dequantize(type:data:count:into:)`.
-public enum GGMLType: UInt32, CaseIterable, CustomStringConvertible, Sendable {
+package enum GGMLType: UInt32, CaseIterable, CustomStringConvertible, Sendable {
     case f32 = 0
     case f16 = 1
     case q4_0 = 2
@@ -47,7 +47,7 @@ public enum GGMLType: UInt32, CaseIterable, CustomStringConvertible, Sendable {
     case q1_0 = 41
 
     /// ggml's spelling of the type name ("Q4_1", "BF16", ...).
-    public var name: String {
+    package var name: String {
         switch self {
         case .f32: "F32"
         case .f16: "F16"
@@ -92,11 +92,11 @@ public enum GGMLType: UInt32, CaseIterable, CustomStringConvertible, Sendable {
         }
     }
 
-    public var description: String { name }
+    package var description: String { name }
 
     /// Elements per block and bytes per block (gguf-py's GGML_QUANT_SIZES), or nil for
     /// the repacked types that are not valid in files.
-    public var layout: (blockSize: Int, bytesPerBlock: Int)? {
+    package var layout: (blockSize: Int, bytesPerBlock: Int)? {
         let qk = 256  // QK_K, the super-block of the k-quants
         switch self {
         case .f32: return (1, 4)
@@ -138,12 +138,12 @@ public enum GGMLType: UInt32, CaseIterable, CustomStringConvertible, Sendable {
     }
 
     /// Elements per block (1 for plain float/int types); nil when `layout` is nil.
-    public var blockSize: Int? { layout?.blockSize }
+    package var blockSize: Int? { layout?.blockSize }
     /// Bytes per block; nil when `layout` is nil.
-    public var bytesPerBlock: Int? { layout?.bytesPerBlock }
+    package var bytesPerBlock: Int? { layout?.bytesPerBlock }
 
     /// Whether `dequantize(type:data:count:into:)` supports this type.
-    public var canDequantize: Bool {
+    package var canDequantize: Bool {
         switch self {
         case .f32, .f16, .bf16, .q8_0, .q4_0, .q4_1: true
         default: false
@@ -152,7 +152,7 @@ public enum GGMLType: UInt32, CaseIterable, CustomStringConvertible, Sendable {
 
     /// Bytes holding `count` elements, or nil when `count` is negative, not a whole
     /// number of blocks, the type has no layout, or the size overflows Int.
-    public func byteCount(elements count: Int) -> Int? {
+    package func byteCount(elements count: Int) -> Int? {
         guard let (bs, bpb) = layout, count >= 0, count % bs == 0 else { return nil }
         let (bytes, overflow) = (count / bs).multipliedReportingOverflow(by: bpb)
         return overflow ? nil : bytes

@@ -4,17 +4,17 @@ import Glibc
 #endif
 
 /// One tensor of a GGUF file.
-public struct GGUFTensorInfo: Equatable, Sendable {
-    public let name: String
+package struct GGUFTensorInfo: Equatable, Sendable {
+    package let name: String
     /// ggml order: dims[0] is the fastest-varying (row length), as stored in the file.
-    public let dims: [Int]
-    public let type: GGMLType
+    package let dims: [Int]
+    package let type: GGMLType
     /// Byte offset of the data relative to the file's data section (`GGUFFile.dataOffset`).
-    public let offset: Int
+    package let offset: Int
     /// Product of `dims`.
-    public let elementCount: Int
+    package let elementCount: Int
     /// Bytes of data: elementCount / blockSize * bytesPerBlock.
-    public let byteCount: Int
+    package let byteCount: Int
 }
 
 /// A GGUF (v2 or v3) file: metadata, tensor infos and a view of the tensor data.
@@ -26,26 +26,26 @@ public struct GGUFTensorInfo: Equatable, Sendable {
 /// memory out of proportion to the file's size. Buffers returned by `tensorData`
 /// stay valid as long as this object is alive. (As with any mmap, a file truncated
 /// by another process while mapped can still fault on access.)
-public final class GGUFFile: @unchecked Sendable {
+package final class GGUFFile: @unchecked Sendable {
     /// Format version from the header (2 or 3).
-    public let version: UInt32
+    package let version: UInt32
     /// Metadata keys in file order.
-    public let metadataKeys: [String]
-    public let metadata: [String: GGUFValue]
+    package let metadataKeys: [String]
+    package let metadata: [String: GGUFValue]
     /// Tensors in file order.
-    public let tensors: [GGUFTensorInfo]
+    package let tensors: [GGUFTensorInfo]
     /// Data alignment: general.alignment, or 32.
-    public let alignment: Int
+    package let alignment: Int
     /// File offset of the data section (tensor offsets are relative to it).
-    public let dataOffset: Int
+    package let dataOffset: Int
     /// The whole file.
-    public let bytes: UnsafeRawBufferPointer
+    package let bytes: UnsafeRawBufferPointer
 
     private let tensorIndex: [String: Int]
     private let release: () -> Void
 
     /// Opens and validates the GGUF file at `path`, mapping it read-only.
-    public convenience init(path: String) throws {
+    package convenience init(path: String) throws {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw BatchCoreError.io("cannot open \(path): \(errnoString())") }
         defer { close(fd) }
@@ -71,7 +71,7 @@ public final class GGUFFile: @unchecked Sendable {
     }
 
     /// Validates GGUF data held in memory; the bytes are copied.
-    public convenience init(bytes source: UnsafeRawBufferPointer) throws {
+    package convenience init(bytes source: UnsafeRawBufferPointer) throws {
         let storage = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(source.count, 1), alignment: 64)
         if let base = source.baseAddress, source.count > 0 {
             storage.copyMemory(from: base, byteCount: source.count)
@@ -105,7 +105,7 @@ public final class GGUFFile: @unchecked Sendable {
 
     // MARK: Metadata
 
-    public func value(_ key: String) -> GGUFValue? { metadata[key] }
+    package func value(_ key: String) -> GGUFValue? { metadata[key] }
 
     private func require(_ key: String) throws -> GGUFValue {
         guard let v = metadata[key] else { throw BatchCoreError(.notFound, "GGUF: no metadata key \(key)") }
@@ -118,66 +118,66 @@ public final class GGUFFile: @unchecked Sendable {
     }
 
     /// A non-negative integer of any integer type.
-    public func uint(_ key: String) throws -> UInt64 {
+    package func uint(_ key: String) throws -> UInt64 {
         let v = try require(key)
         guard let u = v.uintValue else { throw mismatch(key, v, "a non-negative integer") }
         return u
     }
 
     /// An integer of any integer type that fits in Int.
-    public func int(_ key: String) throws -> Int {
+    package func int(_ key: String) throws -> Int {
         let v = try require(key)
         guard let i = v.intValue else { throw mismatch(key, v, "an integer") }
         return i
     }
 
     /// A float32 (exact) or float64 (rounded to nearest).
-    public func float(_ key: String) throws -> Float {
+    package func float(_ key: String) throws -> Float {
         let v = try require(key)
         guard let d = v.doubleValue else { throw mismatch(key, v, "a float") }
         return Float(d)
     }
 
     /// A float32 or float64, exactly.
-    public func double(_ key: String) throws -> Double {
+    package func double(_ key: String) throws -> Double {
         let v = try require(key)
         guard let d = v.doubleValue else { throw mismatch(key, v, "a float") }
         return d
     }
 
-    public func bool(_ key: String) throws -> Bool {
+    package func bool(_ key: String) throws -> Bool {
         let v = try require(key)
         guard let b = v.boolValue else { throw mismatch(key, v, "a bool") }
         return b
     }
 
-    public func string(_ key: String) throws -> String {
+    package func string(_ key: String) throws -> String {
         let v = try require(key)
         guard let s = v.stringValue else { throw mismatch(key, v, "a string") }
         return s
     }
 
-    public func array(_ key: String) throws -> GGUFArray {
+    package func array(_ key: String) throws -> GGUFArray {
         let v = try require(key)
         guard let a = v.arrayValue else { throw mismatch(key, v, "an array") }
         return a
     }
 
-    public func stringArray(_ key: String) throws -> [String] {
+    package func stringArray(_ key: String) throws -> [String] {
         let v = try require(key)
         guard let a = v.arrayValue?.stringValues else { throw mismatch(key, v, "an array of strings") }
         return a
     }
 
     /// An array of any integer element type whose elements all fit in Int.
-    public func intArray(_ key: String) throws -> [Int] {
+    package func intArray(_ key: String) throws -> [Int] {
         let v = try require(key)
         guard let a = v.arrayValue?.intValues else { throw mismatch(key, v, "an array of integers") }
         return a
     }
 
     /// An array of float32 (exact) or float64 (rounded) elements.
-    public func floatArray(_ key: String) throws -> [Float] {
+    package func floatArray(_ key: String) throws -> [Float] {
         let v = try require(key)
         guard let a = v.arrayValue?.floatValues else { throw mismatch(key, v, "an array of floats") }
         return a
@@ -185,19 +185,19 @@ public final class GGUFFile: @unchecked Sendable {
 
     // MARK: Tensors
 
-    public func tensor(named name: String) -> GGUFTensorInfo? {
+    package func tensor(named name: String) -> GGUFTensorInfo? {
         tensorIndex[name].map { tensors[$0] }
     }
 
     /// The raw bytes of tensor `name` (valid while this object is alive).
-    public func tensorData(_ name: String) throws -> UnsafeRawBufferPointer {
+    package func tensorData(_ name: String) throws -> UnsafeRawBufferPointer {
         guard let t = tensor(named: name) else { throw BatchCoreError(.notFound, "GGUF: no tensor \(name)") }
         let start = dataOffset + t.offset  // validated at open: inside the file
         return UnsafeRawBufferPointer(rebasing: bytes[start..<start + t.byteCount])
     }
 
     /// Tensor `name` converted to float32 (see `dequantize(type:data:count:into:)`).
-    public func dequantizeTensor(_ name: String) throws -> [Float] {
+    package func dequantizeTensor(_ name: String) throws -> [Float] {
         guard let t = tensor(named: name) else { throw BatchCoreError(.notFound, "GGUF: no tensor \(name)") }
         guard t.type.canDequantize else {
             throw BatchCoreError(.unsupported, "GGUF: tensor \(name) has type \(t.type), which cannot be dequantized")

@@ -1,5 +1,5 @@
 /// GGUF metadata value types (`gguf_type`), as stored in files.
-public enum GGUFValueType: UInt32, CaseIterable, CustomStringConvertible, Sendable {
+package enum GGUFValueType: UInt32, CaseIterable, CustomStringConvertible, Sendable {
     case uint8 = 0
     case int8 = 1
     case uint16 = 2
@@ -14,7 +14,7 @@ public enum GGUFValueType: UInt32, CaseIterable, CustomStringConvertible, Sendab
     case int64 = 11
     case float64 = 12
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .uint8: "uint8"
         case .int8: "int8"
@@ -47,7 +47,7 @@ public enum GGUFValueType: UInt32, CaseIterable, CustomStringConvertible, Sendab
 }
 
 /// One metadata value of a GGUF file.
-public enum GGUFValue: Equatable, Sendable, CustomStringConvertible {
+package enum GGUFValue: Equatable, Sendable, CustomStringConvertible {
     case uint8(UInt8)
     case int8(Int8)
     case uint16(UInt16)
@@ -62,7 +62,7 @@ public enum GGUFValue: Equatable, Sendable, CustomStringConvertible {
     case int64(Int64)
     case float64(Double)
 
-    public var type: GGUFValueType {
+    package var type: GGUFValueType {
         switch self {
         case .uint8: .uint8
         case .int8: .int8
@@ -81,7 +81,7 @@ public enum GGUFValue: Equatable, Sendable, CustomStringConvertible {
     }
 
     /// The value as an Int when it is an integer of any width that fits.
-    public var intValue: Int? {
+    package var intValue: Int? {
         switch self {
         case .uint8(let v): Int(v)
         case .int8(let v): Int(v)
@@ -96,7 +96,7 @@ public enum GGUFValue: Equatable, Sendable, CustomStringConvertible {
     }
 
     /// The value as a UInt64 when it is a non-negative integer of any width.
-    public var uintValue: UInt64? {
+    package var uintValue: UInt64? {
         switch self {
         case .uint8(let v): UInt64(v)
         case .uint16(let v): UInt64(v)
@@ -111,7 +111,7 @@ public enum GGUFValue: Equatable, Sendable, CustomStringConvertible {
     }
 
     /// The value as a Double when it is a float32 or float64 (exact for both).
-    public var doubleValue: Double? {
+    package var doubleValue: Double? {
         switch self {
         case .float32(let v): Double(v)
         case .float64(let v): v
@@ -119,22 +119,22 @@ public enum GGUFValue: Equatable, Sendable, CustomStringConvertible {
         }
     }
 
-    public var stringValue: String? {
+    package var stringValue: String? {
         if case .string(let s) = self { return s }
         return nil
     }
 
-    public var boolValue: Bool? {
+    package var boolValue: Bool? {
         if case .bool(let b) = self { return b }
         return nil
     }
 
-    public var arrayValue: GGUFArray? {
+    package var arrayValue: GGUFArray? {
         if case .array(let a) = self { return a }
         return nil
     }
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .uint8(let v): "\(v)"
         case .int8(let v): "\(v)"
@@ -156,7 +156,7 @@ public enum GGUFValue: Equatable, Sendable, CustomStringConvertible {
 /// A homogeneous GGUF array, stored unboxed per element type so that a file's
 /// arrays take memory comparable to their size in the file. Arrays of arrays hold
 /// one `GGUFArray` per element, each with its own element type.
-public enum GGUFArray: Equatable, Sendable, CustomStringConvertible {
+package enum GGUFArray: Equatable, Sendable, CustomStringConvertible {
     case uint8([UInt8])
     case int8([Int8])
     case uint16([UInt16])
@@ -171,7 +171,7 @@ public enum GGUFArray: Equatable, Sendable, CustomStringConvertible {
     case int64([Int64])
     case float64([Double])
 
-    public var elementType: GGUFValueType {
+    package var elementType: GGUFValueType {
         switch self {
         case .uint8: .uint8
         case .int8: .int8
@@ -189,7 +189,7 @@ public enum GGUFArray: Equatable, Sendable, CustomStringConvertible {
         }
     }
 
-    public var count: Int {
+    package var count: Int {
         switch self {
         case .uint8(let a): a.count
         case .int8(let a): a.count
@@ -208,7 +208,7 @@ public enum GGUFArray: Equatable, Sendable, CustomStringConvertible {
     }
 
     /// Element `i` as a `GGUFValue` (boxing; for generic code, not hot loops).
-    public subscript(i: Int) -> GGUFValue {
+    package subscript(i: Int) -> GGUFValue {
         switch self {
         case .uint8(let a): .uint8(a[i])
         case .int8(let a): .int8(a[i])
@@ -227,7 +227,7 @@ public enum GGUFArray: Equatable, Sendable, CustomStringConvertible {
     }
 
     /// The elements as Ints when the element type is an integer type and all fit.
-    public var intValues: [Int]? {
+    package var intValues: [Int]? {
         switch self {
         case .uint8(let a): a.map { Int($0) }
         case .int8(let a): a.map { Int($0) }
@@ -243,7 +243,7 @@ public enum GGUFArray: Equatable, Sendable, CustomStringConvertible {
 
     /// The elements as Floats when the element type is float32 (exact) or float64
     /// (rounded to nearest).
-    public var floatValues: [Float]? {
+    package var floatValues: [Float]? {
         switch self {
         case .float32(let a): a
         case .float64(let a): a.map { Float($0) }
@@ -251,12 +251,12 @@ public enum GGUFArray: Equatable, Sendable, CustomStringConvertible {
         }
     }
 
-    public var stringValues: [String]? {
+    package var stringValues: [String]? {
         if case .string(let a) = self { return a }
         return nil
     }
 
-    public var description: String {
+    package var description: String {
         let shown = Swift.min(count, 8)
         var parts: [String] = []
         for i in 0..<shown { parts.append(self[i].description) }

@@ -8,14 +8,14 @@ import Glibc
 ///
 /// The alignment is the metadata key general.alignment (uint32) when set, else 32;
 /// `init(alignment:)` sets that key for alignments other than 32.
-public struct GGUFWriter {
-    public private(set) var metadataKeys: [String] = []
-    public private(set) var metadata: [String: GGUFValue] = [:]
-    public private(set) var tensors: [GGUFTensorInfo] = []
+package struct GGUFWriter {
+    package private(set) var metadataKeys: [String] = []
+    package private(set) var metadata: [String: GGUFValue] = [:]
+    package private(set) var tensors: [GGUFTensorInfo] = []
     private var tensorData: [[UInt8]] = []
     private var dataSize = 0
 
-    public init(alignment: Int = 32) {
+    package init(alignment: Int = 32) {
         if alignment != GGUFParser.defaultAlignment, let a = UInt32(exactly: alignment) {
             set("general.alignment", .uint32(a))
         } else if alignment != GGUFParser.defaultAlignment {
@@ -24,7 +24,7 @@ public struct GGUFWriter {
     }
 
     /// The alignment `serialize()` uses; throws if general.alignment is not a power-of-two uint32.
-    public func alignment() throws -> Int {
+    package func alignment() throws -> Int {
         guard let v = metadata["general.alignment"] else { return GGUFParser.defaultAlignment }
         guard case .uint32(let a) = v, a > 0, a & (a - 1) == 0, Int(a) <= GGUFParser.maxAlignment else {
             throw BatchCoreError.invalid("GGUFWriter: general.alignment must be a power-of-two uint32, got \(v)")
@@ -33,13 +33,13 @@ public struct GGUFWriter {
     }
 
     /// Sets metadata `key`; a new key goes last, an existing one keeps its place.
-    public mutating func set(_ key: String, _ value: GGUFValue) {
+    package mutating func set(_ key: String, _ value: GGUFValue) {
         if metadata.updateValue(value, forKey: key) == nil { metadataKeys.append(key) }
     }
 
     /// Adds a tensor whose `data` is `dims` elements of `type` in ggml's layout
     /// (dims[0] fastest). Offsets are assigned when serialized.
-    public mutating func addTensor(name: String, dims: [Int], type: GGMLType, data: [UInt8]) throws {
+    package mutating func addTensor(name: String, dims: [Int], type: GGMLType, data: [UInt8]) throws {
         guard !tensors.contains(where: { $0.name == name }) else {
             throw BatchCoreError.invalid("GGUFWriter: duplicate tensor name \(name)")
         }
@@ -66,7 +66,7 @@ public struct GGUFWriter {
     }
 
     /// Adds an F32 tensor from float values.
-    public mutating func addTensor(name: String, dims: [Int], floats: [Float]) throws {
+    package mutating func addTensor(name: String, dims: [Int], floats: [Float]) throws {
         var bytes = [UInt8](repeating: 0, count: floats.count * 4)
         bytes.withUnsafeMutableBytes { dst in
             for (i, f) in floats.enumerated() {
@@ -77,14 +77,14 @@ public struct GGUFWriter {
     }
 
     /// The whole file in memory.
-    public func serialize() throws -> [UInt8] {
+    package func serialize() throws -> [UInt8] {
         var out: [UInt8] = []
         try emit { out.append(contentsOf: $0) }
         return out
     }
 
     /// Writes the file to `path` (through a temporary file renamed into place).
-    public func write(to path: String) throws {
+    package func write(to path: String) throws {
         try writeAtomically(path) { sink in try emit(sink) }
     }
 

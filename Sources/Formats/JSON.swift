@@ -2,7 +2,7 @@ import BCCore
 /// A JSON value (RFC 8259). Numbers without a fraction or exponent that fit in
 /// Int64 are `.int`; all others are `.double`. Objects keep their keys in document
 /// order and reject duplicate keys.
-public enum JSONValue: Equatable, Sendable {
+package enum JSONValue: Equatable, Sendable {
     case null
     case bool(Bool)
     case int(Int64)
@@ -13,14 +13,14 @@ public enum JSONValue: Equatable, Sendable {
 
     // MARK: Accessors
 
-    public var isNull: Bool { if case .null = self { return true } else { return false } }
-    public var boolValue: Bool? { if case .bool(let b) = self { return b } else { return nil } }
-    public var stringValue: String? { if case .string(let s) = self { return s } else { return nil } }
-    public var arrayValue: [JSONValue]? { if case .array(let a) = self { return a } else { return nil } }
-    public var objectValue: JSONObject? { if case .object(let o) = self { return o } else { return nil } }
+    package var isNull: Bool { if case .null = self { return true } else { return false } }
+    package var boolValue: Bool? { if case .bool(let b) = self { return b } else { return nil } }
+    package var stringValue: String? { if case .string(let s) = self { return s } else { return nil } }
+    package var arrayValue: [JSONValue]? { if case .array(let a) = self { return a } else { return nil } }
+    package var objectValue: JSONObject? { if case .object(let o) = self { return o } else { return nil } }
 
     /// An integer (or a double with an integral value) that fits in Int.
-    public var intValue: Int? {
+    package var intValue: Int? {
         switch self {
         case .int(let i): return Int(exactly: i)
         case .double(let d):
@@ -31,7 +31,7 @@ public enum JSONValue: Equatable, Sendable {
     }
 
     /// Any number as a Double.
-    public var doubleValue: Double? {
+    package var doubleValue: Double? {
         switch self {
         case .int(let i): return Double(i)
         case .double(let d): return d
@@ -40,24 +40,24 @@ public enum JSONValue: Equatable, Sendable {
     }
 
     /// Member `key` of an object (nil for other values or a missing key).
-    public subscript(key: String) -> JSONValue? { objectValue?[key] }
+    package subscript(key: String) -> JSONValue? { objectValue?[key] }
 
     // MARK: Parsing
 
     /// Parses one JSON document (surrounding whitespace allowed). Throws
     /// `BatchCoreError.format` with the byte offset of the problem; never traps.
-    public static func parse(_ bytes: UnsafeRawBufferPointer, maxDepth: Int = JSONParser.defaultMaxDepth,
+    package static func parse(_ bytes: UnsafeRawBufferPointer, maxDepth: Int = JSONParser.defaultMaxDepth,
                              maxSize: Int = JSONParser.defaultMaxSize) throws -> JSONValue {
         var p = JSONParser(bytes, maxDepth: maxDepth, maxSize: maxSize)
         return try p.parseDocument()
     }
 
-    public static func parse(_ bytes: [UInt8], maxDepth: Int = JSONParser.defaultMaxDepth,
+    package static func parse(_ bytes: [UInt8], maxDepth: Int = JSONParser.defaultMaxDepth,
                              maxSize: Int = JSONParser.defaultMaxSize) throws -> JSONValue {
         try bytes.withUnsafeBytes { try parse($0, maxDepth: maxDepth, maxSize: maxSize) }
     }
 
-    public static func parse(_ text: String, maxDepth: Int = JSONParser.defaultMaxDepth,
+    package static func parse(_ text: String, maxDepth: Int = JSONParser.defaultMaxDepth,
                              maxSize: Int = JSONParser.defaultMaxSize) throws -> JSONValue {
         var text = text
         return try text.withUTF8 { try parse(UnsafeRawBufferPointer($0), maxDepth: maxDepth, maxSize: maxSize) }
@@ -67,7 +67,7 @@ public enum JSONValue: Equatable, Sendable {
 
     /// Compact JSON text (`pretty`: two-space indentation). Non-finite doubles, which
     /// JSON cannot express, are written as null.
-    public func serialized(pretty: Bool = false) -> String {
+    package func serialized(pretty: Bool = false) -> String {
         var out: [UInt8] = []
         write(to: &out, pretty: pretty, indent: 0)
         return String(decoding: out, as: UTF8.self)
@@ -138,21 +138,21 @@ public enum JSONValue: Equatable, Sendable {
 }
 
 /// A JSON object: members in document order with keyed lookup.
-public struct JSONObject: Equatable, Sendable {
-    public private(set) var keys: [String] = []
+package struct JSONObject: Equatable, Sendable {
+    package private(set) var keys: [String] = []
     private var members: [String: JSONValue] = [:]
 
-    public init() {}
+    package init() {}
 
     /// Builds an object from members in order (a repeated key keeps its first position
     /// and takes the last value).
-    public init(_ pairs: [(String, JSONValue)]) {
+    package init(_ pairs: [(String, JSONValue)]) {
         for (k, v) in pairs { self[k] = v }
     }
 
-    public var count: Int { keys.count }
+    package var count: Int { keys.count }
 
-    public subscript(key: String) -> JSONValue? {
+    package subscript(key: String) -> JSONValue? {
         get { members[key] }
         set {
             if let newValue {
@@ -172,16 +172,16 @@ public struct JSONObject: Equatable, Sendable {
     }
 
     /// Members in document order.
-    public var pairs: [(key: String, value: JSONValue)] { keys.map { ($0, members[$0]!) } }
+    package var pairs: [(key: String, value: JSONValue)] { keys.map { ($0, members[$0]!) } }
 
-    public static func == (a: JSONObject, b: JSONObject) -> Bool { a.keys == b.keys && a.members == b.members }
+    package static func == (a: JSONObject, b: JSONObject) -> Bool { a.keys == b.keys && a.members == b.members }
 }
 
 /// Recursive-descent JSON parser over bytes. Bounded: nesting depth `maxDepth`,
 /// input size `maxSize`; every read is bounds-checked.
-public struct JSONParser {
-    public static let defaultMaxDepth = 64
-    public static let defaultMaxSize = 512 << 20
+package struct JSONParser {
+    package static let defaultMaxDepth = 64
+    package static let defaultMaxSize = 512 << 20
 
     let bytes: UnsafeRawBufferPointer
     let maxDepth: Int

@@ -5,14 +5,14 @@ import Glibc
 
 /// Element types of the safetensors format. Only F32, F16 and BF16 convert to
 /// float32; the others can be read as raw bytes.
-public enum SafetensorsDType: String, Sendable, CaseIterable {
+package enum SafetensorsDType: String, Sendable, CaseIterable {
     case bool = "BOOL"
     case u8 = "U8", i8 = "I8", f8e5m2 = "F8_E5M2", f8e4m3 = "F8_E4M3"
     case i16 = "I16", u16 = "U16", f16 = "F16", bf16 = "BF16"
     case i32 = "I32", u32 = "U32", f32 = "F32"
     case f64 = "F64", i64 = "I64", u64 = "U64"
 
-    public var byteSize: Int {
+    package var byteSize: Int {
         switch self {
         case .bool, .u8, .i8, .f8e5m2, .f8e4m3: 1
         case .i16, .u16, .f16, .bf16: 2
@@ -22,7 +22,7 @@ public enum SafetensorsDType: String, Sendable, CaseIterable {
     }
 
     /// Whether `floats` can convert this type to float32.
-    public var isFloat: Bool { self == .f32 || self == .f16 || self == .bf16 }
+    package var isFloat: Bool { self == .f32 || self == .f16 || self == .bf16 }
 
     var ggmlType: GGMLType? {
         switch self {
@@ -35,16 +35,16 @@ public enum SafetensorsDType: String, Sendable, CaseIterable {
 }
 
 /// One tensor of a safetensors file.
-public struct SafetensorsTensorInfo: Equatable, Sendable {
-    public let name: String
-    public let dtype: SafetensorsDType
+package struct SafetensorsTensorInfo: Equatable, Sendable {
+    package let name: String
+    package let dtype: SafetensorsDType
     /// Row-major (PyTorch) order: shape.last is the fastest-varying dimension.
-    public let shape: [Int]
+    package let shape: [Int]
     /// Byte range relative to the start of the data section (after the header).
-    public let begin: Int
-    public let end: Int
-    public let elementCount: Int
-    public var byteCount: Int { end - begin }
+    package let begin: Int
+    package let end: Int
+    package let elementCount: Int
+    package var byteCount: Int { end - begin }
 }
 
 /// A safetensors file: an 8-byte little-endian header length, a JSON header
@@ -56,24 +56,24 @@ public struct SafetensorsTensorInfo: Equatable, Sendable {
 /// `maxHeaderSize`, dtypes, shapes of rank <= 4, byte counts against the shapes with
 /// overflow checks, ranges inside the data section and not overlapping); a bad file
 /// throws `BatchCoreError` of kind `.format` and never reads out of bounds.
-public final class SafetensorsFile: @unchecked Sendable {
-    public static let maxHeaderSize = 100 << 20
-    public static let maxRank = 4
+package final class SafetensorsFile: @unchecked Sendable {
+    package static let maxHeaderSize = 100 << 20
+    package static let maxRank = 4
 
     /// `__metadata__` (string values only, as the format requires).
-    public let metadata: [String: String]
+    package let metadata: [String: String]
     /// Tensors sorted by data offset.
-    public let tensors: [SafetensorsTensorInfo]
+    package let tensors: [SafetensorsTensorInfo]
     /// File offset of the data section (8 + header length).
-    public let dataOffset: Int
+    package let dataOffset: Int
     /// The whole file.
-    public let bytes: UnsafeRawBufferPointer
-    public let name: String
+    package let bytes: UnsafeRawBufferPointer
+    package let name: String
 
     private let tensorIndex: [String: Int]
     private let release: () -> Void
 
-    public convenience init(path: String) throws {
+    package convenience init(path: String) throws {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw BatchCoreError.io("cannot open \(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
@@ -97,12 +97,12 @@ public final class SafetensorsFile: @unchecked Sendable {
     }
 
     /// Validates safetensors data held in memory; the bytes are copied.
-    public convenience init(bytes source: UnsafeRawBufferPointer, name: String = "safetensors data") throws {
+    package convenience init(bytes source: UnsafeRawBufferPointer, name: String = "safetensors data") throws {
         let (parsed, buffer, storage) = try Self.copyAndParse(source, name: name)
         self.init(parsed, buffer, name: name, release: { storage.deallocate() })
     }
 
-    public convenience init(bytes: [UInt8], name: String = "safetensors data") throws {
+    package convenience init(bytes: [UInt8], name: String = "safetensors data") throws {
         let (parsed, buffer, storage) = try bytes.withUnsafeBytes { try Self.copyAndParse($0, name: name) }
         self.init(parsed, buffer, name: name, release: { storage.deallocate() })
     }
@@ -135,16 +135,16 @@ public final class SafetensorsFile: @unchecked Sendable {
 
     deinit { release() }
 
-    public func tensor(named name: String) -> SafetensorsTensorInfo? { tensorIndex[name].map { tensors[$0] } }
+    package func tensor(named name: String) -> SafetensorsTensorInfo? { tensorIndex[name].map { tensors[$0] } }
 
     /// Raw little-endian bytes of tensor `name` (valid while this object is alive).
-    public func tensorData(_ name: String) throws -> UnsafeRawBufferPointer {
+    package func tensorData(_ name: String) throws -> UnsafeRawBufferPointer {
         guard let t = tensor(named: name) else { throw BatchCoreError(.notFound, "\(self.name): no tensor \(name)") }
         return UnsafeRawBufferPointer(rebasing: bytes[(dataOffset + t.begin)..<(dataOffset + t.end)])
     }
 
     /// Converts tensor `name` (F32, F16 or BF16) to float32 into `out[0..<elementCount]`.
-    public func floats(_ name: String, into out: UnsafeMutablePointer<Float>) throws {
+    package func floats(_ name: String, into out: UnsafeMutablePointer<Float>) throws {
         guard let t = tensor(named: name) else { throw BatchCoreError(.notFound, "\(self.name): no tensor \(name)") }
         guard let type = t.dtype.ggmlType else {
             throw BatchCoreError(.unsupported, "\(self.name): tensor \(name) has dtype \(t.dtype.rawValue), not F32, F16 or BF16")
@@ -153,7 +153,7 @@ public final class SafetensorsFile: @unchecked Sendable {
     }
 
     /// Tensor `name` converted to float32.
-    public func floats(_ name: String) throws -> [Float] {
+    package func floats(_ name: String) throws -> [Float] {
         guard let t = tensor(named: name) else { throw BatchCoreError(.notFound, "\(self.name): no tensor \(name)") }
         guard t.dtype.isFloat else {
             throw BatchCoreError(.unsupported, "\(self.name): tensor \(name) has dtype \(t.dtype.rawValue), not F32, F16 or BF16")
@@ -262,7 +262,7 @@ enum SafetensorsParser {
 /// Builds a safetensors file from float32 data stored as F32, F16 or BF16.
 /// Tensors are written in name order (stable output); the header is padded with
 /// spaces to a multiple of 8 bytes.
-public struct SafetensorsWriter {
+package struct SafetensorsWriter {
     enum Source {
         case owned([Float])
         /// Memory the caller keeps alive until the writer is done.
@@ -287,16 +287,16 @@ public struct SafetensorsWriter {
         }
     }
 
-    public var metadata: [String: String] = [:]
+    package var metadata: [String: String] = [:]
     private(set) var entries: [String: Entry] = [:]
 
-    public init() {}
+    package init() {}
 
-    public var tensorNames: [String] { entries.keys.sorted() }
+    package var tensorNames: [String] { entries.keys.sorted() }
 
     /// Adds tensor `name` of `shape` (row-major) from `data` (product(shape) floats),
     /// stored as `dtype` (F32, F16 or BF16; F16/BF16 round to nearest even).
-    public mutating func add(_ name: String, shape: [Int], dtype: SafetensorsDType = .f32, data: [Float]) throws {
+    package mutating func add(_ name: String, shape: [Int], dtype: SafetensorsDType = .f32, data: [Float]) throws {
         try add(name, shape: shape, dtype: dtype, source: .owned(data))
     }
 
@@ -327,13 +327,13 @@ public struct SafetensorsWriter {
         entries[name] = entry
     }
 
-    public mutating func add(_ name: String, shape: [Int], dtype: SafetensorsDType = .f32,
+    package mutating func add(_ name: String, shape: [Int], dtype: SafetensorsDType = .f32,
                              from p: UnsafePointer<Float>, count: Int) throws {
         try add(name, shape: shape, dtype: dtype, data: Array(UnsafeBufferPointer(start: p, count: count)))
     }
 
     /// Float32 → bfloat16, round to nearest even (NaN stays NaN).
-    public static func bf16Bits(_ f: Float) -> UInt16 {
+    package static func bf16Bits(_ f: Float) -> UInt16 {
         let bits = f.bitPattern
         if f.isNaN { return UInt16(bits >> 16) | 0x40 }
         let rounded = bits &+ 0x7FFF &+ ((bits >> 16) & 1)
@@ -401,14 +401,14 @@ public struct SafetensorsWriter {
     }
 
     /// The whole file in memory.
-    public func serialized() throws -> [UInt8] {
+    package func serialized() throws -> [UInt8] {
         var out: [UInt8] = []
         try emit { out.append(contentsOf: $0) }
         return out
     }
 
     /// Writes the file to `path` through a temporary file renamed into place.
-    public func write(to path: String) throws {
+    package func write(to path: String) throws {
         try writeAtomically(path) { sink in try emit(sink) }
     }
 }
@@ -457,11 +457,11 @@ package func isDirectory(_ path: String) -> Bool {
 /// The tensors of one or more safetensors files: a single `model.safetensors`, or a
 /// sharded checkpoint described by `model.safetensors.index.json` ("weight_map":
 /// tensor name → file name in the same directory).
-public final class SafetensorsCollection: @unchecked Sendable {
-    public let files: [SafetensorsFile]
+package final class SafetensorsCollection: @unchecked Sendable {
+    package let files: [SafetensorsFile]
     private let location: [String: Int]
 
-    public init(files: [SafetensorsFile]) throws {
+    package init(files: [SafetensorsFile]) throws {
         var loc: [String: Int] = [:]
         for (i, f) in files.enumerated() {
             for t in f.tensors {
@@ -475,7 +475,7 @@ public final class SafetensorsCollection: @unchecked Sendable {
     }
 
     /// Opens `directory`: the index when present, else `model.safetensors`.
-    public convenience init(directory: String) throws {
+    package convenience init(directory: String) throws {
         let indexPath = directory + "/model.safetensors.index.json"
         if fileExists(indexPath) {
             try self.init(indexPath: indexPath)
@@ -486,7 +486,7 @@ public final class SafetensorsCollection: @unchecked Sendable {
 
     /// Opens the shards listed by a `*.safetensors.index.json`; every tensor must be in
     /// the shard the weight map names.
-    public convenience init(indexPath: String) throws {
+    package convenience init(indexPath: String) throws {
         let json = try JSONValue.parse(try readWholeFile(indexPath, maxSize: 64 << 20))
         guard let map = json["weight_map"]?.objectValue else {
             throw BatchCoreError.format("\(indexPath): no weight_map object")
@@ -513,18 +513,18 @@ public final class SafetensorsCollection: @unchecked Sendable {
         }
     }
 
-    public func tensor(named name: String) -> SafetensorsTensorInfo? {
+    package func tensor(named name: String) -> SafetensorsTensorInfo? {
         location[name].flatMap { files[$0].tensor(named: name) }
     }
 
-    public var tensorNames: [String] { location.keys.sorted() }
+    package var tensorNames: [String] { location.keys.sorted() }
 
-    public func floats(_ name: String, into out: UnsafeMutablePointer<Float>) throws {
+    package func floats(_ name: String, into out: UnsafeMutablePointer<Float>) throws {
         guard let i = location[name] else { throw BatchCoreError(.notFound, "safetensors: no tensor \(name)") }
         try files[i].floats(name, into: out)
     }
 
-    public func floats(_ name: String) throws -> [Float] {
+    package func floats(_ name: String) throws -> [Float] {
         guard let i = location[name] else { throw BatchCoreError(.notFound, "safetensors: no tensor \(name)") }
         return try files[i].floats(name)
     }

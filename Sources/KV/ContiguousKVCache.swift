@@ -7,11 +7,11 @@ import Glibc
 /// The simple KV store: per sequence, one contiguous buffer per layer for keys and
 /// one for values, grown by doubling up to a per-sequence limit, under a total
 /// byte budget.
-public final class ContiguousKVCache: KVCache {
-    public let kvDim: Int
-    public let layerCount: Int
-    public let maxLength: Int
-    public let budgetBytes: Int
+package final class ContiguousKVCache: KVCache {
+    package let kvDim: Int
+    package let layerCount: Int
+    package let maxLength: Int
+    package let budgetBytes: Int
 
     private final class Sequence {
         var capacity = 0
@@ -22,16 +22,16 @@ public final class ContiguousKVCache: KVCache {
     }
 
     private var sequences: [Int: Sequence] = [:]
-    public private(set) var usedBytes = 0
+    package private(set) var usedBytes = 0
 
-    public init(layerCount: Int, kvDim: Int, maxLength: Int, budgetBytes: Int = Int.max) {
+    package init(layerCount: Int, kvDim: Int, maxLength: Int, budgetBytes: Int = Int.max) {
         self.layerCount = layerCount
         self.kvDim = kvDim
         self.maxLength = maxLength
         self.budgetBytes = budgetBytes
     }
 
-    public func length(of sequence: Int) -> Int { sequences[sequence]?.length ?? 0 }
+    package func length(of sequence: Int) -> Int { sequences[sequence]?.length ?? 0 }
 
     private func bytes(capacity: Int) -> Int { capacity * kvDim * 4 * 2 * layerCount }
 
@@ -62,7 +62,7 @@ public final class ContiguousKVCache: KVCache {
         return (grow, created)
     }
 
-    public func canReserve(_ growth: [KVGrowth]) -> Bool {
+    package func canReserve(_ growth: [KVGrowth]) -> Bool {
         do {
             _ = try plan(growth)
             return true
@@ -72,7 +72,7 @@ public final class ContiguousKVCache: KVCache {
     }
 
     /// All or nothing: every buffer is allocated before any sequence changes.
-    public func reserve(_ growth: [KVGrowth]) throws {
+    package func reserve(_ growth: [KVGrowth]) throws {
         let (grow, created) = try plan(growth)
         var fresh: [(keys: [UnsafeMutablePointer<Float>], values: [UnsafeMutablePointer<Float>])] = []
         var allocated: [UnsafeMutablePointer<Float>] = []
@@ -110,30 +110,30 @@ public final class ContiguousKVCache: KVCache {
         }
     }
 
-    public func write(layer: Int, sequence: Int, position: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>) {
+    package func write(layer: Int, sequence: Int, position: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>) {
         guard let seq = sequences[sequence], layer >= 0, layer < layerCount, position >= 0, position < seq.capacity else { return }
         (seq.keys[layer] + position * kvDim).update(from: keys, count: kvDim)
         (seq.values[layer] + position * kvDim).update(from: values, count: kvDim)
     }
 
-    public var segmentsStayValid: Bool { true }
+    package var segmentsStayValid: Bool { true }
 
-    public func segments(layer: Int, sequence: Int, length: Int) throws -> [KVSegment] {
+    package func segments(layer: Int, sequence: Int, length: Int) throws -> [KVSegment] {
         guard let seq = sequences[sequence], length > 0, layer >= 0, layer < layerCount, seq.capacity > 0 else { return [] }
         return [KVSegment(keys: seq.keys[layer], values: seq.values[layer], start: 0, count: min(length, seq.capacity))]
     }
 
-    public func commit(sequence: Int, length: Int) {
+    package func commit(sequence: Int, length: Int) {
         sequences[sequence]?.length = length
     }
 
     /// Forgets a sequence and frees its memory.
-    public func remove(sequence: Int) {
+    package func remove(sequence: Int) {
         if let seq = sequences.removeValue(forKey: sequence) { usedBytes -= bytes(capacity: seq.capacity) }
     }
 
     /// Drops positions >= length of a sequence.
-    public func truncate(sequence: Int, length: Int) {
+    package func truncate(sequence: Int, length: Int) {
         if let seq = sequences[sequence] { seq.length = min(seq.length, max(0, length)) }
     }
 }

@@ -20,29 +20,29 @@
 /// - value plane: [(scale, minimum) f16 × groups, per row × blockSize][codes: blockSize rows × codeBytes]
 /// Codes are packed little-end first: channel c of a row lies in byte c·bits/8 at bit
 /// (c mod (8/bits))·bits. Planes are padded to 4 bytes.
-public enum KIVICodec {
+package enum KIVICodec {
     /// Channels per value quantization group (KIVI's G = 32).
-    public static let valueGroup = 32
+    package static let valueGroup = 32
 
     /// Packed code bytes of one row.
-    public static func codeBytes(dim: Int, bits: Int) -> Int { (dim * bits + 7) / 8 }
+    package static func codeBytes(dim: Int, bits: Int) -> Int { (dim * bits + 7) / 8 }
 
     /// Value quantization groups per row.
-    public static func valueGroups(dim: Int) -> Int { (dim + valueGroup - 1) / valueGroup }
+    package static func valueGroups(dim: Int) -> Int { (dim + valueGroup - 1) / valueGroup }
 
     @inline(__always) static func pad4(_ n: Int) -> Int { (n + 3) & ~3 }
 
-    public static func keyPlaneBytes(dim: Int, blockSize: Int, bits: Int) -> Int {
+    package static func keyPlaneBytes(dim: Int, blockSize: Int, bits: Int) -> Int {
         pad4(4 * dim + blockSize * codeBytes(dim: dim, bits: bits))
     }
 
-    public static func valuePlaneBytes(dim: Int, blockSize: Int, bits: Int) -> Int {
+    package static func valuePlaneBytes(dim: Int, blockSize: Int, bits: Int) -> Int {
         pad4(blockSize * valueGroups(dim: dim) * 4 + blockSize * codeBytes(dim: dim, bits: bits))
     }
 
     /// Asymmetric parameters covering [lo, hi] with `levels` steps: the minimum rounded
     /// down to float16, the scale (hi − minimum)/levels rounded up to float16.
-    public static func parameters(lo: Float, hi: Float, levels: Int) -> (scale: Float16, minimum: Float16) {
+    package static func parameters(lo: Float, hi: Float, levels: Int) -> (scale: Float16, minimum: Float16) {
         let big = Float(Float16.greatestFiniteMagnitude)
         var lo = lo, hi = hi
         if !(lo <= hi) || lo.isNaN || hi.isNaN { lo = 0; hi = 0 }
@@ -66,7 +66,7 @@ public enum KIVICodec {
     // MARK: keys (per channel over the block's tokens)
 
     /// Quantizes `blockSize` key rows (row-major, stride `dim`) into a key plane.
-    public static func encodeKeys(_ rows: UnsafePointer<Float>, dim: Int, blockSize: Int, bits: Int,
+    package static func encodeKeys(_ rows: UnsafePointer<Float>, dim: Int, blockSize: Int, bits: Int,
                                   into plane: UnsafeMutableRawPointer) {
         let levels = (1 << bits) - 1
         let scales = plane.assumingMemoryBound(to: Float16.self), minima = scales + dim
@@ -107,7 +107,7 @@ public enum KIVICodec {
     }
 
     /// Dequantizes the first `rows` rows of a key plane into `y` (row-major, stride `dim`).
-    public static func decodeKeys(_ plane: UnsafeRawPointer, rows: Int, dim: Int, blockSize: Int, bits: Int,
+    package static func decodeKeys(_ plane: UnsafeRawPointer, rows: Int, dim: Int, blockSize: Int, bits: Int,
                                   into y: UnsafeMutablePointer<Float>) {
         let scales = plane.assumingMemoryBound(to: Float16.self), minima = scales + dim
         let codes = (plane + 4 * dim).assumingMemoryBound(to: UInt8.self)
@@ -122,7 +122,7 @@ public enum KIVICodec {
     }
 
     /// The stored scale of a key channel (tests: the error bound is scale/2).
-    public static func keyScale(_ plane: UnsafeRawPointer, channel: Int) -> Float {
+    package static func keyScale(_ plane: UnsafeRawPointer, channel: Int) -> Float {
         Float(plane.assumingMemoryBound(to: Float16.self)[channel])
     }
 
@@ -130,7 +130,7 @@ public enum KIVICodec {
 
     /// Quantizes `count` value rows (row-major, stride `dim`) into rows `0..<count` of
     /// a value plane of `blockSize` rows.
-    public static func encodeValues(_ rows: UnsafePointer<Float>, count: Int, dim: Int, blockSize: Int, bits: Int,
+    package static func encodeValues(_ rows: UnsafePointer<Float>, count: Int, dim: Int, blockSize: Int, bits: Int,
                                     into plane: UnsafeMutableRawPointer) {
         let levels = (1 << bits) - 1, fl = Float(levels), perByte = 8 / bits
         let groups = valueGroups(dim: dim)
@@ -165,7 +165,7 @@ public enum KIVICodec {
     }
 
     /// Dequantizes the first `rows` rows of a value plane into `y` (row-major, stride `dim`).
-    public static func decodeValues(_ plane: UnsafeRawPointer, rows: Int, dim: Int, blockSize: Int, bits: Int,
+    package static func decodeValues(_ plane: UnsafeRawPointer, rows: Int, dim: Int, blockSize: Int, bits: Int,
                                     into y: UnsafeMutablePointer<Float>) {
         let groups = valueGroups(dim: dim)
         let meta = plane.assumingMemoryBound(to: Float16.self)
@@ -182,7 +182,7 @@ public enum KIVICodec {
     }
 
     /// The stored scale of a value row's channel group (tests).
-    public static func valueScale(_ plane: UnsafeRawPointer, row: Int, group: Int, dim: Int) -> Float {
+    package static func valueScale(_ plane: UnsafeRawPointer, row: Int, group: Int, dim: Int) -> Float {
         Float(plane.assumingMemoryBound(to: Float16.self)[(row * valueGroups(dim: dim) + group) * 2])
     }
 

@@ -1,9 +1,9 @@
 import BCKernels
 /// Growth of one sequence in a batch reservation: room for positions 0..<length.
-public struct KVGrowth: Equatable, Sendable {
-    public var sequence: Int
-    public var length: Int
-    public init(sequence: Int, length: Int) {
+package struct KVGrowth: Equatable, Sendable {
+    package var sequence: Int
+    package var length: Int
+    package init(sequence: Int, length: Int) {
         self.sequence = sequence
         self.length = length
     }
@@ -11,7 +11,7 @@ public struct KVGrowth: Equatable, Sendable {
 
 /// What the transformer needs from a KV cache. The simple contiguous store and the
 /// paged block manager both implement it.
-public protocol KVCache: AnyObject {
+package protocol KVCache: AnyObject {
     /// Floats per cached row (kv heads × head dimension).
     var kvDim: Int { get }
     /// Number of positions cached for a sequence (0 for an unknown sequence).
@@ -48,17 +48,17 @@ public protocol KVCache: AnyObject {
 }
 
 extension KVCache {
-    public func window(layer: Int) -> Int? { nil }
-    public var segmentsStayValid: Bool { false }
+    package func window(layer: Int) -> Int? { nil }
+    package var segmentsStayValid: Bool { false }
     /// `reserve` for one sequence.
-    public func reserve(sequence: Int, length: Int) throws {
+    package func reserve(sequence: Int, length: Int) throws {
         try reserve([KVGrowth(sequence: sequence, length: length)])
     }
     /// Prefix reuse for a new sequence (see `PagedKVCache.attachPrefix`); caches
     /// without it reuse nothing.
-    public func reusePrefix(sequence: Int, prompt: [Int32]) throws -> Int {
+    package func reusePrefix(sequence: Int, prompt: [Int32]) throws -> Int {
         guard let paged = self as? PagedKVCache, length(of: sequence) == 0 else { return 0 }
         return try paged.attachPrefix(sequence: sequence, prompt: prompt)
     }
-    public func record(sequence: Int, position: Int, token: Int32) {}
+    package func record(sequence: Int, position: Int, token: Int32) {}
 }

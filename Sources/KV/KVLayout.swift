@@ -1,6 +1,6 @@
 import BCCore
 /// How a layer attends and where its keys/values live.
-public enum LayerAttention: Equatable, Sendable {
+package enum LayerAttention: Equatable, Sendable {
     /// Attends to every earlier position; stores its own KV.
     case full
     /// Attends to the last `window` positions (its own included); stores its own KV
@@ -13,7 +13,7 @@ public enum LayerAttention: Equatable, Sendable {
 }
 
 /// How cached keys/values are stored.
-public enum KVStorageType: Int32, Sendable, CaseIterable {
+package enum KVStorageType: Int32, Sendable, CaseIterable {
     /// float32: exact.
     case f32 = 0
     /// IEEE half precision.
@@ -30,7 +30,7 @@ public enum KVStorageType: Int32, Sendable, CaseIterable {
     case kivi2 = 4
 
     /// True for the KIVI types (blocks quantized as a whole, recent tokens in f32).
-    public var isKIVI: Bool { self == .kivi4 || self == .kivi2 }
+    package var isKIVI: Bool { self == .kivi4 || self == .kivi2 }
 
     /// Code bits of the KIVI types (0 otherwise).
     var kiviBits: Int {
@@ -63,18 +63,18 @@ public enum KVStorageType: Int32, Sendable, CaseIterable {
 }
 
 /// The KV layout of a model: per-layer attention kinds and the storage type.
-public struct KVLayout: Equatable, Sendable {
-    public var layers: [LayerAttention]
-    public var storage: KVStorageType
-    public var blockSize: Int
+package struct KVLayout: Equatable, Sendable {
+    package var layers: [LayerAttention]
+    package var storage: KVStorageType
+    package var blockSize: Int
     /// KIVI storage: how many of a sequence's most recent positions stay in full
     /// precision (the residual; KIVI's R). Ignored by the other types.
-    public var kiviResidual: Int
+    package var kiviResidual: Int
 
     /// KIVI's default residual length R in tokens.
-    public static let defaultKIVIResidual = 32
+    package static let defaultKIVIResidual = 32
 
-    public init(layers: [LayerAttention], storage: KVStorageType = .f32, blockSize: Int = 16,
+    package init(layers: [LayerAttention], storage: KVStorageType = .f32, blockSize: Int = 16,
                 kiviResidual: Int = KVLayout.defaultKIVIResidual) {
         self.layers = layers
         self.storage = storage
@@ -82,13 +82,13 @@ public struct KVLayout: Equatable, Sendable {
         self.kiviResidual = kiviResidual
     }
 
-    public static func full(layerCount: Int, storage: KVStorageType = .f32, blockSize: Int = 16,
+    package static func full(layerCount: Int, storage: KVStorageType = .f32, blockSize: Int = 16,
                             kiviResidual: Int = KVLayout.defaultKIVIResidual) -> KVLayout {
         KVLayout(layers: Array(repeating: .full, count: layerCount), storage: storage, blockSize: blockSize,
                  kiviResidual: kiviResidual)
     }
 
-    public func validate() throws {
+    package func validate() throws {
         guard blockSize >= 1, blockSize <= 4096 else { throw BatchCoreError.invalid("block size \(blockSize) out of range 1...4096") }
         guard kiviResidual >= 0, kiviResidual <= 1 << 20 else { throw BatchCoreError.invalid("KIVI residual \(kiviResidual) out of range 0...1048576") }
         guard !layers.isEmpty else { throw BatchCoreError.invalid("KV layout has no layers") }
@@ -105,7 +105,7 @@ public struct KVLayout: Equatable, Sendable {
     }
 
     /// The window a layer's queries see (a shared layer sees its source's window).
-    public func window(of layer: Int) -> Int? {
+    package func window(of layer: Int) -> Int? {
         switch layers[layer] {
         case .full: nil
         case .sliding(let w): w

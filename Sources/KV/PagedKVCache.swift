@@ -53,13 +53,13 @@ import Glibc
 ///
 /// Every operation either completes or throws and leaves the cache as it was.
 /// Not thread-safe: one thread at a time.
-public final class PagedKVCache: KVCache {
-    public let kvDim: Int
-    public let layout: KVLayout
-    public let budgetBytes: Int
-    public let maxLength: Int
-    public var blockSize: Int { layout.blockSize }
-    public var prefixCachingEnabled: Bool
+package final class PagedKVCache: KVCache {
+    package let kvDim: Int
+    package let layout: KVLayout
+    package let budgetBytes: Int
+    package let maxLength: Int
+    package var blockSize: Int { layout.blockSize }
+    package var prefixCachingEnabled: Bool
 
     /// One pool per layer group (storing layers with the same window share blocks).
     let pools: [BlockPool]
@@ -87,7 +87,7 @@ public final class PagedKVCache: KVCache {
     /// Bytes of one KIVI residual row over all groups.
     let residualRowBytes: Int
 
-    public init(kvDim: Int, layout: KVLayout, budgetBytes: Int, maxLength: Int = Int.max, prefixCaching: Bool = true) throws {
+    package init(kvDim: Int, layout: KVLayout, budgetBytes: Int, maxLength: Int = Int.max, prefixCaching: Bool = true) throws {
         try layout.validate()
         guard kvDim > 0, kvDim <= 1 << 20 else { throw BatchCoreError.invalid("kvDim \(kvDim) out of range 1...1048576") }
         guard budgetBytes > 0 else { throw BatchCoreError.invalid("KV budget must be > 0 bytes") }
@@ -120,22 +120,22 @@ public final class PagedKVCache: KVCache {
     deinit { free(scratch) }
 
     /// Bytes of KV per token over all groups (what one more token of context costs).
-    public var bytesPerToken: Int { pools.reduce(0) { $0 + $1.blockBytes } / layout.blockSize }
+    package var bytesPerToken: Int { pools.reduce(0) { $0 + $1.blockBytes } / layout.blockSize }
 
     // MARK: KVCache
 
-    public func length(of sequence: Int) -> Int { sequences[sequence]?.length ?? 0 }
+    package func length(of sequence: Int) -> Int { sequences[sequence]?.length ?? 0 }
 
-    public func window(layer: Int) -> Int? { layout.window(of: layer) }
+    package func window(layer: Int) -> Int? { layout.window(of: layer) }
 
     /// Makes room for the batch, all or nothing (see `KVReservationPlan`): throws
     /// `.kvFull` when it does not fit, `.outOfMemory` when the host allocator fails,
     /// having changed nothing.
-    public func reserve(_ growth: [KVGrowth]) throws {
+    package func reserve(_ growth: [KVGrowth]) throws {
         try execute(try plan(growth))
     }
 
-    public func canReserve(_ growth: [KVGrowth]) -> Bool {
+    package func canReserve(_ growth: [KVGrowth]) -> Bool {
         do {
             _ = try plan(growth)
             return true
@@ -225,7 +225,7 @@ public final class PagedKVCache: KVCache {
         pool.pointer(block) + (value ? pool.layers.count * keyPlaneBytes + li * valuePlaneBytes : li * keyPlaneBytes)
     }
 
-    public func write(layer: Int, sequence: Int, position: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>) {
+    package func write(layer: Int, sequence: Int, position: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>) {
         guard layer >= 0, layer < layerSlot.count, let seq = sequences[sequence], position >= 0 else { return }
         if case .shared = layout.layers[layer] { return }
         let (g, li) = layerSlot[layer]
@@ -245,7 +245,7 @@ public final class PagedKVCache: KVCache {
         KVRowCodec.encode(values, kvDim, rowType, into: planePointer(pool, block: b, index: li, value: true) + row)
     }
 
-    public var segmentsStayValid: Bool { rowType == .f32 }
+    package var segmentsStayValid: Bool { rowType == .f32 }
 
     /// Makes the dequantization scratch hold `floats`; throws `.outOfMemory` when the
     /// host cannot (the old scratch is kept).
@@ -258,7 +258,7 @@ public final class PagedKVCache: KVCache {
         return fresh
     }
 
-    public func segments(layer: Int, sequence: Int, length: Int) throws -> [KVSegment] {
+    package func segments(layer: Int, sequence: Int, length: Int) throws -> [KVSegment] {
         guard layer >= 0, layer < layerSlot.count, let seq = sequences[sequence], length > 0 else { return [] }
         let (g, li) = layerSlot[layer]
         guard let rowType else { return try kiviSegments(seq, g, li, length) }
@@ -324,17 +324,17 @@ public final class PagedKVCache: KVCache {
 
     /// KIVI: positions `0..<quantizedLength` of a sequence are stored quantized, the
     /// rest in the float32 residual (0 for other storage types).
-    public func quantizedLength(of sequence: Int) -> Int {
+    package func quantizedLength(of sequence: Int) -> Int {
         guard kivi, let seq = sequences[sequence] else { return 0 }
         return seq.quantizedBlocks * layout.blockSize
     }
 
-    public func record(sequence: Int, position: Int, token: Int32) {
+    package func record(sequence: Int, position: Int, token: Int32) {
         guard let seq = sequences[sequence], position >= 0 else { return }
         if position == seq.tokens.count { seq.tokens.append(token) } else if position < seq.tokens.count { seq.tokens[position] = token }
     }
 
-    public func commit(sequence: Int, length: Int) {
+    package func commit(sequence: Int, length: Int) {
         guard let seq = sequences[sequence], length >= 0, length <= seq.reserved || length <= seq.length else { return }
         seq.length = length
         seq.reserved = max(seq.reserved, length)
@@ -366,8 +366,8 @@ public final class PagedKVCache: KVCache {
 
     // MARK: sequences
 
-    public func contains(_ sequence: Int) -> Bool { sequences[sequence] != nil }
-    public var sequenceIDs: [Int] { Array(sequences.keys) }
+    package func contains(_ sequence: Int) -> Bool { sequences[sequence] != nil }
+    package var sequenceIDs: [Int] { Array(sequences.keys) }
     /// A sequence's record (tokens, adapter, block tables); for state export/import.
     func sequenceRecord(_ sequence: Int) -> KVSequence? { sequences[sequence] }
 
@@ -376,7 +376,7 @@ public final class PagedKVCache: KVCache {
     /// always computed) and returns how many positions it now holds. A sequence that
     /// holds anything (positions, or room reserved for them) is refused with `.badState`.
     @discardableResult
-    public func attachPrefix(sequence: Int, prompt: [Int32], adapter: UInt64 = 0) throws -> Int {
+    package func attachPrefix(sequence: Int, prompt: [Int32], adapter: UInt64 = 0) throws -> Int {
         if let existing = sequences[sequence], !existing.isEmpty {
             throw BatchCoreError.badState("sequence \(sequence) is not empty")
         }
@@ -413,7 +413,7 @@ public final class PagedKVCache: KVCache {
     }
 
     /// A child sequence sharing all of the parent's blocks (copy-on-write).
-    public func fork(parent: Int, child: Int) throws {
+    package func fork(parent: Int, child: Int) throws {
         guard let p = sequences[parent] else { throw BatchCoreError.invalid("sequence \(parent) does not exist") }
         guard sequences[child] == nil else { throw BatchCoreError.invalid("sequence \(child) already exists") }
         let c = KVSequence(layersPerGroup: layersPerGroup, kvDim: kvDim)
@@ -444,7 +444,7 @@ public final class PagedKVCache: KVCache {
 
     /// Keeps the first `length` positions of a sequence, dropping the rest. A sliding-
     /// window layer cannot go back to positions it released (`.badState`).
-    public func truncate(sequence: Int, length: Int) throws {
+    package func truncate(sequence: Int, length: Int) throws {
         guard let seq = sequences[sequence] else { throw BatchCoreError.invalid("sequence \(sequence) does not exist") }
         guard length >= 0 else { throw BatchCoreError.invalid("length must be >= 0") }
         guard length < seq.length else { return }
@@ -502,13 +502,13 @@ public final class PagedKVCache: KVCache {
     }
 
     /// Frees a sequence; its full, named blocks stay cached for reuse.
-    public func remove(sequence: Int) {
+    package func remove(sequence: Int) {
         guard let seq = sequences.removeValue(forKey: sequence) else { return }
         for (g, t) in seq.tables.enumerated() { for case let b? in t { pools[g].decref(b, keepNamed: prefixCachingEnabled) } }
         if seq.residual.capacity > 0 { installResidual(seq, Array(repeating: nil, count: pools.count), rows: 0, keep: 0) }
     }
 
-    public func stats() -> KVStats {
+    package func stats() -> KVStats {
         var s = KVStats()
         for pool in pools {
             s.blocksUsed += pool.usedCount

@@ -5,12 +5,12 @@ import Glibc
 
 /// What a sequence state records of the model it was computed with: a state loads
 /// only into a cache of a model with the same values.
-public struct KVModelFingerprint: Equatable, Sendable {
-    public var vocabSize: Int
-    public var layerCount: Int
-    public var embeddingDim: Int
+package struct KVModelFingerprint: Equatable, Sendable {
+    package var vocabSize: Int
+    package var layerCount: Int
+    package var embeddingDim: Int
 
-    public init(vocabSize: Int, layerCount: Int, embeddingDim: Int) {
+    package init(vocabSize: Int, layerCount: Int, embeddingDim: Int) {
         self.vocabSize = vocabSize
         self.layerCount = layerCount
         self.embeddingDim = embeddingDim
@@ -84,7 +84,7 @@ extension PagedKVCache {
     }
 
     /// Size in bytes of the state `saveSequenceState` would produce now.
-    public func sequenceStateSize(_ sequence: Int, model: KVModelFingerprint) throws -> Int {
+    package func sequenceStateSize(_ sequence: Int, model: KVModelFingerprint) throws -> Int {
         guard let seq = sequenceRecord(sequence) else {
             throw BatchCoreError(.notFound, "sequence \(sequence) does not exist")
         }
@@ -95,7 +95,7 @@ extension PagedKVCache {
     }
 
     /// Serializes one sequence (tokens and every cached K/V row a future step needs).
-    public func saveSequenceState(_ sequence: Int, model: KVModelFingerprint) throws -> [UInt8] {
+    package func saveSequenceState(_ sequence: Int, model: KVModelFingerprint) throws -> [UInt8] {
         guard let seq = sequenceRecord(sequence) else {
             throw BatchCoreError(.notFound, "sequence \(sequence) does not exist")
         }
@@ -143,7 +143,7 @@ extension PagedKVCache {
     /// Loads a state into `sequence`, which must be absent or empty. A corrupt,
     /// truncated or mismatched state throws `.format`; no room throws `.kvFull`; a
     /// sequence that is not empty throws `.badState`. On any error nothing changed.
-    public func loadSequenceState(_ sequence: Int, from bytes: UnsafeRawBufferPointer, model: KVModelFingerprint) throws {
+    package func loadSequenceState(_ sequence: Int, from bytes: UnsafeRawBufferPointer, model: KVModelFingerprint) throws {
         let what = "sequence state"
         guard bytes.count >= 8 + 4 + 4 else { throw BatchCoreError.format("\(what): too short (\(bytes.count) bytes)") }
         guard Array(bytes[0..<8]) == Self.sequenceStateMagic else {
@@ -290,7 +290,7 @@ extension PagedKVCache {
     }
 
     /// Saves to `path` through a temporary file renamed into place.
-    public func saveSequenceState(_ sequence: Int, model: KVModelFingerprint, to path: String) throws {
+    package func saveSequenceState(_ sequence: Int, model: KVModelFingerprint, to path: String) throws {
         try writeAtomically(path, bytes: try saveSequenceState(sequence, model: model))
     }
 
@@ -301,7 +301,7 @@ extension PagedKVCache {
         return 8 + 4 + fingerprintBytes + 8 + 4 + storingLayers().count * 4 + 4 + positions.multipliedReportingOverflow(by: perPosition).partialValue
     }
 
-    public func loadSequenceState(_ sequence: Int, model: KVModelFingerprint, from path: String) throws {
+    package func loadSequenceState(_ sequence: Int, model: KVModelFingerprint, from path: String) throws {
         let bytes = try readWholeFile(path, limit: maxSequenceStateSize, larger: "any sequence state of this context")
         try bytes.withUnsafeBytes { try loadSequenceState(sequence, from: $0, model: model) }
     }

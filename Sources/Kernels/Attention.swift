@@ -22,7 +22,7 @@ import _Builtin_intrinsics.intel
 /// * Softmax: VectorMath.softmax per head.
 /// * P·V: positions in ascending order into register-resident 16-lane sums, 64 output
 ///   lanes per pass, head after head while the values are in L2.
-public enum Attention {
+package enum Attention {
     @inline(__always)
     static func dot(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ hd: Int) -> Float {
         var acc = Vec16(repeating: 0)
@@ -106,7 +106,7 @@ public enum Attention {
     /// floats (head h at out + h·hd). `prefetchRows`: request the rows up front (see
     /// `prefetch`); worth it when they are likely cold — a decode row, or the first row of
     /// a prompt chunk — and a small cost when the row before just read them.
-    public static func group(q: UnsafePointer<Float>, heads: Int, kv: KVView, offset: Int,
+    package static func group(q: UnsafePointer<Float>, heads: Int, kv: KVView, offset: Int,
                              headDim hd: Int, lo: Int, visible: Int, scale: Float,
                              scores: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>,
                              prefetchRows: Bool = true) {

@@ -3,13 +3,13 @@
 /// `keys + (p - start) · rowStride` and its value row at `values + (p - start) · rowStride`,
 /// where the stride is the one of the `KVView` holding the run (kvDim for a cache block,
 /// d + 2·kvDim for the K/V columns of a training batch's qkv activations).
-public struct KVSegment {
-    public let keys: UnsafePointer<Float>
-    public let values: UnsafePointer<Float>
-    public let start: Int
-    public let count: Int
+package struct KVSegment {
+    package let keys: UnsafePointer<Float>
+    package let values: UnsafePointer<Float>
+    package let start: Int
+    package let count: Int
 
-    public init(keys: UnsafePointer<Float>, values: UnsafePointer<Float>, start: Int, count: Int) {
+    package init(keys: UnsafePointer<Float>, values: UnsafePointer<Float>, start: Int, count: Int) {
         self.keys = keys
         self.values = values
         self.start = start

@@ -4,12 +4,12 @@
 /// (rowStride = kvDim, one run per block) or the batch's own keys/values inside a
 /// training pass's qkv activations (rowStride = d + 2·kvDim, one run per document).
 /// Valid as long as the memory its runs point at.
-public struct KVView {
-    public var segments: [KVSegment]
+package struct KVView {
+    package var segments: [KVSegment]
     /// Floats from one position's key (value) row to the next position's, in every run.
-    public let rowStride: Int
+    package let rowStride: Int
 
-    public init(segments: [KVSegment], rowStride: Int) {
+    package init(segments: [KVSegment], rowStride: Int) {
         self.segments = segments
         self.rowStride = rowStride
     }

@@ -3,20 +3,20 @@ import BCCore
 import Glibc
 #endif
 
-public typealias Vec8 = SIMD8<Float>
+package typealias Vec8 = SIMD8<Float>
 
 /// A weight matrix W[rows × cols] (row o = output feature o) stored for the projection
 /// kernel: panels of 16 output features; panel p holds, for k = 0..<cols in order, the
 /// 16 values W[16p ..< 16p+16][k] (zero past the last row). The kernel then streams a
 /// panel once per group of tokens with no repacking at run time.
-public final class PackedWeights {
-    public let rows: Int
-    public let cols: Int
+package final class PackedWeights {
+    package let rows: Int
+    package let cols: Int
     let panels: Int
     let data: UnsafeMutablePointer<Float>
 
     /// Packs `w` (row-major rows × cols).
-    public init(_ w: UnsafePointer<Float>, rows: Int, cols: Int) throws {
+    package init(_ w: UnsafePointer<Float>, rows: Int, cols: Int) throws {
         self.rows = rows
         self.cols = cols
         panels = (rows + 15) / 16
@@ -27,13 +27,13 @@ public final class PackedWeights {
     deinit { free(data) }
 
     /// Copies row `r` of W to `out` (cols floats, gathered from its panel).
-    public func copyRow(_ r: Int, into out: UnsafeMutablePointer<Float>) {
+    package func copyRow(_ r: Int, into out: UnsafeMutablePointer<Float>) {
         let src = data + (r / 16) * cols * 16 + r % 16
         for k in 0..<cols { out[k] = src[k * 16] }
     }
 
     /// Writes W row-major (rows × cols floats) to `out`: the exact values packed.
-    public func unpack(into out: UnsafeMutablePointer<Float>) {
+    package func unpack(into out: UnsafeMutablePointer<Float>) {
         for p in 0..<panels {
             let src = data + p * cols * 16
             for j in 0..<min(16, rows - p * 16) {
@@ -46,7 +46,7 @@ public final class PackedWeights {
     /// Replaces W by `w` (row-major rows × cols) in place: same buffer, same layout as
     /// init (the padding past the last row stays zero). Must not run while a product
     /// reads these weights.
-    public func repack(from w: UnsafePointer<Float>) {
+    package func repack(from w: UnsafePointer<Float>) {
         for p in 0..<panels {
             let dst = data + p * cols * 16
             for j in 0..<min(16, rows - p * 16) {
@@ -64,14 +64,14 @@ public final class PackedWeights {
 /// ascending k. A token's projection is therefore bit-identical alone or in any batch
 /// (the engine's batch invariance), and the single-token (decode) case is the same
 /// arithmetic as the batched one. Work is split across threads by groups of panels.
-public enum PackedGEMM {
+package enum PackedGEMM {
     /// Panels per work item.
     static let panelsPerItem = 4
     /// Tokens per block: a block's activations (≤ 96 × cols floats) stay in L2 while
     /// every panel streams past them; weights are read once per block.
     static let tokensPerBlock = 96
 
-    public static func multiply(_ x: UnsafePointer<Float>, ldx: Int, tokens: Int, _ w: PackedWeights,
+    package static func multiply(_ x: UnsafePointer<Float>, ldx: Int, tokens: Int, _ w: PackedWeights,
                                 _ y: UnsafeMutablePointer<Float>, ldy: Int) {
         if tokens <= 0 || w.rows == 0 { return }
         let groups = (w.panels + panelsPerItem - 1) / panelsPerItem

@@ -1,10 +1,10 @@
 /// Reductions over float32 buffers, accumulated in double so that the result does
 /// not depend on the buffer length's rounding behaviour. Fixed chunking by callers
 /// keeps them deterministic whatever the thread count.
-public enum Reductions {
+package enum Reductions {
     /// Σ x², in double.
     @inline(__always)
-    public static func sumOfSquares(_ x: UnsafePointer<Float>, _ count: Int) -> Double {
+    package static func sumOfSquares(_ x: UnsafePointer<Float>, _ count: Int) -> Double {
         var acc0 = SIMD8<Double>(repeating: 0)
         var acc1 = SIMD8<Double>(repeating: 0)
         forEachBlock16(count) { i, lanes in
@@ -18,7 +18,7 @@ public enum Reductions {
 
     /// Σ xᵢ·yᵢ, in double.
     @inline(__always)
-    public static func dot(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ count: Int) -> Double {
+    package static func dot(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ count: Int) -> Double {
         var acc0 = SIMD8<Double>(repeating: 0)
         var acc1 = SIMD8<Double>(repeating: 0)
         forEachBlock16(count) { i, lanes in

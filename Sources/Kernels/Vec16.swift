@@ -1,7 +1,7 @@
 /// 16-lane float vectors over raw buffers: the building block of the streaming
 /// kernels. A partial block (the tail of a buffer) is loaded zero-padded and stored
 /// back lane by lane, so one formula serves the whole buffer.
-public typealias Vec16 = SIMD16<Float>
+@usableFromInline package typealias Vec16 = SIMD16<Float>
 
 @inline(__always)
 @inlinable package func load16(_ p: UnsafePointer<Float>, _ i: Int, _ lanes: Int) -> Vec16 {

@@ -33,10 +33,10 @@ func exp16(_ x: Vec16) -> Vec16 {
 }
 
 /// Elementwise kernels of the transformer, over raw float32 buffers.
-public enum VectorMath {
+package enum VectorMath {
     /// y = x / sqrt(mean(x²) + eps) * weight (RMSNorm), one row of length n.
     @inline(__always)
-    public static func rmsNorm(_ x: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+    package static func rmsNorm(_ x: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
                                _ n: Int, eps: Float) {
         var acc = Vec16(repeating: 0)
         var i = 0
@@ -51,7 +51,7 @@ public enum VectorMath {
 
     /// out = silu(gate) * up = gate / (1 + exp(-gate)) * up, n elements.
     @inline(__always)
-    public static func swiglu(_ gate: UnsafePointer<Float>, _ up: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int) {
+    package static func swiglu(_ gate: UnsafePointer<Float>, _ up: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int) {
         var i = 0
         while i < n {
             let lanes = min(16, n - i)
@@ -63,7 +63,7 @@ public enum VectorMath {
 
     /// In-place softmax of row[0..<n]; returns nothing. Uses the row max for stability.
     @inline(__always)
-    public static func softmax(_ row: UnsafeMutablePointer<Float>, _ n: Int) {
+    package static func softmax(_ row: UnsafeMutablePointer<Float>, _ n: Int) {
         var mv = Vec16(repeating: -.infinity)
         var j = 0
         while j + 16 <= n {
@@ -96,7 +96,7 @@ public enum VectorMath {
 
     /// y += a·x, n elements.
     @inline(__always)
-    public static func axpy(_ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
+    package static func axpy(_ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
         var i = 0
         while i < n {
             let lanes = min(16, n - i)
@@ -107,7 +107,7 @@ public enum VectorMath {
 
     /// y += x, n elements.
     @inline(__always)
-    public static func add(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, _ n: Int) {
+    package static func add(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, _ n: Int) {
         var i = 0
         while i < n {
             let lanes = min(16, n - i)
@@ -121,20 +121,20 @@ public enum VectorMath {
 /// layout: dimensions (2i, 2i+1) of each head rotate by pos·θ_i, θ_i = base^(-2i/d).
 /// (llama.cpp's converter permutes Llama's Q/K weights so this layout applies.)
 /// Angles, cosines and sines are computed in double and rounded once.
-public struct RotaryEmbedding {
-    public let headDim: Int
-    public let base: Float
+package struct RotaryEmbedding {
+    package let headDim: Int
+    package let base: Float
     /// θ_i for i in 0..<headDim/2.
     let inverseFrequencies: [Double]
 
-    public init(headDim: Int, base: Float) {
+    package init(headDim: Int, base: Float) {
         self.headDim = headDim
         self.base = base
         inverseFrequencies = (0..<headDim / 2).map { i in pow(Double(base), -2 * Double(i) / Double(headDim)) }
     }
 
     /// cos/sin of every rotation angle at `position`: headDim floats, cos first.
-    public func table(position: Int, into out: UnsafeMutablePointer<Float>) {
+    package func table(position: Int, into out: UnsafeMutablePointer<Float>) {
         let half = headDim / 2
         for i in 0..<half {
             let angle = Double(position) * inverseFrequencies[i]
@@ -145,7 +145,7 @@ public struct RotaryEmbedding {
 
     /// Rotates `heads` consecutive heads in place with a table from `table(position:into:)`.
     @inline(__always)
-    public func apply(_ x: UnsafeMutablePointer<Float>, heads: Int, table: UnsafePointer<Float>) {
+    package func apply(_ x: UnsafeMutablePointer<Float>, heads: Int, table: UnsafePointer<Float>) {
         let half = headDim / 2
         let c = table, s = table + half
         for h in 0..<heads {
@@ -159,7 +159,7 @@ public struct RotaryEmbedding {
     }
 
     /// Rotates `heads` consecutive heads of one token at `position` in place.
-    public func apply(_ x: UnsafeMutablePointer<Float>, heads: Int, position: Int) {
+    package func apply(_ x: UnsafeMutablePointer<Float>, heads: Int, position: Int) {
         withUnsafeTemporaryAllocation(of: Float.self, capacity: headDim) { t in
             table(position: position, into: t.baseAddress!)
             apply(x, heads: heads, table: t.baseAddress!)

@@ -2,21 +2,21 @@
 /// Document k is `documentLengths[k]` consecutive tokens of `tokens`, at positions
 /// 0, 1, ... (positions restart for every document); attention never crosses documents.
 /// Logits are produced for the rows whose `wantLogits` is true, in batch order.
-public struct DocumentBatch {
-    public var tokens: [Int32]
-    public var documentLengths: [Int]
-    public var wantLogits: [Bool]
+package struct DocumentBatch {
+    package var tokens: [Int32]
+    package var documentLengths: [Int]
+    package var wantLogits: [Bool]
 
-    public init(tokens: [Int32] = [], documentLengths: [Int] = [], wantLogits: [Bool] = []) {
+    package init(tokens: [Int32] = [], documentLengths: [Int] = [], wantLogits: [Bool] = []) {
         self.tokens = tokens
         self.documentLengths = documentLengths
         self.wantLogits = wantLogits
     }
 
-    public var count: Int { tokens.count }
+    package var count: Int { tokens.count }
 
     /// Appends a document; `logits`: whether its rows want logits.
-    public mutating func append(document: [Int32], logits: Bool) {
+    package mutating func append(document: [Int32], logits: Bool) {
         tokens += document
         documentLengths.append(document.count)
         wantLogits += [Bool](repeating: logits, count: document.count)

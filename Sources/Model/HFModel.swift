@@ -12,10 +12,10 @@ import Glibc
 /// Tensor names and the q/k row permutation between HF's rotate-half RoPE layout and
 /// batchcore's (llama.cpp's) adjacent pairs come from `LlamaTensorNames`: q_proj and
 /// k_proj rows are permuted per head at load and permuted back on export.
-public enum HFModel {
+package enum HFModel {
     /// Whether `path` names a Hugging Face layout (a directory, a `.safetensors`
     /// file, or a `.safetensors.index.json`) rather than a GGUF file.
-    public static func isHuggingFacePath(_ path: String) -> Bool {
+    package static func isHuggingFacePath(_ path: String) -> Bool {
         isDirectory(path) || path.hasSuffix(".safetensors") || path.hasSuffix(".safetensors.index.json")
     }
 
@@ -34,7 +34,7 @@ public enum HFModel {
     /// a sliding window; rope_scaling other than null, biases, activations other than
     /// SiLU and a head_dim other than hidden_size / num_attention_heads throw
     /// `.unsupported`.
-    public static func config(json: JSONValue) throws -> ModelConfig {
+    package static func config(json: JSONValue) throws -> ModelConfig {
         guard let obj = json.objectValue else { throw BatchCoreError.format("config.json: not a JSON object") }
         func fail(_ m: String) -> BatchCoreError { BatchCoreError.format("config.json: \(m)") }
         func unsupported(_ m: String) -> BatchCoreError { BatchCoreError(.unsupported, "config.json: \(m)") }
@@ -124,7 +124,7 @@ public enum HFModel {
     static func shortDouble(_ f: Float) -> Double { Double("\(f)") ?? Double(f) }
 
     /// `config.json` for `c` (LlamaForCausalLM).
-    public static func configJSON(_ c: ModelConfig, dtype: SafetensorsDType = .f32,
+    package static func configJSON(_ c: ModelConfig, dtype: SafetensorsDType = .f32,
                                   bos: Int32? = nil, eos: Int32? = nil) -> JSONValue {
         let torchDtype = dtype == .bf16 ? "bfloat16" : dtype == .f16 ? "float16" : "float32"
         var pairs: [(String, JSONValue)] = [
@@ -156,7 +156,7 @@ public enum HFModel {
 
     /// Loads the weights of `c` from HF tensors (names from `LlamaTensorNames`),
     /// checking every shape; q/k rows are permuted to the adjacent-pair RoPE layout.
-    public static func loadWeights(_ st: SafetensorsCollection, config c: ModelConfig,
+    package static func loadWeights(_ st: SafetensorsCollection, config c: ModelConfig,
                                    progress: ((Double) -> Void)? = nil) throws -> ModelWeights {
         for name in st.tensorNames where name.hasSuffix(".bias") {
             throw BatchCoreError(.unsupported, "safetensors: bias tensor \(name) is not supported")
@@ -184,7 +184,7 @@ public enum HFModel {
 
     /// Loads the transformer and tokenizer of a HF directory (or of the directory of
     /// a `.safetensors` / `.safetensors.index.json` path).
-    public static func load(path: String, progress: ((Double) -> Void)? = nil) throws -> (Transformer, Tokenizer) {
+    package static func load(path: String, progress: ((Double) -> Void)? = nil) throws -> (Transformer, Tokenizer) {
         let dir = directory(of: path)
         let configBytes: [UInt8]
         do { configBytes = try readWholeFile(dir + "/config.json", maxSize: 16 << 20) } catch let e as BatchCoreError where e.kind == .notFound {
@@ -211,7 +211,7 @@ extension ModelWeights {
     /// Writes these weights as HF Llama tensors to `<directory>/model.safetensors`
     /// and `config` as `<directory>/config.json` (the directory must exist). q/k rows
     /// are permuted back to the rotate-half layout.
-    public func writeHuggingFace(directory: String, config c: ModelConfig, dtype: SafetensorsDType = .f32,
+    package func writeHuggingFace(directory: String, config c: ModelConfig, dtype: SafetensorsDType = .f32,
                                  bos: Int32? = nil, eos: Int32? = nil) throws {
         guard isDirectory(directory) else { throw BatchCoreError.io("\(directory) is not a directory") }
         var mine = config
@@ -249,7 +249,7 @@ extension ModelWeights {
 
 extension Transformer {
     /// Writes config.json and model.safetensors to `directory`.
-    public func writeHuggingFace(directory: String, dtype: SafetensorsDType = .f32) throws {
+    package func writeHuggingFace(directory: String, dtype: SafetensorsDType = .f32) throws {
         try weights.writeHuggingFace(directory: directory, config: config, dtype: dtype)
     }
 }
@@ -257,7 +257,7 @@ extension Transformer {
 extension LanguageModel {
     /// Writes the model as a HF directory (created if missing): config.json,
     /// model.safetensors, tokenizer.json and tokenizer_config.json.
-    public func writeHuggingFace(directory: String, dtype: SafetensorsDType = .f32) throws {
+    package func writeHuggingFace(directory: String, dtype: SafetensorsDType = .f32) throws {
         if !isDirectory(directory) {
             guard mkdir(directory, 0o755) == 0 else {
                 throw BatchCoreError.io("cannot create \(directory): \(String(cString: strerror(errno)))")

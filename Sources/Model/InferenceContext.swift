@@ -2,15 +2,15 @@ import BCCore
 import BCKV
 /// The state of inference over one model: a paged KV cache holding any number of
 /// sequences. Used by one thread at a time.
-public final class InferenceContext {
-    public let model: LanguageModel
-    public let cache: PagedKVCache
-    public let maxPositions: Int
+package final class InferenceContext {
+    package let model: LanguageModel
+    package let cache: PagedKVCache
+    package let maxPositions: Int
 
     /// Default KV budget when the caller sets none.
-    public static let defaultBudgetBytes = 1 << 30
+    package static let defaultBudgetBytes = 1 << 30
 
-    public init(model: LanguageModel, maxPositions: Int = 0, kvBudgetBytes: Int = 0, layout: KVLayout? = nil,
+    package init(model: LanguageModel, maxPositions: Int = 0, kvBudgetBytes: Int = 0, layout: KVLayout? = nil,
                 prefixCaching: Bool = true) throws {
         guard maxPositions >= 0, kvBudgetBytes >= 0 else { throw BatchCoreError.invalid("n_ctx and kv_bytes must be >= 0") }
         let n = maxPositions == 0 ? model.config.contextLength : maxPositions
@@ -29,7 +29,7 @@ public final class InferenceContext {
     }
 
     /// Runs a batch; see `Transformer.forward`. Positions past n_ctx are rejected.
-    public func decode(_ batch: TokenBatch, logits: UnsafeMutablePointer<Float>?) throws {
+    package func decode(_ batch: TokenBatch, logits: UnsafeMutablePointer<Float>?) throws {
         for p in batch.positions where p >= maxPositions {
             throw BatchCoreError.invalid("position \(p) is beyond n_ctx \(maxPositions)")
         }
@@ -39,12 +39,12 @@ public final class InferenceContext {
 
 extension KVModelFingerprint {
     /// The values of `config` a sequence state records.
-    public init(_ config: ModelConfig) {
+    package init(_ config: ModelConfig) {
         self.init(vocabSize: config.vocabSize, layerCount: config.layerCount, embeddingDim: config.embeddingDim)
     }
 }
 
 extension InferenceContext {
     /// The model values a sequence state of this context records.
-    public var kvFingerprint: KVModelFingerprint { KVModelFingerprint(model.config) }
+    package var kvFingerprint: KVModelFingerprint { KVModelFingerprint(model.config) }
 }

@@ -3,17 +3,17 @@ import BCFormats
 import BCTokenizer
 /// A loaded language model: the transformer and its tokenizer. Immutable after
 /// load; share it between threads and inference contexts freely.
-public final class LanguageModel: @unchecked Sendable {
-    public let path: String
-    public let transformer: Transformer
-    public let tokenizer: Tokenizer
+package final class LanguageModel: @unchecked Sendable {
+    package let path: String
+    package let transformer: Transformer
+    package let tokenizer: Tokenizer
 
-    public var config: ModelConfig { transformer.config }
+    package var config: ModelConfig { transformer.config }
 
     /// Loads a GGUF model, or a Hugging Face directory (config.json, safetensors,
     /// tokenizer.json) when `path` is a directory or a .safetensors file; `progress`
     /// receives fractions in [0, 1] while weights load.
-    public init(path: String, progress: ((Double) -> Void)? = nil) throws {
+    package init(path: String, progress: ((Double) -> Void)? = nil) throws {
         let tokenizer: Tokenizer, transformer: Transformer
         if HFModel.isHuggingFacePath(path) {
             (transformer, tokenizer) = try HFModel.load(path: path, progress: progress)

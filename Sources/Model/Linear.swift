@@ -18,21 +18,21 @@ import Glibc
 ///
 /// Products only read the instance; `makeTrainable`, `syncPacked`, `dropTrainable` and
 /// changes to `adapters` mutate it and must not run while a forward pass uses it.
-public final class Linear {
-    public let rows: Int
-    public let cols: Int
+package final class Linear {
+    package let rows: Int
+    package let cols: Int
     /// The base weight in the projection kernel's layout.
-    public let packed: PackedWeights
+    package let packed: PackedWeights
     /// The trainable copy of W, row-major [rows × cols]; nil unless `makeTrainable()`.
-    public private(set) var weight: UnsafeMutablePointer<Float>?
+    package private(set) var weight: UnsafeMutablePointer<Float>?
     /// The gradient of W, row-major [rows × cols]; nil unless `makeTrainable()`.
-    public private(set) var grad: UnsafeMutablePointer<Float>?
+    package private(set) var grad: UnsafeMutablePointer<Float>?
     /// Adapter slots; `forward(..., segments:)` names them by index. Each slot's shape
     /// must be rows × cols (`attach` checks it).
-    public private(set) var adapters: [LoRASlot] = []
+    package private(set) var adapters: [LoRASlot] = []
 
     /// Packs `w` (row-major rows × cols).
-    public init(rows: Int, cols: Int, rowMajor w: UnsafePointer<Float>) throws {
+    package init(rows: Int, cols: Int, rowMajor w: UnsafePointer<Float>) throws {
         self.rows = rows
         self.cols = cols
         packed = try PackedWeights(w, rows: rows, cols: cols)
@@ -40,7 +40,7 @@ public final class Linear {
 
     /// A matrix whose row-major values `fill` writes into a temporary buffer (zeroed,
     /// rows × cols), which is packed and freed: loaders decode straight into it.
-    public convenience init(rows: Int, cols: Int, fill: (UnsafeMutablePointer<Float>) throws -> Void) throws {
+    package convenience init(rows: Int, cols: Int, fill: (UnsafeMutablePointer<Float>) throws -> Void) throws {
         let (count, overflow) = rows.multipliedReportingOverflow(by: cols)
         guard rows >= 0, cols >= 0, !overflow else { throw BatchCoreError.invalid("matrix \(rows) × \(cols) is too large") }
         let tmp = try Memory.allocateFloats(count, fill: 0)
@@ -55,7 +55,7 @@ public final class Linear {
     }
 
     /// Values in W.
-    public var count: Int { rows * cols }
+    package var count: Int { rows * cols }
 
     // MARK: Products
 
@@ -63,17 +63,17 @@ public final class Linear {
     /// `ldy` ≥ rows) with the packed base weight. Batch invariant (see `PackedGEMM`):
     /// a row's result does not depend on the other rows.
     @inline(__always)
-    public func forward(_ x: UnsafePointer<Float>, ldx: Int, _ y: UnsafeMutablePointer<Float>, ldy: Int, tokens: Int) {
+    package func forward(_ x: UnsafePointer<Float>, ldx: Int, _ y: UnsafeMutablePointer<Float>, ldy: Int, tokens: Int) {
         PackedGEMM.multiply(x, ldx: ldx, tokens: tokens, packed, y, ldy: ldy)
     }
 
     /// A run of rows `first ..< first + count` of a product that use adapter `adapter`
     /// (an index into `adapters`). Rows of no segment get the base product only.
-    public struct AdapterSegment: Equatable, Sendable {
-        public var adapter: Int
-        public var first: Int
-        public var count: Int
-        public init(adapter: Int, first: Int, count: Int) {
+    package struct AdapterSegment: Equatable, Sendable {
+        package var adapter: Int
+        package var first: Int
+        package var count: Int
+        package init(adapter: Int, first: Int, count: Int) {
             self.adapter = adapter
             self.first = first
             self.count = count
@@ -85,7 +85,7 @@ public final class Linear {
     /// checked before anything is written: an adapter index or a row range out of
     /// range, or overlapping segments, throw `.invalidArgument` and leave y untouched.
     /// A row's result depends only on its own input and adapter.
-    public func forward(_ x: UnsafePointer<Float>, ldx: Int, _ y: UnsafeMutablePointer<Float>, ldy: Int, tokens: Int,
+    package func forward(_ x: UnsafePointer<Float>, ldx: Int, _ y: UnsafeMutablePointer<Float>, ldy: Int, tokens: Int,
                         segments: [AdapterSegment]) throws {
         var covered = [(Int, Int)]()
         for s in segments {
@@ -110,7 +110,7 @@ public final class Linear {
     /// y[t] += scale · B·(A·x[t]) for the `tokens` rows given (one adapter segment):
     /// the low-rank half of `forward(..., segments:)`, for callers that run the base
     /// product themselves.
-    public func addAdapter(_ adapter: Int, _ x: UnsafePointer<Float>, ldx: Int, _ y: UnsafeMutablePointer<Float>,
+    package func addAdapter(_ adapter: Int, _ x: UnsafePointer<Float>, ldx: Int, _ y: UnsafeMutablePointer<Float>,
                            ldy: Int, tokens: Int) throws {
         guard adapter >= 0, adapter < adapters.count else {
             throw BatchCoreError.invalid("adapter \(adapter) of a projection with \(adapters.count) adapters")
@@ -123,7 +123,7 @@ public final class Linear {
     /// Appends `slot` and returns its index. Throws `.invalidArgument` unless the slot
     /// is rows × cols.
     @discardableResult
-    public func attach(_ slot: LoRASlot) throws -> Int {
+    package func attach(_ slot: LoRASlot) throws -> Int {
         guard slot.rows == rows, slot.cols == cols else {
             throw BatchCoreError.invalid("LoRA slot \(slot.rows) × \(slot.cols) on a \(rows) × \(cols) projection")
         }
@@ -132,20 +132,20 @@ public final class Linear {
     }
 
     /// Removes every adapter slot.
-    public func detachAdapters() { adapters.removeAll() }
+    package func detachAdapters() { adapters.removeAll() }
 
     // MARK: Row access
 
     /// Copies row `r` (cols floats) to `out`.
-    public func copyRow(_ r: Int, into out: UnsafeMutablePointer<Float>) { packed.copyRow(r, into: out) }
+    package func copyRow(_ r: Int, into out: UnsafeMutablePointer<Float>) { packed.copyRow(r, into: out) }
 
     /// Copies rows `first ..< first + count` row-major to `out`.
-    public func copyRows(_ first: Int, count: Int, into out: UnsafeMutablePointer<Float>) {
+    package func copyRows(_ first: Int, count: Int, into out: UnsafeMutablePointer<Float>) {
         for r in 0..<count { packed.copyRow(first + r, into: out + r * cols) }
     }
 
     /// Calls `body` with W row-major (unpacked into a temporary copy).
-    public func withRowMajor<R>(_ body: (UnsafePointer<Float>) throws -> R) throws -> R {
+    package func withRowMajor<R>(_ body: (UnsafePointer<Float>) throws -> R) throws -> R {
         let tmp = try Memory.allocateFloats(count, fill: 0)
         defer { free(tmp) }
         packed.unpack(into: tmp)
@@ -155,12 +155,12 @@ public final class Linear {
     // MARK: Trainable copy
 
     /// Whether `weight` and `grad` exist.
-    public var isTrainable: Bool { weight != nil }
+    package var isTrainable: Bool { weight != nil }
 
     /// Allocates `weight` (W unpacked from the packed copy, bit-exact) and a zeroed
     /// `grad`, both row-major [rows × cols]. Idempotent: a second call keeps the copy and
     /// gradient as they are. On failure nothing changes.
-    public func makeTrainable() throws {
+    package func makeTrainable() throws {
         if weight != nil { return }
         let w = try Memory.allocateFloats(count, fill: 0)
         let g: UnsafeMutablePointer<Float>
@@ -175,13 +175,13 @@ public final class Linear {
 
     /// Repacks the base weight from `weight` after an optimizer changed it, so products
     /// use the new values. Throws `.badState` when not trainable.
-    public func syncPacked() throws {
+    package func syncPacked() throws {
         guard let weight else { throw BatchCoreError.badState("syncPacked on a projection that is not trainable") }
         packed.repack(from: weight)
     }
 
     /// Frees `weight` and `grad` (the packed copy stays, with the values last synced).
-    public func dropTrainable() {
+    package func dropTrainable() {
         free(weight)
         free(grad)
         weight = nil

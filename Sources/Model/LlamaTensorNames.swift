@@ -12,18 +12,18 @@
 /// of `headDim` rows, HF row t·headDim/2 + j is GGUF row 2j + t (t ∈ {0, 1}). As
 /// llama.cpp's HF→GGUF converter does, HF q/k rows are permuted at load
 /// (`permuteRoPERows`) and permuted back on export; `ropeHeads` says which tensors.
-public enum LlamaTensor: CaseIterable, Sendable {
+package enum LlamaTensor: CaseIterable, Sendable {
     case tokenEmbedding
     case attentionNorm, q, k, v, attentionOutput, ffnNorm, gate, up, down
     case outputNorm, output
 
     /// The tensors every decoder layer has, in table order.
-    public static let layerTensors: [LlamaTensor] = [.attentionNorm, .q, .k, .v, .attentionOutput, .ffnNorm, .gate, .up, .down]
+    package static let layerTensors: [LlamaTensor] = [.attentionNorm, .q, .k, .v, .attentionOutput, .ffnNorm, .gate, .up, .down]
 
-    public var isPerLayer: Bool { Self.layerTensors.contains(self) }
+    package var isPerLayer: Bool { Self.layerTensors.contains(self) }
 
     /// GGUF name (llama.cpp's), with "blk.N." before per-layer names.
-    public func ggufName(layer: Int) -> String {
+    package func ggufName(layer: Int) -> String {
         switch self {
         case .tokenEmbedding: return "token_embd.weight"
         case .outputNorm: return "output_norm.weight"
@@ -42,7 +42,7 @@ public enum LlamaTensor: CaseIterable, Sendable {
 
     /// Hugging Face transformers' name (LlamaForCausalLM), with "model.layers.N."
     /// before per-layer names.
-    public func huggingFaceName(layer: Int) -> String {
+    package func huggingFaceName(layer: Int) -> String {
         switch self {
         case .tokenEmbedding: return "model.embed_tokens.weight"
         case .outputNorm: return "model.norm.weight"
@@ -60,7 +60,7 @@ public enum LlamaTensor: CaseIterable, Sendable {
     }
 
     /// [rows × cols] for `c`; rows == 1 for a vector.
-    public func shape(_ c: ModelConfig) -> (rows: Int, cols: Int) {
+    package func shape(_ c: ModelConfig) -> (rows: Int, cols: Int) {
         let d = c.embeddingDim
         switch self {
         case .tokenEmbedding, .output: return (c.vocabSize, d)
@@ -74,7 +74,7 @@ public enum LlamaTensor: CaseIterable, Sendable {
 
     /// The number of heads whose rows a HF checkpoint holds in rotate-half order
     /// (q: all query heads, k: the kv heads); nil for every other tensor.
-    public func ropeHeads(_ c: ModelConfig) -> Int? {
+    package func ropeHeads(_ c: ModelConfig) -> Int? {
         switch self {
         case .q: return c.headCount
         case .k: return c.kvHeadCount
@@ -84,19 +84,19 @@ public enum LlamaTensor: CaseIterable, Sendable {
 }
 
 /// One tensor of a model: its role, layer (0 for the global ones) and names.
-public struct LlamaTensorName: Equatable, Sendable {
-    public let tensor: LlamaTensor
-    public let layer: Int
-    public var gguf: String { tensor.ggufName(layer: layer) }
-    public var huggingFace: String { tensor.huggingFaceName(layer: layer) }
+package struct LlamaTensorName: Equatable, Sendable {
+    package let tensor: LlamaTensor
+    package let layer: Int
+    package var gguf: String { tensor.ggufName(layer: layer) }
+    package var huggingFace: String { tensor.huggingFaceName(layer: layer) }
 }
 
-public enum LlamaTensorNames {
+package enum LlamaTensorNames {
     /// Every tensor of a model with `layerCount` layers in the stable order loaders,
     /// writers and the parameter list use: the token embedding, then per layer
     /// `LlamaTensor.layerTensors`, then the output norm and — unless tied to the
     /// embedding — the output head.
-    public static func all(layerCount: Int, tiedOutput: Bool) -> [LlamaTensorName] {
+    package static func all(layerCount: Int, tiedOutput: Bool) -> [LlamaTensorName] {
         var names = [LlamaTensorName(tensor: .tokenEmbedding, layer: 0)]
         for l in 0..<max(0, layerCount) {
             for t in LlamaTensor.layerTensors { names.append(LlamaTensorName(tensor: t, layer: l)) }
@@ -109,7 +109,7 @@ public enum LlamaTensorNames {
     /// Reorders the rows of one q or k projection (`heads` heads of `headDim` rows of
     /// `cols`): HF rotate-half order → adjacent-pair (GGUF) order, or back with
     /// `inverse` (see `LlamaTensor`). `src` and `dst` must not overlap.
-    public static func permuteRoPERows(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, heads: Int,
+    package static func permuteRoPERows(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, heads: Int,
                                        headDim: Int, cols: Int, inverse: Bool) {
         let half = headDim / 2
         for h in 0..<heads {

@@ -12,27 +12,27 @@ import Glibc
 ///
 /// The slot owns both buffers (freed with it). Their values may be changed in place (an
 /// optimizer training the adapter) but not while a forward pass reads them.
-public final class LoRASlot {
+package final class LoRASlot {
     /// Output features of the adapted projection (rows of B).
-    public let rows: Int
+    package let rows: Int
     /// Input features of the adapted projection (columns of A).
-    public let cols: Int
+    package let cols: Int
     /// The adapter's rank r (rows of A, columns of B); 1 ... `maxRank`.
-    public let rank: Int
+    package let rank: Int
     /// The factor applied to B·A (PEFT: lora_alpha / r).
-    public var scale: Float
+    package var scale: Float
     /// A [rank × cols], row-major.
-    public let a: UnsafeMutablePointer<Float>
+    package let a: UnsafeMutablePointer<Float>
     /// B [rows × rank], row-major.
-    public let b: UnsafeMutablePointer<Float>
+    package let b: UnsafeMutablePointer<Float>
 
     /// The largest rank accepted.
-    public static let maxRank = 1024
+    package static let maxRank = 1024
 
     /// An adapter with A and B copied from `a` (rank × cols values) and `b` (rows × rank).
     /// Throws `.invalidArgument` on a size mismatch, a rank outside 1...maxRank or a
     /// non-finite scale.
-    public init(rows: Int, cols: Int, rank: Int, scale: Float, a: [Float], b: [Float]) throws {
+    package init(rows: Int, cols: Int, rank: Int, scale: Float, a: [Float], b: [Float]) throws {
         guard rows > 0, cols > 0, rank > 0, rank <= Self.maxRank else {
             throw BatchCoreError.invalid("LoRA slot: rows \(rows), cols \(cols), rank \(rank) (rank 1...\(Self.maxRank))")
         }

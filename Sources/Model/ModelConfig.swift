@@ -2,23 +2,23 @@ import BCCore
 import BCFormats
 /// Hyperparameters of a Llama-family decoder (RMSNorm, RoPE, grouped-query
 /// attention, SwiGLU MLP).
-public struct ModelConfig: Equatable, Sendable {
-    public var architecture: String
-    public var layerCount: Int
-    public var embeddingDim: Int
-    public var headCount: Int
-    public var kvHeadCount: Int
-    public var feedForwardDim: Int
-    public var vocabSize: Int
-    public var contextLength: Int
-    public var ropeBase: Float
-    public var rmsEps: Float
-    public var tiedEmbeddings: Bool
+package struct ModelConfig: Equatable, Sendable {
+    package var architecture: String
+    package var layerCount: Int
+    package var embeddingDim: Int
+    package var headCount: Int
+    package var kvHeadCount: Int
+    package var feedForwardDim: Int
+    package var vocabSize: Int
+    package var contextLength: Int
+    package var ropeBase: Float
+    package var rmsEps: Float
+    package var tiedEmbeddings: Bool
 
-    public var headDim: Int { embeddingDim / headCount }
-    public var kvDim: Int { kvHeadCount * headDim }
+    package var headDim: Int { embeddingDim / headCount }
+    package var kvDim: Int { kvHeadCount * headDim }
 
-    public init(architecture: String = "llama", layerCount: Int, embeddingDim: Int, headCount: Int, kvHeadCount: Int,
+    package init(architecture: String = "llama", layerCount: Int, embeddingDim: Int, headCount: Int, kvHeadCount: Int,
                 feedForwardDim: Int, vocabSize: Int, contextLength: Int, ropeBase: Float = 10000, rmsEps: Float = 1e-5,
                 tiedEmbeddings: Bool = true) {
         self.architecture = architecture
@@ -34,7 +34,7 @@ public struct ModelConfig: Equatable, Sendable {
         self.tiedEmbeddings = tiedEmbeddings
     }
 
-    public func validate() throws {
+    package func validate() throws {
         func check(_ ok: Bool, _ what: String) throws { if !ok { throw BatchCoreError.format("model config: \(what)") } }
         try check(layerCount > 0 && layerCount <= 1024, "layer count \(layerCount)")
         try check(embeddingDim > 0 && embeddingDim <= 65536, "embedding length \(embeddingDim)")
@@ -49,7 +49,7 @@ public struct ModelConfig: Equatable, Sendable {
     }
 
     /// Reads the config from GGUF metadata (`<arch>.block_count` etc.).
-    public init(gguf: GGUFFile) throws {
+    package init(gguf: GGUFFile) throws {
         let arch = try gguf.string("general.architecture")
         guard arch == "llama" else { throw BatchCoreError(.unsupported, "architecture '\(arch)' is not supported (llama only)") }
         func int(_ key: String) throws -> Int { try gguf.int("\(arch).\(key)") }

@@ -2,9 +2,9 @@
 /// and where its values live. Stacked projections (q | k | v, gate | up) are listed as
 /// their parts; a part is a contiguous run of rows of its `Linear`, so its values and
 /// gradient are contiguous slices of that Linear's trainable copy.
-public struct ModelParameter {
+package struct ModelParameter {
     /// Where a parameter's values live.
-    public enum Storage {
+    package enum Storage {
         /// A whole vector (norm gain).
         case vector(WeightVector)
         /// Rows `first ..< first + shape[0]` of a projection (all columns).
@@ -12,19 +12,19 @@ public struct ModelParameter {
     }
 
     /// The GGUF tensor name (`blk.0.attn_q.weight`, ...; `LlamaTensorNames`).
-    public let name: String
+    package let name: String
     /// Row-major shape, outermost first: [rows, cols] for a matrix, [count] for a vector.
-    public let shape: [Int]
-    public let storage: Storage
+    package let shape: [Int]
+    package let storage: Storage
 
     /// Number of values.
-    public var count: Int { shape.reduce(1, *) }
+    package var count: Int { shape.reduce(1, *) }
 
     /// The float32 values (row-major `count` floats): the vector itself, or the rows of
     /// the projection's trainable copy — nil while that projection is not trainable
     /// (`Linear.makeTrainable`). A change to a projection's values takes effect in
     /// products after `Linear.syncPacked()`.
-    public var values: UnsafeMutablePointer<Float>? {
+    package var values: UnsafeMutablePointer<Float>? {
         switch storage {
         case .vector(let v): return v.data
         case .rows(let m, let first): return m.weight.map { $0 + first * m.cols }
@@ -32,7 +32,7 @@ public struct ModelParameter {
     }
 
     /// The gradient (`count` floats, laid out as `values`); nil while not trainable.
-    public var gradient: UnsafeMutablePointer<Float>? {
+    package var gradient: UnsafeMutablePointer<Float>? {
         switch storage {
         case .vector(let v): return v.grad
         case .rows(let m, let first): return m.grad.map { $0 + first * m.cols }

@@ -5,40 +5,40 @@ import BCFormats
 /// The weights of one decoder layer. Q, K and V are stacked into one projection (rows
 /// q | k | v) and so are the MLP's gate and up projections, so each pair or triple is
 /// one matrix product (`ModelWeights.location` gives each part's rows).
-public struct LayerWeights {
+package struct LayerWeights {
     /// [d], the RMSNorm gain before attention.
-    public let attentionNorm: WeightVector
+    package let attentionNorm: WeightVector
     /// [d + 2·kvDim][d]: rows 0..<d are Wq, then Wk, then Wv.
-    public let qkv: Linear
+    package let qkv: Linear
     /// [d][d].
-    public let wo: Linear
+    package let wo: Linear
     /// [d], the RMSNorm gain before the MLP.
-    public let ffnNorm: WeightVector
+    package let ffnNorm: WeightVector
     /// [2·ff][d]: rows 0..<ff are the gate projection, then up.
-    public let gateUp: Linear
+    package let gateUp: Linear
     /// [d][ff].
-    public let down: Linear
+    package let down: Linear
 
     /// Every projection of the layer.
-    public var projections: [Linear] { [qkv, wo, gateUp, down] }
+    package var projections: [Linear] { [qkv, wo, gateUp, down] }
 }
 
 /// All weights of a Llama-family model, dequantized to float32 at load. Projections
 /// (and the token embedding, which is the output head when tied: lookups gather rows
 /// from its packed copy) are `Linear`s holding their packed copy only; norm gains are
 /// `WeightVector`s.
-public final class ModelWeights {
-    public let config: ModelConfig
+package final class ModelWeights {
+    package let config: ModelConfig
     /// [vocab][d].
-    public let tokenEmbedding: Linear
-    public let layers: [LayerWeights]
+    package let tokenEmbedding: Linear
+    package let layers: [LayerWeights]
     /// [d].
-    public let outputNorm: WeightVector
+    package let outputNorm: WeightVector
     /// [vocab][d], the output head; the token embedding itself when embeddings are tied.
-    public let output: Linear
+    package let output: Linear
 
     /// Whether the output head is the token embedding.
-    public var tiedOutput: Bool { output === tokenEmbedding }
+    package var tiedOutput: Bool { output === tokenEmbedding }
 
     /// The projection a tensor belongs to is stacked from these parts, in row order.
     static func stack(of t: LlamaTensor) -> [LlamaTensor] {
@@ -50,7 +50,7 @@ public final class ModelWeights {
     }
 
     /// Where tensor `name` lives: a vector, or a run of rows of a projection.
-    public func location(of name: LlamaTensorName) -> ModelParameter.Storage {
+    package func location(of name: LlamaTensorName) -> ModelParameter.Storage {
         let t = name.tensor
         var first = 0
         for part in Self.stack(of: t) {
@@ -73,29 +73,29 @@ public final class ModelWeights {
     /// Every tensor, named as in GGUF, in `LlamaTensorNames.all` order (stable: the
     /// token embedding, layer by layer, the output norm, then the output head unless
     /// tied). Each value is held once (a tied output head is listed as the embedding).
-    public var parameters: [ModelParameter] {
+    package var parameters: [ModelParameter] {
         LlamaTensorNames.all(layerCount: layers.count, tiedOutput: tiedOutput).map { n in
             let s = n.tensor.shape(config)
             return ModelParameter(name: n.gguf, shape: s.rows == 1 ? [s.cols] : [s.rows, s.cols], storage: location(of: n))
         }
     }
 
-    public var parameterCount: Int { parameters.reduce(0) { $0 + $1.count } }
+    package var parameterCount: Int { parameters.reduce(0) { $0 + $1.count } }
 
     /// Every projection (the embedding once when tied).
-    public var projections: [Linear] {
+    package var projections: [Linear] {
         [tokenEmbedding] + layers.flatMap(\.projections) + (tiedOutput ? [] : [output])
     }
 
     /// Gives every projection a trainable copy and every tensor a gradient (see
     /// `Linear.makeTrainable`). On failure the tensors made trainable so far stay so.
-    public func makeTrainable() throws {
+    package func makeTrainable() throws {
         for m in projections { try m.makeTrainable() }
         for v in [outputNorm] + layers.flatMap({ [$0.attentionNorm, $0.ffnNorm] }) { try v.makeTrainable() }
     }
 
     /// Frees every trainable copy and gradient.
-    public func dropTrainable() {
+    package func dropTrainable() {
         for m in projections { m.dropTrainable() }
         for v in [outputNorm] + layers.flatMap({ [$0.attentionNorm, $0.ffnNorm] }) { v.dropTrainable() }
     }
@@ -146,7 +146,7 @@ public final class ModelWeights {
 
     /// Loads and dequantizes the tensors of `config` from a GGUF file, checking every
     /// shape against the config.
-    public convenience init(gguf: GGUFFile, config c: ModelConfig, progress: ((Double) -> Void)? = nil) throws {
+    package convenience init(gguf: GGUFFile, config c: ModelConfig, progress: ((Double) -> Void)? = nil) throws {
         try self.init(config: c, tiedOutput: c.tiedEmbeddings, progress: progress) { n, rows, cols, dst in
             let name = n.gguf
             guard let info = gguf.tensor(named: name) else { throw BatchCoreError.format("missing tensor '\(name)'") }

@@ -2,23 +2,23 @@
 /// at `positions[i]` of sequence `sequences[i]`; logits are produced for the tokens
 /// whose `wantLogits` is true, in batch order. Each sequence's tokens must continue
 /// its cached positions in order (cache length, length+1, ...).
-public struct TokenBatch {
-    public var tokens: [Int32]
-    public var positions: [Int]
-    public var sequences: [Int]
-    public var wantLogits: [Bool]
+package struct TokenBatch {
+    package var tokens: [Int32]
+    package var positions: [Int]
+    package var sequences: [Int]
+    package var wantLogits: [Bool]
 
-    public init(tokens: [Int32] = [], positions: [Int] = [], sequences: [Int] = [], wantLogits: [Bool] = []) {
+    package init(tokens: [Int32] = [], positions: [Int] = [], sequences: [Int] = [], wantLogits: [Bool] = []) {
         self.tokens = tokens
         self.positions = positions
         self.sequences = sequences
         self.wantLogits = wantLogits
     }
 
-    public var count: Int { tokens.count }
-    public var logitRows: Int { wantLogits.lazy.filter { $0 }.count }
+    package var count: Int { tokens.count }
+    package var logitRows: Int { wantLogits.lazy.filter { $0 }.count }
 
-    public mutating func append(_ token: Int32, position: Int, sequence: Int, logits: Bool) {
+    package mutating func append(_ token: Int32, position: Int, sequence: Int, logits: Bool) {
         tokens.append(token)
         positions.append(position)
         sequences.append(sequence)

@@ -21,21 +21,21 @@ final class Scratch {
 /// cached rows when serving, the row's own document in a cache-free pass). The layer
 /// math lives in Layers/ (attention block, MLP block, embedding, output head) over
 /// named activations (`LayerActivations`).
-public final class Transformer {
-    public let config: ModelConfig
-    public let weights: ModelWeights
+package final class Transformer {
+    package let config: ModelConfig
+    package let weights: ModelWeights
     let rope: RotaryEmbedding
     /// Reused activation sets of serving passes.
     private let workspaces = ForwardWorkspacePool()
 
-    public init(config: ModelConfig, weights: ModelWeights) {
+    package init(config: ModelConfig, weights: ModelWeights) {
         self.config = config
         self.weights = weights
         rope = RotaryEmbedding(headDim: config.headDim, base: config.ropeBase)
     }
 
     /// Loads a model from a GGUF file.
-    public convenience init(gguf: GGUFFile, progress: ((Double) -> Void)? = nil) throws {
+    package convenience init(gguf: GGUFFile, progress: ((Double) -> Void)? = nil) throws {
         let config = try ModelConfig(gguf: gguf)
         self.init(config: config, weights: try ModelWeights(gguf: gguf, config: config, progress: progress))
     }
@@ -59,7 +59,7 @@ public final class Transformer {
     ///
     /// The KV cache is driven by `ServingKV` (check, reserve, store, gather, commit); the
     /// layers are the same functions the cache-free `forward(documents:)` runs.
-    public func forward(_ batch: TokenBatch, cache: KVCache, logits: UnsafeMutablePointer<Float>?) throws {
+    package func forward(_ batch: TokenBatch, cache: KVCache, logits: UnsafeMutablePointer<Float>?) throws {
         let kv = try ServingKV(batch: batch, cache: cache, config: config)
         try kv.reserve()
         let rows = logits == nil ? [] : (0..<batch.count).filter { batch.wantLogits[$0] }
@@ -83,7 +83,7 @@ public final class Transformer {
     ///
     /// A document gives the same logits, bit for bit, as `forward(_:cache:logits:)` of
     /// that document alone in a fresh cache: the same kernels run on the same values.
-    public func forward(documents batch: DocumentBatch, logits: UnsafeMutablePointer<Float>?,
+    package func forward(documents batch: DocumentBatch, logits: UnsafeMutablePointer<Float>?,
                         activations: ForwardActivations? = nil) throws {
         let kv = try SelfContainedKV(batch, config: config)
         let rows = logits == nil ? [] : (0..<batch.count).filter { batch.wantLogits[$0] }

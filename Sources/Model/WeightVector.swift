@@ -6,15 +6,15 @@ import Glibc
 /// A float32 weight vector of `count` values (an RMSNorm gain), row-major and owned.
 /// Vectors are read directly by the kernels, so `data` is both the inference copy and
 /// the trainable one; `makeTrainable()` only adds the gradient.
-public final class WeightVector {
-    public let count: Int
+package final class WeightVector {
+    package let count: Int
     /// The values, `count` floats.
-    public let data: UnsafeMutablePointer<Float>
+    package let data: UnsafeMutablePointer<Float>
     /// The gradient, `count` floats; nil unless `makeTrainable()`.
-    public private(set) var grad: UnsafeMutablePointer<Float>?
+    package private(set) var grad: UnsafeMutablePointer<Float>?
 
     /// A zeroed vector (loaders fill `data`).
-    public init(count: Int) throws {
+    package init(count: Int) throws {
         guard count >= 0 else { throw BatchCoreError.invalid("vector of \(count) values") }
         self.count = count
         data = try Memory.allocateFloats(count, fill: 0)
@@ -26,12 +26,12 @@ public final class WeightVector {
     }
 
     /// Allocates a zeroed `grad` (idempotent).
-    public func makeTrainable() throws {
+    package func makeTrainable() throws {
         if grad == nil { grad = try Memory.allocateFloats(count, fill: 0) }
     }
 
     /// Frees `grad`.
-    public func dropTrainable() {
+    package func dropTrainable() {
         free(grad)
         grad = nil
     }

@@ -13,17 +13,17 @@ import Glibc
 ///  - WSD (warmup-stable-decay, "MiniCPM"/"Power Scheduler" style): base until
 ///    total - decay_steps, then linear to min over the last decay_steps.
 /// Steps at or past total give min (constant: base).
-public struct LearningRateSchedule: Equatable, Sendable {
-    public enum Kind: Int32, Sendable { case constant = 0, warmupCosine = 1, warmupLinear = 2, warmupStableDecay = 3 }
+package struct LearningRateSchedule: Equatable, Sendable {
+    package enum Kind: Int32, Sendable { case constant = 0, warmupCosine = 1, warmupLinear = 2, warmupStableDecay = 3 }
 
-    public var kind: Kind
-    public var baseLR: Double
-    public var minLR: Double
-    public var warmupSteps: Int64
-    public var totalSteps: Int64
-    public var decaySteps: Int64
+    package var kind: Kind
+    package var baseLR: Double
+    package var minLR: Double
+    package var warmupSteps: Int64
+    package var totalSteps: Int64
+    package var decaySteps: Int64
 
-    public init(kind: Kind, baseLR: Double, minLR: Double = 0, warmupSteps: Int64 = 0, totalSteps: Int64 = 0,
+    package init(kind: Kind, baseLR: Double, minLR: Double = 0, warmupSteps: Int64 = 0, totalSteps: Int64 = 0,
                 decaySteps: Int64 = 0) {
         self.kind = kind
         self.baseLR = baseLR
@@ -33,7 +33,7 @@ public struct LearningRateSchedule: Equatable, Sendable {
         self.decaySteps = decaySteps
     }
 
-    public func validate() throws {
+    package func validate() throws {
         guard baseLR.isFinite, baseLR >= 0, minLR.isFinite, minLR >= 0 else {
             throw BatchCoreError.invalid("schedule: base_lr and min_lr must be finite and >= 0")
         }
@@ -54,7 +54,7 @@ public struct LearningRateSchedule: Equatable, Sendable {
         }
     }
 
-    public func learningRate(at step: Int64) throws -> Double {
+    package func learningRate(at step: Int64) throws -> Double {
         try validate()
         guard step >= 0 else { throw BatchCoreError.invalid("schedule: step must be >= 0 (got \(step))") }
         if step < warmupSteps { return baseLR * Double(step + 1) / Double(warmupSteps) }

@@ -1,18 +1,18 @@
 import BCCore
 import BCKernels
 /// Options of one optimizer step.
-public struct OptimizerStepOptions: Equatable, Sendable {
+package struct OptimizerStepOptions: Equatable, Sendable {
     /// Multiplies every gradient before use (e.g. 1/accumulation steps, or an AMP
     /// loss-scale's inverse). The caller's gradient buffers are never modified.
-    public var gradScale: Double = 1
+    package var gradScale: Double = 1
     /// Global L2-norm clipping of the (scaled) gradients over all tensors, as
     /// torch.nn.utils.clip_grad_norm_: coef = min(1, max_norm / (norm + 1e-6)). 0 = off.
-    public var maxGradNorm: Double = 0
+    package var maxGradNorm: Double = 0
     /// Check every gradient for NaN/Inf first; a non-finite gradient skips the step
     /// (nothing changes) and reports it.
-    public var checkFinite = true
+    package var checkFinite = true
 
-    public init(gradScale: Double = 1, maxGradNorm: Double = 0, checkFinite: Bool = true) {
+    package init(gradScale: Double = 1, maxGradNorm: Double = 0, checkFinite: Bool = true) {
         self.gradScale = gradScale
         self.maxGradNorm = maxGradNorm
         self.checkFinite = checkFinite
@@ -20,16 +20,16 @@ public struct OptimizerStepOptions: Equatable, Sendable {
 }
 
 /// What a step did.
-public struct OptimizerStepReport: Equatable, Sendable {
+package struct OptimizerStepReport: Equatable, Sendable {
     /// Global L2 norm of the scaled gradients before clipping; NaN when not computed
     /// (no clipping and no finiteness check).
-    public var gradNorm = Double.nan
+    package var gradNorm = Double.nan
     /// The factor clipping applied to the gradients (1 = none).
-    public var clipCoefficient = 1.0
+    package var clipCoefficient = 1.0
     /// Steps taken so far by the first group, after this step.
-    public var step: Int64 = 0
+    package var step: Int64 = 0
 
-    public init(gradNorm: Double = .nan, clipCoefficient: Double = 1, step: Int64 = 0) {
+    package init(gradNorm: Double = .nan, clipCoefficient: Double = 1, step: Int64 = 0) {
         self.gradNorm = gradNorm
         self.clipCoefficient = clipCoefficient
         self.step = step
@@ -38,18 +38,18 @@ public struct OptimizerStepReport: Equatable, Sendable {
 
 /// An optimizer over parameter groups of caller-owned float32 buffers. Not thread-safe:
 /// one thread at a time; the step itself runs on `Parallel.threadCount` threads.
-public final class Optimizer {
-    public struct Group: Equatable {
-        public var hyper: OptimizerHyperparameters
-        public var step: Int64 = 0
-        public var tensors: [Int] = []
+package final class Optimizer {
+    package struct Group: Equatable {
+        package var hyper: OptimizerHyperparameters
+        package var step: Int64 = 0
+        package var tensors: [Int] = []
     }
 
-    public let algorithm: OptimizerAlgorithm
-    public private(set) var groups: [Group] = []
-    public private(set) var tensors: [OptimizerTensor] = []
+    package let algorithm: OptimizerAlgorithm
+    package private(set) var groups: [Group] = []
+    package private(set) var tensors: [OptimizerTensor] = []
     /// The gradient norm the last step (or skipped step) measured; NaN if none.
-    public private(set) var lastGradNorm = Double.nan
+    package private(set) var lastGradNorm = Double.nan
 
     /// Work items: the concatenation of all tensors cut into chunks of about
     /// `chunkElements`, so small tensors share an item and big ones are split.
@@ -63,25 +63,25 @@ public final class Optimizer {
     /// The most steps a group can take: 2^53, the largest count the update rules
     /// (which use the step as a double, e.g. β^t) represent exactly. A step past it is
     /// refused, and a state file with a larger count is rejected at load.
-    public static let maxStepCount: Int64 = 1 << 53
+    package static let maxStepCount: Int64 = 1 << 53
 
-    public init(algorithm: OptimizerAlgorithm) {
+    package init(algorithm: OptimizerAlgorithm) {
         self.algorithm = algorithm
     }
 
-    public var parameterCount: Int { tensors.reduce(0) { $0 + $1.count } }
+    package var parameterCount: Int { tensors.reduce(0) { $0 + $1.count } }
 
     // MARK: registration
 
     @discardableResult
-    public func addGroup(_ hyper: OptimizerHyperparameters) throws -> Int {
+    package func addGroup(_ hyper: OptimizerHyperparameters) throws -> Int {
         try hyper.validate(for: algorithm)
         groups.append(Group(hyper: hyper))
         return groups.count - 1
     }
 
     @discardableResult
-    public func addTensor(group: Int, name: String, param: UnsafeMutablePointer<Float>, grad: UnsafePointer<Float>,
+    package func addTensor(group: Int, name: String, param: UnsafeMutablePointer<Float>, grad: UnsafePointer<Float>,
                           count: Int) throws -> Int {
         guard groups.indices.contains(group) else {
             throw BatchCoreError.invalid("group \(group) does not exist (\(groups.count) groups)")
@@ -112,19 +112,19 @@ public final class Optimizer {
         return tensors.count - 1
     }
 
-    public func hyperparameters(group: Int) throws -> OptimizerHyperparameters {
+    package func hyperparameters(group: Int) throws -> OptimizerHyperparameters {
         guard groups.indices.contains(group) else { throw BatchCoreError.invalid("group \(group) does not exist") }
         return groups[group].hyper
     }
 
-    public func setHyperparameters(_ hyper: OptimizerHyperparameters, group: Int) throws {
+    package func setHyperparameters(_ hyper: OptimizerHyperparameters, group: Int) throws {
         guard groups.indices.contains(group) else { throw BatchCoreError.invalid("group \(group) does not exist") }
         try hyper.validate(for: algorithm)
         groups[group].hyper = hyper
     }
 
     /// Sets the learning rate of one group, or of all groups when `group` is nil.
-    public func setLearningRate(_ lr: Double, group: Int?) throws {
+    package func setLearningRate(_ lr: Double, group: Int?) throws {
         guard lr.isFinite, lr >= 0 else { throw BatchCoreError.invalid("lr must be finite and >= 0 (got \(lr))") }
         if let group {
             guard groups.indices.contains(group) else { throw BatchCoreError.invalid("group \(group) does not exist") }
@@ -144,7 +144,7 @@ public final class Optimizer {
     /// One optimizer step over every registered tensor. Throws `.nonFinite` (and
     /// changes nothing) when a gradient holds NaN/Inf and the check is on.
     @discardableResult
-    public func step(_ options: OptimizerStepOptions = .init()) throws -> OptimizerStepReport {
+    package func step(_ options: OptimizerStepOptions = .init()) throws -> OptimizerStepReport {
         guard options.gradScale.isFinite else { throw BatchCoreError.invalid("grad_scale must be finite") }
         guard options.maxGradNorm.isFinite, options.maxGradNorm >= 0 else {
             throw BatchCoreError.invalid("max_grad_norm must be finite and >= 0")

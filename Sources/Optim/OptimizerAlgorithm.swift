@@ -1,5 +1,5 @@
 /// The optimizer algorithms. Raw values are the C ABI's bc_optim_algorithm codes.
-public enum OptimizerAlgorithm: UInt32, CaseIterable, Sendable {
+package enum OptimizerAlgorithm: UInt32, CaseIterable, Sendable {
     case sgd = 1
     case adam = 2
     case adamw = 3
@@ -9,7 +9,7 @@ public enum OptimizerAlgorithm: UInt32, CaseIterable, Sendable {
     case lion = 7
     case adaptiveBraking = 8
 
-    public var name: String {
+    package var name: String {
         switch self {
         case .sgd: "sgd"
         case .adam: "adam"
@@ -22,7 +22,7 @@ public enum OptimizerAlgorithm: UInt32, CaseIterable, Sendable {
         }
     }
 
-    public init?(name: String) {
+    package init?(name: String) {
         guard let a = Self.allCases.first(where: { $0.name == name }) else { return nil }
         self = a
     }

@@ -3,38 +3,38 @@ import BCCore
 /// an algorithm does not use is ignored by it. Values are doubles, as Python floats
 /// are in PyTorch, and scalars derived from them are computed in double before being
 /// applied to float32 tensors, as PyTorch does.
-public struct OptimizerHyperparameters: Equatable, Sendable {
-    public var lr: Double
-    public var weightDecay: Double
+package struct OptimizerHyperparameters: Equatable, Sendable {
+    package var lr: Double
+    package var weightDecay: Double
     /// Adam/AdamW/LAMB/Lion first-moment coefficient.
-    public var beta1: Double
+    package var beta1: Double
     /// Adam/AdamW/LAMB second-moment coefficient; Lion's interpolation for the update.
-    public var beta2: Double
-    public var eps: Double
+    package var beta2: Double
+    package var eps: Double
     /// SGD, RMSprop and Adaptive Braking momentum.
-    public var momentum: Double
+    package var momentum: Double
     /// SGD dampening.
-    public var dampening: Double
+    package var dampening: Double
     /// RMSprop smoothing constant; Adaptive Braking strength.
-    public var alpha: Double
+    package var alpha: Double
     /// Adagrad learning-rate decay.
-    public var lrDecay: Double
+    package var lrDecay: Double
     /// Adagrad initial value of the squared-gradient sum.
-    public var initialAccumulatorValue: Double
+    package var initialAccumulatorValue: Double
     /// LAMB: global gradient-norm clip inside the step, timm style (0 = off).
-    public var maxGradNorm: Double
-    public var nesterov: Bool
-    public var amsgrad: Bool
-    public var centered: Bool
-    public var maximize: Bool
+    package var maxGradNorm: Double
+    package var nesterov: Bool
+    package var amsgrad: Bool
+    package var centered: Bool
+    package var maximize: Bool
     /// LAMB: exp_avg uses (1 - beta1) * grad (true) or grad (false).
-    public var gradAveraging: Bool
+    package var gradAveraging: Bool
     /// LAMB: clamp the trust ratio to at most 1 (LAMBC).
-    public var trustClip: Bool
+    package var trustClip: Bool
     /// LAMB: apply the trust ratio even when weight decay is 0.
-    public var alwaysAdapt: Bool
+    package var alwaysAdapt: Bool
 
-    public init(lr: Double, weightDecay: Double, beta1: Double, beta2: Double, eps: Double, momentum: Double,
+    package init(lr: Double, weightDecay: Double, beta1: Double, beta2: Double, eps: Double, momentum: Double,
                 dampening: Double, alpha: Double, lrDecay: Double, initialAccumulatorValue: Double, maxGradNorm: Double,
                 nesterov: Bool, amsgrad: Bool, centered: Bool, maximize: Bool, gradAveraging: Bool, trustClip: Bool,
                 alwaysAdapt: Bool) {
@@ -46,7 +46,7 @@ public struct OptimizerHyperparameters: Equatable, Sendable {
     }
 
     /// PyTorch's (or the reference implementation's) defaults for each algorithm.
-    public static func defaults(for algorithm: OptimizerAlgorithm) -> OptimizerHyperparameters {
+    package static func defaults(for algorithm: OptimizerAlgorithm) -> OptimizerHyperparameters {
         var h = OptimizerHyperparameters(
             lr: 1e-3, weightDecay: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, momentum: 0, dampening: 0,
             alpha: 0.99, lrDecay: 0, initialAccumulatorValue: 0, maxGradNorm: 0, nesterov: false,
@@ -66,7 +66,7 @@ public struct OptimizerHyperparameters: Equatable, Sendable {
     }
 
     /// Throws an invalid-argument error naming the first out-of-range value.
-    public func validate(for algorithm: OptimizerAlgorithm) throws {
+    package func validate(for algorithm: OptimizerAlgorithm) throws {
         func check(_ ok: Bool, _ what: @autoclosure () -> String) throws {
             if !ok { throw BatchCoreError.invalid("\(algorithm.name): \(what())") }
         }

@@ -28,7 +28,7 @@ extension Optimizer {
     /// Flag bits of a group (nesterov ... always_adapt).
     static let flagCount: UInt32 = 7
 
-    public func stateSize() -> Int {
+    package func stateSize() -> Int {
         var n = 8 + 4 * 4 + groups.count * (11 * 8 + 4 + 8) + 4
         for t in tensors {
             n += 4 + 4 + t.name.utf8.count + 8 + 4
@@ -37,7 +37,7 @@ extension Optimizer {
         return n
     }
 
-    public func serializeState() -> [UInt8] {
+    package func serializeState() -> [UInt8] {
         var w = ByteWriter()
         w.raw(Self.stateMagic)
         w.u32(Self.stateVersion)
@@ -64,7 +64,7 @@ extension Optimizer {
         return w.bytes
     }
 
-    public func loadState(_ bytes: UnsafeRawBufferPointer) throws {
+    package func loadState(_ bytes: UnsafeRawBufferPointer) throws {
         let what = "optimizer state"
         guard bytes.count >= 8 + 16 + 4 else { throw BatchCoreError.format("\(what): too short (\(bytes.count) bytes)") }
         guard Array(bytes[0..<8]) == Self.stateMagic else { throw BatchCoreError.format("\(what): not a batchcore optimizer state (bad magic)") }
@@ -167,11 +167,11 @@ extension Optimizer {
     }
 
     /// Saves to `path` through a temporary file renamed into place.
-    public func saveState(to path: String) throws {
+    package func saveState(to path: String) throws {
         try writeAtomically(path, bytes: serializeState())
     }
 
-    public func loadState(from path: String) throws {
+    package func loadState(from path: String) throws {
         // A state file can never be larger than this optimizer's state (plus name slack).
         let bytes = try readWholeFile(path, limit: stateSize() + 1 << 20, larger: "this optimizer's state could be")
         try bytes.withUnsafeBytes { try loadState($0) }

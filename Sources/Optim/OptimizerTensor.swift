@@ -5,12 +5,12 @@ import Glibc
 
 /// One registered tensor: caller-owned float32 parameter and gradient buffers and
 /// the library-owned state buffers (moments etc.) the algorithm keeps for it.
-public final class OptimizerTensor {
-    public let name: String
-    public let param: UnsafeMutablePointer<Float>
-    public let grad: UnsafePointer<Float>
-    public let count: Int
-    public let group: Int
+package final class OptimizerTensor {
+    package let name: String
+    package let param: UnsafeMutablePointer<Float>
+    package let grad: UnsafePointer<Float>
+    package let count: Int
+    package let group: Int
     /// State buffers by slot (see `OptimizerAlgorithm.stateSlots`); nil = not created yet.
     var slots: [UnsafeMutablePointer<Float>?]
 
@@ -32,12 +32,12 @@ public final class OptimizerTensor {
         try Memory.allocateFloats(count, fill: value)
     }
 
-    public func state(_ slot: Int) -> UnsafeMutablePointer<Float>? { slots[slot] }
+    package func state(_ slot: Int) -> UnsafeMutablePointer<Float>? { slots[slot] }
 }
 
 extension OptimizerAlgorithm {
     /// Names of the per-tensor state buffers, in slot order (PyTorch's state keys).
-    public var stateSlots: [String] {
+    package var stateSlots: [String] {
         switch self {
         case .sgd: ["momentum_buffer"]
         case .adam, .adamw: ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]

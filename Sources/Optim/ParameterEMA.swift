@@ -9,12 +9,12 @@ import Glibc
 /// where κ is the step's batch-size scaling factor: "How to Scale Your EMA" (Busbridge
 /// et al., 2023) keeps an EMA's behaviour when the batch grows κ-fold by raising its
 /// decay to the power κ. Not thread-safe; updates run on `Parallel.threadCount` threads.
-public final class ParameterEMA {
-    public let decay: Double
+package final class ParameterEMA {
+    package let decay: Double
     private var tensors: [(param: UnsafePointer<Float>, count: Int, shadow: UnsafeMutablePointer<Float>)] = []
-    public private(set) var updates: Int64 = 0
+    package private(set) var updates: Int64 = 0
 
-    public init(decay: Double) throws {
+    package init(decay: Double) throws {
         guard decay.isFinite, decay >= 0, decay <= 1 else {
             throw BatchCoreError.invalid("EMA decay must be in [0, 1] (got \(decay))")
         }
@@ -25,10 +25,10 @@ public final class ParameterEMA {
         for t in tensors { free(t.shadow) }
     }
 
-    public var tensorCount: Int { tensors.count }
+    package var tensorCount: Int { tensors.count }
 
     @discardableResult
-    public func addTensor(_ param: UnsafePointer<Float>, count: Int) throws -> Int {
+    package func addTensor(_ param: UnsafePointer<Float>, count: Int) throws -> Int {
         guard count > 0, count <= Int.max / 8 else { throw BatchCoreError.invalid("EMA tensor count must be > 0 (got \(count))") }
         let r = UInt(bitPattern: param)..<UInt(bitPattern: param + count)
         for t in tensors where (UInt(bitPattern: t.param)..<UInt(bitPattern: t.param + t.count)).overlaps(r) {
@@ -40,7 +40,7 @@ public final class ParameterEMA {
         return tensors.count - 1
     }
 
-    public func update(kappa: Double = 1) throws {
+    package func update(kappa: Double = 1) throws {
         guard kappa.isFinite, kappa > 0 else { throw BatchCoreError.invalid("EMA kappa must be finite and > 0 (got \(kappa))") }
         let weight = Float(1 - pow(decay, kappa))
         let chunk = 1 << 16
@@ -60,7 +60,7 @@ public final class ParameterEMA {
         updates += 1
     }
 
-    public func copyShadow(_ index: Int, to dst: UnsafeMutablePointer<Float>, count: Int) throws {
+    package func copyShadow(_ index: Int, to dst: UnsafeMutablePointer<Float>, count: Int) throws {
         guard tensors.indices.contains(index) else { throw BatchCoreError.invalid("EMA tensor \(index) does not exist") }
         guard count == tensors[index].count else {
             throw BatchCoreError.invalid("EMA tensor \(index) has \(tensors[index].count) elements, not \(count)")

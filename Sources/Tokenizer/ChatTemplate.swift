@@ -7,7 +7,7 @@ extension Tokenizer {
     /// SmolLM2's does: "You are a helpful AI assistant named SmolLM, trained by
     /// Hugging Face"), so does this. A model without a template gets plain ChatML
     /// (llama.cpp's default); a template that is not ChatML throws `.unsupported`.
-    public func applyChatML(messages: [(role: String, content: String)], addGenerationPrompt: Bool) throws -> String {
+    package func applyChatML(messages: [(role: String, content: String)], addGenerationPrompt: Bool) throws -> String {
         var defaultSystem: String? = nil
         if let template = chatTemplate {
             guard template.contains("<|im_start|>") else {

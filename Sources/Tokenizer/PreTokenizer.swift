@@ -56,7 +56,7 @@ enum CharClass {
 }
 
 /// Which regex pipeline splits text into words before BPE.
-public enum PreTokenizerKind: String, Sendable {
+package enum PreTokenizerKind: String, Sendable {
     /// GPT-2: 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
     case gpt2
     /// Every \p{N} on its own, then the GPT-2 regex (SmolLM, StarCoder, ...).

@@ -1,44 +1,44 @@
 /// Turns tokens into text one token at a time without ever splitting a UTF-8
 /// character: bytes of a character whose remaining bytes may still come are held
 /// back until they do. Bytes that cannot become valid UTF-8 come out as U+FFFD.
-public struct StreamingDecoder: Sendable {
-    public let tokenizer: Tokenizer
+package struct StreamingDecoder: Sendable {
+    package let tokenizer: Tokenizer
     /// Whether control tokens are rendered as their text.
-    public let special: Bool
+    package let special: Bool
     private var bytes = Bytes()
 
-    public init(tokenizer: Tokenizer, special: Bool = false) {
+    package init(tokenizer: Tokenizer, special: Bool = false) {
         self.tokenizer = tokenizer
         self.special = special
     }
 
     /// Bytes held back (the start of a character not yet complete).
-    public var heldBytes: [UInt8] { bytes.pending }
+    package var heldBytes: [UInt8] { bytes.pending }
 
     /// Text completed by `token` (possibly empty). Throws `.invalidArgument` for an
     /// id out of range (nothing is consumed then).
-    public mutating func push(_ token: Int32) throws -> String {
+    package mutating func push(_ token: Int32) throws -> String {
         bytes.push(try tokenizer.piece(token, special: special))
     }
 
     /// Text completed by `tokens`.
-    public mutating func push(_ tokens: [Int32]) throws -> String {
+    package mutating func push(_ tokens: [Int32]) throws -> String {
         var s = ""
         for t in tokens { s += try push(t) }
         return s
     }
 
     /// Whatever is still held, with U+FFFD for an incomplete character; resets.
-    public mutating func finish() -> String { bytes.finish() }
+    package mutating func finish() -> String { bytes.finish() }
 
     /// The byte-level part: UTF-8 bytes in, complete text out.
-    public struct Bytes: Sendable {
-        public private(set) var pending: [UInt8] = []
+    package struct Bytes: Sendable {
+        package private(set) var pending: [UInt8] = []
 
-        public init() {}
+        package init() {}
 
         /// Text completed by `more` (possibly empty).
-        public mutating func push(_ more: [UInt8]) -> String {
+        package mutating func push(_ more: [UInt8]) -> String {
             pending.append(contentsOf: more)
             let cut = pending.count - Self.incompleteSuffixLength(pending)
             guard cut > 0 else { return "" }
@@ -48,7 +48,7 @@ public struct StreamingDecoder: Sendable {
         }
 
         /// Whatever is still held, with U+FFFD for an incomplete character; resets.
-        public mutating func finish() -> String {
+        package mutating func finish() -> String {
             defer { pending.removeAll() }
             return String(decoding: pending, as: UTF8.self)
         }

@@ -12,9 +12,9 @@ import Glibc
 /// llama.cpp gives the same regexes: "starcoder", "refact", "command-r", "codeshell",
 /// "exaone", "minerva-7b"), "gpt-2"/"gpt2" (and "phi-2", "mpt", "olmo", "jais"), and
 /// "llama-bpe"/"llama3"/"llama-v3"/"falcon3"/"pixtral"/"dbrx"/"smaug-bpe".
-public final class Tokenizer: @unchecked Sendable {
+package final class Tokenizer: @unchecked Sendable {
     /// Token types as stored in `tokenizer.ggml.token_type`.
-    public enum TokenType: Int32, Sendable {
+    package enum TokenType: Int32, Sendable {
         case undefined = 0
         case normal = 1
         case unknown = 2
@@ -36,32 +36,32 @@ public final class Tokenizer: @unchecked Sendable {
     }
 
     /// Token texts as stored (byte-level encoded for normal tokens).
-    public let tokens: [String]
-    public let tokenTypes: [TokenType]
+    package let tokens: [String]
+    package let tokenTypes: [TokenType]
     /// Merges as stored ("left right"); rank = index.
-    public let mergeCount: Int
-    public let model: String
-    public let pre: String
-    public let preTokenizer: PreTokenizerKind
+    package let mergeCount: Int
+    package let model: String
+    package let pre: String
+    package let preTokenizer: PreTokenizerKind
 
-    public let bos: Int32?
-    public let eos: Int32?
-    public let eot: Int32?
-    public let unk: Int32?
-    public let pad: Int32?
+    package let bos: Int32?
+    package let eos: Int32?
+    package let eot: Int32?
+    package let unk: Int32?
+    package let pad: Int32?
     /// Tokens that end generation (eos, eot, and llama.cpp's by-name list).
-    public let endOfGeneration: Set<Int32>
-    public let addBOS: Bool
-    public let addEOS: Bool
+    package let endOfGeneration: Set<Int32>
+    package let addBOS: Bool
+    package let addEOS: Bool
     /// `tokenizer.ggml.add_space_prefix` (only affects detokenization for BPE).
-    public let addSpacePrefix: Bool
+    package let addSpacePrefix: Bool
     /// Whether detokenization applies llama.cpp's clean-up of spaces before punctuation.
-    public let cleanSpaces: Bool
+    package let cleanSpaces: Bool
     /// Words found whole in the vocabulary skip the merges (llama-bpe).
-    public let ignoreMerges: Bool
-    public let chatTemplate: String?
+    package let ignoreMerges: Bool
+    package let chatTemplate: String?
 
-    public var vocabularySize: Int { tokens.count }
+    package var vocabularySize: Int { tokens.count }
 
     let attrs: [Attr]
     /// Bytes of each token as llama_token_to_piece(special: true) gives them.
@@ -76,7 +76,7 @@ public final class Tokenizer: @unchecked Sendable {
     let specialBytes: [[UInt8]]
     let pretokenizer: PreTokenizer
 
-    public convenience init(gguf: GGUFFile) throws {
+    package convenience init(gguf: GGUFFile) throws {
         func str(_ k: String) -> String? { gguf.value(k)?.stringValue }
         guard let model = str("tokenizer.ggml.model") else {
             throw BatchCoreError.format("tokenizer: no tokenizer.ggml.model")
@@ -337,20 +337,20 @@ public final class Tokenizer: @unchecked Sendable {
 
     // MARK: Queries
 
-    public func tokenType(_ id: Int32) throws -> TokenType {
+    package func tokenType(_ id: Int32) throws -> TokenType {
         try check(id)
         return tokenTypes[Int(id)]
     }
 
     /// Whether `id` is a control token (including those llama.cpp marks by name).
-    public func isControl(_ id: Int32) -> Bool {
+    package func isControl(_ id: Int32) -> Bool {
         id >= 0 && Int(id) < attrs.count && attrs[Int(id)].contains(.control)
     }
 
-    public func isEndOfGeneration(_ id: Int32) -> Bool { endOfGeneration.contains(id) }
+    package func isEndOfGeneration(_ id: Int32) -> Bool { endOfGeneration.contains(id) }
 
     /// The id of a token by its stored text.
-    public func tokenID(_ text: String) -> Int32? { textToID[Array(text.utf8)] }
+    package func tokenID(_ text: String) -> Int32? { textToID[Array(text.utf8)] }
 
     @inline(__always)
     func check(_ id: Int32) throws {
@@ -365,14 +365,14 @@ public final class Tokenizer: @unchecked Sendable {
     /// parse_special)`: with `parseSpecial`, texts of control tokens (e.g.
     /// "<|im_start|>") become those tokens; user-defined tokens always do. With
     /// `addSpecial`, bos/eos are added as the model's add_bos/add_eos flags say.
-    public func encode(_ text: String, addSpecial: Bool, parseSpecial: Bool) -> [Int32] {
+    package func encode(_ text: String, addSpecial: Bool, parseSpecial: Bool) -> [Int32] {
         var text = text
         return text.withUTF8 { encode(bytes: $0, addSpecial: addSpecial, parseSpecial: parseSpecial) }
     }
 
     /// `encode` of UTF-8 bytes. Invalid UTF-8 is read as llama.cpp reads it: each byte
     /// that starts no (loosely checked) sequence stands for U+FFFD.
-    public func encode(bytes: UnsafeBufferPointer<UInt8>, addSpecial: Bool, parseSpecial: Bool) -> [Int32] {
+    package func encode(bytes: UnsafeBufferPointer<UInt8>, addSpecial: Bool, parseSpecial: Bool) -> [Int32] {
         var out: [Int32] = []
         out.reserveCapacity(bytes.count / 3 + 4)
         if addSpecial && addBOS, let bos { out.append(bos) }
@@ -461,7 +461,7 @@ public final class Tokenizer: @unchecked Sendable {
 
     /// Bytes of token `id` (llama_token_to_piece with lstrip 0). Control and unknown
     /// tokens give their text only when `special`.
-    public func piece(_ token: Int32, special: Bool) throws -> [UInt8] {
+    package func piece(_ token: Int32, special: Bool) throws -> [UInt8] {
         try check(token)
         if !special && !attrs[Int(token)].intersection([.control, .unknown]).isEmpty { return [] }
         return pieces[Int(token)]
@@ -470,7 +470,7 @@ public final class Tokenizer: @unchecked Sendable {
     /// Bytes of `tokens` (llama_detokenize with remove_special = false and
     /// unparse_special = `special`), including its clean-up of spaces where the
     /// pre-tokenizer type asks for it.
-    public func decode(_ tokens: [Int32], special: Bool) throws -> [UInt8] {
+    package func decode(_ tokens: [Int32], special: Bool) throws -> [UInt8] {
         var out: [UInt8] = []
         var stripSpace = addSpacePrefix
         for t in tokens {
@@ -484,7 +484,7 @@ public final class Tokenizer: @unchecked Sendable {
     }
 
     /// `decode` as a String (invalid UTF-8 replaced by U+FFFD).
-    public func decodeString(_ tokens: [Int32], special: Bool) throws -> String {
+    package func decodeString(_ tokens: [Int32], special: Bool) throws -> String {
         String(decoding: try decode(tokens, special: special), as: UTF8.self)
     }
 

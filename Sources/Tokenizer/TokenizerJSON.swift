@@ -19,7 +19,7 @@ extension Tokenizer {
     /// Loads `<directory>/tokenizer.json` and, when present,
     /// `<directory>/tokenizer_config.json` and `chat_template.jinja`. `modelConfig`
     /// (config.json) supplies bos/eos ids the tokenizer config does not name.
-    public convenience init(huggingFaceDirectory dir: String, modelConfig: JSONValue? = nil) throws {
+    package convenience init(huggingFaceDirectory dir: String, modelConfig: JSONValue? = nil) throws {
         let tj = try JSONValue.parse(try readWholeFile(dir + "/tokenizer.json", maxSize: 256 << 20))
         var tc: JSONValue? = nil
         if fileExists(dir + "/tokenizer_config.json") {
@@ -34,7 +34,7 @@ extension Tokenizer {
 
     /// Builds a tokenizer from parsed `tokenizer.json` and (optional)
     /// `tokenizer_config.json` / `config.json`.
-    public convenience init(tokenizerJSON tj: JSONValue, tokenizerConfig tc: JSONValue? = nil,
+    package convenience init(tokenizerJSON tj: JSONValue, tokenizerConfig tc: JSONValue? = nil,
                             modelConfig mc: JSONValue? = nil, chatTemplate fileTemplate: String? = nil) throws {
         func fail(_ m: String) -> BatchCoreError { BatchCoreError.format("tokenizer.json: \(m)") }
         func unsupported(_ m: String) -> BatchCoreError { BatchCoreError(.unsupported, "tokenizer.json: \(m)") }
@@ -242,7 +242,7 @@ extension Tokenizer {
     }
 
     /// `tokenizer.json` for this tokenizer.
-    public func huggingFaceTokenizerJSON() -> JSONValue {
+    package func huggingFaceTokenizerJSON() -> JSONValue {
         var vocab = JSONObject()
         var added: [JSONValue] = []
         for (i, t) in tokens.enumerated() {
@@ -283,7 +283,7 @@ extension Tokenizer {
     }
 
     /// `tokenizer_config.json` for this tokenizer.
-    public func huggingFaceTokenizerConfigJSON() -> JSONValue {
+    package func huggingFaceTokenizerConfigJSON() -> JSONValue {
         var pairs: [(String, JSONValue)] = [
             ("add_bos_token", .bool(addBOS)),
             ("add_eos_token", .bool(addEOS)),
@@ -299,7 +299,7 @@ extension Tokenizer {
     }
 
     /// Writes `tokenizer.json` and `tokenizer_config.json` to `directory`.
-    public func writeHuggingFace(directory: String) throws {
+    package func writeHuggingFace(directory: String) throws {
         try writeTextFile(directory + "/tokenizer.json", huggingFaceTokenizerJSON().serialized(pretty: true) + "\n")
         try writeTextFile(directory + "/tokenizer_config.json",
                           huggingFaceTokenizerConfigJSON().serialized(pretty: true) + "\n")

@@ -7,11 +7,11 @@ import Darwin
 
 /// One token of a sampler's final (filtered, temperature-scaled, renormalized)
 /// distribution.
-public struct SamplerCandidate: Sendable, Equatable, Hashable {
-    public var token: Int32
-    public var probability: Double
+package struct SamplerCandidate: Sendable, Equatable, Hashable {
+    package var token: Int32
+    package var probability: Double
 
-    public init(token: Int32, probability: Double) {
+    package init(token: Int32, probability: Double) {
         self.token = token
         self.probability = probability
     }
@@ -52,20 +52,20 @@ public struct SamplerCandidate: Sendable, Equatable, Hashable {
 /// Copying a `Sampler` forks it: params, RNG state and all. The scratch buffers are
 /// reused between calls (no per-call allocation for the candidate arrays) and are
 /// copied-on-write, so forks never share them.
-public struct Sampler {
-    public var params: SamplingParams
-    public var rng: SamplerRNG
+package struct Sampler {
+    package var params: SamplingParams
+    package var rng: SamplerRNG
     private var scratch = SamplerScratch()
 
     /// A sampler whose RNG is seeded with `params.seed`.
-    public init(params: SamplingParams) throws {
+    package init(params: SamplingParams) throws {
         try params.validate()
         self.params = params
         self.rng = SamplerRNG(seed: params.seed)
     }
 
     /// A sampler continuing from a saved RNG state (`params.seed` is ignored).
-    public init(params: SamplingParams, rng: SamplerRNG) throws {
+    package init(params: SamplingParams, rng: SamplerRNG) throws {
         try params.validate()
         self.params = params
         self.rng = rng
@@ -84,7 +84,7 @@ public struct Sampler {
     ///   report or score with, independent of the sampling settings.
     /// - Throws: `BatchCoreError.invalid` for `count <= 0`, invalid params, a NaN or +inf
     ///   logit, all logits -inf, or a history id outside `0..<count`.
-    public mutating func sample(
+    package mutating func sample(
         logits: UnsafePointer<Float>, count: Int, history: [Int32]
     ) throws -> (token: Int32, logprob: Float) {
         let rawMax = try prepareInput(logits: logits, count: count, history: history)
@@ -101,7 +101,7 @@ public struct Sampler {
     }
 
     /// `sample(logits:count:history:)` over an array; `logits.count` is the vocab size.
-    public mutating func sample(logits: [Float], history: [Int32]) throws -> (token: Int32, logprob: Float) {
+    package mutating func sample(logits: [Float], history: [Int32]) throws -> (token: Int32, logprob: Float) {
         try logits.withUnsafeBufferPointer { buf in
             guard let base = buf.baseAddress, buf.count > 0 else {
                 throw BatchCoreError.invalid("sampling: empty logits row")
@@ -113,7 +113,7 @@ public struct Sampler {
     /// The distribution `sample` would draw from: the surviving candidates with their
     /// temperature-scaled, renormalized probabilities, most likely first (ties → lower
     /// id). Greedy params give the argmax with probability 1. Consumes no randomness.
-    public mutating func distribution(
+    package mutating func distribution(
         logits: UnsafePointer<Float>, count: Int, history: [Int32]
     ) throws -> [SamplerCandidate] {
         _ = try prepareInput(logits: logits, count: count, history: history)
@@ -134,7 +134,7 @@ public struct Sampler {
     }
 
     /// `distribution(logits:count:history:)` over an array.
-    public mutating func distribution(logits: [Float], history: [Int32]) throws -> [SamplerCandidate] {
+    package mutating func distribution(logits: [Float], history: [Int32]) throws -> [SamplerCandidate] {
         try logits.withUnsafeBufferPointer { buf in
             guard let base = buf.baseAddress, buf.count > 0 else {
                 throw BatchCoreError.invalid("sampling: empty logits row")
@@ -145,7 +145,7 @@ public struct Sampler {
 
     /// `log_softmax(logits)[token]` in Double, computed stably (the `logprob` that
     /// `sample` returns).
-    public static func logProbability(
+    package static func logProbability(
         of token: Int32, logits: UnsafePointer<Float>, count: Int
     ) throws -> Double {
         guard count > 0 else { throw BatchCoreError.invalid("sampling: vocab size must be > 0") }

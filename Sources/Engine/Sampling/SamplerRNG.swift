@@ -5,15 +5,15 @@ import BCCore
 /// Only integer adds, shifts, rotates, xors and multiplies are used, so a seed gives the
 /// same sequence on every platform and compiler. It is a plain value type: copying it
 /// forks the stream (a saved copy replays exactly what the original will produce).
-public struct SamplerRNG: RandomNumberGenerator, Sendable, Equatable, Hashable {
-    public private(set) var s0: UInt64
-    public private(set) var s1: UInt64
-    public private(set) var s2: UInt64
-    public private(set) var s3: UInt64
+package struct SamplerRNG: RandomNumberGenerator, Sendable, Equatable, Hashable {
+    package private(set) var s0: UInt64
+    package private(set) var s1: UInt64
+    package private(set) var s2: UInt64
+    package private(set) var s3: UInt64
 
     /// Seeds the state with splitmix64 (Steele, Lea & Flood), the seeding the
     /// xoshiro authors recommend. Any seed, including 0, is valid.
-    public init(seed: UInt64) {
+    package init(seed: UInt64) {
         var x = seed
         func splitmix(_ x: inout UInt64) -> UInt64 {
             x &+= 0x9E37_79B9_7F4A_7C15
@@ -30,7 +30,7 @@ public struct SamplerRNG: RandomNumberGenerator, Sendable, Equatable, Hashable {
 
     /// Restores a state saved from `state`. The all-zero state is xoshiro's one fixed
     /// point and is rejected.
-    public init(state: (UInt64, UInt64, UInt64, UInt64)) throws {
+    package init(state: (UInt64, UInt64, UInt64, UInt64)) throws {
         guard state.0 | state.1 | state.2 | state.3 != 0 else {
             throw BatchCoreError.invalid("SamplerRNG: the all-zero state is invalid")
         }
@@ -38,11 +38,11 @@ public struct SamplerRNG: RandomNumberGenerator, Sendable, Equatable, Hashable {
     }
 
     /// The full generator state, for saving alongside a sequence.
-    public var state: (UInt64, UInt64, UInt64, UInt64) { (s0, s1, s2, s3) }
+    package var state: (UInt64, UInt64, UInt64, UInt64) { (s0, s1, s2, s3) }
 
     /// The next 64 random bits (xoshiro256**).
     @inline(__always)
-    public mutating func next() -> UInt64 {
+    package mutating func next() -> UInt64 {
         let result = rotl(s1 &* 5, 7) &* 9
         let t = s1 << 17
         s2 ^= s0
@@ -57,7 +57,7 @@ public struct SamplerRNG: RandomNumberGenerator, Sendable, Equatable, Hashable {
     /// A uniform double in [0, 1): the top 53 bits of `next()` times 2⁻⁵³, so every
     /// value is a multiple of 2⁻⁵³ and 1 is never returned.
     @inline(__always)
-    public mutating func nextDouble() -> Double {
+    package mutating func nextDouble() -> Double {
         Double(next() >> 11) * 0x1p-53
     }
 

@@ -9,34 +9,34 @@ import BCCore
 /// `temperature == 0` is greedy, `topK == 0`, `topP == 1`, `minP == 0`,
 /// `repetitionPenalty == 1`, `frequencyPenalty == 0`, `presencePenalty == 0`,
 /// `penaltyLastN == 0`.
-public struct SamplingParams: Sendable, Equatable, Hashable {
+package struct SamplingParams: Sendable, Equatable, Hashable {
     /// Softmax temperature applied after the filters. 0 selects greedy decoding (argmax
     /// of the penalized logits); must be finite and >= 0.
-    public var temperature: Float
+    package var temperature: Float
     /// Keep only the `topK` most likely tokens; 0 = off. Must be >= 0.
-    public var topK: Int
+    package var topK: Int
     /// Nucleus sampling: keep the smallest most-likely set whose cumulative probability
     /// is >= `topP` (at least one token). 1 = off; must be in (0, 1].
-    public var topP: Float
+    package var topP: Float
     /// Keep tokens whose probability is >= `minP` × the most likely token's probability.
     /// 0 = off; must be in [0, 1].
-    public var minP: Float
+    package var minP: Float
     /// CTRL-style repetition penalty with llama.cpp's sign fix (positive logits are
     /// divided, non-positive ones multiplied). 1 = off; must be finite and > 0.
-    public var repetitionPenalty: Float
+    package var repetitionPenalty: Float
     /// Subtracted `count` times from a recent token's logit (OpenAI-style). 0 = off.
-    public var frequencyPenalty: Float
+    package var frequencyPenalty: Float
     /// Subtracted once from the logit of any token present in the recent window. 0 = off.
-    public var presencePenalty: Float
+    package var presencePenalty: Float
     /// How many of the most recent history tokens the penalties look at:
     /// -1 = the whole history, 0 = none (penalties off). Default 64 (llama.cpp's).
-    public var penaltyLastN: Int
+    package var penaltyLastN: Int
     /// Seed of the sampler's `SamplerRNG`.
-    public var seed: UInt64
+    package var seed: UInt64
 
     /// Defaults are llama.cpp's `common_params_sampling` defaults (temp 0.8, top-k 40,
     /// top-p 0.95, min-p 0.05, penalties off with a 64-token window).
-    public init(
+    package init(
         temperature: Float = 0.8, topK: Int = 40, topP: Float = 0.95, minP: Float = 0.05,
         repetitionPenalty: Float = 1, frequencyPenalty: Float = 0, presencePenalty: Float = 0,
         penaltyLastN: Int = 64, seed: UInt64 = 0
@@ -53,23 +53,23 @@ public struct SamplingParams: Sendable, Equatable, Hashable {
     }
 
     /// Greedy decoding, no filters, no penalties.
-    public static let greedy = SamplingParams(
+    package static let greedy = SamplingParams(
         temperature: 0, topK: 0, topP: 1, minP: 0)
 
     /// Plain ancestral sampling from the model's distribution: temperature 1, every
     /// filter and penalty off.
-    public static func unfiltered(seed: UInt64 = 0) -> SamplingParams {
+    package static func unfiltered(seed: UInt64 = 0) -> SamplingParams {
         SamplingParams(temperature: 1, topK: 0, topP: 1, minP: 0, seed: seed)
     }
 
     /// True when the penalty stage changes nothing (llama.cpp's early return).
-    public var penaltiesDisabled: Bool {
+    package var penaltiesDisabled: Bool {
         penaltyLastN == 0
             || (repetitionPenalty == 1 && frequencyPenalty == 0 && presencePenalty == 0)
     }
 
     /// Throws `BatchCoreError.invalid` naming the first out-of-range field.
-    public func validate() throws {
+    package func validate() throws {
         guard temperature.isFinite, temperature >= 0 else {
             throw BatchCoreError.invalid("sampling: temperature must be finite and >= 0 (got \(temperature))")
         }

@@ -11,30 +11,30 @@ import BCCore
 ///   `LayerActivations`); after a pass it holds the LAST layer's values.
 ///
 /// Contents are valid until the next pass that uses the object. One pass at a time.
-public final class ForwardActivations: @unchecked Sendable {
-    public let keepsLayers: Bool
+package final class ForwardActivations: @unchecked Sendable {
+    package let keepsLayers: Bool
     /// T: rows of the last pass.
-    public private(set) var rows = 0
+    package private(set) var rows = 0
     /// R: rows of the last pass whose logits were requested.
-    public private(set) var logitRows = 0
+    package private(set) var logitRows = 0
     /// [T × d] the residual stream after the last layer (nil before the first pass).
-    public private(set) var finalResidual: UnsafeMutablePointer<Float>?
+    package private(set) var finalResidual: UnsafeMutablePointer<Float>?
     /// [R × d] RMSNorm(finalResidual row) · outputNorm of each logit row: the input of the
     /// output head (nil before the first pass).
-    public private(set) var outputNormed: UnsafeMutablePointer<Float>?
+    package private(set) var outputNormed: UnsafeMutablePointer<Float>?
     /// [T × headDim] the rotation table of each row's position (`RotaryEmbedding.table`).
     private(set) var ropeTable: UnsafeMutablePointer<Float>?
     /// Layers of the model of the last pass.
-    public private(set) var layerCount = 0
+    package private(set) var layerCount = 0
     /// One set per layer (keeping) or the single reused set.
     private var sets: [LayerActivations] = []
     private let workspace = ForwardWorkspace()
 
-    public init(keepingLayers: Bool) { keepsLayers = keepingLayers }
+    package init(keepingLayers: Bool) { keepsLayers = keepingLayers }
 
     /// The activations of layer `l` of the last pass (the shared set when not keeping
     /// layers: then only the last layer's values are there).
-    public func layer(_ l: Int) throws -> LayerActivations {
+    package func layer(_ l: Int) throws -> LayerActivations {
         guard !sets.isEmpty, l >= 0, l < layerCount else {
             throw BatchCoreError.invalid("no activations of layer \(l) (the last pass had \(layerCount) layers)")
         }

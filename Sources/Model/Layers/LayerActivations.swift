@@ -12,27 +12,27 @@
 /// same residual buffer (updated in place), and `attentionNormed`, `mlpNormed` and
 /// `projected` are one buffer (each is dead when the next is written). The layer
 /// functions are written so both give the same values bit for bit.
-public struct LayerActivations {
+package struct LayerActivations {
     /// [T × d] the residual stream entering the layer.
-    public let input: UnsafeMutablePointer<Float>
+    package let input: UnsafeMutablePointer<Float>
     /// [T × d] RMSNorm(input) · attentionNorm: the input of the QKV projection.
-    public let attentionNormed: UnsafeMutablePointer<Float>
+    package let attentionNormed: UnsafeMutablePointer<Float>
     /// [T × (d + 2·kvd)] rows q | k | v = attentionNormed · Wqkvᵀ, q and k rotated (RoPE)
     /// by the row's position.
-    public let qkv: UnsafeMutablePointer<Float>
+    package let qkv: UnsafeMutablePointer<Float>
     /// [T × d] causal attention of each row's query heads over its keys/values, heads
     /// concatenated (head h at columns h·headDim..<(h+1)·headDim): the input of Wo.
-    public let attention: UnsafeMutablePointer<Float>
+    package let attention: UnsafeMutablePointer<Float>
     /// [T × d] residual after attention: input + attention · Woᵀ.
-    public let mid: UnsafeMutablePointer<Float>
+    package let mid: UnsafeMutablePointer<Float>
     /// [T × d] RMSNorm(mid) · ffnNorm: the input of the gate/up projection.
-    public let mlpNormed: UnsafeMutablePointer<Float>
+    package let mlpNormed: UnsafeMutablePointer<Float>
     /// [T × 2·ff] rows gate | up = mlpNormed · Wgate_upᵀ.
-    public let gateUp: UnsafeMutablePointer<Float>
+    package let gateUp: UnsafeMutablePointer<Float>
     /// [T × ff] silu(gate) · up: the input of the down projection.
-    public let act: UnsafeMutablePointer<Float>
+    package let act: UnsafeMutablePointer<Float>
     /// [T × d] residual leaving the layer: mid + act · Wdownᵀ.
-    public let output: UnsafeMutablePointer<Float>
+    package let output: UnsafeMutablePointer<Float>
     /// [T × d] scratch: a projection's result before it is added to the residual.
-    public let projected: UnsafeMutablePointer<Float>
+    package let projected: UnsafeMutablePointer<Float>
 }
