@@ -20,7 +20,10 @@ package final class Engine {
 
     final class Sequence {
         let index: Int
-        var cacheID: Int
+        /// The sequence's id in the KV cache, fixed at submit.
+        let cacheID: Int
+        /// True while the cache holds the sequence (admitted and not preempted or finished).
+        var inCache = false
         var tokens: [Int32]          // prompt + generated
         var computed = 0             // positions in the KV cache
         var generated = 0
@@ -101,9 +104,10 @@ package final class Engine {
         for i in 0..<spec.n {
             var params = spec.sampling
             params.seed = spec.sampling.seed &+ UInt64(i) &* 0x9E37_79B9_7F4A_7C15
-            seqs.append(Sequence(index: i, cacheID: -1, tokens: spec.prompt, sampler: try Sampler(params: params),
-                                 decoder: StreamingDecoder(tokenizer: model.tokenizer)))
+            seqs.append(Sequence(index: i, cacheID: nextCacheID + i, tokens: spec.prompt,
+                                 sampler: try Sampler(params: params), decoder: StreamingDecoder(tokenizer: model.tokenizer)))
         }
+        nextCacheID += spec.n
         requests[id] = Request(id: id, spec: spec, arrival: arrivals, submitTime: Generator.monotonicSeconds(), seqs: seqs)
         arrivals += 1
         order.append(id)
@@ -234,11 +238,10 @@ package final class Engine {
             let candidates = r.forked ? r.active : r.active.prefix(1).map { $0 }
             for s in candidates where s.tokens.count - s.computed > 1 || (s.computed == 0 && s.tokens.count - s.computed >= 1) {
                 guard budget > 0, seqBudget > 0 else { break }
-                let admitting = s.cacheID < 0
+                let admitting = !s.inCache
                 if admitting {
-                    s.cacheID = nextCacheID
-                    nextCacheID += 1
                     let reused = try cache.attachPrefix(sequence: s.cacheID, prompt: s.tokens)
+                    s.inCache = true
                     s.computed = reused
                     if s.generated == 0 { s.cachedPrompt = reused }
                 }
@@ -252,7 +255,7 @@ package final class Engine {
                     if admitting {
                         // Not admitted: let go of the attached prefix (its blocks stay cached).
                         cache.remove(sequence: s.cacheID)
-                        s.cacheID = -1
+                        s.inCache = false
                         s.computed = 0
                     }
                     continue
@@ -294,9 +297,8 @@ package final class Engine {
                 if !req.forked && req.spec.n > 1 {
                     // The shared prompt is computed: fork the other samples off it.
                     for other in req.seqs.dropFirst() {
-                        other.cacheID = nextCacheID
-                        nextCacheID += 1
                         try cache.fork(parent: s.cacheID, child: other.cacheID)
+                        other.inCache = true
                         other.computed = s.computed
                         other.cachedPrompt = s.cachedPrompt
                     }
@@ -377,7 +379,10 @@ package final class Engine {
             }
         }
         s.pending = ""
-        if s.cacheID >= 0 { cache.remove(sequence: s.cacheID) }
+        if s.inCache {
+            cache.remove(sequence: s.cacheID)
+            s.inCache = false
+        }
         var m = SequenceMetrics()
         m.promptTokens = r.spec.prompt.count
         m.cachedPromptTokens = s.cachedPrompt
@@ -395,7 +400,7 @@ package final class Engine {
         }
     }
 
-    private func holdsKV(_ r: Request) -> Bool { r.active.contains { $0.cacheID >= 0 && cache.length(of: $0.cacheID) > 0 } }
+    private func holdsKV(_ r: Request) -> Bool { r.active.contains { $0.inCache && cache.length(of: $0.cacheID) > 0 } }
 
     /// Preempts the lowest-priority, latest-arrived request holding KV other than the
     /// top-ranked one. Returns false when there is none (the top request alone does not fit).
@@ -408,9 +413,9 @@ package final class Engine {
     }
 
     private func preempt(_ r: Request) {
-        for s in r.active where s.cacheID >= 0 {
+        for s in r.active where s.inCache {
             cache.remove(sequence: s.cacheID)
-            s.cacheID = -1
+            s.inCache = false
             s.computed = 0
             s.preemptions += 1
         }
