@@ -6,6 +6,8 @@
 #define BC_TEST_DECODE_SEQ_H
 
 #include <batchcore.h>
+#include <math.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +40,19 @@ static bc_status decode_seq(bc_context *ctx, int32_t seq, int32_t start, const i
     free(sid);
     free(want);
     return st;
+}
+
+/* max |a - b| <= rel * max |b| over n logits (and everything finite); says why not on stderr. */
+static inline int logits_close(const float *a, const float *b, int32_t n, double rel, const char *what) {
+    double maxdiff = 0, maxabs = 0;
+    for (int32_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= maxdiff)) maxdiff = d != d ? INFINITY : d;
+        if (fabs((double)b[i]) > maxabs) maxabs = fabs((double)b[i]);
+    }
+    int ok = maxabs > 0 && maxdiff <= rel * maxabs;
+    if (!ok) fprintf(stderr, "%s: max |diff| %.3g vs max |logit| %.3g\n", what, maxdiff, maxabs);
+    return ok;
 }
 
 #endif

@@ -4,7 +4,9 @@
 #ifndef BC_TEST_MODEL_PATH_H
 #define BC_TEST_MODEL_PATH_H
 
+#include <batchcore.h>
 #include <stdio.h>
+#include <string.h>
 
 /* Reads the model path from <fixtures>/../../build/stage/model-path into buf. */
 static int read_model_path(const char *fixtures, char *buf, size_t cap) {
@@ -35,6 +37,29 @@ static int model_path_from_args(int argc, char **argv, char *buf, size_t cap) {
     }
     if (!read_model_path(argv[1], buf, cap)) {
         fprintf(stderr, "FAIL: the default model is required\n");
+        return 1;
+    }
+    return 0;
+}
+
+/* main()'s start in the tests that run the default model: the path as above, then the
+ * model loaded into *model and described in *info. Returns 0, or the exit status to
+ * return after saying why (nothing is left to free then). */
+static inline int load_default_model(int argc, char **argv, bc_model **model, bc_model_info *info) {
+    char path[4096];
+    int rc = model_path_from_args(argc, argv, path, sizeof path);
+    if (rc) return rc;
+    *model = NULL;
+    if (bc_model_load(path, NULL, model) != BC_OK || !*model) {
+        fprintf(stderr, "FAIL: cannot load %s: %s\n", path, bc_last_error());
+        return 1;
+    }
+    memset(info, 0, sizeof *info);
+    info->struct_size = sizeof *info;
+    if (bc_model_get_info(*model, info) != BC_OK) {
+        fprintf(stderr, "FAIL: bc_model_get_info: %s\n", bc_last_error());
+        bc_model_free(*model);
+        *model = NULL;
         return 1;
     }
     return 0;

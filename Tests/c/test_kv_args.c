@@ -5,6 +5,7 @@
  * <fixtures>/../../build/stage/model-path (written by `make test-c`). */
 #define _POSIX_C_SOURCE 200809L
 #include "check.h"
+#include "forge.h"
 #include "decode_seq.h"
 #include "model_path.h"
 
@@ -47,28 +48,6 @@ static void make_tokens(int32_t *t, int32_t n, int32_t salt) {
     for (int32_t i = 0; i < n; i++) t[i] = 1000 + (int32_t)(((int64_t)i * 7919 + (int64_t)salt * 104729) % 20000);
 }
 
-/* CRC-32 (IEEE), to forge states whose checksum is right but whose content is not. */
-static uint32_t crc32_ieee(const unsigned char *p, size_t n) {
-    uint32_t c = 0xFFFFFFFFu;
-    for (size_t i = 0; i < n; i++) {
-        c ^= p[i];
-        for (int k = 0; k < 8; k++) c = (c & 1u) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-    }
-    return ~c;
-}
-
-static void put_u32(unsigned char *p, uint32_t v) {
-    p[0] = (unsigned char)(v & 0xFF);
-    p[1] = (unsigned char)((v >> 8) & 0xFF);
-    p[2] = (unsigned char)((v >> 16) & 0xFF);
-    p[3] = (unsigned char)((v >> 24) & 0xFF);
-}
-
-static uint32_t get_u32(const unsigned char *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static void fix_crc(unsigned char *buf, size_t n) { put_u32(buf + n - 4, crc32_ieee(buf, n - 4)); }
 
 /* ---------------------------------------------------------------- fork / attach / stats */
 
@@ -305,32 +284,32 @@ static void test_state_errors(bc_model *model, float *logits) {
         /* version 2 */
         memcpy(copy, buf, size);
         put_u32(copy + 8, 2);
-        fix_crc(copy, size);
+        reseal(copy, size);
         CHECK_ERR(bc_context_seq_load_buffer(ctx, 1, copy, size), BC_E_FORMAT);
         /* a token outside the vocabulary */
         memcpy(copy, buf, size);
         put_u32(copy + tok0 + 4 * 5, (uint32_t)n_vocab);
-        fix_crc(copy, size);
+        reseal(copy, size);
         CHECK_ERR(bc_context_seq_load_buffer(ctx, 1, copy, size), BC_E_FORMAT);
         /* a length that does not match the rows */
         memcpy(copy, buf, size);
         put_u32(copy + tok0 - 4, 39);
-        fix_crc(copy, size);
+        reseal(copy, size);
         CHECK_ERR(bc_context_seq_load_buffer(ctx, 1, copy, size), BC_E_FORMAT);
         /* a NaN key */
         memcpy(copy, buf, size);
         put_u32(copy + tok0 + 4 * 40 + 4 + 4 * 7, 0x7fc00000u);
-        fix_crc(copy, size);
+        reseal(copy, size);
         CHECK_ERR(bc_context_seq_load_buffer(ctx, 1, copy, size), BC_E_FORMAT);
         /* a different model fingerprint (n_vocab) */
         memcpy(copy, buf, size);
         put_u32(copy + 12, (uint32_t)n_vocab + 1);
-        fix_crc(copy, size);
+        reseal(copy, size);
         CHECK_ERR(bc_context_seq_load_buffer(ctx, 1, copy, size), BC_E_FORMAT);
         /* a full layer that claims to start at position 16 */
         memcpy(copy, buf, size);
         put_u32(copy + tok0 + 4 * 40, 16);
-        fix_crc(copy, size);
+        reseal(copy, size);
         CHECK_ERR(bc_context_seq_load_buffer(ctx, 1, copy, size), BC_E_FORMAT);
         CHECK(seq_len(ctx, 1) == 0);
         CHECK(kv_stats(ctx).sequences == 1);
@@ -454,19 +433,10 @@ static void test_state_errors(bc_model *model, float *logits) {
 }
 
 int main(int argc, char **argv) {
-    char model_path[4096];
-    int rc = model_path_from_args(argc, argv, model_path, sizeof model_path);
-    if (rc) return rc;
-    bc_model *model = NULL;
-    CHECK_OK(bc_model_load(model_path, NULL, &model));
-    if (!model) {
-        fprintf(stderr, "FAIL: cannot load %s\n", model_path);
-        return 1;
-    }
+    bc_model *model;
     bc_model_info info;
-    memset(&info, 0, sizeof info);
-    info.struct_size = sizeof info;
-    CHECK_OK(bc_model_get_info(model, &info));
+    int rc = load_default_model(argc, argv, &model, &info);
+    if (rc) return rc;
     n_vocab = info.n_vocab;
     n_layer = info.n_layer;
     CHECK(n_vocab > 0 && n_layer >= 4);

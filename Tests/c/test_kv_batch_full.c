@@ -50,19 +50,6 @@ static int stats_equal(bc_kv_stats a, bc_kv_stats b) {
     return same;
 }
 
-/* max |a - b| <= 1e-5 * max |b| (and everything finite). */
-static int close_rows(const float *a, const float *b, const char *what) {
-    double maxdiff = 0, maxabs = 0;
-    for (int32_t i = 0; i < n_vocab; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (!(d <= maxdiff)) maxdiff = d != d ? INFINITY : d;
-        if (fabs((double)b[i]) > maxabs) maxabs = fabs((double)b[i]);
-    }
-    int ok = maxabs > 0 && maxdiff <= 1e-5 * maxabs;
-    if (!ok) fprintf(stderr, "%s: max |diff| %.3g vs max |logit| %.3g\n", what, maxdiff, maxabs);
-    return ok;
-}
-
 static void make_tokens(int32_t *t, int32_t n, int32_t salt) {
     for (int32_t i = 0; i < n; i++) t[i] = 1000 + (int32_t)(((int64_t)i * 7919 + (int64_t)salt * 104729) % 20000);
 }
@@ -142,14 +129,14 @@ static void test_batch_full(bc_model *model) {
         CHECK_OK(decode_seq(ctx, 1, cached, att + cached, NATT - cached, logits, 0, n_vocab));
         CHECK(seq_len(ctx, 1) == NATT);
         CHECK_OK(decode_seq(fresh, 0, 0, att, NATT, want, 0, n_vocab));
-        CHECK(close_rows(logits, want, "decode after a failed batch"));
+        CHECK(logits_close(logits, want, n_vocab, 1e-5, "decode after a failed batch"));
     }
     /* The batch that failed fits once sequence 0 and 1 are gone. */
     CHECK_OK(bc_context_seq_remove(ctx, 0));
     CHECK_OK(bc_context_seq_remove(ctx, 1));
     CHECK_OK(decode_seq(ctx, 2, 0, c, LEN2, logits, 0, n_vocab));
     CHECK_OK(decode_seq(fresh, 2, 0, c, LEN2, want, 0, n_vocab));
-    CHECK(close_rows(logits, want, "the failed sequence, decoded alone"));
+    CHECK(logits_close(logits, want, n_vocab, 1e-5, "the failed sequence, decoded alone"));
 
 done:
     bc_context_free(ctx);
@@ -162,19 +149,10 @@ done:
 }
 
 int main(int argc, char **argv) {
-    char model_path[4096];
-    int rc = model_path_from_args(argc, argv, model_path, sizeof model_path);
-    if (rc) return rc;
-    bc_model *model = NULL;
-    CHECK_OK(bc_model_load(model_path, NULL, &model));
-    if (!model) {
-        fprintf(stderr, "FAIL: cannot load %s\n", model_path);
-        return 1;
-    }
+    bc_model *model;
     bc_model_info info;
-    memset(&info, 0, sizeof info);
-    info.struct_size = sizeof info;
-    CHECK_OK(bc_model_get_info(model, &info));
+    int rc = load_default_model(argc, argv, &model, &info);
+    if (rc) return rc;
     n_vocab = info.n_vocab;
     CHECK(n_vocab > 0);
     if (n_vocab > 0) test_batch_full(model);

@@ -52,19 +52,6 @@ static int32_t second_best(const float *row) {
     return second;
 }
 
-/* max |a - b| <= 1e-5 * max |b| (and everything finite). */
-static int close_rows(const float *a, const float *b, const char *what) {
-    double maxdiff = 0, maxabs = 0;
-    for (int32_t i = 0; i < n_vocab; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (!(d <= maxdiff)) maxdiff = d != d ? INFINITY : d;
-        if (fabs((double)b[i]) > maxabs) maxabs = fabs((double)b[i]);
-    }
-    int ok = maxabs > 0 && maxdiff <= 1e-5 * maxabs;
-    if (!ok) fprintf(stderr, "%s: max |diff| %.3g vs max |logit| %.3g\n", what, maxdiff, maxabs);
-    return ok;
-}
-
 static int all_finite(const float *row) {
     for (int32_t i = 0; i < n_vocab; i++)
         if (!isfinite(row[i])) return 0;
@@ -137,12 +124,12 @@ static void test_fork(bc_model *model) {
         CHECK_OK(bc_context_create(model, NULL, &solo));
         if (!solo) continue;
         CHECK_OK(decode(solo, 0, 0, prompt, np, want, 0));
-        CHECK(close_rows(first, want, "fork: prompt logits"));
+        CHECK(logits_close(first, want, n_vocab, 1e-5, "fork: prompt logits"));
         for (int step = 0; step < FORK_STEPS; step++) {
             CHECK_OK(decode(solo, 0, np + step, &tok[s][step], 1, want, 0));
             char what[64];
             snprintf(what, sizeof what, "fork: sequence %d step %d", s, step);
-            CHECK(close_rows(got[s] + (size_t)step * n_vocab, want, what));
+            CHECK(logits_close(got[s] + (size_t)step * n_vocab, want, n_vocab, 1e-5, what));
             if (step + 1 < FORK_STEPS) CHECK(argmax(want) == tok[s][step + 1]);
         }
         bc_context_free(solo);
@@ -192,7 +179,7 @@ static void test_prefix_cache(bc_model *model) {
     for (int i = 0; i < 8; i++) {
         char what[64];
         snprintf(what, sizeof what, "prefix cache: position %d", 96 + i);
-        CHECK(close_rows(tail + (size_t)i * n_vocab, full + (size_t)(96 + i) * n_vocab, what));
+        CHECK(logits_close(tail + (size_t)i * n_vocab, full + (size_t)(96 + i) * n_vocab, n_vocab, 1e-5, what));
     }
 
     /* At most n - 1 tokens come from the cache: the 96-token prefix alone gets 80. */
@@ -273,7 +260,7 @@ static void test_exhaustion(bc_model *model) {
         CHECK_OK(bc_context_create(model, NULL, &big));
         if (big && want) {
             CHECK_OK(decode(big, 0, 0, b, 32, want, 0));
-            CHECK(close_rows(logits, want, "after exhaustion"));
+            CHECK(logits_close(logits, want, n_vocab, 1e-5, "after exhaustion"));
         }
         bc_context_free(big);
         free(want);
@@ -498,19 +485,10 @@ static void test_window_sharing(bc_model *model) {
 }
 
 int main(int argc, char **argv) {
-    char model_path[4096];
-    int rc = model_path_from_args(argc, argv, model_path, sizeof model_path);
-    if (rc) return rc;
-    bc_model *model = NULL;
-    CHECK_OK(bc_model_load(model_path, NULL, &model));
-    if (!model) {
-        fprintf(stderr, "FAIL: cannot load %s\n", model_path);
-        return 1;
-    }
+    bc_model *model;
     bc_model_info info;
-    memset(&info, 0, sizeof info);
-    info.struct_size = sizeof info;
-    CHECK_OK(bc_model_get_info(model, &info));
+    int rc = load_default_model(argc, argv, &model, &info);
+    if (rc) return rc;
     n_vocab = info.n_vocab;
     n_layer = info.n_layer;
     CHECK(n_vocab > 0 && n_layer >= 3);

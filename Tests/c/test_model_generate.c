@@ -383,19 +383,6 @@ static int32_t argmax(const float *row) {
     return best;
 }
 
-/* max |a - b| <= 1e-4 * max |b| */
-static int close_rows(const float *a, const float *b, const char *what) {
-    double maxdiff = 0, maxabs = 0;
-    for (int i = 0; i < N_VOCAB; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (d > maxdiff || d != d) maxdiff = d != d ? INFINITY : d;
-        if (fabs((double)b[i]) > maxabs) maxabs = fabs((double)b[i]);
-    }
-    int ok = maxabs > 0 && maxdiff <= 1e-4 * maxabs;
-    if (!ok) fprintf(stderr, "%s: max |diff| %.3g vs max |logit| %.3g\n", what, maxdiff, maxabs);
-    return ok;
-}
-
 /* Decodes `n` tokens of one sequence alone; the last token's logits into out. */
 static bc_status decode_solo(bc_context *ctx, int32_t seq, int32_t start, const int32_t *toks, int32_t n, float *out) {
     return decode_seq(ctx, seq, start, toks, n, out, 0, N_VOCAB);
@@ -444,8 +431,8 @@ static void test_batch_invariance(bc_model *model) {
         CHECK_OK(bc_decode(ctx_ab, &batch, rows, 2 * (size_t)N_VOCAB));
         double dt = now_seconds() - t0;
         printf("batch prefill: %d tokens of 2 sequences in one bc_decode, %.1f tokens/s\n", n, n / dt);
-        CHECK(close_rows(rows, solo_a, "batched prompt A vs solo"));
-        CHECK(close_rows(rows + N_VOCAB, solo_b, "batched prompt B vs solo"));
+        CHECK(logits_close(rows, solo_a, N_VOCAB, 1e-4, "batched prompt A vs solo"));
+        CHECK(logits_close(rows + N_VOCAB, solo_b, N_VOCAB, 1e-4, "batched prompt B vs solo"));
     }
     /* Interleaved A and B tokens, logits for every token (rows in batch order). */
     {
@@ -464,8 +451,8 @@ static void test_batch_invariance(bc_model *model) {
         batch.seq_id = sid;
         batch.logits = want;
         CHECK_OK(bc_decode(ctx_mix, &batch, rows, (size_t)n * N_VOCAB));
-        CHECK(close_rows(rows + (size_t)last_a * N_VOCAB, solo_a, "interleaved prompt A vs solo"));
-        CHECK(close_rows(rows + (size_t)last_b * N_VOCAB, solo_b, "interleaved prompt B vs solo"));
+        CHECK(logits_close(rows + (size_t)last_a * N_VOCAB, solo_a, N_VOCAB, 1e-4, "interleaved prompt A vs solo"));
+        CHECK(logits_close(rows + (size_t)last_b * N_VOCAB, solo_b, N_VOCAB, 1e-4, "interleaved prompt B vs solo"));
         int32_t la = 0, lb = 0;
         CHECK_OK(bc_context_seq_length(ctx_mix, 7, &la));
         CHECK_OK(bc_context_seq_length(ctx_mix, 3, &lb));
@@ -499,8 +486,8 @@ static void test_batch_invariance(bc_model *model) {
             CHECK_OK(bc_decode(ctx_ab, &batch, rows, 2 * (size_t)N_VOCAB));
             t_batch += now_seconds() - t0;
             if (s == 0 || s == STEPS - 1) {
-                CHECK(close_rows(rows + N_VOCAB, solo_a, "batched step A vs solo"));
-                CHECK(close_rows(rows, solo_b, "batched step B vs solo"));
+                CHECK(logits_close(rows + N_VOCAB, solo_a, N_VOCAB, 1e-4, "batched step A vs solo"));
+                CHECK(logits_close(rows, solo_b, N_VOCAB, 1e-4, "batched step B vs solo"));
             }
             cur_sa = argmax(solo_a);
             cur_sb = argmax(solo_b);

@@ -3,6 +3,7 @@
  * comparison), save+load round trips through buffers and files, atomic file writes. */
 #define _POSIX_C_SOURCE 200809L
 #include "check.h"
+#include "optim_hparams.h"
 
 #include <dirent.h>
 #include <math.h>
@@ -23,21 +24,6 @@ typedef struct rig {
     float *p[MAX_TENSORS];
     float *g[MAX_TENSORS];
 } rig;
-
-static void hparams_for(bc_optim_algorithm algo, int group, bc_optim_hparams *hp) {
-    bc_optim_hparams_default(algo, hp, sizeof *hp);
-    hp->lr = algo == BC_OPTIM_LION ? 1e-3 : 0.01;
-    switch (algo) {
-    case BC_OPTIM_SGD: hp->momentum = 0.9; hp->weight_decay = 0.01 * group; break;
-    case BC_OPTIM_ADAM: hp->amsgrad = group; break;
-    case BC_OPTIM_ADAMW: hp->weight_decay = 0.05; break;
-    case BC_OPTIM_ADAGRAD: hp->initial_accumulator_value = 0.1; break;
-    case BC_OPTIM_RMSPROP: hp->centered = 1; hp->momentum = 0.5; break;
-    case BC_OPTIM_LAMB: hp->weight_decay = 0.01; break;
-    case BC_OPTIM_LION: hp->weight_decay = 0.1; break;
-    case BC_OPTIM_ADABRAKE: hp->momentum = 0.9; hp->alpha = 0.5; break;
-    }
-}
 
 static int rig_make(rig *r, bc_optim_algorithm algo, int nt, const int64_t *sizes, const char *const *names,
                     int groups) {

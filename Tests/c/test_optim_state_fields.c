@@ -12,6 +12,8 @@
  *   per tensor: u32 group, u32 name length + name, u64 count, u32 slot mask, slots' floats;
  *   u32 CRC-32 of everything before it. */
 #include "check.h"
+#include "optim_hparams.h"
+#include "forge.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -32,44 +34,6 @@ static const int64_t sizes[NT] = {5, 3, 7};
 static const char *const names[NT] = {"a", "bb", "ccc"};
 
 /* ---------------------------------------------------------------- bytes */
-
-static uint32_t crc32(const unsigned char *p, size_t n) {
-    uint32_t c = 0xFFFFFFFFu;
-    for (size_t i = 0; i < n; i++) {
-        c ^= p[i];
-        for (int k = 0; k < 8; k++) c = (c & 1u) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-    }
-    return ~c;
-}
-
-static void put_u32(unsigned char *p, uint32_t v) {
-    for (int k = 0; k < 4; k++) p[k] = (unsigned char)(v >> (8 * k));
-}
-
-static void put_u64(unsigned char *p, uint64_t v) {
-    for (int k = 0; k < 8; k++) p[k] = (unsigned char)(v >> (8 * k));
-}
-
-static uint32_t get_u32(const unsigned char *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_u64(const unsigned char *p) { return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32; }
-
-static void put_f64(unsigned char *p, double v) {
-    uint64_t u;
-    memcpy(&u, &v, sizeof u);
-    put_u64(p, u);
-}
-
-static void put_f32(unsigned char *p, float v) {
-    uint32_t u;
-    memcpy(&u, &v, sizeof u);
-    put_u32(p, u);
-}
-
-/* Recomputes the trailing CRC-32 of a state of n bytes. */
-static void reseal(unsigned char *state, size_t n) { put_u32(state + n - 4, crc32(state, n - 4)); }
 
 static size_t group_at(int g) { return HEADER_BYTES + (size_t)g * GROUP_BYTES; }
 
@@ -105,21 +69,6 @@ typedef struct rig {
     float p[NT][8];
     float g[NT][8];
 } rig;
-
-static void hparams_for(bc_optim_algorithm algo, int group, bc_optim_hparams *hp) {
-    bc_optim_hparams_default(algo, hp, sizeof *hp);
-    hp->lr = algo == BC_OPTIM_LION ? 1e-3 : 0.01;
-    switch (algo) {
-    case BC_OPTIM_SGD: hp->momentum = 0.9; hp->weight_decay = 0.01 * group; break;
-    case BC_OPTIM_ADAM: hp->amsgrad = group; break;
-    case BC_OPTIM_ADAMW: hp->weight_decay = 0.05; break;
-    case BC_OPTIM_ADAGRAD: hp->initial_accumulator_value = 0.1; break;
-    case BC_OPTIM_RMSPROP: hp->centered = 1; hp->momentum = 0.5; break;
-    case BC_OPTIM_LAMB: hp->weight_decay = 0.01; break;
-    case BC_OPTIM_LION: hp->weight_decay = 0.1; break;
-    case BC_OPTIM_ADABRAKE: hp->momentum = 0.9; hp->alpha = 0.5; break;
-    }
-}
 
 /* Both rigs of a pair get the same random parameters (rng restarted per pair). */
 static int rig_make(rig *r, bc_optim_algorithm algo, uint64_t seed) {
