@@ -792,7 +792,12 @@ bc_status bc_engine_submit(bc_engine *engine, const int32_t *tokens, int32_t n_t
 bc_status bc_engine_submit_text(bc_engine *engine, const char *prompt, const bc_request_params *params,
                                 const bc_sampling_params *sampling, uint64_t *request_id);
 
-/** Cancels a request at any time; its unfinished samples finish with reason cancelled. */
+/**
+ * Cancels a live request; its unfinished samples finish with reason cancelled (their
+ * FINISHED events are queued for bc_engine_poll). Errors: NULL engine
+ * (BC_E_INVALID_ARGUMENT); BC_E_NOT_FOUND for an id that is not live — never issued,
+ * already finished or already cancelled — and then nothing changes.
+ */
 bc_status bc_engine_cancel(bc_engine *engine, uint64_t request_id);
 
 /**

@@ -116,9 +116,12 @@ package final class Engine {
     }
 
     /// Cancels a request at any time: frees its KV and reports each unfinished
-    /// sequence as cancelled. Unknown ids are an error.
+    /// sequence as cancelled. An id that is not live (never issued, finished or already
+    /// cancelled) is `.notFound`, and nothing changes.
     package func cancel(_ id: UInt64) throws {
-        guard let r = requests[id] else { throw BatchCoreError.invalid("no live request \(id)") }
+        guard let r = requests[id] else {
+            throw BatchCoreError(.notFound, "no live request \(id) (never submitted, finished or already cancelled)")
+        }
         for s in r.seqs where !s.finished { finish(r, s, .cancelled) }
     }
 
