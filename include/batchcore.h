@@ -783,7 +783,15 @@ bc_status bc_request_params_default(bc_request_params *out, size_t size);
  * Queues a request whose prompt is n_tokens token ids (copied). params and sampling
  * may be NULL (defaults; sampling defaults are llama.cpp's). *request_id receives the
  * request's id (> 0). Errors: NULL engine/tokens/request_id, n_tokens <= 0, token ids
- * outside the vocabulary, invalid sampling, prompt + max_tokens beyond n_ctx.
+ * outside the vocabulary, invalid sampling, prompt + max_tokens beyond n_ctx
+ * (BC_E_INVALID_ARGUMENT); BC_E_KV_FULL when one sample's prompt + max_tokens - 1
+ * positions do not fit in the whole kv_bytes budget even with nothing else running
+ * (the request could never run). A request that passes this check but still cannot
+ * fit alone when it runs (e.g. n samples that do not fit together) finishes with
+ * BC_FINISH_ERROR and a message; it never stalls the engine or the requests behind it.
+ * Scheduling: each step decodes every running sample first, then admits prompts whose
+ * rest fits in half of the remaining token budget (so a short request is not held back
+ * by a long prefill), then prefills the others in policy order in chunks with what is left.
  */
 bc_status bc_engine_submit(bc_engine *engine, const int32_t *tokens, int32_t n_tokens, const bc_request_params *params,
                            const bc_sampling_params *sampling, uint64_t *request_id);
@@ -792,7 +800,12 @@ bc_status bc_engine_submit(bc_engine *engine, const int32_t *tokens, int32_t n_t
 bc_status bc_engine_submit_text(bc_engine *engine, const char *prompt, const bc_request_params *params,
                                 const bc_sampling_params *sampling, uint64_t *request_id);
 
-/** Cancels a request at any time; its unfinished samples finish with reason cancelled. */
+/**
+ * Cancels a live request; its unfinished samples finish with reason cancelled (their
+ * FINISHED events are queued for bc_engine_poll). Errors: NULL engine
+ * (BC_E_INVALID_ARGUMENT); BC_E_NOT_FOUND for an id that is not live — never issued,
+ * already finished or already cancelled — and then nothing changes.
+ */
 bc_status bc_engine_cancel(bc_engine *engine, uint64_t request_id);
 
 /**

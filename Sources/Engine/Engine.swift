@@ -17,6 +17,9 @@ package final class Engine {
     package let model: LanguageModel
     package let cache: PagedKVCache
     package var options: EngineOptions
+    /// An empty cache of the same shape and budget, never written: asked at submit
+    /// whether a request could fit even alone (it allocates nothing).
+    private let capacity: PagedKVCache
 
     final class Sequence {
         let index: Int
@@ -81,6 +84,8 @@ package final class Engine {
         self.model = model
         self.cache = cache
         self.options = options
+        capacity = try PagedKVCache(kvDim: cache.kvDim, layout: cache.layout, budgetBytes: cache.budgetBytes,
+                                    maxLength: cache.maxLength, prefixCaching: false)
     }
 
     // MARK: requests
@@ -97,6 +102,14 @@ package final class Engine {
         }
         guard spec.prompt.count + spec.maxTokens <= cache.maxLength else {
             throw BatchCoreError.invalid("prompt (\(spec.prompt.count)) + max_tokens (\(spec.maxTokens)) exceed n_ctx \(cache.maxLength)")
+        }
+        // A request the whole KV budget cannot hold even alone would never run: refuse it
+        // now. A sample stores at most the prompt and all its tokens but the last; the
+        // cache judges whether that fits (an empty one of the same shape and budget).
+        let positions = spec.prompt.count + spec.maxTokens - 1
+        guard capacity.canReserve([KVGrowth(sequence: 0, length: positions)]) else {
+            throw BatchCoreError(.kvFull, "prompt (\(spec.prompt.count)) + max_tokens (\(spec.maxTokens)) need \(positions) "
+                + "positions of KV cache; the KV budget of \(cache.budgetBytes) bytes holds fewer even with nothing else running")
         }
         let id = nextID
         nextID += 1
@@ -116,9 +129,12 @@ package final class Engine {
     }
 
     /// Cancels a request at any time: frees its KV and reports each unfinished
-    /// sequence as cancelled. Unknown ids are an error.
+    /// sequence as cancelled. An id that is not live (never issued, finished or already
+    /// cancelled) is `.notFound`, and nothing changes.
     package func cancel(_ id: UInt64) throws {
-        guard let r = requests[id] else { throw BatchCoreError.invalid("no live request \(id)") }
+        guard let r = requests[id] else {
+            throw BatchCoreError(.notFound, "no live request \(id) (never submitted, finished or already cancelled)")
+        }
         for s in r.seqs where !s.finished { finish(r, s, .cancelled) }
     }
 
@@ -140,16 +156,28 @@ package final class Engine {
         guard !requests.isEmpty else { return 0 }
         let t0 = Generator.monotonicSeconds()
         var processed = 0
-        // After a preemption the step retries with decodes only, so a preempted request
-        // is not re-admitted in the same step (it would take back the blocks just freed).
-        // Ends: every retry first either preempts a request holding KV (which is not
-        // re-admitted this step) or turns prefills off, and both run out.
+        // When the batch does not fit in the KV cache:
+        // - another request holding KV is preempted (the lowest-ranked, never the top one)
+        //   and the step retries with decodes only, so a preempted request is not
+        //   re-admitted in the same step (it would take back the blocks just freed);
+        // - else, with decodes in the plan, prefills are dropped; decodes alone that do
+        //   not fit come from the only request holding KV: it cannot grow even alone;
+        // - else the plan is prefills only, every chunk after the first was admitted
+        //   because it fit with the rows before it, so the first chunk does not fit: if
+        //   another request holds KV it waits (left out of this step), else the request
+        //   does not fit even alone and finishes with an error — it must not wait forever
+        //   (step returning 0 with the request live) nor hold back the requests behind it.
+        // Ends: every retry preempts a request holding KV, turns prefills off, or leaves
+        // out a request, and all three run out.
         var allowPrefill = true
+        var left: Set<UInt64> = []
         while true {
-            let plan = try schedule(allowPrefill: allowPrefill)
+            let plan = try schedule(allowPrefill: allowPrefill, leaving: left)
             if plan.rows.isEmpty {
-                if allowPrefill, let top = ranked().first {
-                    for s in top.seqs where !s.finished { finish(top, s, .error, message: "the request does not fit in the KV cache") }
+                // Nothing could be planned although nothing was preempted or left out: the
+                // top request cannot run at all.
+                if allowPrefill && left.isEmpty, let top = ranked().first {
+                    fail(top, "the request does not fit in the KV cache")
                 }
                 break
             }
@@ -159,14 +187,17 @@ package final class Engine {
                 break
             } catch let e as BatchCoreError where e.kind == .kvFull {
                 if preemptLowest() { allowPrefill = false; continue }
-                if allowPrefill && plan.rows.contains(where: { $0.seq.tokens.count - $0.seq.computed > 1 }) {
-                    allowPrefill = false
+                let first = plan.rows[0].request
+                if plan.decodes > 0 {
+                    if allowPrefill && plan.rows.count > plan.decodes { allowPrefill = false; continue }
+                    fail(first, "the request does not fit in the KV cache even alone: \(e.message)")
+                    break
+                }
+                if requests.values.contains(where: { $0 !== first && holdsKV($0) }) {
+                    left.insert(first.id)
                     continue
                 }
-                // Only the top-ranked request runs and it cannot grow: it does not fit.
-                if let top = ranked().first {
-                    for s in top.seqs where !s.finished { finish(top, s, .error, message: e.message) }
-                }
+                fail(first, "the request does not fit in the KV cache even alone: \(e.message)")
                 break
             }
         }
@@ -186,7 +217,9 @@ package final class Engine {
     }
 
     struct Plan {
+        /// Decode rows first (`decodes` of them), then prefill chunks.
         var rows: [Row] = []
+        var decodes = 0
         var requests: Set<UInt64> = []
     }
 
@@ -198,8 +231,9 @@ package final class Engine {
         }
     }
 
-    /// Decode rows for running sequences first, then prefill chunks in policy order.
-    private func schedule(allowPrefill: Bool) throws -> Plan {
+    /// Decode rows for running sequences first, then prefill chunks (see below); the
+    /// requests in `leaving` get no prefill chunk.
+    private func schedule(allowPrefill: Bool, leaving: Set<UInt64> = []) throws -> Plan {
         var plan = Plan()
         var budget = options.maxBatchedTokens
         var seqBudget = options.maxSequences
@@ -220,6 +254,7 @@ package final class Engine {
                 growth[s.cacheID] = s.computed + 1
                 plan.rows.append(Row(request: r, seq: s, position: s.computed, token: s.tokens[s.computed], logits: true))
                 plan.requests.insert(r.id)
+                plan.decodes += 1
                 budget -= 1
                 seqBudget -= 1
             }
@@ -232,43 +267,65 @@ package final class Engine {
             staticGroup = staticGroup.filter { requests[$0] != nil }
             if staticGroup.isEmpty { staticGroup = Set(all.prefix(options.maxSequences).map(\.id)) }
         }
-        for r in all where !options.staticBatching || staticGroup.contains(r.id) {
-            guard budget > 0, seqBudget > 0 else { break }
-            // Before the fork only sequence 0 computes the shared prompt.
+        // Which sequences need a prefill chunk, in policy order (before the fork only
+        // sequence 0 computes the shared prompt).
+        var waiting: [(Request, Sequence)] = []
+        for r in all where (!options.staticBatching || staticGroup.contains(r.id)) && !leaving.contains(r.id) {
             let candidates = r.forked ? r.active : r.active.prefix(1).map { $0 }
-            for s in candidates where s.tokens.count - s.computed > 1 || (s.computed == 0 && s.tokens.count - s.computed >= 1) {
-                guard budget > 0, seqBudget > 0 else { break }
-                let admitting = !s.inCache
-                if admitting {
-                    let reused = try cache.attachPrefix(sequence: s.cacheID, prompt: s.tokens)
-                    s.inCache = true
-                    s.computed = reused
-                    if s.generated == 0 { s.cachedPrompt = reused }
-                }
-                let remaining = s.tokens.count - s.computed
-                guard remaining >= 1 else { continue }
-                let chunk = min(remaining, budget)
-                // Admission: only what the KV cache can hold now (prefix hits already
-                // attached), together with the rows planned so far. The first rows of a
-                // step are always tried, so a lone request can run.
-                if !plan.rows.isEmpty && !fits(s.cacheID, s.computed + chunk) {
-                    if admitting {
-                        // Not admitted: let go of the attached prefix (its blocks stay cached).
-                        cache.remove(sequence: s.cacheID)
-                        s.inCache = false
-                        s.computed = 0
-                    }
-                    continue
-                }
-                growth[s.cacheID] = s.computed + chunk
-                for k in 0..<chunk {
-                    let p = s.computed + k
-                    plan.rows.append(Row(request: r, seq: s, position: p, token: s.tokens[p], logits: p == s.tokens.count - 1))
-                }
-                plan.requests.insert(r.id)
-                budget -= chunk
-                seqBudget -= 1
+            for s in candidates where s.tokens.count - s.computed > 1 || s.computed == 0 { waiting.append((r, s)) }
+        }
+        /// Plans a chunk of at most `limit` tokens of `s`'s prompt; returns its size (0: none).
+        func prefill(_ r: Request, _ s: Sequence, limit: Int) throws -> Int {
+            guard budget > 0, seqBudget > 0 else { return 0 }
+            let admitting = !s.inCache
+            if admitting {
+                let reused = try cache.attachPrefix(sequence: s.cacheID, prompt: s.tokens)
+                s.inCache = true
+                s.computed = reused
+                if s.generated == 0 { s.cachedPrompt = reused }
             }
+            let remaining = s.tokens.count - s.computed
+            guard remaining >= 1 else { return 0 }
+            let chunk = min(remaining, budget, limit)
+            // Admission: only what the KV cache can hold now (prefix hits already
+            // attached), together with the rows planned so far. The first rows of a
+            // step are always tried, so a lone request can run.
+            if !plan.rows.isEmpty && !fits(s.cacheID, s.computed + chunk) {
+                if admitting {
+                    // Not admitted: let go of the attached prefix (its blocks stay cached).
+                    cache.remove(sequence: s.cacheID)
+                    s.inCache = false
+                    s.computed = 0
+                }
+                return 0
+            }
+            growth[s.cacheID] = s.computed + chunk
+            for k in 0..<chunk {
+                let p = s.computed + k
+                plan.rows.append(Row(request: r, seq: s, position: p, token: s.tokens[p], logits: p == s.tokens.count - 1))
+            }
+            plan.requests.insert(r.id)
+            budget -= chunk
+            seqBudget -= 1
+            return chunk
+        }
+        // Against head-of-line blocking: prompts whose rest fits in half of the prefill
+        // budget go first (in policy order, up to that half), so a waiting short request
+        // is admitted — and decodes from the next step — alongside a long prefill's chunks
+        // instead of after all of them. The other prefills, in policy order, then take
+        // what is left: a long prefill still gets at least half of the prefill budget
+        // each step, so a stream of short requests cannot starve it either.
+        var shortBudget = budget / 2
+        var planned: Set<Sequence> = []
+        for (r, s) in waiting where s.tokens.count - s.computed <= shortBudget {
+            guard budget > 0, seqBudget > 0, shortBudget > 0 else { break }
+            let chunk = try prefill(r, s, limit: shortBudget)
+            if chunk > 0 { planned.insert(s) }
+            shortBudget -= chunk
+        }
+        for (r, s) in waiting where !planned.contains(s) {
+            guard budget > 0, seqBudget > 0 else { break }
+            _ = try prefill(r, s, limit: .max)
         }
         return plan
     }
@@ -398,6 +455,11 @@ package final class Engine {
             order.removeAll { $0 == r.id }
             metrics.finished += 1
         }
+    }
+
+    /// Finishes every unfinished sample of `r` with an error.
+    private func fail(_ r: Request, _ message: String) {
+        for s in r.seqs where !s.finished { finish(r, s, .error, message: message) }
     }
 
     private func holdsKV(_ r: Request) -> Bool { r.active.contains { $0.inCache && cache.length(of: $0.cacheID) > 0 } }

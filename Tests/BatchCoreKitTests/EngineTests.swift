@@ -1,3 +1,4 @@
+import BCCore
 import BCKV
 import BCModel
 import BCEngine
@@ -159,6 +160,142 @@ import Testing
         }
         #expect(finished == 1 + 2 + 1 + 2 + 1)
         #expect(events > finished)
+    }
+
+    /// A prompt of `count` tokens (a numbered list, re-encoded and cut to length).
+    static func longPrompt(_ model: LanguageModel, count: Int) -> [Int32] {
+        var text = ""
+        var tokens: [Int32] = []
+        var k = 1
+        while tokens.count < count {
+            text += "\(k). item number \(k) of the list\n"
+            k += 1
+            if k % 64 == 0 || text.count > count * 8 { tokens = model.tokenizer.encode(text, addSpecial: false, parseSpecial: false) }
+        }
+        return Array(tokens.prefix(count))
+    }
+
+    /// Issue 17, defect 1: a request that cannot fit in the KV budget even alone must
+    /// not hang the engine (step returning 0 forever) nor hold back later requests under
+    /// FCFS. It is rejected at submit (kvFull) when its prompt + max_tokens cannot fit
+    /// in the whole budget, and anything that still turns out not to fit alone finishes
+    /// with an error. The later request's tokens equal its tokens when run alone.
+    @Test func requestThatCannotFitAloneDoesNotHangTheEngine() throws {
+        let model = try TestModel.languageModel()
+        let shape = try PagedKVCache(kvDim: model.config.kvDim, layout: .full(layerCount: model.config.layerCount),
+                                     budgetBytes: 1 << 20, maxLength: 2048)
+        let budget = shape.bytesPerToken * 64    // four blocks of 16 positions
+        let big = Self.longPrompt(model, count: 200)
+        let short = Self.prompts(model, count: 1)[0]
+        let alone = try Self.run(model, [GenerationRequest(prompt: short, maxTokens: 8, ignoreEndOfGeneration: true)],
+                                 budget: budget)
+
+        for (bigPrompt, bigMax) in [(big, 4), (Array(big.prefix(40)), 100)] {
+            let cache = try PagedKVCache(kvDim: model.config.kvDim, layout: .full(layerCount: model.config.layerCount),
+                                         budgetBytes: budget, maxLength: 2048)
+            let engine = try Engine(model: model, cache: cache)
+            var bigID: UInt64?
+            do {
+                bigID = try engine.submit(GenerationRequest(prompt: bigPrompt, maxTokens: bigMax))
+            } catch let e as BatchCoreError {
+                #expect(e.kind == .kvFull, "rejected at submit as kvFull: \(e.message)")
+            }
+            // prompt + max_tokens beyond the whole budget is known at submit.
+            #expect(bigID == nil, "prompt \(bigPrompt.count) + max_tokens \(bigMax) cannot fit in 64 positions: rejected at submit")
+            let smallID = try engine.submit(GenerationRequest(prompt: short, maxTokens: 8, ignoreEndOfGeneration: true))
+            var reasons: [UInt64: FinishReason] = [:]
+            var messages: [UInt64: String] = [:]
+            var tokens: [Int32] = []
+            var steps = 0
+            while engine.hasWork && steps < 40 {
+                try engine.step()
+                steps += 1
+                for e in engine.poll() {
+                    switch e {
+                    case .token(let rid, _, _, let t, _, _): if rid == smallID { tokens.append(t) }
+                    case .finished(let rid, _, _, let reason, _, _, let message): reasons[rid] = reason; messages[rid] = message
+                    }
+                }
+            }
+            #expect(!engine.hasWork, "the engine is idle after \(steps) steps")
+            if let bigID {
+                #expect(reasons[bigID] == .error)
+                #expect(!(messages[bigID] ?? "").isEmpty)
+            }
+            #expect(reasons[smallID] == .length, "the later request is not held back")
+            #expect(tokens == alone.tokens[0])
+        }
+    }
+
+    /// The step path behind the submit check: n parallel samples whose copies cannot
+    /// all fit (the prompt and one sample do) finish with an error within a bounded
+    /// number of steps, and a later request still completes.
+    @Test func parallelSamplesThatCannotFitFinishWithAnError() throws {
+        let model = try TestModel.languageModel()
+        let shape = try PagedKVCache(kvDim: model.config.kvDim, layout: .full(layerCount: model.config.layerCount),
+                                     budgetBytes: 1 << 20, maxLength: 2048)
+        let cache = try PagedKVCache(kvDim: model.config.kvDim, layout: .full(layerCount: model.config.layerCount),
+                                     budgetBytes: shape.bytesPerToken * 64, maxLength: 2048)
+        let engine = try Engine(model: model, cache: cache)
+        let wide = try engine.submit(GenerationRequest(prompt: Self.longPrompt(model, count: 40), maxTokens: 20, n: 8,
+                                                       ignoreEndOfGeneration: true))
+        let after = try engine.submit(GenerationRequest(prompt: Self.prompts(model, count: 1)[0], maxTokens: 4,
+                                                        ignoreEndOfGeneration: true))
+        var reasons: [UInt64: [FinishReason]] = [:]
+        var steps = 0
+        while engine.hasWork && steps < 100 {
+            try engine.step()
+            steps += 1
+            for e in engine.poll() {
+                if case .finished(let rid, _, _, let reason, _, _, _) = e { reasons[rid, default: []].append(reason) }
+            }
+        }
+        #expect(!engine.hasWork)
+        #expect(reasons[wide]?.count == 8)
+        #expect(reasons[wide]?.contains(.error) == true)
+        #expect(reasons[after] == [.length])
+    }
+
+    /// Issue 17, defect 2 (head-of-line stall): a 1-token request submitted after a long
+    /// prompt is admitted and decoded alongside the long prefill's chunks (Sarathi-Serve),
+    /// not after the whole prefill. Counted in steps: the long prompt needs at least
+    /// 1,000 / 64 > 15 steps of prefill; the short request finishes within 6 steps, and
+    /// its tokens and the long request's are those of each run alone.
+    @Test func shortRequestIsNotStalledBehindALongPrefill() throws {
+        let model = try TestModel.languageModel()
+        let long = Self.longPrompt(model, count: 1000)
+        let short = Array(Self.prompts(model, count: 1)[0].prefix(1))
+        let options = EngineOptions(maxBatchedTokens: 64)
+        let longSpec = GenerationRequest(prompt: long, maxTokens: 2, ignoreEndOfGeneration: true)
+        let shortSpec = GenerationRequest(prompt: short, maxTokens: 4, ignoreEndOfGeneration: true)
+        let cache = try PagedKVCache(kvDim: model.config.kvDim, layout: .full(layerCount: model.config.layerCount),
+                                     budgetBytes: 256 << 20, maxLength: 2048)
+        let engine = try Engine(model: model, cache: cache, options: options)
+        let longID = try engine.submit(longSpec)
+        let shortID = try engine.submit(shortSpec)
+        var firstTokenStep: [UInt64: Int] = [:], finishStep: [UInt64: Int] = [:]
+        var tokens: [UInt64: [Int32]] = [:]
+        var steps = 0
+        while engine.hasWork && steps < 100 {
+            try engine.step()
+            steps += 1
+            for e in engine.poll() {
+                switch e {
+                case .token(let rid, _, _, let t, _, _):
+                    tokens[rid, default: []].append(t)
+                    if firstTokenStep[rid] == nil { firstTokenStep[rid] = steps }
+                case .finished(let rid, _, _, _, _, _, _): finishStep[rid] = steps
+                }
+            }
+        }
+        #expect(!engine.hasWork)
+        #expect(firstTokenStep[shortID] == 1, "the short request gets its first token in the first step")
+        #expect((finishStep[shortID] ?? .max) <= 6)
+        #expect((firstTokenStep[longID] ?? 0) >= 16, "the long prefill still needs its chunks")
+        let alone = try Self.run(model, [longSpec, shortSpec], budget: 256 << 20,
+                                 options: EngineOptions(maxBatchedTokens: 64, maxSequences: 1))
+        #expect(tokens[longID] == alone.tokens[0])
+        #expect(tokens[shortID] == alone.tokens[1])
     }
 }
 
