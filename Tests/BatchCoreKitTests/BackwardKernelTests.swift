@@ -445,6 +445,66 @@ import Testing
         }
     }
 
+    /// The row-independent pairs (RMSNorm forward, RoPE forward/backward, SwiGLU
+    /// forward/backward): the same bits with 1 or 2 threads and with the rows in one call
+    /// or two.
+    @Test func rowIndependentOpsAreDeterministic() {
+        var rng = SplitMix64(state: 0x5EED_000B)
+        let rows = 41, n = 83, hd = 64, heads = 3
+        let x = Self.random(rows * 2 * n, -6, 6, &rng), g = Self.random(2 * n, 0.5, 1.5, &rng)
+        let dact = Self.random(rows * n, -1, 1, &rng), q = Self.random(rows * heads * hd, -1, 1, &rng)
+        let rope = RotaryEmbedding(headDim: hd, base: 10000)
+        var tables = [Float](repeating: 0, count: rows * hd)
+        for t in 0..<rows { tables.withUnsafeMutableBufferPointer { rope.table(position: 7 * t + 1, into: $0.baseAddress! + t * hd) } }
+        func run(threads: Int, cut: Int?) -> [[UInt32]] {
+            Self.withThreads(threads) {
+                var y = [Float](repeating: .nan, count: rows * 2 * n), rstd = [Float](repeating: .nan, count: rows)
+                var act = [Float](repeating: .nan, count: rows * n), dgu = [Float](repeating: .nan, count: rows * 2 * n)
+                var rot = q, back = q
+                let bounds = [0] + (cut.map { [$0] } ?? []) + [rows]
+                x.withUnsafeBufferPointer { xp in
+                    let xb = xp.baseAddress!
+                    for k in 0..<bounds.count - 1 {
+                        let lo = bounds[k], m = bounds[k + 1] - lo
+                        y.withUnsafeMutableBufferPointer { yp in
+                            rstd.withUnsafeMutableBufferPointer { rp in
+                                RMSNormOp.forward(x: xb + lo * 2 * n, g: g, y: yp.baseAddress! + lo * 2 * n, rstd: rp.baseAddress! + lo,
+                                                  rows: m, d: 2 * n, eps: 1e-5)
+                            }
+                        }
+                        act.withUnsafeMutableBufferPointer { ap in
+                            SwiGLUOp.forward(gate: xb + lo * 2 * n, up: xb + lo * 2 * n + n, ldIn: 2 * n, act: ap.baseAddress! + lo * n,
+                                             ldAct: n, rows: m, n: n)
+                        }
+                        dact.withUnsafeBufferPointer { dp in
+                            dgu.withUnsafeMutableBufferPointer { op in
+                                SwiGLUOp.backward(dact: dp.baseAddress! + lo * n, ldAct: n, gate: xb + lo * 2 * n, up: xb + lo * 2 * n + n,
+                                                  ldIn: 2 * n, dgate: op.baseAddress! + lo * 2 * n, dup: op.baseAddress! + lo * 2 * n + n,
+                                                  rows: m, n: n)
+                            }
+                        }
+                        tables.withUnsafeBufferPointer { tp in
+                            rot.withUnsafeMutableBufferPointer {
+                                RoPEOp.forward(rope, $0.baseAddress! + lo * heads * hd, ld: heads * hd, heads: heads,
+                                               tables: tp.baseAddress! + lo * hd, rows: m)
+                            }
+                            back.withUnsafeMutableBufferPointer {
+                                RoPEOp.backward(rope, $0.baseAddress! + lo * heads * hd, ld: heads * hd, heads: heads,
+                                                tables: tp.baseAddress! + lo * hd, rows: m)
+                            }
+                        }
+                    }
+                }
+                return [y, rstd, act, dgu, rot, back].map(Self.bits)
+            }
+        }
+        let base = run(threads: 1, cut: nil)
+        for (threads, cut) in [(2, nil), (1, 13), (2, 30)] as [(Int, Int?)] {
+            let other = run(threads: threads, cut: cut)
+            for k in base.indices { #expect(other[k] == base[k], "output \(k), threads \(threads) cut \(String(describing: cut))") }
+        }
+    }
+
     // MARK: Composed chain
 
     /// x → RMSNorm(g) → h [T × 2n] (gate | up) → act = silu(gate)·up [T × n] as logits →
