@@ -34,10 +34,11 @@ func exp16(_ x: Vec16) -> Vec16 {
 
 /// Elementwise kernels of the transformer, over raw float32 buffers.
 package enum VectorMath {
-    /// y = x / sqrt(mean(x²) + eps) * weight (RMSNorm), one row of length n.
-    @inline(__always)
+    /// y = x / sqrt(mean(x²) + eps) * weight (RMSNorm), one row of length n. Returns the
+    /// row's scale 1 / sqrt(mean(x²) + eps) (what `RMSNormOp` saves for the backward pass).
+    @inline(__always) @discardableResult
     package static func rmsNorm(_ x: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
-                               _ n: Int, eps: Float) {
+                               _ n: Int, eps: Float) -> Float {
         var acc = Vec16(repeating: 0)
         var i = 0
         while i + 16 <= n { let v = load16(x, i, 16); acc = fma16(v, v, acc); i += 16 }
@@ -47,6 +48,7 @@ package enum VectorMath {
         i = 0
         while i + 16 <= n { store16(load16(x, i, 16) * scale * load16(weight, i, 16), y, i, 16); i += 16 }
         while i < n { y[i] = x[i] * scale * weight[i]; i += 1 }
+        return scale
     }
 
     /// out = silu(gate) * up = gate / (1 + exp(-gate)) * up, n elements.
