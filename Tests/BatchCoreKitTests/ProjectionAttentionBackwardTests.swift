@@ -325,3 +325,25 @@ import Testing
         #expect(out.allSatisfy { $0 == 7 } && stats.allSatisfy { $0 == 7 })
     }
 }
+
+extension ProjectionAttentionBackwardTests {
+    /// dX from PackedWeights is bit-identical to dX from the row-major W (overwrite and
+    /// accumulate, rows/cols off the 16-panel, tokens over several work items).
+    @Test func inputGradientFromPackedWeightsIsBitIdentical() throws {
+        for (rows, cols) in [(20, 37), (37, 64), (96, 20), (300, 145)] {
+            let w = Self.random(rows * cols)
+            let packed = try w.withUnsafeBufferPointer { try PackedWeights($0.baseAddress!, rows: rows, cols: cols) }
+            for tokens in [1, 7, 33, 70] {
+                for accumulate in [false, true] {
+                    let dY = Self.random(tokens * rows), dX0 = Self.random(tokens * cols)
+                    var a = dX0, b = dX0
+                    ProjectionBackward.inputGradient(dY, ldDY: rows, tokens: tokens, weight: w, rows: rows, cols: cols,
+                                                     &a, ldDX: cols, accumulate: accumulate)
+                    ProjectionBackward.inputGradient(dY, ldDY: rows, tokens: tokens, packed: packed, &b, ldDX: cols,
+                                                     accumulate: accumulate)
+                    #expect(a.map(\.bitPattern) == b.map(\.bitPattern), "\(tokens)x\(rows)x\(cols) accumulate \(accumulate)")
+                }
+            }
+        }
+    }
+}
