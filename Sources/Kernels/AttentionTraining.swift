@@ -36,6 +36,14 @@ package enum AttentionTraining {
         guard heads > 0, kvHeads > 0, headDim > 0, heads % kvHeads == 0 else {
             throw BatchCoreError.invalid("attention: \(heads) query heads, \(kvHeads) kv heads, head dim \(headDim)")
         }
+        // Every index below stays inside rows · (d + 2·kvd) and rows · heads · 2.
+        let (d, o1) = heads.multipliedReportingOverflow(by: headDim)
+        let (kvd2, o2) = (2 * kvHeads).multipliedReportingOverflow(by: headDim)
+        let (stride, o3) = d.addingReportingOverflow(kvd2)
+        let (_, o4) = rows.multipliedReportingOverflow(by: max(stride, 2 * heads))
+        guard rows >= 0, !o1, !o2, !o3, !o4, kvHeads <= Int.max / 2 else {
+            throw BatchCoreError.invalid("attention: \(rows) rows of \(heads) heads × \(headDim) are too large")
+        }
         var docs: [(first: Int, count: Int)] = []
         var first = 0
         for (k, n) in documents.enumerated() {

@@ -312,7 +312,7 @@ import Testing
         #expect(results[0].map(\.bitPattern) == results[1].map(\.bitPattern))
     }
 
-    /// Inconsistent shapes throw before anything is written.
+    /// Inconsistent or overflowing shapes throw before anything is written.
     @Test func attentionRejectsBadShapes() throws {
         let qkv = [Float](repeating: 1, count: 4 * 24)
         var out = [Float](repeating: 7, count: 4 * 8), stats = [Float](repeating: 7, count: 4 * 2 * 2)
@@ -321,6 +321,10 @@ import Testing
                 try AttentionTraining.forward(qkv: qkv, rows: 4, documents: docs, heads: heads, kvHeads: kvHeads,
                                               headDim: 4, out: &out, stats: &stats)
             }
+        }
+        #expect(throws: BatchCoreError.self) {
+            try AttentionTraining.forward(qkv: qkv, rows: 4, documents: [4], heads: 1 << 40, kvHeads: 1 << 40,
+                                          headDim: 1 << 30, out: &out, stats: &stats)
         }
         #expect(out.allSatisfy { $0 == 7 } && stats.allSatisfy { $0 == 7 })
     }
