@@ -1,0 +1,259 @@
+import BCCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Causal grouped-query attention of a training micro-batch, forward and backward, over
+/// the batch's own keys/values (no cache). Buffers (T = batch rows, hd = head dim,
+/// H = query heads, G = kv heads, H % G == 0, query head h reads kv head h / (H/G),
+/// d = H·hd, kvd = G·hd, S = d + 2·kvd):
+///
+/// - `qkv` [T × S]: row i holds q (H heads, column h·hd), k (column d + g·hd) and
+///   v (column d + kvd + g·hd) of batch row i, after RoPE — the projection's output.
+/// - `documents`: lengths of the documents packed back to back in the batch (sum T);
+///   positions restart at 0 in each document and a row attends to its document's rows
+///   0...position only (never across a document).
+/// - `out` [T × d]: row i's attention output, head h at column h·hd.
+/// - `stats` [T × H × 2]: per (row, head) the softmax statistics of the scaled scores
+///   s_j = scale·q·k_j: (max_j s_j, logSumExp = log Σ_j exp s_j).
+/// - `dOut` [T × d], `dqkv` [T × S]: the gradient of `out`, and the gradient of qkv that
+///   backward writes (overwrites) in the qkv layout.
+///
+/// The forward of each (row, kv head) is `Attention.group`'s arithmetic exactly (same
+/// scores, softmax and P·V, so the output is bit-identical to the serving path's) plus
+/// the statistics. Backward recomputes P_j = exp(s_j − logSumExp) from the same scores and
+///
+///     dP_j = dO·v_j,  D = Σ_j P_j·dP_j,  dS_j = P_j·(dP_j − D)
+///     dq   = scale · Σ_j dS_j·k_j,  dk_j += scale · dS_j·q,  dv_j += P_j·dO
+///
+/// Both are deterministic: forward items are (row, kv head), each writing its own output;
+/// backward items are (document, kv head), each owning that document's dK/dV rows of the
+/// kv head and the dQ of its query heads, accumulating rows in ascending order and the
+/// group's heads in ascending order — the same bits whatever the thread count.
+package enum AttentionTraining {
+    /// Checks the shapes; returns the (first row, count) of each document.
+    static func layout(rows: Int, documents: [Int], heads: Int, kvHeads: Int, headDim: Int) throws -> [(first: Int, count: Int)] {
+        guard heads > 0, kvHeads > 0, headDim > 0, heads % kvHeads == 0 else {
+            throw BatchCoreError.invalid("attention: \(heads) query heads, \(kvHeads) kv heads, head dim \(headDim)")
+        }
+        // Every index below stays inside rows · (d + 2·kvd) and rows · heads · 2.
+        let (d, o1) = heads.multipliedReportingOverflow(by: headDim)
+        let (kvd2, o2) = (2 * kvHeads).multipliedReportingOverflow(by: headDim)
+        let (stride, o3) = d.addingReportingOverflow(kvd2)
+        let (_, o4) = rows.multipliedReportingOverflow(by: max(stride, 2 * heads))
+        guard rows >= 0, !o1, !o2, !o3, !o4, kvHeads <= Int.max / 2 else {
+            throw BatchCoreError.invalid("attention: \(rows) rows of \(heads) heads × \(headDim) are too large")
+        }
+        var docs: [(first: Int, count: Int)] = []
+        var first = 0
+        for (k, n) in documents.enumerated() {
+            guard n > 0, n <= rows - first else {
+                throw BatchCoreError.invalid("attention: document \(k) has \(n) rows; \(rows - first) of the batch's \(rows) remain")
+            }
+            docs.append((first, n))
+            first += n
+        }
+        guard first == rows else { throw BatchCoreError.invalid("attention: documents hold \(first) rows, the batch \(rows)") }
+        return docs
+    }
+
+    // MARK: Forward
+
+    /// out and stats of every row (see the type's doc for the buffers).
+    package static func forward(qkv: UnsafePointer<Float>, rows: Int, documents: [Int], heads: Int, kvHeads: Int,
+                                headDim hd: Int, out: UnsafeMutablePointer<Float>, stats: UnsafeMutablePointer<Float>) throws {
+        let docs = try layout(rows: rows, documents: documents, heads: heads, kvHeads: kvHeads, headDim: hd)
+        let d = heads * hd, kvd = kvHeads * hd, stride = d + 2 * kvd, group = heads / kvHeads
+        let scale = 1 / Float(hd).squareRoot()
+        var views: [KVView] = []
+        var rowDoc: [(doc: Int, position: Int)] = []
+        rowDoc.reserveCapacity(rows)
+        for (k, doc) in docs.enumerated() {
+            let keys = qkv + doc.first * stride + d
+            views.append(KVView(segments: [KVSegment(keys: keys, values: keys + kvd, start: 0, count: doc.count)],
+                                rowStride: stride))
+            for p in 0..<doc.count { rowDoc.append((k, p)) }
+        }
+        Parallel.forEach(rows * kvHeads) { item in
+            let i = item / kvHeads, g = item % kvHeads
+            let (doc, p) = rowDoc[i]
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: group * (p + 1)) { buf in
+                Attention.groupWithStats(q: qkv + i * stride + g * group * hd, heads: group, kv: views[doc],
+                                         offset: g * hd, headDim: hd, visible: p + 1, scale: scale,
+                                         scores: buf.baseAddress!, out: out + i * d + g * group * hd,
+                                         stats: stats + (i * heads + g * group) * 2, prefetchRows: p == 0)
+            }
+        }
+    }
+
+    // MARK: Backward
+
+    /// dqkv from dOut, recomputing the probabilities from qkv and stats (see the type's doc).
+    package static func backward(qkv: UnsafePointer<Float>, rows: Int, documents: [Int], heads: Int, kvHeads: Int,
+                                 headDim hd: Int, stats: UnsafePointer<Float>, dOut: UnsafePointer<Float>,
+                                 dqkv: UnsafeMutablePointer<Float>) throws {
+        let docs = try layout(rows: rows, documents: documents, heads: heads, kvHeads: kvHeads, headDim: hd)
+        let d = heads * hd, kvd = kvHeads * hd, stride = d + 2 * kvd, group = heads / kvHeads
+        let scale = 1 / Float(hd).squareRoot()
+        Parallel.forEach(docs.count * kvHeads) { item in
+            let doc = docs[item / kvHeads], g = item % kvHeads
+            let base = qkv + doc.first * stride, dBase = dqkv + doc.first * stride
+            let kOff = d + g * hd, vOff = d + kvd + g * hd
+            for r in 0..<doc.count {
+                (dBase + r * stride + kOff).update(repeating: 0, count: hd)
+                (dBase + r * stride + vOff).update(repeating: 0, count: hd)
+            }
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * doc.count) { buf in
+                let p = buf.baseAddress!, ds = p + doc.count
+                for r in 0..<doc.count {
+                    let n = r + 1, row = doc.first + r
+                    for hh in 0..<group {
+                        let h = g * group + hh
+                        let q = base + r * stride + h * hd
+                        let dO = dOut + row * d + h * hd
+                        let lse = stats[(row * heads + h) * 2 + 1]
+                        // Scores (the forward's arithmetic), then P_j = exp(s_j − lse).
+                        Attention.scores(q, base + kOff, stride, n, hd, scale, p)
+                        // dP_j = dO·v_j into ds.
+                        Attention.scores(dO, base + vOff, stride, n, hd, 1, ds)
+                        var dv = Vec16(repeating: 0)
+                        forEachBlock16(n) { j, lanes in
+                            var e = exp16(load16(p, j, lanes) - Vec16(repeating: lse))
+                            if lanes < 16 { for k in lanes..<16 { e[k] = 0 } }
+                            store16(e, p, j, lanes)
+                            dv = fma16(e, load16(ds, j, lanes), dv)
+                        }
+                        let dd = Vec16(repeating: dv.sum())
+                        // dS_j·scale = P_j·(dP_j − D)·scale.
+                        forEachBlock16(n) { j, lanes in
+                            store16(load16(p, j, lanes) * (load16(ds, j, lanes) - dd) * scale, ds, j, lanes)
+                        }
+                        // dq = Σ_j dS_j·k_j; dk_j += dS_j·q; dv_j += P_j·dO.
+                        let dq = dBase + r * stride + h * hd
+                        dq.update(repeating: 0, count: hd)
+                        for j in 0..<n {
+                            let s = ds[j], pj = p[j]
+                            let k = base + j * stride + kOff
+                            let dk = dBase + j * stride + kOff, dvRow = dBase + j * stride + vOff
+                            forEachBlock16(hd) { c, lanes in
+                                store16(fma16(s, load16(k, c, lanes), load16(dq, c, lanes)), dq, c, lanes)
+                                store16(fma16(s, load16(q, c, lanes), load16(dk, c, lanes)), dk, c, lanes)
+                                store16(fma16(pj, load16(dO, c, lanes), load16(dvRow, c, lanes)), dvRow, c, lanes)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+extension Attention {
+    /// s_j = dot(q, k_j)·scale for j < n, keys at k + j·stride: the per-position arithmetic
+    /// of `group`'s scores (eight positions per dot8 when hd % 8 == 0 on x86-64).
+    @inline(__always)
+    static func scores(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ stride: Int, _ n: Int, _ hd: Int,
+                       _ scale: Float, _ out: UnsafeMutablePointer<Float>) {
+        #if arch(x86_64)
+        if hd % 8 == 0 {
+            var p = 0
+            while p < n {
+                let count = min(8, n - p)
+                let s = dot8(q, k + p * stride, stride, count, hd) * scale
+                if count == 8 {
+                    UnsafeMutableRawPointer(out + p).storeBytes(of: s, as: SIMD8<Float>.self)
+                } else {
+                    for i in 0..<count { out[p + i] = s[i] }
+                }
+                p += 8
+            }
+            return
+        }
+        #endif
+        for p in 0..<n { out[p] = dot(q, k + p * stride, hd) * scale }
+    }
+
+    /// `group` for positions 0..<visible of ONE segment (a training document), that also
+    /// writes each head's softmax statistics (max score, log-sum-exp of the scaled scores)
+    /// to stats[2h], stats[2h + 1]. Scores, softmax and P·V are `group`'s operations in
+    /// `group`'s order, so `out` is bit-identical to `group`'s.
+    static func groupWithStats(q: UnsafePointer<Float>, heads: Int, kv: KVView, offset: Int, headDim hd: Int,
+                               visible n: Int, scale: Float, scores: UnsafeMutablePointer<Float>,
+                               out: UnsafeMutablePointer<Float>, stats: UnsafeMutablePointer<Float>, prefetchRows: Bool) {
+        let seg = kv.segments[0], kvStride = kv.rowStride
+        if prefetchRows { prefetch(kv, lo: 0, visible: n, offset: offset, hd: hd) }
+        let keys = seg.keys + offset
+        for h in 0..<heads { Self.scores(q + h * hd, keys, kvStride, n, hd, scale, scores + h * n) }
+        // Softmax (VectorMath.softmax's operations), keeping max and sum.
+        for h in 0..<heads {
+            let row = scores + h * n
+            var mv = Vec16(repeating: -.infinity)
+            var j = 0
+            while j + 16 <= n {
+                mv = pointwiseMax(mv, load16(row, j, 16))
+                j += 16
+            }
+            var m = mv.max()
+            while j < n {
+                m = max(m, row[j])
+                j += 1
+            }
+            var sumV = Vec16(repeating: 0)
+            var i = 0
+            while i < n {
+                let lanes = min(16, n - i)
+                var e = exp16(load16(row, i, lanes) - m)
+                if lanes < 16 { for k in lanes..<16 { e[k] = 0 } }
+                store16(e, row, i, lanes)
+                sumV += e
+                i += lanes
+            }
+            let sum = sumV.sum()
+            let inv = 1 / sum
+            i = 0
+            while i < n {
+                let lanes = min(16, n - i)
+                store16(load16(row, i, lanes) * inv, row, i, lanes)
+                i += lanes
+            }
+            stats[2 * h] = m
+            stats[2 * h + 1] = m + log(sum)
+        }
+        // P·V as in `group`: 64 output lanes per pass over the positions.
+        var c = 0
+        while c < hd {
+            let l0 = min(16, hd - c), l1 = min(16, max(0, hd - c - 16))
+            let l2 = min(16, max(0, hd - c - 32)), l3 = min(16, max(0, hd - c - 48))
+            for h in 0..<heads {
+                let w = scores + h * n
+                var a0 = Vec16(repeating: 0), a1 = a0, a2 = a0, a3 = a0
+                var v = UnsafePointer(seg.values + offset + c)
+                if l3 == 16 {
+                    for p in 0..<n {
+                        let s = w[p]
+                        a0 = fma16(s, load16(v, 0, 16), a0)
+                        a1 = fma16(s, load16(v, 16, 16), a1)
+                        a2 = fma16(s, load16(v, 32, 16), a2)
+                        a3 = fma16(s, load16(v, 48, 16), a3)
+                        v += kvStride
+                    }
+                } else {
+                    for p in 0..<n {
+                        let s = w[p]
+                        a0 = fma16(s, load16(v, 0, l0), a0)
+                        if l1 > 0 { a1 = fma16(s, load16(v, 16, l1), a1) }
+                        if l2 > 0 { a2 = fma16(s, load16(v, 32, l2), a2) }
+                        if l3 > 0 { a3 = fma16(s, load16(v, 48, l3), a3) }
+                        v += kvStride
+                    }
+                }
+                let o = out + h * hd
+                store16(a0, o, c, l0)
+                if l1 > 0 { store16(a1, o, c + 16, l1) }
+                if l2 > 0 { store16(a2, o, c + 32, l2) }
+                if l3 > 0 { store16(a3, o, c + 48, l3) }
+            }
+            c += 64
+        }
+    }
+}
