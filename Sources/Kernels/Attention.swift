@@ -147,7 +147,16 @@ package enum Attention {
             }
         }
         for h in 0..<heads { VectorMath.softmax(scores + h * n, n) }
-        // P·V, 64 output lanes (four 16-lane sums) per pass over the positions.
+        weightedValues(scores, heads: heads, kv: kv, offset: offset, headDim: hd, lo: lo, visible: visible, out: out)
+    }
+
+    /// out_h = Σ_p w_h[p - lo] · v_p over positions lo..<visible of `kv` (row p's values at
+    /// the view's segment + offset), for each head h with weights scores + h·n: P·V, 64
+    /// output lanes (four 16-lane sums) per pass over the positions, positions ascending.
+    @inline(__always)
+    static func weightedValues(_ scores: UnsafePointer<Float>, heads: Int, kv: KVView, offset: Int, headDim hd: Int,
+                               lo: Int, visible: Int, out: UnsafeMutablePointer<Float>) {
+        let n = visible - lo, segments = kv.segments, kvStride = kv.rowStride
         var c = 0
         while c < hd {
             let l0 = min(16, hd - c), l1 = min(16, max(0, hd - c - 16))

@@ -184,76 +184,11 @@ extension Attention {
         if prefetchRows { prefetch(kv, lo: 0, visible: n, offset: offset, hd: hd) }
         let keys = seg.keys + offset
         for h in 0..<heads { Self.scores(q + h * hd, keys, kvStride, n, hd, scale, scores + h * n) }
-        // Softmax (VectorMath.softmax's operations), keeping max and sum.
         for h in 0..<heads {
-            let row = scores + h * n
-            var mv = Vec16(repeating: -.infinity)
-            var j = 0
-            while j + 16 <= n {
-                mv = pointwiseMax(mv, load16(row, j, 16))
-                j += 16
-            }
-            var m = mv.max()
-            while j < n {
-                m = max(m, row[j])
-                j += 1
-            }
-            var sumV = Vec16(repeating: 0)
-            var i = 0
-            while i < n {
-                let lanes = min(16, n - i)
-                var e = exp16(load16(row, i, lanes) - m)
-                if lanes < 16 { for k in lanes..<16 { e[k] = 0 } }
-                store16(e, row, i, lanes)
-                sumV += e
-                i += lanes
-            }
-            let sum = sumV.sum()
-            let inv = 1 / sum
-            i = 0
-            while i < n {
-                let lanes = min(16, n - i)
-                store16(load16(row, i, lanes) * inv, row, i, lanes)
-                i += lanes
-            }
+            let (m, sum) = VectorMath.softmax(scores + h * n, n)
             stats[2 * h] = m
             stats[2 * h + 1] = m + log(sum)
         }
-        // P·V as in `group`: 64 output lanes per pass over the positions.
-        var c = 0
-        while c < hd {
-            let l0 = min(16, hd - c), l1 = min(16, max(0, hd - c - 16))
-            let l2 = min(16, max(0, hd - c - 32)), l3 = min(16, max(0, hd - c - 48))
-            for h in 0..<heads {
-                let w = scores + h * n
-                var a0 = Vec16(repeating: 0), a1 = a0, a2 = a0, a3 = a0
-                var v = UnsafePointer(seg.values + offset + c)
-                if l3 == 16 {
-                    for p in 0..<n {
-                        let s = w[p]
-                        a0 = fma16(s, load16(v, 0, 16), a0)
-                        a1 = fma16(s, load16(v, 16, 16), a1)
-                        a2 = fma16(s, load16(v, 32, 16), a2)
-                        a3 = fma16(s, load16(v, 48, 16), a3)
-                        v += kvStride
-                    }
-                } else {
-                    for p in 0..<n {
-                        let s = w[p]
-                        a0 = fma16(s, load16(v, 0, l0), a0)
-                        if l1 > 0 { a1 = fma16(s, load16(v, 16, l1), a1) }
-                        if l2 > 0 { a2 = fma16(s, load16(v, 32, l2), a2) }
-                        if l3 > 0 { a3 = fma16(s, load16(v, 48, l3), a3) }
-                        v += kvStride
-                    }
-                }
-                let o = out + h * hd
-                store16(a0, o, c, l0)
-                if l1 > 0 { store16(a1, o, c + 16, l1) }
-                if l2 > 0 { store16(a2, o, c + 32, l2) }
-                if l3 > 0 { store16(a3, o, c + 48, l3) }
-            }
-            c += 64
-        }
+        weightedValues(scores, heads: heads, kv: kv, offset: offset, headDim: hd, lo: 0, visible: n, out: out)
     }
 }

@@ -63,9 +63,10 @@ package enum VectorMath {
         }
     }
 
-    /// In-place softmax of row[0..<n]; returns nothing. Uses the row max for stability.
-    @inline(__always)
-    package static func softmax(_ row: UnsafeMutablePointer<Float>, _ n: Int) {
+    /// In-place softmax of row[0..<n], using the row max for stability; returns that max
+    /// and the sum of exp(row - max) (training keeps them: log-sum-exp = max + log(sum)).
+    @inline(__always) @discardableResult
+    package static func softmax(_ row: UnsafeMutablePointer<Float>, _ n: Int) -> (max: Float, sum: Float) {
         var mv = Vec16(repeating: -.infinity)
         var j = 0
         while j + 16 <= n {
@@ -87,13 +88,14 @@ package enum VectorMath {
             sumV += e
             i += lanes
         }
-        let inv = 1 / sumV.sum()
+        let sum = sumV.sum(), inv = 1 / sum
         i = 0
         while i < n {
             let lanes = min(16, n - i)
             store16(load16(row, i, lanes) * inv, row, i, lanes)
             i += lanes
         }
+        return (m, sum)
     }
 
     /// y += a·x, n elements.
