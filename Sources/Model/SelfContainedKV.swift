@@ -10,6 +10,8 @@ final class SelfContainedKV: KVSource {
     /// (first batch row, rows) of each document.
     private let documents: [(first: Int, count: Int)]
     private let rows: [AttentionRow]
+    /// Rows of each document, in batch order.
+    var documentLengths: [Int] { documents.map(\.count) }
 
     /// Checks the batch against the model; throws before anything runs.
     init(_ batch: DocumentBatch, config c: ModelConfig) throws {

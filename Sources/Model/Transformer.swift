@@ -97,7 +97,7 @@ package final class Transformer {
 
     /// Embedding, rotation tables and every decoder layer (`attentionBlock`, `mlpBlock`)
     /// over T = tokens.count rows into `a`; the final residual is `a.finalResidual`.
-    private func layers(tokens: [Int32], positions: [Int], logitRows: Int, kv: KVSource,
+    func layers(tokens: [Int32], positions: [Int], logitRows: Int, kv: KVSource,
                         _ a: ForwardActivations) throws {
         let n = tokens.count, hd = config.headDim
         try a.prepare(config, rows: n, logitRows: logitRows)

@@ -40,7 +40,8 @@ import Testing
     }
 
     /// The tiny model with its first `layers` layers (same weights whatever `layers`).
-    static func tinyModel(layers: Int = tiny.layerCount, seed: UInt64 = 11) throws -> Transformer {
+    /// `untied`: with its own output head (`output.weight`), else tied to the embedding.
+    static func tinyModel(layers: Int = tiny.layerCount, seed: UInt64 = 11, untied: Bool = false) throws -> Transformer {
         let c = tiny
         var w = GGUFWriter()
         w.set("general.architecture", .string("llama"))
@@ -55,6 +56,11 @@ import Testing
         for t in tinyTensors(seed: seed) {
             if t.name.hasPrefix("blk."), let l = Int(t.name.dropFirst(4).prefix { $0 != "." }), l >= layers { continue }
             try w.addTensor(name: t.name, dims: t.dims, floats: t.values)
+        }
+        if untied {
+            var rng = SplitMix64(state: seed ^ 0x5EED)
+            try w.addTensor(name: "output.weight", dims: [c.embeddingDim, c.vocabSize],
+                            floats: (0..<c.vocabSize * c.embeddingDim).map { _ in 0.5 * rng.uniform() })
         }
         let bytes = try w.serialize()
         let file = try bytes.withUnsafeBytes { try GGUFFile(bytes: $0) }

@@ -5,7 +5,7 @@ import BCCore
 /// whose rows are independent, so neither the thread count nor the block size changes a
 /// result bit.
 @inline(__always)
-func forEachRowBlock(_ rows: Int, block: Int, _ body: (Range<Int>) -> Void) {
+package func forEachRowBlock(_ rows: Int, block: Int, _ body: (Range<Int>) -> Void) {
     if rows <= 0 { return }
     let blocks = (rows + block - 1) / block
     Parallel.forEach(blocks) { b in body(b * block..<min(rows, (b + 1) * block)) }

@@ -15,7 +15,7 @@ extension Transformer {
     func attentionBlock(layer: Int, _ w: LayerWeights, _ a: LayerActivations, rows n: Int,
                         ropeTable: UnsafePointer<Float>, kv: KVSource) throws {
         let c = config, d = c.embeddingDim, hd = c.headDim, qkvDim = d + 2 * c.kvDim
-        for i in 0..<n { VectorMath.rmsNorm(a.input + i * d, w.attentionNorm.data, a.attentionNormed + i * d, d, eps: c.rmsEps) }
+        rmsNorm(a.input, w.attentionNorm, a.attentionNormed, rstd: a.attentionRstd, rows: n)
         project(a.attentionNormed, w.qkv, a.qkv, tokens: n)
         for i in 0..<n {
             let row = a.qkv + i * qkvDim
@@ -23,8 +23,15 @@ extension Transformer {
             rope.apply(row + d, heads: c.kvHeadCount, table: ropeTable + i * hd)
         }
         try kv.store(layer: layer, qkv: a.qkv, rowStride: qkvDim)
-        try kv.read(layer: layer, qkv: a.qkv, rowStride: qkvDim) { work in
-            attend(work, q: a.qkv, qStride: qkvDim, out: a.attention)
+        if let stats = a.attentionStats, let documents = (kv as? SelfContainedKV)?.documentLengths {
+            // Training: the same arithmetic (bit-identical output) plus the softmax
+            // statistics the backward pass recomputes the probabilities from.
+            try AttentionTraining.forward(qkv: a.qkv, rows: n, documents: documents, heads: c.headCount,
+                                          kvHeads: c.kvHeadCount, headDim: hd, out: a.attention, stats: stats)
+        } else {
+            try kv.read(layer: layer, qkv: a.qkv, rowStride: qkvDim) { work in
+                attend(work, q: a.qkv, qStride: qkvDim, out: a.attention)
+            }
         }
         project(a.attention, w.wo, a.projected, tokens: n)
         residualAdd(a.projected, from: a.input, into: a.mid, n * d)
@@ -51,6 +58,19 @@ extension Transformer {
                                 scores: buf.baseAddress!, out: out + i * d + kvHead * group * hd,
                                 prefetchRows: row.first)
             }
+        }
+    }
+
+    /// y[i] = RMSNorm(x[i]) · g for i < rows ([rows × d]); rstd[i] = 1/rms(x[i]) when
+    /// given (training: what `RMSNormOp.backward` reads). Rows in parallel, each with
+    /// `VectorMath.rmsNorm`'s arithmetic whatever the split.
+    func rmsNorm(_ x: UnsafePointer<Float>, _ g: WeightVector, _ y: UnsafeMutablePointer<Float>,
+                 rstd: UnsafeMutablePointer<Float>?, rows n: Int) {
+        let d = config.embeddingDim, eps = config.rmsEps
+        if let rstd {
+            RMSNormOp.forward(x: x, g: g.data, y: y, rstd: rstd, rows: n, d: d, eps: eps)
+        } else {
+            for i in 0..<n { VectorMath.rmsNorm(x + i * d, g.data, y + i * d, d, eps: eps) }
         }
     }
 

@@ -35,4 +35,12 @@ package struct LayerActivations {
     package let output: UnsafeMutablePointer<Float>
     /// [T × d] scratch: a projection's result before it is added to the residual.
     package let projected: UnsafeMutablePointer<Float>
+    /// Training sets only (nil when serving), what the backward pass reads:
+    /// [T] 1/rms of each `input` row (the RMSNorm before attention);
+    package var attentionRstd: UnsafeMutablePointer<Float>? = nil
+    /// [T] 1/rms of each `mid` row (the RMSNorm before the MLP);
+    package var mlpRstd: UnsafeMutablePointer<Float>? = nil
+    /// [T × H × 2] per (row, query head) the softmax statistics (max, logSumExp) of the
+    /// scaled attention scores (`AttentionTraining`).
+    package var attentionStats: UnsafeMutablePointer<Float>? = nil
 }

@@ -9,7 +9,7 @@ extension Transformer {
     ///     output    = mid + act · Wdownᵀ
     func mlpBlock(_ w: LayerWeights, _ a: LayerActivations, rows n: Int) {
         let c = config, d = c.embeddingDim, ff = c.feedForwardDim
-        for i in 0..<n { VectorMath.rmsNorm(a.mid + i * d, w.ffnNorm.data, a.mlpNormed + i * d, d, eps: c.rmsEps) }
+        rmsNorm(a.mid, w.ffnNorm, a.mlpNormed, rstd: a.mlpRstd, rows: n)
         project(a.mlpNormed, w.gateUp, a.gateUp, tokens: n)
         for i in 0..<n {
             let row = a.gateUp + i * 2 * ff

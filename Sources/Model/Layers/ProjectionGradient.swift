@@ -1,0 +1,27 @@
+import BCKernels
+
+extension Linear {
+    /// Backward of `forward` (y[T × rows] = x[T × cols] · Wᵀ) over T = `tokens` rows:
+    ///
+    ///     dX[T × cols]     (=|+=)  dY[T × rows] · W          (when dX is given)
+    ///     grad[rows × cols]  +=    dY[T × rows]ᵀ · X          (when trainable)
+    ///
+    /// W is read from the trainable copy when there is one, else from the packed weight
+    /// (a frozen projection: the same bits, no copy). Row strides: x `ldx`, dY `ldDY`,
+    /// dX `ldDX`. Deterministic (see `ProjectionBackward`).
+    package func backward(x: UnsafePointer<Float>, ldx: Int, dY: UnsafePointer<Float>, ldDY: Int,
+                          dX: UnsafeMutablePointer<Float>?, ldDX: Int, tokens: Int, accumulate: Bool = false) {
+        if let dX {
+            if let weight {
+                ProjectionBackward.inputGradient(dY, ldDY: ldDY, tokens: tokens, weight: weight, rows: rows, cols: cols,
+                                                 dX, ldDX: ldDX, accumulate: accumulate)
+            } else {
+                ProjectionBackward.inputGradient(dY, ldDY: ldDY, tokens: tokens, packed: packed, dX, ldDX: ldDX,
+                                                 accumulate: accumulate)
+            }
+        }
+        if let grad {
+            ProjectionBackward.weightGradient(dY, ldDY: ldDY, x, ldX: ldx, tokens: tokens, rows: rows, cols: cols, grad)
+        }
+    }
+}
