@@ -32,12 +32,13 @@ let package = Package(
         subsystem("KV", ["BCCore", "BCKernels"], swift6: true),
         subsystem("Model", ["BCCore", "BCKernels", "BCFormats", "BCTokenizer", "BCKV"], swift6: true),
         subsystem("Optim", ["BCCore", "BCKernels"], swift6: true),
+        subsystem("Train", ["BCCore", "BCKernels", "BCFormats", "BCTokenizer", "BCModel", "BCOptim"], swift6: true),
         subsystem("Engine", ["BCCore", "BCKV", "BCModel", "BCTokenizer"], swift6: true),
         // The ABI layer: only bc_* functions; validates, converts, forwards.
         .target(
             name: "BatchCore",
             dependencies: ["CBatchCore", "BCCore", "BCKernels", "BCFormats", "BCTokenizer", "BCKV", "BCModel",
-                           "BCOptim", "BCEngine"],
+                           "BCOptim", "BCTrain", "BCEngine"],
             exclude: ["exports.map"],
             swiftSettings: [.swiftLanguageMode(.v6)],
             linkerSettings: [
@@ -49,7 +50,7 @@ let package = Package(
             ]),
         .testTarget(name: "BatchCoreKitTests",
                     dependencies: ["BCCore", "BCKernels", "BCFormats", "BCTokenizer", "BCKV", "BCModel", "BCOptim",
-                                   "BCEngine"],
+                                   "BCTrain", "BCEngine"],
                     swiftSettings: [.swiftLanguageMode(.v6)]),
     ]
 )

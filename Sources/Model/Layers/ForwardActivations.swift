@@ -69,6 +69,12 @@ package final class ForwardActivations: @unchecked Sendable {
     @inline(__always)
     subscript(_ l: Int) -> LayerActivations { mode == .serving ? sets[0] : sets[l] }
 
+    /// Allocates the workspace for passes of up to `rows` rows (`logitRows` with logits)
+    /// now, so later passes of that size allocate nothing. Throws `.outOfMemory`.
+    package func reserve(_ c: ModelConfig, rows: Int, logitRows: Int) throws {
+        try prepare(c, rows: rows, logitRows: logitRows)
+    }
+
     /// Lays out the buffers for `rows` rows of model `c`, `logitRows` of which want
     /// logits, growing the workspace if needed. Throws `.outOfMemory` on a size that
     /// does not fit (nothing changes then).

@@ -60,6 +60,11 @@ package final class LayerGradients: @unchecked Sendable {
         }
     }
 
+    /// Allocates the workspace for passes of up to `rows` rows now. Throws `.outOfMemory`.
+    package func reserve(_ c: ModelConfig, rows: Int, targetRows: Int) throws {
+        try prepare(c, rows: rows, targetRows: targetRows)
+    }
+
     /// Lays out the buffers for `rows` rows, `targetRows` of them with a target. Throws
     /// `.outOfMemory` when they do not fit (nothing changes then).
     func prepare(_ c: ModelConfig, rows t: Int, targetRows r: Int) throws {

@@ -1,0 +1,188 @@
+import BCCore
+import BCKernels
+import BCModel
+import BCOptim
+
+/// How a trainer runs.
+package struct TrainerOptions: Equatable, Sendable {
+    /// Token budget of one micro-batch (rows of one forward/backward pass).
+    package var microBatchTokens = 2048
+    /// Micro-batches per optimizer step (gradient accumulation).
+    package var accumulationSteps = 1
+    /// Activation checkpointing: keep only each layer's input and recompute the layer's
+    /// forward in backward (less memory, ~one more forward of time).
+    package var recompute = false
+    /// The most memory the trainer may add to the loaded model, in bytes; nil: the
+    /// machine's available memory (MemAvailable).
+    package var memoryLimit: Int? = nil
+    /// Optimizer state slots per parameter the memory estimate counts (AdamW: 2).
+    package var optimizerSlots = 2
+
+    package init() {}
+
+    package func validate(_ c: ModelConfig) throws {
+        guard microBatchTokens > 0, microBatchTokens <= 1 << 20 else {
+            throw BatchCoreError.invalid("micro-batch tokens \(microBatchTokens) outside 1...\(1 << 20)")
+        }
+        guard accumulationSteps > 0, accumulationSteps <= 1 << 16 else {
+            throw BatchCoreError.invalid("accumulation steps \(accumulationSteps) outside 1...\(1 << 16)")
+        }
+        guard optimizerSlots >= 0, optimizerSlots <= 8 else {
+            throw BatchCoreError.invalid("optimizer slots \(optimizerSlots) outside 0...8")
+        }
+        if let m = memoryLimit, m < 0 { throw BatchCoreError.invalid("memory limit \(m) is negative") }
+    }
+}
+
+/// The result of one micro-batch or of a whole step: summed cross-entropy and targets.
+package struct TrainingTotals: Equatable, Sendable {
+    package var lossSum = 0.0
+    package var targets = 0
+    package var tokens = 0
+    package var microBatches = 0
+    package init() {}
+    /// Mean loss per target (NaN with no target).
+    package var meanLoss: Double { targets > 0 ? lossSum / Double(targets) : .nan }
+}
+
+/// Full fine-tuning of a loaded model: forward + backward of packed micro-batches,
+/// gradients accumulated over a step, and the step taken by an `Optimizer` (the same
+/// one the C ABI exposes) over the model's trainable tensors.
+///
+/// Loss normalisation: micro-batches accumulate the gradient of the SUMMED cross-entropy;
+/// the step divides by the number of target tokens of ALL its micro-batches (the
+/// optimizer's gradScale = 1/N), so a step's gradient is that of its mean loss per
+/// target token however the tokens fall into micro-batches (not a mean of per-micro-
+/// batch means).
+///
+/// The trainer owns its model's weights while it exists: no other pass (context,
+/// engine) may run on the model during `microBatch` or `step`. After a step the packed
+/// weights products use are updated, so inference in the same process sees the new
+/// weights.
+package final class Trainer {
+    package let model: Transformer
+    package let options: TrainerOptions
+    /// The trainable tensors (GGUF names), each with values and gradient.
+    package let parameters: [ModelParameter]
+    package let memory: TrainerMemory
+    private let activations: ForwardActivations
+    private let gradients = LayerGradients()
+    /// Accumulated since the last step.
+    package private(set) var pending = TrainingTotals()
+
+    /// The trainable tensors of a full fine-tune: every tensor of the model.
+    static func selectParameters(_ w: ModelWeights, _ o: TrainerOptions) -> [ModelParameter] { w.parameters }
+
+    /// States the memory need (`memory`), checks it against the limit, then makes the
+    /// model trainable and allocates the pass buffers for a full micro-batch. On any
+    /// failure nothing stays allocated and the model is as before.
+    package init(model: Transformer, options: TrainerOptions) throws {
+        try options.validate(model.config)
+        let memory = try TrainerMemory(model: model, options: options, optimizerSlots: options.optimizerSlots)
+        let limit = options.memoryLimit ?? TrainerMemory.available()
+        if let limit, memory.added > limit {
+            throw BatchCoreError(.outOfMemory, "training needs \(mib(memory.added)) MiB beyond the model's "
+                + "\(mib(memory.modelWeights)) MiB (trainable copies \(mib(memory.trainableCopies)), gradients "
+                + "\(mib(memory.gradients)), activations \(mib(memory.activations)), backward buffers "
+                + "\(mib(memory.backwardBuffers)), optimizer state \(mib(memory.optimizerState))); "
+                + "\(mib(limit)) MiB are available — use fewer micro-batch tokens or recompute (checkpointing)")
+        }
+        let wasTrainable = model.weights.parameters.contains { $0.gradient != nil }
+        guard !wasTrainable else { throw BatchCoreError.badState("the model is already being trained") }
+        let activations = ForwardActivations(mode: options.recompute ? .recompute : .keepLayers)
+        do {
+            try model.weights.makeTrainable()
+            try activations.reserve(model.config, rows: options.microBatchTokens, logitRows: options.microBatchTokens)
+            try gradients.reserve(model.config, rows: options.microBatchTokens, targetRows: options.microBatchTokens)
+        } catch {
+            model.weights.dropTrainable()
+            throw error
+        }
+        self.model = model
+        self.options = options
+        self.memory = memory
+        self.activations = activations
+        parameters = Self.selectParameters(model.weights, options)
+    }
+
+    deinit { model.weights.dropTrainable() }
+
+    /// Forward + backward of one micro-batch (whole documents, at most
+    /// `microBatchTokens` rows), adding the gradient of its summed loss to the step's.
+    /// Bad input throws before any gradient changes.
+    @discardableResult
+    package func microBatch(_ batch: DocumentBatch, targets: [Int32]) throws -> TrainingTotals {
+        guard batch.count <= options.microBatchTokens else {
+            throw BatchCoreError.invalid("micro-batch of \(batch.count) tokens; the budget is \(options.microBatchTokens)")
+        }
+        let t = try model.trainingPass(batch, targets: targets, lossScale: 1, activations: activations, gradients: gradients)
+        var out = TrainingTotals()
+        out.lossSum = t.lossSum
+        out.targets = t.targets
+        out.tokens = batch.count
+        out.microBatches = 1
+        pending.lossSum += out.lossSum
+        pending.targets += out.targets
+        pending.tokens += out.tokens
+        pending.microBatches += 1
+        return out
+    }
+
+    /// Registers every trainable tensor with `optimizer` in `group` (names as GGUF).
+    package func register(in optimizer: Optimizer, group: Int) throws {
+        for p in parameters {
+            guard let v = p.values, let g = p.gradient else { throw BatchCoreError(.internal, "\(p.name) is not trainable") }
+            try optimizer.addTensor(group: group, name: p.name, param: v, grad: g, count: p.count)
+        }
+    }
+
+    /// Ends the step: the optimizer steps with gradScale = 1/N (N = targets of all the
+    /// step's micro-batches; times the caller's gradScale), the packed weights are updated,
+    /// and the gradients zeroed. A non-finite loss or gradient skips the step: weights and
+    /// optimizer state stay untouched, the gradients are discarded, and `.nonFinite` is
+    /// thrown. A step with no target is skipped the same way (`.invalidArgument`).
+    @discardableResult
+    package func step(_ optimizer: Optimizer, options o: OptimizerStepOptions = .init()) throws
+        -> (totals: TrainingTotals, report: OptimizerStepReport) {
+        let totals = pending
+        defer { discardGradients() }
+        guard totals.targets > 0 else { throw BatchCoreError.invalid("the step has no target token") }
+        guard totals.lossSum.isFinite else {
+            throw BatchCoreError(.nonFinite, "non-finite loss (\(totals.lossSum)); step skipped, weights unchanged")
+        }
+        var opts = o
+        opts.gradScale = o.gradScale / Double(totals.targets)
+        opts.checkFinite = true
+        let report = try optimizer.step(opts)
+        try syncWeights()
+        return (totals, report)
+    }
+
+    /// Zeroes every gradient and forgets the pending totals.
+    package func discardGradients() {
+        for p in parameters { p.gradient?.update(repeating: 0, count: p.count) }
+        pending = TrainingTotals()
+    }
+
+    /// Makes products use the trainable copies' current values (after an optimizer
+    /// changed them, or a checkpoint was loaded into them).
+    package func syncWeights() throws {
+        for m in model.weights.projections where m.isTrainable { try m.syncPacked() }
+    }
+
+    /// Summed loss and targets of a batch without gradients (evaluation).
+    package func evaluate(_ batch: DocumentBatch, targets: [Int32]) throws -> TrainingTotals {
+        guard batch.count <= options.microBatchTokens else {
+            throw BatchCoreError.invalid("evaluation batch of \(batch.count) tokens; the budget is \(options.microBatchTokens)")
+        }
+        let t = try model.loss(batch, targets: targets, activations: activations, gradients: gradients)
+        var out = TrainingTotals()
+        out.lossSum = t.lossSum
+        out.targets = t.targets
+        out.tokens = batch.count
+        out.microBatches = 1
+        return out
+    }
+}
+
+func mib(_ bytes: Int) -> Int { (bytes + (1 << 20) - 1) >> 20 }
