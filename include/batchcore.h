@@ -890,6 +890,171 @@ typedef struct bc_engine_metrics {
 /** Engine-wide metrics (writing only metrics->struct_size bytes). */
 bc_status bc_engine_get_metrics(const bc_engine *engine, bc_engine_metrics *metrics);
 
+/* ------------------------------------------------------------------------- */
+/* Training: full fine-tuning of a loaded model                              */
+/* ------------------------------------------------------------------------- */
+
+/**
+ * A trainer computes the loss and the gradients of a loaded model (forward and
+ * backward over packed micro-batches) and lets the EXISTING bc_optimizer step its
+ * tensors; it does not hold an optimizer of its own.
+ *
+ *   bc_trainer_params tp; bc_trainer_params_default(&tp, sizeof tp);
+ *   tp.micro_batch_tokens = 1024;
+ *   bc_trainer *t; bc_trainer_create(model, &tp, &t);        // states its memory first
+ *   bc_optimizer *opt; bc_optimizer_create(BC_OPTIM_ADAMW, &opt);
+ *   uint32_t g; bc_optimizer_add_group(opt, &hp, &g);
+ *   bc_trainer_register(t, opt, g);                         // every trainable tensor
+ *   for (each step) {
+ *       for (each micro-batch) bc_trainer_micro_batch(t, &batch, &r);   // accumulates
+ *       bc_trainer_step(t, opt, NULL, &step, NULL);          // loss / ALL targets of the step
+ *   }
+ *
+ * Loss normalisation: micro-batches accumulate the gradient of the SUMMED
+ * cross-entropy of their target tokens; bc_trainer_step divides by the number of
+ * target tokens of ALL the step's micro-batches (grad_scale = 1 / targets), so a
+ * step's gradient is that of its mean loss per target token, however the tokens fall
+ * into micro-batches.
+ *
+ * Documents are packed back to back in a micro-batch: positions restart at 0 in each
+ * document and attention never crosses a document, so a packed document gets exactly
+ * the gradient it gets alone (up to float summation order).
+ *
+ * The trainer owns its model's weights while it exists: do not run a context or an
+ * engine of the same model during bc_trainer_micro_batch/step/evaluate. Between those
+ * calls, and after bc_trainer_free, contexts and engines of the model generate with the
+ * trained weights. One trainer per model at a time (BC_E_BAD_STATE otherwise).
+ * Gradients and results are the same bits whatever bc_set_num_threads.
+ */
+typedef struct bc_trainer bc_trainer;
+
+typedef struct bc_trainer_params {
+    uint32_t struct_size;          /**< sizeof(bc_trainer_params) */
+    uint32_t micro_batch_tokens;   /**< rows of one forward/backward pass (2048) */
+    uint32_t accumulation_steps;   /**< micro-batches per step when the trainer reads data itself (1) */
+    int32_t recompute;             /**< 1: activation checkpointing, recompute each layer in backward (0) */
+    uint32_t optimizer_slots;      /**< optimizer state buffers per parameter counted in the memory estimate (2: AdamW) */
+    uint32_t reserved0;            /**< 0 */
+    uint64_t memory_limit;         /**< bytes the trainer may add to the loaded model; 0 = the machine's available memory */
+} bc_trainer_params;
+
+/** Fills *out with the defaults above; size = sizeof(*out). */
+bc_status bc_trainer_params_default(bc_trainer_params *out, size_t size);
+
+/** The memory a trainer needs, in bytes, stated before anything is allocated. */
+typedef struct bc_trainer_memory {
+    uint32_t struct_size;          /**< set by the caller: sizeof(bc_trainer_memory) */
+    uint32_t reserved0;            /**< 0 */
+    uint64_t model_weights;        /**< the loaded model (already resident) */
+    uint64_t trainable_copies;     /**< float32 copies of the projections the optimizer updates */
+    uint64_t gradients;
+    uint64_t activations;          /**< what backward reads, for a full micro-batch */
+    uint64_t backward_buffers;
+    uint64_t optimizer_state;      /**< optimizer_slots x 4 bytes x parameters */
+    uint64_t added;                /**< everything but model_weights: what must fit in memory_limit */
+} bc_trainer_memory;
+
+/** The estimate for `model` with `params` (NULL: defaults), allocating nothing. */
+bc_status bc_trainer_estimate(const bc_model *model, const bc_trainer_params *params, bc_trainer_memory *out);
+
+/**
+ * Creates a trainer on `model` (full fine-tuning: every tensor trainable; the
+ * trainer holds a reference to the model). Checks the memory estimate against
+ * memory_limit first: BC_E_OUT_OF_MEMORY with the breakdown in bc_last_error() and
+ * nothing allocated when it does not fit. Errors: NULL arguments, bad params,
+ * BC_E_BAD_STATE when the model already has a trainer.
+ */
+bc_status bc_trainer_create(bc_model *model, const bc_trainer_params *params, bc_trainer **out);
+
+/** Frees the trainer and its gradients (the model keeps the trained weights). NULL is a no-op. */
+void bc_trainer_free(bc_trainer *trainer);
+
+/** One trainable tensor: values and gradient are float32, row-major [rows x cols]. */
+typedef struct bc_trainer_tensor {
+    uint32_t struct_size;          /**< set by the caller: sizeof(bc_trainer_tensor) */
+    uint32_t reserved0;            /**< 0 */
+    const char *name;              /**< GGUF name ("blk.0.attn_q.weight"); owned by the trainer */
+    float *values;                 /**< owned by the trainer, valid until bc_trainer_free */
+    float *grad;                   /**< owned by the trainer, valid until bc_trainer_free */
+    int64_t count;                 /**< rows x cols */
+    int64_t rows;                  /**< 1 for a vector */
+    int64_t cols;
+} bc_trainer_tensor;
+
+/** Number of trainable tensors. */
+bc_status bc_trainer_tensor_count(const bc_trainer *trainer, uint32_t *count);
+
+/** Tensor `index` (0 ..< count). Errors: NULL arguments, index out of range. */
+bc_status bc_trainer_get_tensor(const bc_trainer *trainer, uint32_t index, bc_trainer_tensor *out);
+
+/**
+ * Adds every trainable tensor to `opt`'s group `group` (bc_optimizer_add_tensor with
+ * the names above). On failure no tensor was added.
+ */
+bc_status bc_trainer_register(bc_trainer *trainer, bc_optimizer *opt, uint32_t group);
+
+/**
+ * A micro-batch: n_tokens tokens of n_documents whole documents packed back to back
+ * (document k has document_lengths[k] tokens; the lengths sum to n_tokens, each at most
+ * the model's context length). targets[i] is the token row i must predict (usually
+ * tokens[i + 1] of the same document) or -1 for a row that is not trained on.
+ * document_lengths may be NULL: one document.
+ */
+typedef struct bc_train_batch {
+    uint32_t struct_size;          /**< sizeof(bc_train_batch) */
+    uint32_t n_tokens;             /**< at most micro_batch_tokens */
+    const int32_t *tokens;         /**< [n_tokens] */
+    const int32_t *targets;        /**< [n_tokens], -1 or 0 ..< n_vocab */
+    const uint32_t *document_lengths; /**< [n_documents] or NULL */
+    uint32_t n_documents;          /**< 0 with document_lengths NULL */
+    uint32_t reserved0;            /**< 0 */
+} bc_train_batch;
+
+/** Loss totals of a micro-batch, an evaluation or a step. */
+typedef struct bc_train_result {
+    uint32_t struct_size;          /**< set by the caller: sizeof(bc_train_result) */
+    uint32_t reserved0;            /**< 0 */
+    double loss_sum;               /**< summed cross-entropy (nats) over the target tokens */
+    int64_t targets;               /**< target tokens */
+    int64_t tokens;                /**< tokens processed */
+    int64_t micro_batches;
+    double loss;                   /**< loss_sum / targets (NaN with no target) */
+} bc_train_result;
+
+/**
+ * Forward and backward of one micro-batch, adding the gradient of its summed loss to
+ * the pending step's. result may be NULL. Bad input (tokens or targets out of range,
+ * lengths that do not add up, more tokens than micro_batch_tokens) changes nothing.
+ */
+bc_status bc_trainer_micro_batch(bc_trainer *trainer, const bc_train_batch *batch, bc_train_result *result);
+
+/**
+ * Ends the step: bc_optimizer_step(opt) with grad_scale = params->grad_scale / targets
+ * of the pending micro-batches (params may be NULL: defaults; max_grad_norm clips the
+ * normalised gradient), then makes the model use the new weights and zeroes the
+ * gradients. totals (the step's loss) and result may be NULL. A non-finite loss or
+ * gradient skips the step: BC_E_NON_FINITE, weights and optimizer state unchanged,
+ * the gradients discarded; totals is still filled. No pending target: BC_E_BAD_STATE.
+ */
+bc_status bc_trainer_step(bc_trainer *trainer, bc_optimizer *opt, const bc_optim_step_params *params,
+                          bc_train_result *totals, bc_optim_step_result *result);
+
+/** Zeroes the gradients and forgets the pending micro-batches. */
+bc_status bc_trainer_discard(bc_trainer *trainer);
+
+/**
+ * Makes the model use the tensors' current values (call after changing them yourself,
+ * e.g. a bc_optimizer_step of your own with grad_scale = 1 / pending targets — then
+ * bc_trainer_discard). bc_trainer_step does this itself.
+ */
+bc_status bc_trainer_sync(bc_trainer *trainer);
+
+/** Summed loss of a batch without gradients (evaluation; nothing pending changes). */
+bc_status bc_trainer_evaluate(bc_trainer *trainer, const bc_train_batch *batch, bc_train_result *result);
+
+/** The pending (accumulated, not yet stepped) totals. */
+bc_status bc_trainer_pending(const bc_trainer *trainer, bc_train_result *result);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

@@ -129,7 +129,7 @@ public func bc_optimizer_set_lr(_ opt: OpaquePointer?, _ groupID: UInt32, _ lr: 
     }
 }
 
-private let defaultStepParams = bc_optim_step_params(
+let defaultStepParams = bc_optim_step_params(
     struct_size: UInt32(MemoryLayout<bc_optim_step_params>.size), reserved0: 0, grad_scale: 1, max_grad_norm: 0,
     check_finite: 1, reserved1: 0)
 

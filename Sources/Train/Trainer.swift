@@ -140,13 +140,13 @@ package final class Trainer {
     /// step's micro-batches; times the caller's gradScale), the packed weights are updated,
     /// and the gradients zeroed. A non-finite loss or gradient skips the step: weights and
     /// optimizer state stay untouched, the gradients are discarded, and `.nonFinite` is
-    /// thrown. A step with no target is skipped the same way (`.invalidArgument`).
+    /// thrown. A step with no target is skipped the same way (`.badState`).
     @discardableResult
     package func step(_ optimizer: Optimizer, options o: OptimizerStepOptions = .init()) throws
         -> (totals: TrainingTotals, report: OptimizerStepReport) {
         let totals = pending
         defer { discardGradients() }
-        guard totals.targets > 0 else { throw BatchCoreError.invalid("the step has no target token") }
+        guard totals.targets > 0 else { throw BatchCoreError.badState("the step has no target token (no micro-batch with a target since the last step)") }
         guard totals.lossSum.isFinite else {
             throw BatchCoreError(.nonFinite, "non-finite loss (\(totals.lossSum)); step skipped, weights unchanged")
         }

@@ -1,0 +1,247 @@
+import BCCore
+import BCModel
+import BCOptim
+import BCTrain
+import CBatchCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A trainer behind a `bc_trainer *`: the core trainer, the model it holds a reference
+/// to, and the tensors' names as C strings (valid until the handle is freed).
+final class TrainerHandle {
+    let model: LanguageModel
+    let trainer: Trainer
+    let names: [UnsafeMutablePointer<CChar>]
+
+    init(model: LanguageModel, trainer: Trainer) throws {
+        self.model = model
+        self.trainer = trainer
+        var names: [UnsafeMutablePointer<CChar>] = []
+        for p in trainer.parameters {
+            guard let s = strdup(p.name) else {
+                for n in names { free(n) }
+                throw BatchCoreError(.outOfMemory, "cannot copy the tensor names")
+            }
+            names.append(s)
+        }
+        self.names = names
+    }
+
+    deinit { for n in names { free(n) } }
+}
+
+private var defaultTrainerParams: bc_trainer_params {
+    let o = TrainerOptions()
+    return bc_trainer_params(struct_size: UInt32(MemoryLayout<bc_trainer_params>.size),
+                             micro_batch_tokens: UInt32(o.microBatchTokens), accumulation_steps: UInt32(o.accumulationSteps),
+                             recompute: o.recompute ? 1 : 0, optimizer_slots: UInt32(o.optimizerSlots), reserved0: 0,
+                             memory_limit: 0)
+}
+
+private func trainerOptions(_ params: UnsafePointer<bc_trainer_params>?) throws -> TrainerOptions {
+    let p = try readParams(params, defaults: defaultTrainerParams, "bc_trainer_params")
+    guard p.recompute == 0 || p.recompute == 1 else { throw BatchCoreError.invalid("recompute is \(p.recompute); use 0 or 1") }
+    guard p.reserved0 == 0 else { throw BatchCoreError.invalid("bc_trainer_params.reserved0 must be 0") }
+    guard p.memory_limit <= UInt64(Int.max) else { throw BatchCoreError.invalid("memory_limit \(p.memory_limit) is too large") }
+    var o = TrainerOptions()
+    o.microBatchTokens = Int(p.micro_batch_tokens)
+    o.accumulationSteps = Int(p.accumulation_steps)
+    o.recompute = p.recompute != 0
+    o.optimizerSlots = Int(p.optimizer_slots)
+    o.memoryLimit = p.memory_limit == 0 ? nil : Int(p.memory_limit)
+    return o
+}
+
+/// The batch a `bc_train_batch` describes (every pointer and count checked).
+private func documentBatch(_ batch: UnsafePointer<bc_train_batch>?, budget: Int) throws -> (DocumentBatch, [Int32]) {
+    let b = try readParams(required(batch, "batch"), defaults: bc_train_batch(), "bc_train_batch",
+                           minimumSize: MemoryLayout<bc_train_batch>.size)
+    guard b.reserved0 == 0 else { throw BatchCoreError.invalid("bc_train_batch.reserved0 must be 0") }
+    let n = Int(b.n_tokens)
+    guard n > 0 else { throw BatchCoreError.invalid("the batch has no token") }
+    guard n <= budget else { throw BatchCoreError.invalid("the batch has \(n) tokens; micro_batch_tokens is \(budget)") }
+    let tokens = try required(b.tokens, "batch->tokens"), targets = try required(b.targets, "batch->targets")
+    var lengths: [Int]
+    if let l = b.document_lengths {
+        guard b.n_documents > 0, Int(b.n_documents) <= n else {
+            throw BatchCoreError.invalid("n_documents is \(b.n_documents) for \(n) tokens")
+        }
+        lengths = (0..<Int(b.n_documents)).map { Int(l[$0]) }
+    } else {
+        guard b.n_documents == 0 else { throw BatchCoreError.invalid("n_documents is \(b.n_documents) with document_lengths NULL") }
+        lengths = [n]
+    }
+    let docs = DocumentBatch(tokens: Array(UnsafeBufferPointer(start: tokens, count: n)), documentLengths: lengths,
+                             wantLogits: [Bool](repeating: false, count: n))
+    return (docs, Array(UnsafeBufferPointer(start: targets, count: n)))
+}
+
+private func result(_ t: TrainingTotals) -> bc_train_result {
+    bc_train_result(struct_size: 0, reserved0: 0, loss_sum: t.lossSum, targets: Int64(t.targets), tokens: Int64(t.tokens),
+                    micro_batches: Int64(t.microBatches), loss: t.meanLoss)
+}
+
+/// Checks an output struct's struct_size before any work, so a bad one fails first.
+private func checkSized<T>(_ p: UnsafeMutablePointer<T>?, _ name: StaticString) throws {
+    guard let p else { return }
+    let size = UnsafeRawPointer(p).load(as: UInt32.self)
+    guard size >= 4, size <= 1 << 16 else { throw BatchCoreError.invalid("\(name).struct_size is \(size); set it to sizeof(\(name))") }
+}
+
+@c @implementation
+public func bc_trainer_params_default(_ out: UnsafeMutablePointer<bc_trainer_params>?, _ size: Int) -> bc_status {
+    abiCall { try writeDefault(defaultTrainerParams, out, size, "bc_trainer_params") }
+}
+
+@c @implementation
+public func bc_trainer_estimate(_ model: OpaquePointer?, _ params: UnsafePointer<bc_trainer_params>?,
+                                _ out: UnsafeMutablePointer<bc_trainer_memory>?) -> bc_status {
+    abiCall {
+        let m = try object(model, as: LanguageModel.self, "model")
+        let out = try required(out, "out")
+        let o = try trainerOptions(params)
+        try o.validate(m.config)
+        let e = try TrainerMemory(model: m.transformer, options: o, optimizerSlots: o.optimizerSlots)
+        let v = bc_trainer_memory(struct_size: 0, reserved0: 0, model_weights: UInt64(e.modelWeights),
+                                  trainable_copies: UInt64(e.trainableCopies), gradients: UInt64(e.gradients),
+                                  activations: UInt64(e.activations), backward_buffers: UInt64(e.backwardBuffers),
+                                  optimizer_state: UInt64(e.optimizerState), added: UInt64(e.added))
+        try writeSized(v, to: out, "bc_trainer_memory")
+    }
+}
+
+@c @implementation
+public func bc_trainer_create(_ model: OpaquePointer?, _ params: UnsafePointer<bc_trainer_params>?,
+                              _ out: UnsafeMutablePointer<OpaquePointer?>?) -> bc_status {
+    abiCall {
+        let m = try object(model, as: LanguageModel.self, "model")
+        let out = try required(out, "out")
+        let o = try trainerOptions(params)
+        let t = try Trainer(model: m.transformer, options: o)
+        out.pointee = retainHandle(try TrainerHandle(model: m, trainer: t))
+    }
+}
+
+@c @implementation
+public func bc_trainer_free(_ trainer: OpaquePointer?) {
+    releaseHandle(trainer, as: TrainerHandle.self)
+}
+
+@c @implementation
+public func bc_trainer_tensor_count(_ trainer: OpaquePointer?, _ count: UnsafeMutablePointer<UInt32>?) -> bc_status {
+    abiCall {
+        let t = try object(trainer, as: TrainerHandle.self, "trainer")
+        try required(count, "count").pointee = UInt32(t.trainer.parameters.count)
+    }
+}
+
+@c @implementation
+public func bc_trainer_get_tensor(_ trainer: OpaquePointer?, _ index: UInt32,
+                                  _ out: UnsafeMutablePointer<bc_trainer_tensor>?) -> bc_status {
+    abiCall {
+        let t = try object(trainer, as: TrainerHandle.self, "trainer")
+        let out = try required(out, "out")
+        let ps = t.trainer.parameters
+        guard Int(index) < ps.count else { throw BatchCoreError.invalid("tensor \(index) of \(ps.count)") }
+        let p = ps[Int(index)]
+        guard let v = p.values, let g = p.gradient else { throw BatchCoreError(.internal, "\(p.name) is not trainable") }
+        let rows = p.shape.count == 2 ? p.shape[0] : 1
+        let r = bc_trainer_tensor(struct_size: 0, reserved0: 0, name: UnsafePointer(t.names[Int(index)]), values: v,
+                                  grad: g, count: Int64(p.count), rows: Int64(rows), cols: Int64(p.shape.last ?? 0))
+        try writeSized(r, to: out, "bc_trainer_tensor")
+    }
+}
+
+@c @implementation
+public func bc_trainer_register(_ trainer: OpaquePointer?, _ opt: OpaquePointer?, _ group: UInt32) -> bc_status {
+    abiCall {
+        let t = try object(trainer, as: TrainerHandle.self, "trainer")
+        let o = try object(opt, as: Optimizer.self, "opt")
+        guard Int(group) < o.groups.count else { throw BatchCoreError.invalid("group \(group) of \(o.groups.count)") }
+        let names = Set(o.tensors.map(\.name))
+        if let clash = t.trainer.parameters.first(where: { names.contains($0.name) }) {
+            throw BatchCoreError.invalid("the optimizer already has a tensor named '\(clash.name)'")
+        }
+        try t.trainer.register(in: o, group: Int(group))
+    }
+}
+
+@c @implementation
+public func bc_trainer_micro_batch(_ trainer: OpaquePointer?, _ batch: UnsafePointer<bc_train_batch>?,
+                                   _ out: UnsafeMutablePointer<bc_train_result>?) -> bc_status {
+    abiCall {
+        let t = try object(trainer, as: TrainerHandle.self, "trainer")
+        try checkSized(out, "bc_train_result")
+        let (b, targets) = try documentBatch(batch, budget: t.trainer.options.microBatchTokens)
+        let r = try t.trainer.microBatch(b, targets: targets)
+        if let out { try writeSized(result(r), to: out, "bc_train_result") }
+    }
+}
+
+@c @implementation
+public func bc_trainer_step(_ trainer: OpaquePointer?, _ opt: OpaquePointer?, _ params: UnsafePointer<bc_optim_step_params>?,
+                            _ totals: UnsafeMutablePointer<bc_train_result>?,
+                            _ out: UnsafeMutablePointer<bc_optim_step_result>?) -> bc_status {
+    var pending: TrainingTotals?
+    var skipped: bc_optim_step_result?
+    let status = abiCall {
+        let t = try object(trainer, as: TrainerHandle.self, "trainer")
+        let o = try object(opt, as: Optimizer.self, "opt")
+        try checkSized(totals, "bc_train_result")
+        try checkSized(out, "bc_optim_step_result")
+        let p = try readParams(params, defaults: defaultStepParams, "bc_optim_step_params")
+        let ids = Set(o.tensors.map(\.name))
+        guard t.trainer.parameters.allSatisfy({ ids.contains($0.name) }) else {
+            throw BatchCoreError.invalid("the optimizer does not hold the trainer's tensors (bc_trainer_register)")
+        }
+        pending = t.trainer.pending
+        do {
+            let (_, report) = try t.trainer.step(o, options: OptimizerStepOptions(gradScale: p.grad_scale,
+                                                                                 maxGradNorm: p.max_grad_norm))
+            if let out {
+                try writeSized(bc_optim_step_result(struct_size: 0, reserved0: 0, grad_norm: report.gradNorm,
+                                                    clip_coef: report.clipCoefficient, step: report.step, skipped: 0,
+                                                    reserved1: 0), to: out, "bc_optim_step_result")
+            }
+        } catch let e as BatchCoreError where e.kind == .nonFinite {
+            skipped = bc_optim_step_result(struct_size: 0, reserved0: 0, grad_norm: o.lastGradNorm, clip_coef: 1,
+                                           step: o.groups.first?.step ?? 0, skipped: 1, reserved1: 0)
+            throw e
+        }
+    }
+    // Filled on success and on a skipped (non-finite) step, as bc_optimizer_step does.
+    if let totals, let pending, status == BC_OK || skipped != nil { _ = try? writeSized(result(pending), to: totals, "bc_train_result") }
+    if let out, let skipped { _ = try? writeSized(skipped, to: out, "bc_optim_step_result") }
+    return status
+}
+
+@c @implementation
+public func bc_trainer_discard(_ trainer: OpaquePointer?) -> bc_status {
+    abiCall { try object(trainer, as: TrainerHandle.self, "trainer").trainer.discardGradients() }
+}
+
+@c @implementation
+public func bc_trainer_sync(_ trainer: OpaquePointer?) -> bc_status {
+    abiCall { try object(trainer, as: TrainerHandle.self, "trainer").trainer.syncWeights() }
+}
+
+@c @implementation
+public func bc_trainer_evaluate(_ trainer: OpaquePointer?, _ batch: UnsafePointer<bc_train_batch>?,
+                                _ out: UnsafeMutablePointer<bc_train_result>?) -> bc_status {
+    abiCall {
+        let t = try object(trainer, as: TrainerHandle.self, "trainer")
+        let out = try required(out, "out")
+        try checkSized(out, "bc_train_result")
+        let (b, targets) = try documentBatch(batch, budget: t.trainer.options.microBatchTokens)
+        try writeSized(result(try t.trainer.evaluate(b, targets: targets)), to: out, "bc_train_result")
+    }
+}
+
+@c @implementation
+public func bc_trainer_pending(_ trainer: OpaquePointer?, _ out: UnsafeMutablePointer<bc_train_result>?) -> bc_status {
+    abiCall {
+        let t = try object(trainer, as: TrainerHandle.self, "trainer")
+        try writeSized(result(t.trainer.pending), to: try required(out, "out"), "bc_train_result")
+    }
+}

@@ -1,0 +1,207 @@
+/* The trainer ABI on the default model: memory statement and refusal, argument checks
+ * that change nothing, micro-batches + steps through the existing bc_optimizer (the
+ * loss of a repeated batch goes down), loss normalisation over the whole step, the
+ * trained weights used by a context in the same process, determinism across thread
+ * counts, one trainer per model. */
+#include "check.h"
+#include "model_path.h"
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#define N 48
+
+static bc_train_batch make_batch(const int32_t *tokens, const int32_t *targets, uint32_t n,
+                                 const uint32_t *lengths, uint32_t docs) {
+    bc_train_batch b;
+    memset(&b, 0, sizeof b);
+    b.struct_size = sizeof b;
+    b.n_tokens = n;
+    b.tokens = tokens;
+    b.targets = targets;
+    b.document_lengths = lengths;
+    b.n_documents = docs;
+    return b;
+}
+
+static void last_logits(bc_model *model, const int32_t *tokens, int n, float *out, int vocab) {
+    bc_context *ctx = NULL;
+    CHECK_OK(bc_context_create(model, NULL, &ctx));
+    int32_t pos[N], seq[N];
+    int8_t want[N];
+    for (int i = 0; i < n; i++) { pos[i] = i; seq[i] = 0; want[i] = (int8_t)(i == n - 1); }
+    bc_batch b;
+    bc_batch_default(&b, sizeof b);
+    b.n_tokens = n;
+    b.tokens = tokens;
+    b.pos = pos;
+    b.seq_id = seq;
+    b.logits = want;
+    CHECK_OK(bc_decode(ctx, &b, out, (size_t)vocab));
+    bc_context_free(ctx);
+}
+
+int main(int argc, char **argv) {
+    bc_model *model = NULL;
+    bc_model_info info;
+    if (load_default_model(argc, argv, &model, &info)) return 1;
+    const int vocab = info.n_vocab;
+
+    /* Two documents (30 + 18 tokens) of pseudo-random ids, next-token targets, a masked span. */
+    int32_t tokens[N], targets[N];
+    uint32_t lengths[2] = {30, 18};
+    uint64_t s = 12345;
+    for (int i = 0; i < N; i++) {
+        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+        tokens[i] = (int32_t)((s >> 33) % 2000) + 100;
+    }
+    for (int i = 0; i < N; i++) {
+        int end = (i == 29 || i == N - 1);
+        targets[i] = end || (i >= 5 && i < 9) ? -1 : tokens[i + 1];
+    }
+
+    bc_trainer_params tp;
+    CHECK_OK(bc_trainer_params_default(&tp, sizeof tp));
+    CHECK(tp.struct_size == sizeof tp && tp.micro_batch_tokens == 2048 && tp.accumulation_steps == 1);
+    tp.micro_batch_tokens = 64;
+
+    /* The memory statement, and a limit below it: refused, nothing allocated. */
+    bc_trainer_memory mem;
+    memset(&mem, 0, sizeof mem);
+    mem.struct_size = sizeof mem;
+    CHECK_OK(bc_trainer_estimate(model, &tp, &mem));
+    CHECK(mem.gradients == (uint64_t)info.n_params * 4);
+    CHECK(mem.optimizer_state == 2 * (uint64_t)info.n_params * 4);
+    CHECK(mem.added == mem.trainable_copies + mem.gradients + mem.activations + mem.backward_buffers + mem.optimizer_state);
+    bc_trainer *t = NULL;
+    tp.memory_limit = mem.added / 2;
+    CHECK_ERR(bc_trainer_create(model, &tp, &t), BC_E_OUT_OF_MEMORY);
+    CHECK(t == NULL);
+    CHECK(strstr(bc_last_error(), "MiB") != NULL);
+    tp.memory_limit = 0;
+    tp.recompute = 2;
+    CHECK_ERR(bc_trainer_create(model, &tp, &t), BC_E_INVALID_ARGUMENT);
+    tp.recompute = 0;
+    CHECK_ERR(bc_trainer_create(NULL, &tp, &t), BC_E_INVALID_ARGUMENT);
+
+    float *before = (float *)malloc(sizeof(float) * (size_t)vocab);
+    float *after = (float *)malloc(sizeof(float) * (size_t)vocab);
+    last_logits(model, tokens, 30, before, vocab);
+
+    CHECK_OK(bc_trainer_create(model, &tp, &t));
+    bc_trainer *second = NULL;
+    CHECK_ERR(bc_trainer_create(model, &tp, &second), BC_E_BAD_STATE);
+
+    uint32_t count = 0;
+    CHECK_OK(bc_trainer_tensor_count(t, &count));
+    CHECK(count == (uint32_t)(1 + 9 * info.n_layer + 1)); /* tied head: embedding, 9 per layer, output norm */
+    bc_trainer_tensor tt;
+    memset(&tt, 0, sizeof tt);
+    tt.struct_size = sizeof tt;
+    CHECK_OK(bc_trainer_get_tensor(t, 0, &tt));
+    CHECK(strcmp(tt.name, "token_embd.weight") == 0 && tt.rows == vocab && tt.cols == info.n_embd);
+    CHECK_OK(bc_trainer_get_tensor(t, 2, &tt));
+    CHECK(strcmp(tt.name, "blk.0.attn_q.weight") == 0 && tt.count == tt.rows * tt.cols);
+    CHECK_ERR(bc_trainer_get_tensor(t, count, &tt), BC_E_INVALID_ARGUMENT);
+
+    bc_optimizer *opt = NULL;
+    CHECK_OK(bc_optimizer_create(BC_OPTIM_ADAMW, &opt));
+    bc_optim_hparams hp;
+    CHECK_OK(bc_optim_hparams_default(BC_OPTIM_ADAMW, &hp, sizeof hp));
+    hp.lr = 1e-4;
+    uint32_t g = 0;
+    CHECK_OK(bc_optimizer_add_group(opt, &hp, &g));
+    CHECK_ERR(bc_trainer_register(t, opt, 7), BC_E_INVALID_ARGUMENT);
+    CHECK_OK(bc_trainer_register(t, opt, g));
+    CHECK_ERR(bc_trainer_register(t, opt, g), BC_E_INVALID_ARGUMENT); /* names already there */
+
+    /* A step with nothing pending. */
+    CHECK_ERR(bc_trainer_step(t, opt, NULL, NULL, NULL), BC_E_BAD_STATE);
+
+    /* Bad micro-batches change nothing. */
+    bc_train_result r, pending;
+    memset(&r, 0, sizeof r);
+    r.struct_size = sizeof r;
+    pending = r;
+    bc_train_batch b = make_batch(tokens, targets, N, lengths, 2);
+    int32_t bad_targets[N];
+    memcpy(bad_targets, targets, sizeof bad_targets);
+    bad_targets[3] = vocab;
+    bc_train_batch bad = make_batch(tokens, bad_targets, N, lengths, 2);
+    CHECK_ERR(bc_trainer_micro_batch(t, &bad, &r), BC_E_INVALID_ARGUMENT);
+    uint32_t bad_lengths[2] = {30, 17};
+    bad = make_batch(tokens, targets, N, bad_lengths, 2);
+    CHECK_ERR(bc_trainer_micro_batch(t, &bad, &r), BC_E_INVALID_ARGUMENT);
+    bad = make_batch(NULL, targets, N, lengths, 2);
+    CHECK_ERR(bc_trainer_micro_batch(t, &bad, &r), BC_E_INVALID_ARGUMENT);
+    bad = make_batch(tokens, targets, 65, NULL, 0);
+    CHECK_ERR(bc_trainer_micro_batch(t, &bad, &r), BC_E_INVALID_ARGUMENT);
+    bad = make_batch(tokens, targets, N, lengths, 0);
+    CHECK_ERR(bc_trainer_micro_batch(t, &bad, &r), BC_E_INVALID_ARGUMENT);
+    CHECK_OK(bc_trainer_pending(t, &pending));
+    CHECK(pending.micro_batches == 0 && pending.targets == 0);
+
+    /* Gradients: the same bits with 1 and 2 threads. */
+    CHECK_OK(bc_trainer_get_tensor(t, 2, &tt));
+    float *g1 = (float *)malloc(sizeof(float) * (size_t)tt.count);
+    CHECK_OK(bc_set_num_threads(1));
+    CHECK_OK(bc_trainer_micro_batch(t, &b, &r));
+    memcpy(g1, tt.grad, sizeof(float) * (size_t)tt.count);
+    CHECK_OK(bc_trainer_discard(t));
+    CHECK_OK(bc_set_num_threads(2));
+    CHECK_OK(bc_trainer_micro_batch(t, &b, &r));
+    CHECK(memcmp(g1, tt.grad, sizeof(float) * (size_t)tt.count) == 0);
+    CHECK_OK(bc_set_num_threads(0));
+    CHECK(r.targets == N - 2 - 4 && r.tokens == N && r.micro_batches == 1);
+    CHECK(isfinite(r.loss) && r.loss > 0 && fabs(r.loss - r.loss_sum / (double)r.targets) < 1e-12);
+
+    /* The same documents as two micro-batches accumulate the same totals. */
+    CHECK_OK(bc_trainer_discard(t));
+    bc_train_result r1 = r, r2 = r;
+    bc_train_batch b1 = make_batch(tokens, targets, 30, NULL, 0), b2 = make_batch(tokens + 30, targets + 30, 18, NULL, 0);
+    CHECK_OK(bc_trainer_micro_batch(t, &b1, &r1));
+    CHECK_OK(bc_trainer_micro_batch(t, &b2, &r2));
+    CHECK_OK(bc_trainer_pending(t, &pending));
+    CHECK(pending.targets == r.targets && pending.micro_batches == 2);
+    CHECK(fabs(pending.loss_sum - r.loss_sum) <= 1e-5 * r.loss_sum);
+
+    /* Steps on the same batch lower its loss; evaluation agrees with the micro-batch loss. */
+    bc_train_result step, eval;
+    step = r;
+    eval = r;
+    bc_optim_step_result sr;
+    memset(&sr, 0, sizeof sr);
+    sr.struct_size = sizeof sr;
+    CHECK_OK(bc_trainer_step(t, opt, NULL, &step, &sr));
+    CHECK(sr.step == 1 && sr.skipped == 0 && isfinite(sr.grad_norm));
+    CHECK(step.targets == r.targets && step.micro_batches == 2);
+    double first = step.loss;
+    for (int k = 0; k < 3; k++) {
+        CHECK_OK(bc_trainer_micro_batch(t, &b, NULL));
+        CHECK_OK(bc_trainer_step(t, opt, NULL, &step, &sr));
+    }
+    CHECK(sr.step == 4);
+    CHECK_OK(bc_trainer_evaluate(t, &b, &eval));
+    CHECK(eval.loss < first - 0.05);
+    CHECK_OK(bc_trainer_pending(t, &pending));
+    CHECK(pending.micro_batches == 0);
+
+    /* A context made now generates with the trained weights. */
+    last_logits(model, tokens, 30, after, vocab);
+    double diff = 0;
+    for (int i = 0; i < vocab; i++) diff += fabs((double)after[i] - before[i]);
+    CHECK(diff > 1e-3 * vocab);
+
+    bc_optimizer_free(opt);
+    bc_trainer_free(t);
+    /* The trainer is gone: a new one can be made on the model. */
+    CHECK_OK(bc_trainer_create(model, &tp, &second));
+    bc_trainer_free(second);
+    bc_trainer_free(NULL);
+    free(g1);
+    free(before);
+    free(after);
+    bc_model_free(model);
+    printf("trainer: %d checks, %d failures\n", check_count, check_failures);
+    return check_failures != 0;
+}
