@@ -17,6 +17,7 @@ import BCCore
 ///     logits    [C × V]          one chunk of the output head's logits, then dL/d logits
 ///     headX     [R × d]          the final residual rows that have a target, gathered
 ///     normGain  [d]              dL/d of a frozen norm gain (discarded)
+///     headBlock [C × d]          one vocabulary block's part of the head's dX
 ///
 /// Contents are not kept between passes. One pass at a time.
 package final class LayerGradients: @unchecked Sendable {
@@ -32,6 +33,8 @@ package final class LayerGradients: @unchecked Sendable {
     private(set) var logits: UnsafeMutablePointer<Float>!
     private(set) var headX: UnsafeMutablePointer<Float>!
     private(set) var normGain: UnsafeMutablePointer<Float>!
+    /// [C × d] one vocabulary block's part of the head's dX (`Transformer.headBackward`).
+    private(set) var headBlock: UnsafeMutablePointer<Float>!
     private let workspace = ForwardWorkspace()
 
     package init() {}
@@ -52,7 +55,8 @@ package final class LayerGradients: @unchecked Sendable {
     private static func sizes(_ c: ModelConfig, rows t: Int, targetRows r: Int) throws -> [Int] {
         let d = c.embeddingDim, qkvDim = d + 2 * c.kvDim, ff = c.feedForwardDim
         let widths = [(t, d), (t, d), (t, d), (t, qkvDim), (t, 2 * ff), (t, ff),
-                      (min(max(r, 1), logitChunk), c.vocabSize), (r, d), (1, d)]
+                      (min(max(r, 1), logitChunk), c.vocabSize), (r, d), (1, d),
+                      (min(max(r, 1), logitChunk), d)]
         return try widths.map { n, w in
             let (s, o) = n.multipliedReportingOverflow(by: w)
             guard !o, n >= 0 else { throw BatchCoreError(.outOfMemory, "gradients of \(t) rows do not fit in memory") }
@@ -85,5 +89,6 @@ package final class LayerGradients: @unchecked Sendable {
         logits = base + offsets[6]
         headX = base + offsets[7]
         normGain = base + offsets[8]
+        headBlock = base + offsets[9]
     }
 }

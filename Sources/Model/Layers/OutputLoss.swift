@@ -54,8 +54,7 @@ extension Transformer {
                 if backward {
                     try CrossEntropyOp.backward(logits: g.logits, targets: t.baseAddress! + start, dlogits: g.logits,
                                                 rows: m, vocab: vocab, scale: scale)
-                    weights.output.backward(x: normed + start * d, ldx: d, dY: g.logits, ldDY: vocab,
-                                            dX: g.normed + start * d, ldDX: d, tokens: m)
+                    headBackward(x: normed + start * d, dLogits: g.logits, dX: g.normed + start * d, tokens: m, g)
                 }
             }
         }
@@ -66,4 +65,30 @@ extension Transformer {
         for (k, i) in targetRows.enumerated() { (g.residual + i * d).update(from: g.normed + k * d, count: d) }
         return totals
     }
+
+    /// dX[m × d] = dLogits[m × V] · Woutput and dWoutput += dLogitsᵀ · x, with the V-long
+    /// reductions of dX summed in blocks of `vocabBlock` vocabulary rows: each block's
+    /// product starts from zero and the block results are added in order. One FMA chain
+    /// over all V = 49,152 terms (softmax probabilities that nearly cancel the target's
+    /// −1) loses ~√V·ε of the terms' magnitude; blocked, (block + V/block)·ε at worst.
+    /// The block size is fixed, so the bits do not depend on threads or chunks.
+    func headBackward(x: UnsafePointer<Float>, dLogits: UnsafePointer<Float>, dX: UnsafeMutablePointer<Float>,
+                      tokens m: Int, _ g: LayerGradients) {
+        let w = weights.output, d = config.embeddingDim, vocab = config.vocabSize
+        w.backward(x: x, ldx: d, dY: dLogits, ldDY: vocab, dX: nil, ldDX: d, tokens: m)
+        guard let weight = w.weight, vocab > Self.vocabBlock else {
+            w.backward(x: x, ldx: d, dY: dLogits, ldDY: vocab, dX: dX, ldDX: d, tokens: m, weightGradient: false)
+            return
+        }
+        for start in stride(from: 0, to: vocab, by: Self.vocabBlock) {
+            let rows = min(Self.vocabBlock, vocab - start)
+            let out: UnsafeMutablePointer<Float> = start == 0 ? dX : g.headBlock!
+            ProjectionBackward.inputGradient(dLogits + start, ldDY: vocab, tokens: m, weight: weight + start * d, rows: rows,
+                                             cols: d, out, ldDX: d)
+            if start > 0 { VectorMath.add(g.headBlock!, into: dX, m * d) }
+        }
+    }
+
+    /// Vocabulary rows per block of the head's dX reduction (`headBackward`).
+    static let vocabBlock = 1024
 }

@@ -10,7 +10,8 @@ extension Linear {
     /// (a frozen projection: the same bits, no copy). Row strides: x `ldx`, dY `ldDY`,
     /// dX `ldDX`. Deterministic (see `ProjectionBackward`).
     package func backward(x: UnsafePointer<Float>, ldx: Int, dY: UnsafePointer<Float>, ldDY: Int,
-                          dX: UnsafeMutablePointer<Float>?, ldDX: Int, tokens: Int, accumulate: Bool = false) {
+                          dX: UnsafeMutablePointer<Float>?, ldDX: Int, tokens: Int, accumulate: Bool = false,
+                          weightGradient: Bool = true) {
         if let dX {
             if let weight {
                 ProjectionBackward.inputGradient(dY, ldDY: ldDY, tokens: tokens, weight: weight, rows: rows, cols: cols,
@@ -20,7 +21,7 @@ extension Linear {
                                                  accumulate: accumulate)
             }
         }
-        if let grad {
+        if weightGradient, let grad {
             ProjectionBackward.weightGradient(dY, ldDY: ldDY, x, ldX: ldx, tokens: tokens, rows: rows, cols: cols, grad)
         }
     }
