@@ -7,7 +7,8 @@ import Testing
 
 /// The trainer over the tiny random model: loss normalisation across micro-batches,
 /// skipped non-finite steps, the memory statement and its refusal, weights used by
-/// inference after a step, flat memory over many steps.
+/// inference after a step. (Flat memory over many steps: Tests/c/test_trainer.c, in its
+/// own process — suites here run concurrently and share the process's RSS.)
 @Suite(.serialized) struct TrainerTests {
     static func options(tokens: Int = 128) -> TrainerOptions {
         var o = TrainerOptions()
@@ -147,34 +148,4 @@ import Testing
         let e0 = try t.evaluate(b, targets: tg)
         #expect(e0.meanLoss.isFinite)
     }
-
-    /// Resident memory stays flat over many steps (after a warm-up): within 2 MiB.
-    @Test func memoryStaysFlatOverSteps() throws {
-        let m = try LayerForwardTests.tinyModel(seed: 51)
-        let t = try Trainer(model: m, options: Self.options())
-        let opt = Optimizer(algorithm: .adamw)
-        try t.register(in: opt, group: try opt.addGroup(.defaults(for: .adamw)))
-        let docs = LayerForwardTests.randomDocuments([50, 30, 17, 60, 9], vocab: m.config.vocabSize, seed: 6)
-        func steps(_ n: Int) throws {
-            for i in 0..<n {
-                let (b, tg) = Self.docBatch([docs[i % docs.count], docs[(i + 2) % docs.count]])
-                try t.microBatch(b, targets: tg)
-                _ = try t.evaluate(b, targets: tg)
-                try t.step(opt)
-            }
-        }
-        try steps(10)
-        let rss0 = try #require(try residentBytes())
-        try steps(200)
-        let grown = try #require(try residentBytes()) - rss0
-        #expect(grown < 2 << 20, "RSS grew by \(grown) bytes over 200 steps")
-    }
-}
-
-/// Resident set size of this process (bytes), from /proc/self/statm.
-func residentBytes() throws -> Int? {
-    let s = try String(contentsOfFile: "/proc/self/statm", encoding: .utf8)
-    let fields = s.split(separator: " ")
-    guard fields.count > 1, let pages = Int(fields[1]) else { return nil }
-    return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
 }

@@ -3,7 +3,9 @@
  * loss of a repeated batch goes down), loss normalisation over the whole step, the
  * trained weights used by a context in the same process, determinism across thread
  * counts, one trainer per model. */
+#define _POSIX_C_SOURCE 200809L
 #include "check.h"
+#include <unistd.h>
 #include "model_path.h"
 #include <math.h>
 #include <stdint.h>
@@ -22,6 +24,16 @@ static bc_train_batch make_batch(const int32_t *tokens, const int32_t *targets, 
     b.document_lengths = lengths;
     b.n_documents = docs;
     return b;
+}
+
+/* Resident set size in KiB (/proc/self/statm), -1 when unreadable. */
+static long resident_kib(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    long size = 0, resident = -1;
+    if (!f) return -1;
+    if (fscanf(f, "%ld %ld", &size, &resident) != 2) resident = -1;
+    fclose(f);
+    return resident < 0 ? -1 : resident * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
 static void last_logits(bc_model *model, const int32_t *tokens, int n, float *out, int vocab) {
@@ -185,6 +197,21 @@ int main(int argc, char **argv) {
     CHECK(eval.loss < first - 0.05);
     CHECK_OK(bc_trainer_pending(t, &pending));
     CHECK(pending.micro_batches == 0);
+
+    /* Resident memory stays flat over steps (after the first ones sized every buffer). */
+    {
+        bc_train_batch small = make_batch(tokens, targets, 12, NULL, 0);
+        long rss0 = resident_kib();
+        for (int k = 0; k < 8; k++) {
+            CHECK_OK(bc_trainer_micro_batch(t, &small, NULL));
+            CHECK_OK(bc_trainer_micro_batch(t, &b, NULL));
+            CHECK_OK(bc_trainer_evaluate(t, &b, &eval));
+            CHECK_OK(bc_trainer_step(t, opt, NULL, NULL, NULL));
+        }
+        long grown = resident_kib() - rss0;
+        CHECK(rss0 > 0 && grown < 4096);
+        if (grown >= 4096) fprintf(stderr, "RSS grew by %ld KiB over 8 steps\n", grown);
+    }
 
     /* A context made now generates with the trained weights. */
     last_logits(model, tokens, 30, after, vocab);
