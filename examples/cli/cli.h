@@ -83,6 +83,16 @@ int cli_run_option(const char *a, const char *v, long *threads, long *n_ctx, bc_
  * "batchcore CMD: ..." on stderr; returns EXIT_USAGE. */
 int cli_bad_value(const char *cmd, const char *option, const char *value);
 
+/* SIGINT/SIGTERM (signals.c). cli_catch_stop_signals installs a handler for both that
+ * only records the signal (restart: SA_RESTART, so blocking reads are not interrupted);
+ * a second signal before cli_clear_stop_signal exits at once with 128 + signo. Returns 1,
+ * or 0 after printing why. cli_stop_signal() is the signal received (0: none). Commands
+ * that stop because of it exit with 128 + signo (130 SIGINT, 143 SIGTERM). */
+int cli_catch_stop_signals(int restart);
+int cli_stop_signal(void);
+void cli_clear_stop_signal(void);
+const char *cli_signal_name(int sig);
+
 /* Monotonic time in seconds. */
 double cli_now(void);
 

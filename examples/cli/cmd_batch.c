@@ -4,7 +4,9 @@
 #include "cli.h"
 #include "json.h"
 
+#include <errno.h>
 #include <math.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,8 +67,16 @@ static void batch_usage(FILE *out) {
             "  -t, --threads N             threads; 0 = all cores (default 0)\n"
             "  -h, --help                  this help\n"
             "\n"
+            "Signals: the first SIGINT (Ctrl-C) or SIGTERM stops the batch cleanly: no more\n"
+            "requests are read or admitted, running requests are cancelled, and every line read\n"
+            "so far still gets its one record (unfinished samples: finish_reason \"cancelled\"\n"
+            "with the text generated so far; requests not yet started: empty texts). A line\n"
+            "still incomplete on stdin is not read. Then the summary is printed and the exit\n"
+            "status is 128 + the signal number: 130 (SIGINT) or 143 (SIGTERM). A second signal\n"
+            "exits at once (same status) without writing the remaining records.\n"
+            "\n"
             "Exit status: 0 when every line was processed (even with per-line errors), 1 on a\n"
-            "fatal library error, 2 on a usage error.\n"
+            "fatal library error, 2 on a usage error, 130/143 after SIGINT/SIGTERM.\n"
             "\n" CLI_MODEL_RESOLUTION_HELP);
 }
 
@@ -87,8 +97,10 @@ typedef struct request {
     int n_stops;
     json_value *tree;
     /* results */
+    uint64_t engine_id;  /* bc_engine_submit's id once submitted */
     int submitted, done;
     int finished;        /* samples finished */
+    int any_cancelled;   /* a sample finished with reason cancelled */
     char **texts;
     size_t *text_lens;
     int *reasons;
@@ -334,8 +346,9 @@ static void write_result(const request *r) {
     for (int k = 0; k < r->rp.n; k++) {
         if (k) putchar(',');
         printf("{\"index\":%d,\"text\":", k);
-        cli_json_string(stdout, r->texts[k] ? r->texts[k] : "", r->texts[k] ? r->text_lens[k] : 0);
-        printf(",\"finish_reason\":\"%s\"}", reason_name(r->reasons[k]));
+        const char *text = r->texts && r->texts[k] ? r->texts[k] : "";
+        cli_json_string(stdout, text, r->texts && r->texts[k] ? r->text_lens[k] : 0);
+        printf(",\"finish_reason\":\"%s\"}", r->reasons ? reason_name(r->reasons[k]) : "cancelled");
     }
     printf("],\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":%ld,\"cached_prompt_tokens\":%d},\"timings\":{\"ttft_ms\":",
            r->prompt_tokens, r->completion_tokens, r->cached_tokens);
@@ -367,6 +380,48 @@ static void free_request(request *r) {
     free(r->text_lens);
     free(r->reasons);
     free(r->sample_error);
+}
+
+/* Reads all of stdin into a NUL-terminated malloc'd buffer (*len bytes). A stop signal
+ * ends the reading: the bytes after the last newline (a line not yet complete) are then
+ * dropped, so every line kept is whole. NULL (after printing why) on a read error. */
+static char *read_input(size_t *len) {
+    size_t cap = 1 << 16, used = 0;
+    char *buf = (char *)malloc(cap);
+    if (!buf) { fprintf(stderr, "batchcore batch: out of memory\n"); return NULL; }
+    for (;;) {
+        if (cli_stop_signal()) {
+            while (used > 0 && buf[used - 1] != '\n') used--;
+            break;
+        }
+        if (cap - used < 2) {
+            char *bigger = (char *)realloc(buf, cap * 2);
+            if (!bigger) { free(buf); fprintf(stderr, "batchcore batch: out of memory reading input\n"); return NULL; }
+            buf = bigger;
+            cap *= 2;
+        }
+        /* poll returns EINTR on a signal even under SA_RESTART, so a slow producer
+         * cannot keep the process from seeing Ctrl-C. */
+        struct pollfd p = {STDIN_FILENO, POLLIN, 0};
+        if (poll(&p, 1, -1) < 0) {
+            if (errno == EINTR) continue;
+            fprintf(stderr, "batchcore batch: reading stdin: %s\n", strerror(errno));
+            free(buf);
+            return NULL;
+        }
+        ssize_t n = read(STDIN_FILENO, buf + used, cap - used - 1);
+        if (n < 0) {
+            if (errno == EINTR || errno == EAGAIN) continue;
+            fprintf(stderr, "batchcore batch: reading stdin: %s\n", strerror(errno));
+            free(buf);
+            return NULL;
+        }
+        if (n == 0) break;
+        used += (size_t)n;
+    }
+    buf[used] = '\0';
+    *len = used;
+    return buf;
 }
 
 typedef struct progress {
@@ -448,9 +503,11 @@ int cmd_batch(int argc, char **argv) {
     rp0.max_tokens = (int32_t)max_tokens;
     rp0.n = 1;
 
+    /* From here on SIGINT/SIGTERM stop the batch cleanly (every read line gets a record). */
+    if (!cli_catch_stop_signals(1)) return EXIT_FAIL;
     if (isatty(STDIN_FILENO)) fprintf(stderr, "batchcore batch: reading JSONL requests from stdin (end with Ctrl-D)\n");
     size_t in_len = 0;
-    char *input = cli_read_all(stdin, &in_len);
+    char *input = read_input(&in_len);
     if (!input) return EXIT_FAIL;
 
     /* Split into lines and parse every request before loading the model. */
@@ -488,10 +545,14 @@ int cmd_batch(int argc, char **argv) {
     bc_engine *engine = NULL;
     bc_event *events = NULL;
     const size_t event_cap = 1024;
-    long done = 0, errors = 0, live = 0;
+    long done = 0, errors = 0, live = 0, cancelled = 0;
+    int cancelling = 0;
+    size_t next = 0; /* first request not yet submitted or reported */
     long long prompt_total = 0, cached_total = 0;
     progress pg = {isatty(STDERR_FILENO), 0, 0, 0};
 
+    pg.start = cli_now();
+    if (cli_stop_signal()) goto stopped; /* nothing to run: records only */
     if ((st = bc_set_num_threads((int32_t)threads)) != BC_OK) { cli_report("set threads", st); rc = EXIT_FAIL; goto out; }
     if ((rc = cli_load_model(&mo, &model)) != EXIT_OK) goto out;
     if (uses_priority) ep.policy = 1;
@@ -500,7 +561,8 @@ int cmd_batch(int argc, char **argv) {
     if (!events) { fprintf(stderr, "batchcore batch: out of memory\n"); rc = EXIT_FAIL; goto out; }
 
     pg.start = cli_now();
-    for (size_t k = 0; k < count; k++) {
+    for (; next < count && !cli_stop_signal(); next++) {
+        const size_t k = next;
         request *r = &reqs[k];
         if (r->valid && r->messages) {
             char *err = NULL;
@@ -515,9 +577,8 @@ int cmd_batch(int argc, char **argv) {
             r->rp.user_tag = (uint64_t)k;
             r->ttft = NAN;
             r->total = NAN;
-            uint64_t id = 0;
-            st = r->tokens ? bc_engine_submit(engine, r->tokens, r->n_tokens, &r->rp, &r->sp, &id)
-                           : bc_engine_submit_text(engine, r->prompt, &r->rp, &r->sp, &id);
+            st = r->tokens ? bc_engine_submit(engine, r->tokens, r->n_tokens, &r->rp, &r->sp, &r->engine_id)
+                           : bc_engine_submit_text(engine, r->prompt, &r->rp, &r->sp, &r->engine_id);
             if (st == BC_OK) {
                 r->submitted = 1;
                 live++;
@@ -539,7 +600,24 @@ int cmd_batch(int argc, char **argv) {
 
     while (live > 0) {
         int32_t processed = 0, n_live = 0;
-        if ((st = bc_engine_step(engine, &processed, &n_live)) != BC_OK) { cli_report("engine step", st); rc = EXIT_FAIL; goto out; }
+        if (cli_stop_signal() && !cancelling) {
+            /* Stop: cancel every live request; its samples' FINISHED events (reason
+             * cancelled, partial text) are queued at once. NOT_FOUND = already finished,
+             * its events are queued too. */
+            cancelling = 1;
+            for (size_t k = 0; k < next; k++) {
+                request *r = &reqs[k];
+                if (!r->submitted || r->done) continue;
+                st = bc_engine_cancel(engine, r->engine_id);
+                if (st != BC_OK && st != BC_E_NOT_FOUND) { cli_report("cancel", st); rc = EXIT_FAIL; goto out; }
+            }
+            n_live = (int32_t)live;
+            processed = 1;
+        } else if ((st = bc_engine_step(engine, &processed, &n_live)) != BC_OK) {
+            cli_report("engine step", st);
+            rc = EXIT_FAIL;
+            goto out;
+        }
         for (;;) {
             size_t n_ev = 0;
             if ((st = bc_engine_poll(engine, events, event_cap, sizeof *events, &n_ev)) != BC_OK) { cli_report("engine poll", st); rc = EXIT_FAIL; goto out; }
@@ -564,8 +642,10 @@ int cmd_batch(int argc, char **argv) {
                     r->itl_sum += ev->itl_seconds * (ev->generated_tokens - 1);
                     r->itl_count += ev->generated_tokens - 1;
                 }
+                if (ev->finish_reason == BC_FINISH_CANCELLED) r->any_cancelled = 1;
                 if (++r->finished == r->rp.n) {
                     r->done = 1;
+                    if (r->any_cancelled) cancelled++;
                     live--;
                     done++;
                     prompt_total += r->prompt_tokens;
@@ -586,22 +666,48 @@ int cmd_batch(int argc, char **argv) {
             goto out;
         }
     }
+stopped:
+    /* Requests a stop signal kept from being submitted: invalid lines get their error
+     * record, valid ones a cancelled record with empty texts. */
+    for (; next < count; next++) {
+        request *r = &reqs[next];
+        if (pg.shown && pg.tty) fprintf(stderr, "\r%78s\r", "");
+        pg.shown = 0;
+        if (r->valid) {
+            write_result(r);
+            cancelled++;
+        } else {
+            if (!r->error) r->error = fmt_error("out of memory%s%s", "", "");
+            write_error(r);
+            errors++;
+        }
+        done++;
+    }
     if (!mo.quiet) {
         if (pg.shown && pg.tty) fprintf(stderr, "\n");
         bc_engine_metrics m;
         memset(&m, 0, sizeof m);
         m.struct_size = sizeof m;
         double wall = cli_now() - pg.start;
-        if (bc_engine_get_metrics(engine, &m) == BC_OK)
-            fprintf(stderr,
-                    "batch: %lu requests (%ld errors), %lld prompt tokens (%lld cached), %lld generated tokens, "
-                    "%.1f tok/s, %.2f s wall, prefix hit rate %.1f%%, %lld preemptions\n",
-                    (unsigned long)count, errors, prompt_total, cached_total, (long long)m.generated_tokens,
-                    wall > 0 ? (double)m.generated_tokens / wall : 0.0, wall, 100.0 * m.prefix_hit_rate,
-                    (long long)m.preemptions);
+        if (!engine || bc_engine_get_metrics(engine, &m) != BC_OK) {
+            memset(&m, 0, sizeof m);
+        }
+        fprintf(stderr,
+                "batch: %lu requests (%ld errors, %ld cancelled), %lld prompt tokens (%lld cached), %lld generated tokens, "
+                "%.1f tok/s, %.2f s wall, prefix hit rate %.1f%%, %lld preemptions\n",
+                (unsigned long)count, errors, cancelled, prompt_total, cached_total, (long long)m.generated_tokens,
+                wall > 0 ? (double)m.generated_tokens / wall : 0.0, wall, 100.0 * m.prefix_hit_rate,
+                (long long)m.preemptions);
+    }
+    if (cli_stop_signal()) {
+        if (!mo.quiet) fprintf(stderr, "batch: stopped by %s\n", cli_signal_name(cli_stop_signal()));
+        rc = 128 + cli_stop_signal();
     }
 out:
-    fflush(stdout);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        if (rc == EXIT_OK) fprintf(stderr, "batchcore batch: writing to stdout failed\n");
+        if (rc == EXIT_OK) rc = EXIT_FAIL;
+    }
     for (size_t k = 0; k < count; k++) free_request(&reqs[k]);
     free(reqs);
     free(events);

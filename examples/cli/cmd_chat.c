@@ -22,8 +22,11 @@ static void chat_usage(FILE *out) {
             "and each reply is closed with <|im_end|>\\n.\n"
             "\n"
             "commands: /reset forgets the conversation, /exit (or end of input) quits.\n"
-            "Ctrl-C stops the current reply. When the conversation reaches the context length,\n"
-            "the turn fails with a message: /reset to continue.\n"
+            "Ctrl-C (SIGINT) during a reply stops the reply (the conversation keeps what was\n"
+            "said); Ctrl-C while waiting for input, or SIGTERM at any time, ends the chat with\n"
+            "exit status 130 (SIGINT) or 143 (SIGTERM), 128 + the signal number.\n"
+            "When the conversation reaches the context length, the turn fails with a message:\n"
+            "/reset to continue.\n"
             "\n"
             "options:\n" CLI_MODEL_OPTIONS_HELP
             "      --system TEXT  system message of the conversation\n"
@@ -37,13 +40,6 @@ static void chat_usage(FILE *out) {
             "                     from earlier turns; plus tokens/s\n"
             "  -h, --help         this help\n"
             "\n" CLI_MODEL_RESOLUTION_HELP);
-}
-
-static volatile sig_atomic_t interrupted = 0;
-
-static void on_sigint(int sig) {
-    (void)sig;
-    interrupted = 1;
 }
 
 typedef struct turn_state {
@@ -64,7 +60,7 @@ static int32_t on_token(int32_t token, const char *piece, size_t piece_len, void
         s->last_newline = piece[piece_len - 1] == '\n';
         if (fflush(stdout) != 0) s->write_failed = 1;
     }
-    return (interrupted || s->write_failed) ? 1 : 0;
+    return (cli_stop_signal() || s->write_failed) ? 1 : 0;
 }
 
 static char *format_next_turn(const char *user) {
@@ -150,18 +146,18 @@ int cmd_chat(int argc, char **argv) {
 
     int tty = isatty(STDIN_FILENO);
     int first = 1;
-    struct sigaction sa, old_sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigint;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old_sa);
+    /* Without SA_RESTART: a signal interrupts the wait for the next line. */
+    if (!cli_catch_stop_signals(0)) { rc = EXIT_FAIL; goto done; }
     if (tty && !mo.quiet) fprintf(stderr, "chat: type a message; /reset forgets the conversation, /exit quits\n");
     for (;;) {
         if (tty) { fputs("> ", stderr); fflush(stderr); }
-        interrupted = 0;
         ssize_t got = getline(&line, &line_cap, stdin);
+        if (cli_stop_signal()) { /* Ctrl-C at the prompt, or SIGTERM */
+            if (tty) fputc('\n', stderr);
+            rc = 128 + cli_stop_signal();
+            break;
+        }
         if (got < 0) {
-            if (interrupted && !feof(stdin)) { clearerr(stdin); if (tty) fputc('\n', stderr); continue; }
             if (tty) fputc('\n', stderr);
             break;
         }
@@ -220,13 +216,15 @@ int cmd_chat(int argc, char **argv) {
             fprintf(stderr, "batchcore chat: the conversation is too long for the context; /reset to start over\n");
         }
         first = 0;
+        int sig = cli_stop_signal();
         if (verbose) {
             double gen_rate = res.generate_seconds > 0 ? res.generated_tokens / res.generate_seconds : 0.0;
             fprintf(stderr, "(%d prompt tokens, %d cached; %d generated, %.1f tok/s%s)\n", (int)(before + res.prompt_tokens),
-                    (int)before, (int)res.generated_tokens, gen_rate, interrupted ? "; interrupted" : "");
+                    (int)before, (int)res.generated_tokens, gen_rate, sig ? "; interrupted" : "");
         }
+        if (sig == SIGTERM) { rc = 128 + sig; break; }
+        cli_clear_stop_signal(); /* SIGINT stopped this reply only */
     }
-    sigaction(SIGINT, &old_sa, NULL);
 done:
     free(line);
     free(logits);

@@ -2,7 +2,6 @@
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
 
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -18,7 +17,9 @@ static void generate_usage(FILE *out) {
             "conversation formatted with the model's chat template, and the reply is\n"
             "generated. Statistics go to stderr at the end:\n"
             "  prompt: N tokens, X tok/s; generated: M tokens, Y tok/s; stop: length|eog|callback\n"
-            "Ctrl-C stops the generation early (stop: callback).\n"
+            "Ctrl-C (SIGINT) or SIGTERM stops the generation: the text so far is ended with a\n"
+            "newline, the statistics are printed (stop: callback) and the exit status is\n"
+            "130 (SIGINT) or 143 (SIGTERM), 128 + the signal number; a second signal exits at once.\n"
             "\n"
             "options:\n" CLI_MODEL_OPTIONS_HELP
             "                     (-q also drops the statistics line)\n"
@@ -39,14 +40,6 @@ static void generate_usage(FILE *out) {
             "\n" CLI_MODEL_RESOLUTION_HELP);
 }
 
-static volatile sig_atomic_t interrupted = 0;
-
-static void on_sigint(int sig) {
-    (void)sig;
-    interrupted = 1;
-    signal(SIGINT, SIG_DFL); /* a second Ctrl-C ends the process */
-}
-
 typedef struct stream_state {
     int last_newline; /* the last byte written was '\n' (or nothing was written) */
     int write_failed;
@@ -60,7 +53,7 @@ static int32_t on_token(int32_t token, const char *piece, size_t piece_len, void
         s->last_newline = piece[piece_len - 1] == '\n';
         if (fflush(stdout) != 0) s->write_failed = 1;
     }
-    return (interrupted || s->write_failed) ? 1 : 0;
+    return (cli_stop_signal() || s->write_failed) ? 1 : 0;
 }
 
 static double rate(int32_t tokens, double seconds) { return seconds > 0 ? (double)tokens / seconds : 0.0; }
@@ -154,10 +147,9 @@ int cmd_generate(int argc, char **argv) {
     memset(&res, 0, sizeof res);
     res.struct_size = sizeof res;
 
-    void (*previous)(int) = signal(SIGINT, on_sigint);
+    if (!cli_catch_stop_signals(1)) { rc = EXIT_FAIL; goto done; }
     st = bc_generate(ctx, prompt, &gp, &sp, &res);
-    signal(SIGINT, previous == SIG_ERR ? SIG_DFL : previous);
-    if (!stream.last_newline && isatty(STDOUT_FILENO)) fputc('\n', stdout);
+    if (!stream.last_newline && (cli_stop_signal() || isatty(STDOUT_FILENO))) fputc('\n', stdout);
     fflush(stdout);
     if (st != BC_OK) { cli_report("generate", st); rc = EXIT_FAIL; goto done; }
     if (stream.write_failed) { fprintf(stderr, "batchcore generate: writing to stdout failed\n"); rc = EXIT_FAIL; goto done; }
@@ -167,6 +159,7 @@ int cmd_generate(int argc, char **argv) {
                 (int)res.prompt_tokens, rate(res.prompt_tokens, res.prompt_seconds), (int)res.generated_tokens,
                 rate(res.generated_tokens, res.generate_seconds), stop);
     }
+    if (cli_stop_signal()) rc = 128 + cli_stop_signal();
 done:
     bc_context_free(ctx);
     bc_model_free(model);
