@@ -26,7 +26,11 @@ static void batch_usage(FILE *out) {
             "in completion order, as soon as all its samples finish. Blank lines are skipped.\n"
             "\n"
             "request fields (OpenAI completions names; unknown fields are ignored):\n"
-            "  id                 string or number, echoed (default: the line number)\n"
+            "  id                 string or number, echoed (default: the line number). Each id\n"
+            "                     belongs to the first line that has it, explicitly or as its\n"
+            "                     default: a later line with the same id gets an error record\n"
+            "                     (\"duplicate id\") and is not run. Ids compare as echoed: 1 and\n"
+            "                     \"1\" differ, as do 1 and 1.0.\n"
             "  prompt             string, or array of token ids; or\n"
             "  messages           [{\"role\":..., \"content\":...}, ...], formatted with the model's\n"
             "                     chat template and the assistant's turn opener\n"
@@ -46,14 +50,16 @@ static void batch_usage(FILE *out) {
             "Generation also stops at the model's end-of-generation token (finish_reason \"stop\").\n"
             "\n"
             "result line:\n"
-            "  {\"id\":...,\"choices\":[{\"index\":0,\"text\":\"...\",\"finish_reason\":\"length|stop|cancelled|error\"}],\n"
+            "  {\"id\":...,\"line\":N,\"choices\":[{\"index\":0,\"text\":\"...\",\"finish_reason\":\"length|stop|cancelled|error\"}],\n"
             "   \"usage\":{\"prompt_tokens\":P,\"completion_tokens\":C,\"cached_prompt_tokens\":K},\n"
             "   \"timings\":{\"ttft_ms\":T,\"itl_ms\":I,\"total_ms\":W}}\n"
             "  (completion_tokens sums the samples; ttft_ms is the first sample's first token and\n"
             "  total_ms the last sample's finish, both from submission; itl_ms the mean inter-token\n"
             "  latency over all samples; null when undefined)\n"
             "  A line that cannot be run (bad JSON, missing prompt, wrong type, invalid value) gives\n"
-            "  {\"id\":<id or line number>,\"error\":{\"message\":\"...\",\"line\":N}} and the rest go on.\n"
+            "  {\"id\":<id or line number>,\"line\":N,\"error\":{\"message\":\"...\"}} and the rest go on.\n"
+            "  Every record carries \"line\": its request's line number in the input (1-based,\n"
+            "  blank lines counted), so records can always be matched to their requests.\n"
             "\n"
             "Progress (done/total, generated tok/s, KV use, queue depth) goes to stderr: one updated\n"
             "line on a terminal, else a line every 2 s; then a summary (unless -q).\n"
@@ -321,10 +327,39 @@ done:
 }
 
 static void write_error(const request *r) {
-    printf("{\"id\":%s,\"error\":{\"message\":", r->id_json);
+    printf("{\"id\":%s,\"line\":%d,\"error\":{\"message\":", r->id_json, r->line);
     cli_json_string(stdout, r->error, strlen(r->error));
-    printf(",\"line\":%d}}\n", r->line);
+    fputs("}}\n", stdout);
     fflush(stdout);
+}
+
+static int compare_ids(const void *a, const void *b) {
+    const request *x = *(const request *const *)a, *y = *(const request *const *)b;
+    int c = strcmp(x->id_json, y->id_json);
+    return c != 0 ? c : (x->line > y->line) - (x->line < y->line);
+}
+
+/* Duplicate ids: an id belongs to the first line that has it (explicitly or as its
+ * default, the line number); a later line with the same id is not run and gets an error
+ * record. Ids are compared as they are echoed: strings by their text, numbers by their
+ * source text (so 1 and "1" differ, as do 1 and 1.0). Returns 0 when out of memory. */
+static int reject_duplicate_ids(request *reqs, size_t count) {
+    if (count < 2) return 1;
+    request **order = (request **)malloc(count * sizeof *order);
+    if (!order) return 0;
+    for (size_t k = 0; k < count; k++) order[k] = &reqs[k];
+    qsort(order, count, sizeof *order, compare_ids);
+    for (size_t k = 1, first = 0; k < count; k++) {
+        if (strcmp(order[k]->id_json, order[first]->id_json) != 0) { first = k; continue; }
+        request *r = order[k];
+        if (!r->valid) continue; /* already an error record */
+        char where[32];
+        snprintf(where, sizeof where, "%d", order[first]->line);
+        r->error = fmt_error("duplicate id %.400s: already used by line %s", r->id_json, where);
+        r->valid = 0;
+    }
+    free(order);
+    return 1;
 }
 
 static const char *reason_name(int reason) {
@@ -342,7 +377,7 @@ static void write_ms(double seconds) {
 }
 
 static void write_result(const request *r) {
-    printf("{\"id\":%s,\"choices\":[", r->id_json);
+    printf("{\"id\":%s,\"line\":%d,\"choices\":[", r->id_json, r->line);
     for (int k = 0; k < r->rp.n; k++) {
         if (k) putchar(',');
         printf("{\"index\":%d,\"text\":", k);
@@ -361,7 +396,7 @@ static void write_result(const request *r) {
     if (r->sample_error) {
         fputs(",\"error\":{\"message\":", stdout);
         cli_json_string(stdout, r->sample_error, strlen(r->sample_error));
-        printf(",\"line\":%d}", r->line);
+        fputc('}', stdout);
     }
     fputs("}\n", stdout);
     fflush(stdout);
@@ -539,6 +574,12 @@ int cmd_batch(int argc, char **argv) {
         at = end + 1;
     }
     free(input);
+    if (!reject_duplicate_ids(reqs, count)) {
+        fprintf(stderr, "batchcore batch: out of memory\n");
+        for (size_t k = 0; k < count; k++) free_request(&reqs[k]);
+        free(reqs);
+        return EXIT_FAIL;
+    }
 
     int rc = EXIT_OK;
     bc_model *model = NULL;

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# `batchcore batch` records on the default model ($STAGE/model-path): every record
+# carries its input line; duplicate ids (explicit, or the default line-number id meeting
+# an explicit one) give an error record for the later line.
+set -uo pipefail
+: "${STAGE:?set STAGE to an install prefix}"
+cli="$STAGE/bin/batchcore"
+model=$(cat "$STAGE/model-path" 2>/dev/null) || { echo "check_cli_batch: no $STAGE/model-path"; exit 1; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+status=0
+bad() { echo "check_cli_batch: $*"; status=1; }
+
+# run_batch NAME [options]: input $tmp/NAME.jsonl -> $tmp/NAME.out, stderr $tmp/NAME.err, exit in $rc.
+run_batch() {
+    local name=$1; shift
+    env -i "$cli" batch -m "$model" -q -t 1 "$@" < "$tmp/$name.jsonl" > "$tmp/$name.out" 2> "$tmp/$name.err"
+    rc=$?
+}
+# expect PY-CONDITIONS NAME: python checks over recs (line -> record) and raw (list of records).
+expect() {
+    python3 - "$tmp/$2.out" "$2" "$1" <<'PY' || { bad "$2: records wrong:"; cat "$tmp/$2.out"; }
+import json, sys
+raw = [json.loads(l) for l in open(sys.argv[1], encoding="utf-8").read().splitlines()]
+recs = {}
+ok = True
+for r in raw:
+    if not isinstance(r.get("line"), int):
+        print("record without an integer line:", r); ok = False; continue
+    if r["line"] in recs:
+        print("two records for line", r["line"]); ok = False
+    recs[r["line"]] = r
+for cond in sys.argv[3].split("\n"):
+    cond = cond.strip()
+    if cond and not eval(cond):
+        print("failed:", cond); ok = False
+sys.exit(0 if ok else 1)
+PY
+}
+
+# ---------------------------------------------------------------- line field, duplicate ids
+cat > "$tmp/ids.jsonl" <<'J'
+{"prompt": "a", "max_tokens": 1}
+{"id": 1, "prompt": "b", "max_tokens": 1}
+{"id": "x", "prompt": "c", "max_tokens": 1}
+{"id": "x", "prompt": "d", "max_tokens": 1}
+
+{"id": 7, "prompt": "e", "max_tokens": 1}
+{"prompt": "f", "max_tokens": 1}
+{"id": "1", "prompt": "g", "max_tokens": 1}
+{"id": 1.0, "prompt": "h", "max_tokens": 1}
+{"id": 2, "max_tokens": 1}
+J
+run_batch ids
+[ "$rc" -eq 0 ] || bad "ids: exit $rc"
+expect '
+sorted(recs) == [1, 2, 3, 4, 6, 7, 8, 9, 10]
+"choices" in recs[1] and recs[1]["id"] == 1
+"duplicate id 1" in recs[2]["error"]["message"] and "line 1" in recs[2]["error"]["message"] and "choices" not in recs[2]
+"choices" in recs[3] and recs[3]["id"] == "x"
+"duplicate id" in recs[4]["error"]["message"] and "line 3" in recs[4]["error"]["message"]
+"choices" in recs[6] and recs[6]["id"] == 7
+recs[7]["id"] == 7 and "duplicate id 7" in recs[7]["error"]["message"] and "line 6" in recs[7]["error"]["message"]
+"choices" in recs[8] and recs[8]["id"] == "1"
+"choices" in recs[9]
+"missing" in recs[10]["error"]["message"]
+' ids
+
+exit $status
