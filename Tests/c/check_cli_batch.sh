@@ -66,4 +66,28 @@ recs[7]["id"] == 7 and "duplicate id 7" in recs[7]["error"]["message"] and "line
 "missing" in recs[10]["error"]["message"]
 ' ids
 
+# ---------------------------------------------------------------- n > 1, partial failure
+# 8 samples of 100 tokens cannot all fit a 8 MB KV budget (each alone does): the samples
+# fail while running. The record has the documented shape: choices with finish_reason
+# "error", and a top-level error.
+cat > "$tmp/partial.jsonl" <<'J'
+{"id": "p", "messages": [{"role": "user", "content": "Write a long essay about the sea."}], "n": 8, "max_tokens": 100, "temperature": 1}
+J
+run_batch partial --kv-bytes 8000000
+[ "$rc" -eq 0 ] || bad "partial: exit $rc"
+expect '
+list(recs) == [1] and recs[1]["id"] == "p"
+[c["index"] for c in recs[1]["choices"]] == list(range(8))
+all(c["finish_reason"] in ("length", "stop", "error") for c in recs[1]["choices"])
+any(c["finish_reason"] == "error" for c in recs[1]["choices"])
+isinstance(recs[1]["error"]["message"], str) and recs[1]["error"]["message"]
+set(recs[1]["error"]) == {"message"}
+set(recs[1]) == {"id", "line", "choices", "usage", "timings", "error"}
+' partial
+# --help documents the three shapes.
+help=$(env -i "$cli" batch --help)
+for word in '"line"' 'partial failure' 'duplicate id' 'SIGINT' 'SIGTERM' '130' '143'; do
+    grep -qF -- "$word" <<< "$help" || bad "batch --help does not mention $word"
+done
+
 exit $status
