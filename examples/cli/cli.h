@@ -9,8 +9,11 @@
 /* Exit codes (sysexits-style where one fits). */
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 
-/* Prints "batchcore: <what>: <status>: <bc_last_error()>" to stderr. */
+/* Prints "batchcore: <what>: <status>: <cli_error_text()>" to stderr. */
 void cli_report(const char *what, bc_status st);
+
+/* bc_last_error() without a leading "bc_function: " (the user ran a command). */
+const char *cli_error_text(void);
 
 /* Subcommands: each takes argc/argv starting at the subcommand name. */
 typedef struct cli_command {

@@ -23,7 +23,9 @@ static void batch_usage(FILE *out) {
             "\n"
             "Reads every request (one JSON object per line) from stdin, submits them all to the\n"
             "continuous-batching engine and writes one JSON result line per request to stdout,\n"
-            "in completion order, as soon as all its samples finish. Blank lines are skipped.\n"
+            "in completion order, as soon as all its samples finish. Blank lines are skipped; a\n"
+            "UTF-8 byte order mark before the first line is skipped; a line holding a NUL byte\n"
+            "gets an error record.\n"
             "\n"
             "request fields (OpenAI completions names; unknown fields are ignored):\n"
             "  id                 string or number, echoed (default: the line number). Each id\n"
@@ -39,7 +41,8 @@ static void batch_usage(FILE *out) {
             "  top_p              in (0, 1] (default 1.0 = off, as OpenAI)\n"
             "  top_k              >= 0 (default 0 = off)\n"
             "  min_p              in [0, 1] (default 0 = off)\n"
-            "  seed               unsigned integer (default 0: the same request gives the same text)\n"
+            "  seed               integer in [0, 18446744073709551615] (default 0: the same request\n"
+            "                     gives the same text)\n"
             "  stop               string or array of up to 16 non-empty strings; the output ends\n"
             "                     before the first match (finish_reason \"stop\")\n"
             "  n                  samples sharing the prompt's KV, 1..128 (default 1)\n"
@@ -167,6 +170,13 @@ static void parse_request(request *r, const char *line, size_t len, const bc_sam
     char num[32];
     snprintf(num, sizeof num, "%d", r->line);
     r->id_json = dup_text(num, strlen(num));
+    const char *nul = (const char *)memchr(line, '\0', len);
+    if (nul) {
+        char at[32];
+        snprintf(at, sizeof at, "%lu", (unsigned long)(nul - line));
+        r->error = fmt_error("the line contains a NUL byte (at byte %s)%s", at, "");
+        return;
+    }
     r->tree = json_parse(line, len, err, sizeof err);
     if (!r->tree) {
         r->error = fmt_error("invalid JSON: %s%s", err, "");
@@ -257,7 +267,7 @@ static void parse_request(request *r, const char *line, size_t len, const bc_sam
     if (present) r->sp.temperature = (float)d;
     if (!get_number(r, "top_p", 0, 1, 0, &d, &present)) return;
     if (present) {
-        if (d <= 0) { r->error = fmt_error("'top_p' must be in (0, 1]%s%s", "", ""); return; }
+        if (!((float)d > 0)) { r->error = fmt_error("'top_p' must be in (0, 1]%s%s", "", ""); return; }
         r->sp.top_p = (float)d;
     }
     if (!get_number(r, "top_k", 0, INT32_MAX, 1, &d, &present)) return;
@@ -270,16 +280,22 @@ static void parse_request(request *r, const char *line, size_t len, const bc_sam
     if (present) r->sp.frequency_penalty = (float)d;
     if (!get_number(r, "repetition_penalty", 0, 1e6, 0, &d, &present)) return;
     if (present) {
-        if (d <= 0) { r->error = fmt_error("'repetition_penalty' must be > 0%s%s", "", ""); return; }
+        if (!((float)d > 0)) { r->error = fmt_error("'repetition_penalty' must be > 0%s%s", "", ""); return; }
         r->sp.repetition_penalty = (float)d;
     }
-    if (!get_number(r, "seed", 0, 18446744073709551615.0, 1, &d, &present)) return;
-    if (present) {
-        /* Exact for seeds up to 2^53; larger ones go through the source text. */
-        const json_value *s = json_get(r->tree, "seed");
+    const json_value *seed = json_get(r->tree, "seed");
+    if (seed && seed->type != JSON_NULL) {
+        /* Exact through the source text; an integral value written otherwise (1e3, 5.0)
+         * below 2^64 goes through the double. 2^64 and above are refused, not wrapped. */
         unsigned long long u = 0;
-        if (cli_parse_u64(s->text, &u)) r->sp.seed = (uint64_t)u;
-        else r->sp.seed = (uint64_t)d;
+        if (seed->type == JSON_NUMBER && cli_parse_u64(seed->text, &u)) r->sp.seed = (uint64_t)u;
+        else if (seed->type == JSON_NUMBER && isfinite(seed->number) && seed->number >= 0 &&
+                 seed->number < 18446744073709551616.0 && seed->number == floor(seed->number))
+            r->sp.seed = (uint64_t)seed->number;
+        else {
+            r->error = fmt_error("'seed' must be an integer in [0, 18446744073709551615]%s%s", "", "");
+            return;
+        }
     }
 
     const json_value *stop = json_get(r->tree, "stop");
@@ -326,7 +342,7 @@ static char *format_chat(bc_model *model, const json_value *messages, char **err
     if (st != BC_OK) {
         free(out);
         out = NULL;
-        *err = fmt_error("chat format: %s: %s", bc_status_string(st), bc_last_error());
+        *err = fmt_error("chat format: %s: %s", bc_status_string(st), cli_error_text());
     }
 done:
     free(roles);
@@ -558,7 +574,10 @@ int cmd_batch(int argc, char **argv) {
     request *reqs = (request *)calloc(cap, sizeof *reqs);
     if (!reqs) { free(input); fprintf(stderr, "batchcore batch: out of memory\n"); return EXIT_FAIL; }
     int uses_priority = 0, line_no = 0;
-    for (size_t at = 0; at < in_len;) {
+    size_t start = 0;
+    /* A UTF-8 byte order mark (as some editors write) before the first line is skipped. */
+    if (in_len >= 3 && memcmp(input, "\xef\xbb\xbf", 3) == 0) start = 3;
+    for (size_t at = start; at < in_len;) {
         const char *nl = memchr(input + at, '\n', in_len - at);
         size_t end = nl ? (size_t)(nl - input) : in_len;
         line_no++;
@@ -638,7 +657,7 @@ int cmd_batch(int argc, char **argv) {
                 rc = EXIT_FAIL;
                 goto out;
             }
-            r->error = fmt_error("%s: %s", bc_status_string(st), bc_last_error());
+            r->error = fmt_error("%s: %s", bc_status_string(st), cli_error_text());
             r->valid = 0;
         }
         if (!r->error) r->error = fmt_error("out of memory%s%s", "", "");

@@ -21,7 +21,9 @@ static void chat_usage(FILE *out) {
             "  <|im_start|>user\\n...<|im_end|>\\n<|im_start|>assistant\\n\n"
             "and each reply is closed with <|im_end|>\\n.\n"
             "\n"
-            "commands: /reset forgets the conversation, /exit (or end of input) quits.\n"
+            "commands: /reset forgets the conversation, /exit (or end of input) quits; another\n"
+            "line starting with '/' is an unknown command, not sent (start a message with '//'\n"
+            "to send it with one leading '/').\n"
             "Ctrl-C (SIGINT) during a reply stops the reply (the conversation keeps what was\n"
             "said); Ctrl-C while waiting for input, or SIGTERM at any time, ends the chat with\n"
             "exit status 130 (SIGINT) or 143 (SIGTERM), 128 + the signal number.\n"
@@ -86,6 +88,17 @@ static bc_status decode_tail(bc_context *ctx, const int32_t *tokens, int32_t n, 
     return bc_decode(ctx, &b, logits, n_vocab);
 }
 
+/* Tokens of `message` as the first turn of a conversation (with the system message),
+ * or -1 when it cannot be counted. */
+static int32_t message_tokens(bc_model *model, const char *system, const char *message) {
+    char *prompt = cli_chat_prompt(model, system, message);
+    if (!prompt) return -1;
+    size_t n = 0;
+    bc_status st = bc_tokenize(model, prompt, strlen(prompt), 1, 1, NULL, 0, &n);
+    free(prompt);
+    return st == BC_OK && n <= INT32_MAX ? (int32_t)n : -1;
+}
+
 int cmd_chat(int argc, char **argv) {
     cli_model_opts mo = {NULL, 0};
     const char *system = NULL;
@@ -131,6 +144,7 @@ int cmd_chat(int argc, char **argv) {
     bc_context_params cp;
     if ((st = bc_context_params_default(&cp, sizeof cp)) != BC_OK) { cli_report("context params", st); rc = EXIT_FAIL; goto done; }
     cp.n_ctx = (int32_t)n_ctx;
+    const long n_ctx_eff = n_ctx > 0 ? n_ctx : (long)info.n_ctx_train;
     if ((st = bc_context_create(model, &cp, &ctx)) != BC_OK) { cli_report("create context", st); rc = EXIT_FAIL; goto done; }
     logits = (float *)malloc((size_t)info.n_vocab * sizeof *logits);
     if (!logits) { fprintf(stderr, "batchcore chat: out of memory\n"); rc = EXIT_FAIL; goto done; }
@@ -171,7 +185,15 @@ int cmd_chat(int argc, char **argv) {
             continue;
         }
         if ((size_t)got != strlen(line)) { fprintf(stderr, "batchcore chat: the message contains a NUL byte\n"); continue; }
-        char *prompt = first ? cli_chat_prompt(model, system, line) : format_next_turn(line);
+        const char *message = line;
+        if (line[0] == '/') {
+            if (line[1] != '/') {
+                fprintf(stderr, "batchcore chat: unknown command '%s' (commands: /reset, /exit; '//' sends a '/')\n", line);
+                continue;
+            }
+            message = line + 1;
+        }
+        char *prompt = first ? cli_chat_prompt(model, system, message) : format_next_turn(message);
         if (!prompt) { fprintf(stderr, "batchcore chat: cannot format the turn\n"); rc = EXIT_FAIL; break; }
         int32_t before = 0;
         bc_context_seq_length(ctx, 0, &before);
@@ -193,10 +215,20 @@ int cmd_chat(int argc, char **argv) {
         if (!ts.last_newline) fputc('\n', stdout);
         fflush(stdout);
         if (st != BC_OK) {
-            cli_report("generate", st);
-            if (st == BC_E_INVALID_ARGUMENT || st == BC_E_KV_FULL)
-                fprintf(stderr, "batchcore chat: the conversation is too long for the context; /reset to start over\n");
-            else { rc = EXIT_FAIL; break; }
+            if (st == BC_E_INVALID_ARGUMENT || st == BC_E_KV_FULL) {
+                /* Too long: this message alone, or the conversation with it? */
+                int32_t alone = message_tokens(model, system, message);
+                if (alone >= 0 && (int64_t)alone + max_tokens > n_ctx_eff)
+                    fprintf(stderr, "batchcore chat: this message (%d tokens) plus -n %ld reply tokens does not fit the "
+                            "context of %ld tokens; the conversation is unchanged\n", (int)alone, max_tokens, n_ctx_eff);
+                else
+                    fprintf(stderr, "batchcore chat: the conversation is too long for the context (%ld tokens); /reset "
+                            "to start over\n", n_ctx_eff);
+            } else {
+                cli_report("generate", st);
+                rc = EXIT_FAIL;
+                break;
+            }
             /* bc_generate leaves the sequence as it was on failure: the turn is dropped. */
             continue;
         }

@@ -12,10 +12,11 @@ static void generate_usage(FILE *out) {
             "                          [--min-p P] [--repeat-penalty R] [--seed S] [--chat]\n"
             "                          [--system TEXT] [-c N] [-t THREADS] [-q]\n"
             "\n"
-            "Generates a continuation of PROMPT (without -p: all of stdin) and streams it to\n"
-            "stdout as it is produced. With --chat the prompt is the user's message of a\n"
-            "conversation formatted with the model's chat template, and the reply is\n"
-            "generated. Statistics go to stderr at the end:\n"
+            "Generates a continuation of PROMPT (without -p: all of stdin, which must not\n"
+            "contain a NUL byte) and streams it to stdout as it is produced, then a newline\n"
+            "unless the text already ends with one. With --chat the prompt is the user's\n"
+            "message of a conversation formatted with the model's chat template, and the\n"
+            "reply is generated. Statistics go to stderr at the end:\n"
             "  prompt: N tokens, X tok/s; generated: M tokens, Y tok/s; stop: length|eog|callback\n"
             "Ctrl-C (SIGINT) or SIGTERM stops the generation: the text so far is ended with a\n"
             "newline, the statistics are printed (stop: callback) and the exit status is\n"
@@ -24,7 +25,7 @@ static void generate_usage(FILE *out) {
             "options:\n" CLI_MODEL_OPTIONS_HELP
             "                     (-q also drops the statistics line)\n"
             "  -p, --prompt TEXT  the prompt (default: read all of stdin)\n"
-            "  -n, --max-tokens N tokens to generate at most (default 128)\n"
+            "  -n, --max-tokens N tokens to generate at most, N >= 1 (default 128)\n"
             "      --temp T       temperature; 0 = greedy (default 0.8)\n"
             "      --top-k K      keep the K most likely tokens; 0 = off (default 40)\n"
             "      --top-p P      nucleus sampling, P in (0, 1]; 1 = off (default 0.95)\n"
@@ -79,7 +80,7 @@ int cmd_generate(int argc, char **argv) {
         if (strcmp(a, "-p") == 0 || strcmp(a, "--prompt") == 0) prompt_arg = v;
         else if (strcmp(a, "--system") == 0) { system = v; chat = 1; }
         else if (strcmp(a, "-n") == 0 || strcmp(a, "--max-tokens") == 0)
-            ok = ok && cli_parse_long(v, &max_tokens) && max_tokens >= 0 && max_tokens <= INT32_MAX;
+            ok = ok && cli_parse_long(v, &max_tokens) && max_tokens >= 1 && max_tokens <= INT32_MAX;
         else if (strcmp(a, "--top-k") == 0) {
             long k = 0;
             ok = ok && cli_parse_long(v, &k) && k >= 0 && k <= INT32_MAX;
@@ -109,6 +110,12 @@ int cmd_generate(int argc, char **argv) {
         if (isatty(STDIN_FILENO)) fprintf(stderr, "batchcore generate: reading the prompt from stdin (end with Ctrl-D)\n");
         user = cli_read_all(stdin, &l);
         if (!user) return EXIT_FAIL;
+        if (strlen(user) != l) {
+            fprintf(stderr, "batchcore generate: the prompt on stdin contains a NUL byte (at byte %lu)\n",
+                    (unsigned long)strlen(user));
+            free(user);
+            return EXIT_USAGE;
+        }
     }
     if (!user) { fprintf(stderr, "batchcore generate: out of memory\n"); return EXIT_FAIL; }
     if (user[0] == '\0') {
@@ -149,7 +156,9 @@ int cmd_generate(int argc, char **argv) {
 
     if (!cli_catch_stop_signals(1)) { rc = EXIT_FAIL; goto done; }
     st = bc_generate(ctx, prompt, &gp, &sp, &res);
-    if (!stream.last_newline && (cli_stop_signal() || isatty(STDOUT_FILENO))) fputc('\n', stdout);
+    /* The text always ends with a newline, so what follows (the statistics on stderr, a
+     * shell prompt) starts on its own line. */
+    if (!stream.last_newline) fputc('\n', stdout);
     fflush(stdout);
     if (st != BC_OK) { cli_report("generate", st); rc = EXIT_FAIL; goto done; }
     if (stream.write_failed) { fprintf(stderr, "batchcore generate: writing to stdout failed\n"); rc = EXIT_FAIL; goto done; }
