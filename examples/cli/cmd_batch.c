@@ -37,17 +37,21 @@ static void batch_usage(FILE *out) {
             "  messages           [{\"role\":..., \"content\":...}, ...], formatted with the model's\n"
             "                     chat template and the assistant's turn opener\n"
             "  max_tokens         tokens to generate per sample, >= 1 (default 128, --max-tokens)\n"
-            "  temperature        >= 0; 0 = greedy (default 1.0, as OpenAI)\n"
-            "  top_p              in (0, 1] (default 1.0 = off, as OpenAI)\n"
-            "  top_k              >= 0 (default 0 = off)\n"
-            "  min_p              in [0, 1] (default 0 = off)\n"
+            "  temperature        >= 0; 0 = greedy (default 0.8)\n"
+            "  top_p              in (0, 1]; 1 = off (default 0.95)\n"
+            "  top_k              >= 0; 0 = off (default 40)\n"
+            "  min_p              in [0, 1]; 0 = off (default 0.05)\n"
             "  seed               integer in [0, 18446744073709551615] (default 0: the same request\n"
             "                     gives the same text)\n"
             "  stop               string or array of up to 16 non-empty strings; the output ends\n"
             "                     before the first match (finish_reason \"stop\")\n"
             "  n                  samples sharing the prompt's KV, 1..128 (default 1)\n"
-            "  presence_penalty, frequency_penalty   (default 0 = off; over the whole output)\n"
+            "  presence_penalty, frequency_penalty   in [-2, 2] (default 0 = off)\n"
             "  repetition_penalty > 0 (default 1 = off)\n"
+            "  penalty_last_n     tokens the penalties look back at; -1 = all (default 64)\n"
+            "  The sampling defaults are the library's (bc_sampling_params_default, llama.cpp's),\n"
+            "  the same as generate's and chat's: the same request gives the same text there.\n"
+            "  Set temperature 1, top_p 1, top_k 0, min_p 0 for OpenAI's plain sampling.\n"
             "  priority           integer, higher first; when any request sets it, the engine\n"
             "                     schedules by priority instead of first-come-first-served\n"
             "Generation also stops at the model's end-of-generation token (finish_reason \"stop\").\n"
@@ -278,6 +282,8 @@ static void parse_request(request *r, const char *line, size_t len, const bc_sam
     if (present) r->sp.presence_penalty = (float)d;
     if (!get_number(r, "frequency_penalty", -2, 2, 0, &d, &present)) return;
     if (present) r->sp.frequency_penalty = (float)d;
+    if (!get_number(r, "penalty_last_n", -1, INT32_MAX, 1, &d, &present)) return;
+    if (present) r->sp.penalty_last_n = (int32_t)d;
     if (!get_number(r, "repetition_penalty", 0, 1e6, 0, &d, &present)) return;
     if (present) {
         if (!((float)d > 0)) { r->error = fmt_error("'repetition_penalty' must be > 0%s%s", "", ""); return; }
@@ -544,21 +550,12 @@ int cmd_batch(int argc, char **argv) {
         i++;
     }
 
-    /* Defaults: OpenAI's temperature 1 and top_p 1, no top-k/min-p, penalties off and
-     * looking back over the whole output. */
+    /* Sampling defaults: the library's (bc_sampling_params_default), the same set as
+     * generate and chat use; a request's fields override them one by one. */
     bc_sampling_params sp0;
     bc_request_params rp0;
     if ((st = bc_sampling_params_default(&sp0, sizeof sp0)) != BC_OK) { cli_report("sampling defaults", st); return EXIT_FAIL; }
     if ((st = bc_request_params_default(&rp0, sizeof rp0)) != BC_OK) { cli_report("request defaults", st); return EXIT_FAIL; }
-    sp0.temperature = 1.0f;
-    sp0.top_p = 1.0f;
-    sp0.top_k = 0;
-    sp0.min_p = 0.0f;
-    sp0.repetition_penalty = 1.0f;
-    sp0.frequency_penalty = 0.0f;
-    sp0.presence_penalty = 0.0f;
-    sp0.penalty_last_n = -1;
-    sp0.seed = 0;
     rp0.max_tokens = (int32_t)max_tokens;
     rp0.n = 1;
 

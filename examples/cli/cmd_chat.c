@@ -34,6 +34,8 @@ static void chat_usage(FILE *out) {
             "      --system TEXT  system message of the conversation\n"
             "  -n, --max-tokens N tokens per reply at most (default 256)\n"
             "      --temp T       temperature; 0 = greedy (default 0.8)\n"
+            "                     (other sampling as generate's defaults: top-k 40, top-p 0.95,\n"
+            "                     min-p 0.05, no repetition penalty)\n"
             "      --seed S       sampler seed, an unsigned integer (default 0)\n"
             "  -c, --ctx-size N   context length in tokens; 0 = the model's (default 0)\n"
             "  -t, --threads N    threads; 0 = all cores (default 0)\n"

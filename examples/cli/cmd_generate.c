@@ -31,6 +31,7 @@ static void generate_usage(FILE *out) {
             "      --top-p P      nucleus sampling, P in (0, 1]; 1 = off (default 0.95)\n"
             "      --min-p P      min-p filter, P in [0, 1]; 0 = off (default 0.05)\n"
             "      --repeat-penalty R  repetition penalty over the last 64 tokens; 1 = off (default)\n"
+            "                     (these defaults are the library's, shared with chat and batch)\n"
             "      --seed S       sampler seed, an unsigned integer (default 0: same options,\n"
             "                     same text)\n"
             "      --chat         wrap the prompt with the chat template as the user's message\n"
