@@ -123,10 +123,12 @@ reap $pid 20
 
 # ---------------------------------------------------------------- chat
 mkfifo "$tmp/chatin"
-"$cli" chat -m "$model" -q < "$tmp/chatin" > "$tmp/chat.txt" 2> "$tmp/chat.err" &
+"$cli" chat -m "$model" < "$tmp/chatin" > "$tmp/chat.txt" 2> "$tmp/chat.err" &
 pid=$!
 exec 8> "$tmp/chatin"
-sleep 2
+# After "loaded ..." the chat is waiting for its first line (not killed by a default action).
+for ((i = 0; i < 1200; i++)); do grep -q '^loaded' "$tmp/chat.err" && break; sleep 0.05; done
+sleep 0.5
 kill -INT $pid
 reap $pid 20
 exec 8>&-
