@@ -739,6 +739,8 @@ stopped:
         if (pg.shown && pg.tty) fprintf(stderr, "\r%78s\r", "");
         pg.shown = 0;
         if (r->valid) {
+            r->ttft = NAN; /* never started: timings null */
+            r->total = NAN;
             write_result(r);
             cancelled++;
         } else {
