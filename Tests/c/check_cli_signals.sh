@@ -5,7 +5,8 @@
 #    printed, the exit status is 128 + signo (130 SIGINT, 143 SIGTERM);
 #  - batch: a signal while stdin is still open stops reading; the lines read get records;
 #  - generate: interrupted, its text ends with a newline and it exits 130;
-#  - chat: SIGINT while waiting for input ends it with 130.
+#  - chat: SIGINT while waiting for input ends it with 130; SIGINT during a reply stops
+#    only that reply (ended with a newline), the chat goes on.
 set -uo pipefail
 set -m # background jobs get the default SIGINT disposition (not ignored)
 : "${STAGE:?set STAGE to an install prefix}"
@@ -133,5 +134,23 @@ kill -INT $pid
 reap $pid 20
 exec 8>&-
 [ "$rc" -eq 130 ] || bad "chat (SIGINT at the prompt): exit $rc, want 130"
+
+# SIGINT during a reply stops that reply only: the chat goes on to the next line.
+mkfifo "$tmp/chatin2"
+: > "$tmp/chat2.txt"
+"$cli" chat -m "$model" -q -n 2000 --temp 0 < "$tmp/chatin2" > "$tmp/chat2.txt" 2> "$tmp/chat2.err" &
+pid=$!
+exec 8> "$tmp/chatin2"
+echo "Write a very long essay about the history of the sea." >&8
+wait_nonempty "$tmp/chat2.txt" 60 || bad "chat: no reply within 60 s"
+sleep 0.3
+kill -INT $pid
+sleep 0.5
+kill -0 $pid 2>/dev/null || bad "chat: SIGINT during a reply ended the chat"
+echo "/exit" >&8
+reap $pid 20
+exec 8>&-
+[ "$rc" -eq 0 ] || bad "chat (SIGINT during a reply, then /exit): exit $rc, want 0"
+[ "$(tail -c 1 "$tmp/chat2.txt" | od -An -c | tr -d ' ')" = '\n' ] || bad "chat: the interrupted reply does not end with a newline"
 
 exit $status
