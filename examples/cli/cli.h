@@ -9,8 +9,11 @@
 /* Exit codes (sysexits-style where one fits). */
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 
-/* Prints "batchcore: <what>: <status>: <bc_last_error()>" to stderr. */
+/* Prints "batchcore: <what>: <status>: <cli_error_text()>" to stderr. */
 void cli_report(const char *what, bc_status st);
+
+/* bc_last_error() without a leading "bc_function: " (the user ran a command). */
+const char *cli_error_text(void);
 
 /* Subcommands: each takes argc/argv starting at the subcommand name. */
 typedef struct cli_command {
@@ -82,6 +85,16 @@ int cli_run_option(const char *a, const char *v, long *threads, long *n_ctx, bc_
 /* Reports an option whose value is missing (value NULL) or invalid, as
  * "batchcore CMD: ..." on stderr; returns EXIT_USAGE. */
 int cli_bad_value(const char *cmd, const char *option, const char *value);
+
+/* SIGINT/SIGTERM (signals.c). cli_catch_stop_signals installs a handler for both that
+ * only records the signal (restart: SA_RESTART, so blocking reads are not interrupted);
+ * a second signal before cli_clear_stop_signal exits at once with 128 + signo. Returns 1,
+ * or 0 after printing why. cli_stop_signal() is the signal received (0: none). Commands
+ * that stop because of it exit with 128 + signo (130 SIGINT, 143 SIGTERM). */
+int cli_catch_stop_signals(int restart);
+int cli_stop_signal(void);
+void cli_clear_stop_signal(void);
+const char *cli_signal_name(int sig);
 
 /* Monotonic time in seconds. */
 double cli_now(void);

@@ -4,7 +4,9 @@
 #include "cli.h"
 #include "json.h"
 
+#include <errno.h>
 #include <math.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,37 +23,58 @@ static void batch_usage(FILE *out) {
             "\n"
             "Reads every request (one JSON object per line) from stdin, submits them all to the\n"
             "continuous-batching engine and writes one JSON result line per request to stdout,\n"
-            "in completion order, as soon as all its samples finish. Blank lines are skipped.\n"
+            "in completion order, as soon as all its samples finish. Blank lines are skipped; a\n"
+            "UTF-8 byte order mark before the first line is skipped; a line holding a NUL byte\n"
+            "gets an error record.\n"
             "\n"
             "request fields (OpenAI completions names; unknown fields are ignored):\n"
-            "  id                 string or number, echoed (default: the line number)\n"
+            "  id                 string or number, echoed (default: the line number). Each id\n"
+            "                     belongs to the first line that has it, explicitly or as its\n"
+            "                     default: a later line with the same id gets an error record\n"
+            "                     (\"duplicate id\") and is not run. Ids compare as echoed: 1 and\n"
+            "                     \"1\" differ, as do 1 and 1.0.\n"
             "  prompt             string, or array of token ids; or\n"
             "  messages           [{\"role\":..., \"content\":...}, ...], formatted with the model's\n"
             "                     chat template and the assistant's turn opener\n"
             "  max_tokens         tokens to generate per sample, >= 1 (default 128, --max-tokens)\n"
-            "  temperature        >= 0; 0 = greedy (default 1.0, as OpenAI)\n"
-            "  top_p              in (0, 1] (default 1.0 = off, as OpenAI)\n"
-            "  top_k              >= 0 (default 0 = off)\n"
-            "  min_p              in [0, 1] (default 0 = off)\n"
-            "  seed               unsigned integer (default 0: the same request gives the same text)\n"
+            "  temperature        >= 0; 0 = greedy (default 0.8)\n"
+            "  top_p              in (0, 1]; 1 = off (default 0.95)\n"
+            "  top_k              >= 0; 0 = off (default 40)\n"
+            "  min_p              in [0, 1]; 0 = off (default 0.05)\n"
+            "  seed               integer in [0, 18446744073709551615] (default 0: the same request\n"
+            "                     gives the same text)\n"
             "  stop               string or array of up to 16 non-empty strings; the output ends\n"
             "                     before the first match (finish_reason \"stop\")\n"
             "  n                  samples sharing the prompt's KV, 1..128 (default 1)\n"
-            "  presence_penalty, frequency_penalty   (default 0 = off; over the whole output)\n"
+            "  presence_penalty, frequency_penalty   in [-2, 2] (default 0 = off)\n"
             "  repetition_penalty > 0 (default 1 = off)\n"
+            "  penalty_last_n     tokens the penalties look back at; -1 = all (default 64)\n"
+            "  The sampling defaults are the library's (bc_sampling_params_default, llama.cpp's),\n"
+            "  the same as generate's and chat's: the same request gives the same text there.\n"
+            "  Set temperature 1, top_p 1, top_k 0, min_p 0 for OpenAI's plain sampling.\n"
             "  priority           integer, higher first; when any request sets it, the engine\n"
             "                     schedules by priority instead of first-come-first-served\n"
             "Generation also stops at the model's end-of-generation token (finish_reason \"stop\").\n"
             "\n"
-            "result line:\n"
-            "  {\"id\":...,\"choices\":[{\"index\":0,\"text\":\"...\",\"finish_reason\":\"length|stop|cancelled|error\"}],\n"
+            "records: exactly one line per non-blank input line, of one of two kinds. Every\n"
+            "record has \"id\" and \"line\" (its request's 1-based line number in the input,\n"
+            "blank lines counted), so records can always be matched to their requests.\n"
+            "  result (the request ran):\n"
+            "  {\"id\":...,\"line\":N,\"choices\":[{\"index\":0,\"text\":\"...\",\"finish_reason\":\"length|stop|cancelled|error\"}],\n"
             "   \"usage\":{\"prompt_tokens\":P,\"completion_tokens\":C,\"cached_prompt_tokens\":K},\n"
             "   \"timings\":{\"ttft_ms\":T,\"itl_ms\":I,\"total_ms\":W}}\n"
-            "  (completion_tokens sums the samples; ttft_ms is the first sample's first token and\n"
-            "  total_ms the last sample's finish, both from submission; itl_ms the mean inter-token\n"
-            "  latency over all samples; null when undefined)\n"
-            "  A line that cannot be run (bad JSON, missing prompt, wrong type, invalid value) gives\n"
-            "  {\"id\":<id or line number>,\"error\":{\"message\":\"...\",\"line\":N}} and the rest go on.\n"
+            "  (choices holds all n samples in index order; completion_tokens sums the samples;\n"
+            "  ttft_ms is the first sample's first token and total_ms the last sample's finish,\n"
+            "  both from submission; itl_ms the mean inter-token latency over all samples; null\n"
+            "  when undefined)\n"
+            "  partial failure: when some or all samples failed while running (e.g. the KV budget\n"
+            "  cannot hold all n samples), the result also has \"error\":{\"message\":\"...\"} (the\n"
+            "  first failure's message); the failed samples have finish_reason \"error\" and keep\n"
+            "  the text generated before the failure, the others their own finish_reason and text.\n"
+            "  error (the line was not run: bad JSON, missing prompt, wrong type, invalid value,\n"
+            "  duplicate id, refused at submission):\n"
+            "  {\"id\":<id or line number>,\"line\":N,\"error\":{\"message\":\"...\"}}; the rest go on.\n"
+            "  So: \"choices\" present = it ran; \"error\" present = something failed.\n"
             "\n"
             "Progress (done/total, generated tok/s, KV use, queue depth) goes to stderr: one updated\n"
             "line on a terminal, else a line every 2 s; then a summary (unless -q).\n"
@@ -65,8 +88,16 @@ static void batch_usage(FILE *out) {
             "  -t, --threads N             threads; 0 = all cores (default 0)\n"
             "  -h, --help                  this help\n"
             "\n"
+            "Signals: the first SIGINT (Ctrl-C) or SIGTERM stops the batch cleanly: no more\n"
+            "requests are read or admitted, running requests are cancelled, and every line read\n"
+            "so far still gets its one record (unfinished samples: finish_reason \"cancelled\"\n"
+            "with the text generated so far; requests not yet started: empty texts). A line\n"
+            "still incomplete on stdin is not read. Then the summary is printed and the exit\n"
+            "status is 128 + the signal number: 130 (SIGINT) or 143 (SIGTERM). A second signal\n"
+            "exits at once (same status) without writing the remaining records.\n"
+            "\n"
             "Exit status: 0 when every line was processed (even with per-line errors), 1 on a\n"
-            "fatal library error, 2 on a usage error.\n"
+            "fatal library error, 2 on a usage error, 130/143 after SIGINT/SIGTERM.\n"
             "\n" CLI_MODEL_RESOLUTION_HELP);
 }
 
@@ -87,8 +118,10 @@ typedef struct request {
     int n_stops;
     json_value *tree;
     /* results */
+    uint64_t engine_id;  /* bc_engine_submit's id once submitted */
     int submitted, done;
     int finished;        /* samples finished */
+    int any_cancelled;   /* a sample finished with reason cancelled */
     char **texts;
     size_t *text_lens;
     int *reasons;
@@ -141,6 +174,13 @@ static void parse_request(request *r, const char *line, size_t len, const bc_sam
     char num[32];
     snprintf(num, sizeof num, "%d", r->line);
     r->id_json = dup_text(num, strlen(num));
+    const char *nul = (const char *)memchr(line, '\0', len);
+    if (nul) {
+        char at[32];
+        snprintf(at, sizeof at, "%lu", (unsigned long)(nul - line));
+        r->error = fmt_error("the line contains a NUL byte (at byte %s)%s", at, "");
+        return;
+    }
     r->tree = json_parse(line, len, err, sizeof err);
     if (!r->tree) {
         r->error = fmt_error("invalid JSON: %s%s", err, "");
@@ -231,7 +271,7 @@ static void parse_request(request *r, const char *line, size_t len, const bc_sam
     if (present) r->sp.temperature = (float)d;
     if (!get_number(r, "top_p", 0, 1, 0, &d, &present)) return;
     if (present) {
-        if (d <= 0) { r->error = fmt_error("'top_p' must be in (0, 1]%s%s", "", ""); return; }
+        if (!((float)d > 0)) { r->error = fmt_error("'top_p' must be in (0, 1]%s%s", "", ""); return; }
         r->sp.top_p = (float)d;
     }
     if (!get_number(r, "top_k", 0, INT32_MAX, 1, &d, &present)) return;
@@ -242,18 +282,26 @@ static void parse_request(request *r, const char *line, size_t len, const bc_sam
     if (present) r->sp.presence_penalty = (float)d;
     if (!get_number(r, "frequency_penalty", -2, 2, 0, &d, &present)) return;
     if (present) r->sp.frequency_penalty = (float)d;
+    if (!get_number(r, "penalty_last_n", -1, INT32_MAX, 1, &d, &present)) return;
+    if (present) r->sp.penalty_last_n = (int32_t)d;
     if (!get_number(r, "repetition_penalty", 0, 1e6, 0, &d, &present)) return;
     if (present) {
-        if (d <= 0) { r->error = fmt_error("'repetition_penalty' must be > 0%s%s", "", ""); return; }
+        if (!((float)d > 0)) { r->error = fmt_error("'repetition_penalty' must be > 0%s%s", "", ""); return; }
         r->sp.repetition_penalty = (float)d;
     }
-    if (!get_number(r, "seed", 0, 18446744073709551615.0, 1, &d, &present)) return;
-    if (present) {
-        /* Exact for seeds up to 2^53; larger ones go through the source text. */
-        const json_value *s = json_get(r->tree, "seed");
+    const json_value *seed = json_get(r->tree, "seed");
+    if (seed && seed->type != JSON_NULL) {
+        /* Exact through the source text; an integral value written otherwise (1e3, 5.0)
+         * below 2^64 goes through the double. 2^64 and above are refused, not wrapped. */
         unsigned long long u = 0;
-        if (cli_parse_u64(s->text, &u)) r->sp.seed = (uint64_t)u;
-        else r->sp.seed = (uint64_t)d;
+        if (seed->type == JSON_NUMBER && cli_parse_u64(seed->text, &u)) r->sp.seed = (uint64_t)u;
+        else if (seed->type == JSON_NUMBER && isfinite(seed->number) && seed->number >= 0 &&
+                 seed->number < 18446744073709551616.0 && seed->number == floor(seed->number))
+            r->sp.seed = (uint64_t)seed->number;
+        else {
+            r->error = fmt_error("'seed' must be an integer in [0, 18446744073709551615]%s%s", "", "");
+            return;
+        }
     }
 
     const json_value *stop = json_get(r->tree, "stop");
@@ -300,7 +348,7 @@ static char *format_chat(bc_model *model, const json_value *messages, char **err
     if (st != BC_OK) {
         free(out);
         out = NULL;
-        *err = fmt_error("chat format: %s: %s", bc_status_string(st), bc_last_error());
+        *err = fmt_error("chat format: %s: %s", bc_status_string(st), cli_error_text());
     }
 done:
     free(roles);
@@ -309,10 +357,39 @@ done:
 }
 
 static void write_error(const request *r) {
-    printf("{\"id\":%s,\"error\":{\"message\":", r->id_json);
+    printf("{\"id\":%s,\"line\":%d,\"error\":{\"message\":", r->id_json, r->line);
     cli_json_string(stdout, r->error, strlen(r->error));
-    printf(",\"line\":%d}}\n", r->line);
+    fputs("}}\n", stdout);
     fflush(stdout);
+}
+
+static int compare_ids(const void *a, const void *b) {
+    const request *x = *(const request *const *)a, *y = *(const request *const *)b;
+    int c = strcmp(x->id_json, y->id_json);
+    return c != 0 ? c : (x->line > y->line) - (x->line < y->line);
+}
+
+/* Duplicate ids: an id belongs to the first line that has it (explicitly or as its
+ * default, the line number); a later line with the same id is not run and gets an error
+ * record. Ids are compared as they are echoed: strings by their text, numbers by their
+ * source text (so 1 and "1" differ, as do 1 and 1.0). Returns 0 when out of memory. */
+static int reject_duplicate_ids(request *reqs, size_t count) {
+    if (count < 2) return 1;
+    request **order = (request **)malloc(count * sizeof *order);
+    if (!order) return 0;
+    for (size_t k = 0; k < count; k++) order[k] = &reqs[k];
+    qsort(order, count, sizeof *order, compare_ids);
+    for (size_t k = 1, first = 0; k < count; k++) {
+        if (strcmp(order[k]->id_json, order[first]->id_json) != 0) { first = k; continue; }
+        request *r = order[k];
+        if (!r->valid) continue; /* already an error record */
+        char where[32];
+        snprintf(where, sizeof where, "%d", order[first]->line);
+        r->error = fmt_error("duplicate id %.400s: already used by line %s", r->id_json, where);
+        r->valid = 0;
+    }
+    free(order);
+    return 1;
 }
 
 static const char *reason_name(int reason) {
@@ -330,12 +407,13 @@ static void write_ms(double seconds) {
 }
 
 static void write_result(const request *r) {
-    printf("{\"id\":%s,\"choices\":[", r->id_json);
+    printf("{\"id\":%s,\"line\":%d,\"choices\":[", r->id_json, r->line);
     for (int k = 0; k < r->rp.n; k++) {
         if (k) putchar(',');
         printf("{\"index\":%d,\"text\":", k);
-        cli_json_string(stdout, r->texts[k] ? r->texts[k] : "", r->texts[k] ? r->text_lens[k] : 0);
-        printf(",\"finish_reason\":\"%s\"}", reason_name(r->reasons[k]));
+        const char *text = r->texts && r->texts[k] ? r->texts[k] : "";
+        cli_json_string(stdout, text, r->texts && r->texts[k] ? r->text_lens[k] : 0);
+        printf(",\"finish_reason\":\"%s\"}", r->reasons ? reason_name(r->reasons[k]) : "cancelled");
     }
     printf("],\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":%ld,\"cached_prompt_tokens\":%d},\"timings\":{\"ttft_ms\":",
            r->prompt_tokens, r->completion_tokens, r->cached_tokens);
@@ -348,7 +426,7 @@ static void write_result(const request *r) {
     if (r->sample_error) {
         fputs(",\"error\":{\"message\":", stdout);
         cli_json_string(stdout, r->sample_error, strlen(r->sample_error));
-        printf(",\"line\":%d}", r->line);
+        fputc('}', stdout);
     }
     fputs("}\n", stdout);
     fflush(stdout);
@@ -367,6 +445,48 @@ static void free_request(request *r) {
     free(r->text_lens);
     free(r->reasons);
     free(r->sample_error);
+}
+
+/* Reads all of stdin into a NUL-terminated malloc'd buffer (*len bytes). A stop signal
+ * ends the reading: the bytes after the last newline (a line not yet complete) are then
+ * dropped, so every line kept is whole. NULL (after printing why) on a read error. */
+static char *read_input(size_t *len) {
+    size_t cap = 1 << 16, used = 0;
+    char *buf = (char *)malloc(cap);
+    if (!buf) { fprintf(stderr, "batchcore batch: out of memory\n"); return NULL; }
+    for (;;) {
+        if (cli_stop_signal()) {
+            while (used > 0 && buf[used - 1] != '\n') used--;
+            break;
+        }
+        if (cap - used < 2) {
+            char *bigger = (char *)realloc(buf, cap * 2);
+            if (!bigger) { free(buf); fprintf(stderr, "batchcore batch: out of memory reading input\n"); return NULL; }
+            buf = bigger;
+            cap *= 2;
+        }
+        /* poll returns EINTR on a signal even under SA_RESTART, so a slow producer
+         * cannot keep the process from seeing Ctrl-C. */
+        struct pollfd p = {STDIN_FILENO, POLLIN, 0};
+        if (poll(&p, 1, -1) < 0) {
+            if (errno == EINTR) continue;
+            fprintf(stderr, "batchcore batch: reading stdin: %s\n", strerror(errno));
+            free(buf);
+            return NULL;
+        }
+        ssize_t n = read(STDIN_FILENO, buf + used, cap - used - 1);
+        if (n < 0) {
+            if (errno == EINTR || errno == EAGAIN) continue;
+            fprintf(stderr, "batchcore batch: reading stdin: %s\n", strerror(errno));
+            free(buf);
+            return NULL;
+        }
+        if (n == 0) break;
+        used += (size_t)n;
+    }
+    buf[used] = '\0';
+    *len = used;
+    return buf;
 }
 
 typedef struct progress {
@@ -430,27 +550,20 @@ int cmd_batch(int argc, char **argv) {
         i++;
     }
 
-    /* Defaults: OpenAI's temperature 1 and top_p 1, no top-k/min-p, penalties off and
-     * looking back over the whole output. */
+    /* Sampling defaults: the library's (bc_sampling_params_default), the same set as
+     * generate and chat use; a request's fields override them one by one. */
     bc_sampling_params sp0;
     bc_request_params rp0;
     if ((st = bc_sampling_params_default(&sp0, sizeof sp0)) != BC_OK) { cli_report("sampling defaults", st); return EXIT_FAIL; }
     if ((st = bc_request_params_default(&rp0, sizeof rp0)) != BC_OK) { cli_report("request defaults", st); return EXIT_FAIL; }
-    sp0.temperature = 1.0f;
-    sp0.top_p = 1.0f;
-    sp0.top_k = 0;
-    sp0.min_p = 0.0f;
-    sp0.repetition_penalty = 1.0f;
-    sp0.frequency_penalty = 0.0f;
-    sp0.presence_penalty = 0.0f;
-    sp0.penalty_last_n = -1;
-    sp0.seed = 0;
     rp0.max_tokens = (int32_t)max_tokens;
     rp0.n = 1;
 
+    /* From here on SIGINT/SIGTERM stop the batch cleanly (every read line gets a record). */
+    if (!cli_catch_stop_signals(1)) return EXIT_FAIL;
     if (isatty(STDIN_FILENO)) fprintf(stderr, "batchcore batch: reading JSONL requests from stdin (end with Ctrl-D)\n");
     size_t in_len = 0;
-    char *input = cli_read_all(stdin, &in_len);
+    char *input = read_input(&in_len);
     if (!input) return EXIT_FAIL;
 
     /* Split into lines and parse every request before loading the model. */
@@ -458,7 +571,10 @@ int cmd_batch(int argc, char **argv) {
     request *reqs = (request *)calloc(cap, sizeof *reqs);
     if (!reqs) { free(input); fprintf(stderr, "batchcore batch: out of memory\n"); return EXIT_FAIL; }
     int uses_priority = 0, line_no = 0;
-    for (size_t at = 0; at < in_len;) {
+    size_t start = 0;
+    /* A UTF-8 byte order mark (as some editors write) before the first line is skipped. */
+    if (in_len >= 3 && memcmp(input, "\xef\xbb\xbf", 3) == 0) start = 3;
+    for (size_t at = start; at < in_len;) {
         const char *nl = memchr(input + at, '\n', in_len - at);
         size_t end = nl ? (size_t)(nl - input) : in_len;
         line_no++;
@@ -482,16 +598,26 @@ int cmd_batch(int argc, char **argv) {
         at = end + 1;
     }
     free(input);
+    if (!reject_duplicate_ids(reqs, count)) {
+        fprintf(stderr, "batchcore batch: out of memory\n");
+        for (size_t k = 0; k < count; k++) free_request(&reqs[k]);
+        free(reqs);
+        return EXIT_FAIL;
+    }
 
     int rc = EXIT_OK;
     bc_model *model = NULL;
     bc_engine *engine = NULL;
     bc_event *events = NULL;
     const size_t event_cap = 1024;
-    long done = 0, errors = 0, live = 0;
+    long done = 0, errors = 0, live = 0, cancelled = 0;
+    int cancelling = 0;
+    size_t next = 0; /* first request not yet submitted or reported */
     long long prompt_total = 0, cached_total = 0;
     progress pg = {isatty(STDERR_FILENO), 0, 0, 0};
 
+    pg.start = cli_now();
+    if (cli_stop_signal()) goto stopped; /* nothing to run: records only */
     if ((st = bc_set_num_threads((int32_t)threads)) != BC_OK) { cli_report("set threads", st); rc = EXIT_FAIL; goto out; }
     if ((rc = cli_load_model(&mo, &model)) != EXIT_OK) goto out;
     if (uses_priority) ep.policy = 1;
@@ -500,7 +626,8 @@ int cmd_batch(int argc, char **argv) {
     if (!events) { fprintf(stderr, "batchcore batch: out of memory\n"); rc = EXIT_FAIL; goto out; }
 
     pg.start = cli_now();
-    for (size_t k = 0; k < count; k++) {
+    for (; next < count && !cli_stop_signal(); next++) {
+        const size_t k = next;
         request *r = &reqs[k];
         if (r->valid && r->messages) {
             char *err = NULL;
@@ -515,9 +642,8 @@ int cmd_batch(int argc, char **argv) {
             r->rp.user_tag = (uint64_t)k;
             r->ttft = NAN;
             r->total = NAN;
-            uint64_t id = 0;
-            st = r->tokens ? bc_engine_submit(engine, r->tokens, r->n_tokens, &r->rp, &r->sp, &id)
-                           : bc_engine_submit_text(engine, r->prompt, &r->rp, &r->sp, &id);
+            st = r->tokens ? bc_engine_submit(engine, r->tokens, r->n_tokens, &r->rp, &r->sp, &r->engine_id)
+                           : bc_engine_submit_text(engine, r->prompt, &r->rp, &r->sp, &r->engine_id);
             if (st == BC_OK) {
                 r->submitted = 1;
                 live++;
@@ -528,7 +654,7 @@ int cmd_batch(int argc, char **argv) {
                 rc = EXIT_FAIL;
                 goto out;
             }
-            r->error = fmt_error("%s: %s", bc_status_string(st), bc_last_error());
+            r->error = fmt_error("%s: %s", bc_status_string(st), cli_error_text());
             r->valid = 0;
         }
         if (!r->error) r->error = fmt_error("out of memory%s%s", "", "");
@@ -539,7 +665,24 @@ int cmd_batch(int argc, char **argv) {
 
     while (live > 0) {
         int32_t processed = 0, n_live = 0;
-        if ((st = bc_engine_step(engine, &processed, &n_live)) != BC_OK) { cli_report("engine step", st); rc = EXIT_FAIL; goto out; }
+        if (cli_stop_signal() && !cancelling) {
+            /* Stop: cancel every live request; its samples' FINISHED events (reason
+             * cancelled, partial text) are queued at once. NOT_FOUND = already finished,
+             * its events are queued too. */
+            cancelling = 1;
+            for (size_t k = 0; k < next; k++) {
+                request *r = &reqs[k];
+                if (!r->submitted || r->done) continue;
+                st = bc_engine_cancel(engine, r->engine_id);
+                if (st != BC_OK && st != BC_E_NOT_FOUND) { cli_report("cancel", st); rc = EXIT_FAIL; goto out; }
+            }
+            n_live = (int32_t)live;
+            processed = 1;
+        } else if ((st = bc_engine_step(engine, &processed, &n_live)) != BC_OK) {
+            cli_report("engine step", st);
+            rc = EXIT_FAIL;
+            goto out;
+        }
         for (;;) {
             size_t n_ev = 0;
             if ((st = bc_engine_poll(engine, events, event_cap, sizeof *events, &n_ev)) != BC_OK) { cli_report("engine poll", st); rc = EXIT_FAIL; goto out; }
@@ -564,8 +707,10 @@ int cmd_batch(int argc, char **argv) {
                     r->itl_sum += ev->itl_seconds * (ev->generated_tokens - 1);
                     r->itl_count += ev->generated_tokens - 1;
                 }
+                if (ev->finish_reason == BC_FINISH_CANCELLED) r->any_cancelled = 1;
                 if (++r->finished == r->rp.n) {
                     r->done = 1;
+                    if (r->any_cancelled) cancelled++;
                     live--;
                     done++;
                     prompt_total += r->prompt_tokens;
@@ -586,22 +731,50 @@ int cmd_batch(int argc, char **argv) {
             goto out;
         }
     }
+stopped:
+    /* Requests a stop signal kept from being submitted: invalid lines get their error
+     * record, valid ones a cancelled record with empty texts. */
+    for (; next < count; next++) {
+        request *r = &reqs[next];
+        if (pg.shown && pg.tty) fprintf(stderr, "\r%78s\r", "");
+        pg.shown = 0;
+        if (r->valid) {
+            r->ttft = NAN; /* never started: timings null */
+            r->total = NAN;
+            write_result(r);
+            cancelled++;
+        } else {
+            if (!r->error) r->error = fmt_error("out of memory%s%s", "", "");
+            write_error(r);
+            errors++;
+        }
+        done++;
+    }
     if (!mo.quiet) {
         if (pg.shown && pg.tty) fprintf(stderr, "\n");
         bc_engine_metrics m;
         memset(&m, 0, sizeof m);
         m.struct_size = sizeof m;
         double wall = cli_now() - pg.start;
-        if (bc_engine_get_metrics(engine, &m) == BC_OK)
-            fprintf(stderr,
-                    "batch: %lu requests (%ld errors), %lld prompt tokens (%lld cached), %lld generated tokens, "
-                    "%.1f tok/s, %.2f s wall, prefix hit rate %.1f%%, %lld preemptions\n",
-                    (unsigned long)count, errors, prompt_total, cached_total, (long long)m.generated_tokens,
-                    wall > 0 ? (double)m.generated_tokens / wall : 0.0, wall, 100.0 * m.prefix_hit_rate,
-                    (long long)m.preemptions);
+        if (!engine || bc_engine_get_metrics(engine, &m) != BC_OK) {
+            memset(&m, 0, sizeof m);
+        }
+        fprintf(stderr,
+                "batch: %lu requests (%ld errors, %ld cancelled), %lld prompt tokens (%lld cached), %lld generated tokens, "
+                "%.1f tok/s, %.2f s wall, prefix hit rate %.1f%%, %lld preemptions\n",
+                (unsigned long)count, errors, cancelled, prompt_total, cached_total, (long long)m.generated_tokens,
+                wall > 0 ? (double)m.generated_tokens / wall : 0.0, wall, 100.0 * m.prefix_hit_rate,
+                (long long)m.preemptions);
+    }
+    if (cli_stop_signal()) {
+        if (!mo.quiet) fprintf(stderr, "batch: stopped by %s\n", cli_signal_name(cli_stop_signal()));
+        rc = 128 + cli_stop_signal();
     }
 out:
-    fflush(stdout);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        if (rc == EXIT_OK) fprintf(stderr, "batchcore batch: writing to stdout failed\n");
+        if (rc == EXIT_OK) rc = EXIT_FAIL;
+    }
     for (size_t k = 0; k < count; k++) free_request(&reqs[k]);
     free(reqs);
     free(events);

@@ -21,14 +21,21 @@ static void chat_usage(FILE *out) {
             "  <|im_start|>user\\n...<|im_end|>\\n<|im_start|>assistant\\n\n"
             "and each reply is closed with <|im_end|>\\n.\n"
             "\n"
-            "commands: /reset forgets the conversation, /exit (or end of input) quits.\n"
-            "Ctrl-C stops the current reply. When the conversation reaches the context length,\n"
-            "the turn fails with a message: /reset to continue.\n"
+            "commands: /reset forgets the conversation, /exit (or end of input) quits; another\n"
+            "line starting with '/' is an unknown command, not sent (start a message with '//'\n"
+            "to send it with one leading '/').\n"
+            "Ctrl-C (SIGINT) during a reply stops the reply (the conversation keeps what was\n"
+            "said); Ctrl-C while waiting for input, or SIGTERM at any time, ends the chat with\n"
+            "exit status 130 (SIGINT) or 143 (SIGTERM), 128 + the signal number.\n"
+            "When the conversation reaches the context length, the turn fails with a message:\n"
+            "/reset to continue.\n"
             "\n"
             "options:\n" CLI_MODEL_OPTIONS_HELP
             "      --system TEXT  system message of the conversation\n"
             "  -n, --max-tokens N tokens per reply at most (default 256)\n"
             "      --temp T       temperature; 0 = greedy (default 0.8)\n"
+            "                     (other sampling as generate's defaults: top-k 40, top-p 0.95,\n"
+            "                     min-p 0.05, no repetition penalty)\n"
             "      --seed S       sampler seed, an unsigned integer (default 0)\n"
             "  -c, --ctx-size N   context length in tokens; 0 = the model's (default 0)\n"
             "  -t, --threads N    threads; 0 = all cores (default 0)\n"
@@ -37,13 +44,6 @@ static void chat_usage(FILE *out) {
             "                     from earlier turns; plus tokens/s\n"
             "  -h, --help         this help\n"
             "\n" CLI_MODEL_RESOLUTION_HELP);
-}
-
-static volatile sig_atomic_t interrupted = 0;
-
-static void on_sigint(int sig) {
-    (void)sig;
-    interrupted = 1;
 }
 
 typedef struct turn_state {
@@ -64,7 +64,7 @@ static int32_t on_token(int32_t token, const char *piece, size_t piece_len, void
         s->last_newline = piece[piece_len - 1] == '\n';
         if (fflush(stdout) != 0) s->write_failed = 1;
     }
-    return (interrupted || s->write_failed) ? 1 : 0;
+    return (cli_stop_signal() || s->write_failed) ? 1 : 0;
 }
 
 static char *format_next_turn(const char *user) {
@@ -88,6 +88,17 @@ static bc_status decode_tail(bc_context *ctx, const int32_t *tokens, int32_t n, 
     for (int32_t i = 0; i < n; i++) { pos[i] = len + i; seq[i] = 0; }
     bc_batch b = {sizeof b, n, tokens, pos, seq, NULL};
     return bc_decode(ctx, &b, logits, n_vocab);
+}
+
+/* Tokens of `message` as the first turn of a conversation (with the system message),
+ * or -1 when it cannot be counted. */
+static int32_t message_tokens(bc_model *model, const char *system, const char *message) {
+    char *prompt = cli_chat_prompt(model, system, message);
+    if (!prompt) return -1;
+    size_t n = 0;
+    bc_status st = bc_tokenize(model, prompt, strlen(prompt), 1, 1, NULL, 0, &n);
+    free(prompt);
+    return st == BC_OK && n <= INT32_MAX ? (int32_t)n : -1;
 }
 
 int cmd_chat(int argc, char **argv) {
@@ -135,6 +146,7 @@ int cmd_chat(int argc, char **argv) {
     bc_context_params cp;
     if ((st = bc_context_params_default(&cp, sizeof cp)) != BC_OK) { cli_report("context params", st); rc = EXIT_FAIL; goto done; }
     cp.n_ctx = (int32_t)n_ctx;
+    const long n_ctx_eff = n_ctx > 0 ? n_ctx : (long)info.n_ctx_train;
     if ((st = bc_context_create(model, &cp, &ctx)) != BC_OK) { cli_report("create context", st); rc = EXIT_FAIL; goto done; }
     logits = (float *)malloc((size_t)info.n_vocab * sizeof *logits);
     if (!logits) { fprintf(stderr, "batchcore chat: out of memory\n"); rc = EXIT_FAIL; goto done; }
@@ -150,18 +162,18 @@ int cmd_chat(int argc, char **argv) {
 
     int tty = isatty(STDIN_FILENO);
     int first = 1;
-    struct sigaction sa, old_sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigint;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old_sa);
+    /* Without SA_RESTART: a signal interrupts the wait for the next line. */
+    if (!cli_catch_stop_signals(0)) { rc = EXIT_FAIL; goto done; }
     if (tty && !mo.quiet) fprintf(stderr, "chat: type a message; /reset forgets the conversation, /exit quits\n");
     for (;;) {
         if (tty) { fputs("> ", stderr); fflush(stderr); }
-        interrupted = 0;
         ssize_t got = getline(&line, &line_cap, stdin);
+        if (cli_stop_signal()) { /* Ctrl-C at the prompt, or SIGTERM */
+            if (tty) fputc('\n', stderr);
+            rc = 128 + cli_stop_signal();
+            break;
+        }
         if (got < 0) {
-            if (interrupted && !feof(stdin)) { clearerr(stdin); if (tty) fputc('\n', stderr); continue; }
             if (tty) fputc('\n', stderr);
             break;
         }
@@ -175,7 +187,15 @@ int cmd_chat(int argc, char **argv) {
             continue;
         }
         if ((size_t)got != strlen(line)) { fprintf(stderr, "batchcore chat: the message contains a NUL byte\n"); continue; }
-        char *prompt = first ? cli_chat_prompt(model, system, line) : format_next_turn(line);
+        const char *message = line;
+        if (line[0] == '/') {
+            if (line[1] != '/') {
+                fprintf(stderr, "batchcore chat: unknown command '%s' (commands: /reset, /exit; '//' sends a '/')\n", line);
+                continue;
+            }
+            message = line + 1;
+        }
+        char *prompt = first ? cli_chat_prompt(model, system, message) : format_next_turn(message);
         if (!prompt) { fprintf(stderr, "batchcore chat: cannot format the turn\n"); rc = EXIT_FAIL; break; }
         int32_t before = 0;
         bc_context_seq_length(ctx, 0, &before);
@@ -197,10 +217,20 @@ int cmd_chat(int argc, char **argv) {
         if (!ts.last_newline) fputc('\n', stdout);
         fflush(stdout);
         if (st != BC_OK) {
-            cli_report("generate", st);
-            if (st == BC_E_INVALID_ARGUMENT || st == BC_E_KV_FULL)
-                fprintf(stderr, "batchcore chat: the conversation is too long for the context; /reset to start over\n");
-            else { rc = EXIT_FAIL; break; }
+            if (st == BC_E_INVALID_ARGUMENT || st == BC_E_KV_FULL) {
+                /* Too long: this message alone, or the conversation with it? */
+                int32_t alone = message_tokens(model, system, message);
+                if (alone >= 0 && (int64_t)alone + max_tokens > n_ctx_eff)
+                    fprintf(stderr, "batchcore chat: this message (%d tokens) plus -n %ld reply tokens does not fit the "
+                            "context of %ld tokens; the conversation is unchanged\n", (int)alone, max_tokens, n_ctx_eff);
+                else
+                    fprintf(stderr, "batchcore chat: the conversation is too long for the context (%ld tokens); /reset "
+                            "to start over\n", n_ctx_eff);
+            } else {
+                cli_report("generate", st);
+                rc = EXIT_FAIL;
+                break;
+            }
             /* bc_generate leaves the sequence as it was on failure: the turn is dropped. */
             continue;
         }
@@ -220,13 +250,15 @@ int cmd_chat(int argc, char **argv) {
             fprintf(stderr, "batchcore chat: the conversation is too long for the context; /reset to start over\n");
         }
         first = 0;
+        int sig = cli_stop_signal();
         if (verbose) {
             double gen_rate = res.generate_seconds > 0 ? res.generated_tokens / res.generate_seconds : 0.0;
             fprintf(stderr, "(%d prompt tokens, %d cached; %d generated, %.1f tok/s%s)\n", (int)(before + res.prompt_tokens),
-                    (int)before, (int)res.generated_tokens, gen_rate, interrupted ? "; interrupted" : "");
+                    (int)before, (int)res.generated_tokens, gen_rate, sig ? "; interrupted" : "");
         }
+        if (sig == SIGTERM) { rc = 128 + sig; break; }
+        cli_clear_stop_signal(); /* SIGINT stopped this reply only */
     }
-    sigaction(SIGINT, &old_sa, NULL);
 done:
     free(line);
     free(logits);

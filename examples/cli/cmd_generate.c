@@ -2,7 +2,6 @@
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
 
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -13,22 +12,26 @@ static void generate_usage(FILE *out) {
             "                          [--min-p P] [--repeat-penalty R] [--seed S] [--chat]\n"
             "                          [--system TEXT] [-c N] [-t THREADS] [-q]\n"
             "\n"
-            "Generates a continuation of PROMPT (without -p: all of stdin) and streams it to\n"
-            "stdout as it is produced. With --chat the prompt is the user's message of a\n"
-            "conversation formatted with the model's chat template, and the reply is\n"
-            "generated. Statistics go to stderr at the end:\n"
+            "Generates a continuation of PROMPT (without -p: all of stdin, which must not\n"
+            "contain a NUL byte) and streams it to stdout as it is produced, then a newline\n"
+            "unless the text already ends with one. With --chat the prompt is the user's\n"
+            "message of a conversation formatted with the model's chat template, and the\n"
+            "reply is generated. Statistics go to stderr at the end:\n"
             "  prompt: N tokens, X tok/s; generated: M tokens, Y tok/s; stop: length|eog|callback\n"
-            "Ctrl-C stops the generation early (stop: callback).\n"
+            "Ctrl-C (SIGINT) or SIGTERM stops the generation: the text so far is ended with a\n"
+            "newline, the statistics are printed (stop: callback) and the exit status is\n"
+            "130 (SIGINT) or 143 (SIGTERM), 128 + the signal number; a second signal exits at once.\n"
             "\n"
             "options:\n" CLI_MODEL_OPTIONS_HELP
             "                     (-q also drops the statistics line)\n"
             "  -p, --prompt TEXT  the prompt (default: read all of stdin)\n"
-            "  -n, --max-tokens N tokens to generate at most (default 128)\n"
+            "  -n, --max-tokens N tokens to generate at most, N >= 1 (default 128)\n"
             "      --temp T       temperature; 0 = greedy (default 0.8)\n"
             "      --top-k K      keep the K most likely tokens; 0 = off (default 40)\n"
             "      --top-p P      nucleus sampling, P in (0, 1]; 1 = off (default 0.95)\n"
             "      --min-p P      min-p filter, P in [0, 1]; 0 = off (default 0.05)\n"
             "      --repeat-penalty R  repetition penalty over the last 64 tokens; 1 = off (default)\n"
+            "                     (these defaults are the library's, shared with chat and batch)\n"
             "      --seed S       sampler seed, an unsigned integer (default 0: same options,\n"
             "                     same text)\n"
             "      --chat         wrap the prompt with the chat template as the user's message\n"
@@ -37,14 +40,6 @@ static void generate_usage(FILE *out) {
             "  -t, --threads N    threads; 0 = all cores (default 0)\n"
             "  -h, --help         this help\n"
             "\n" CLI_MODEL_RESOLUTION_HELP);
-}
-
-static volatile sig_atomic_t interrupted = 0;
-
-static void on_sigint(int sig) {
-    (void)sig;
-    interrupted = 1;
-    signal(SIGINT, SIG_DFL); /* a second Ctrl-C ends the process */
 }
 
 typedef struct stream_state {
@@ -60,7 +55,7 @@ static int32_t on_token(int32_t token, const char *piece, size_t piece_len, void
         s->last_newline = piece[piece_len - 1] == '\n';
         if (fflush(stdout) != 0) s->write_failed = 1;
     }
-    return (interrupted || s->write_failed) ? 1 : 0;
+    return (cli_stop_signal() || s->write_failed) ? 1 : 0;
 }
 
 static double rate(int32_t tokens, double seconds) { return seconds > 0 ? (double)tokens / seconds : 0.0; }
@@ -86,7 +81,7 @@ int cmd_generate(int argc, char **argv) {
         if (strcmp(a, "-p") == 0 || strcmp(a, "--prompt") == 0) prompt_arg = v;
         else if (strcmp(a, "--system") == 0) { system = v; chat = 1; }
         else if (strcmp(a, "-n") == 0 || strcmp(a, "--max-tokens") == 0)
-            ok = ok && cli_parse_long(v, &max_tokens) && max_tokens >= 0 && max_tokens <= INT32_MAX;
+            ok = ok && cli_parse_long(v, &max_tokens) && max_tokens >= 1 && max_tokens <= INT32_MAX;
         else if (strcmp(a, "--top-k") == 0) {
             long k = 0;
             ok = ok && cli_parse_long(v, &k) && k >= 0 && k <= INT32_MAX;
@@ -116,6 +111,12 @@ int cmd_generate(int argc, char **argv) {
         if (isatty(STDIN_FILENO)) fprintf(stderr, "batchcore generate: reading the prompt from stdin (end with Ctrl-D)\n");
         user = cli_read_all(stdin, &l);
         if (!user) return EXIT_FAIL;
+        if (strlen(user) != l) {
+            fprintf(stderr, "batchcore generate: the prompt on stdin contains a NUL byte (at byte %lu)\n",
+                    (unsigned long)strlen(user));
+            free(user);
+            return EXIT_USAGE;
+        }
     }
     if (!user) { fprintf(stderr, "batchcore generate: out of memory\n"); return EXIT_FAIL; }
     if (user[0] == '\0') {
@@ -154,10 +155,11 @@ int cmd_generate(int argc, char **argv) {
     memset(&res, 0, sizeof res);
     res.struct_size = sizeof res;
 
-    void (*previous)(int) = signal(SIGINT, on_sigint);
+    if (!cli_catch_stop_signals(1)) { rc = EXIT_FAIL; goto done; }
     st = bc_generate(ctx, prompt, &gp, &sp, &res);
-    signal(SIGINT, previous == SIG_ERR ? SIG_DFL : previous);
-    if (!stream.last_newline && isatty(STDOUT_FILENO)) fputc('\n', stdout);
+    /* The text always ends with a newline, so what follows (the statistics on stderr, a
+     * shell prompt) starts on its own line. */
+    if (!stream.last_newline) fputc('\n', stdout);
     fflush(stdout);
     if (st != BC_OK) { cli_report("generate", st); rc = EXIT_FAIL; goto done; }
     if (stream.write_failed) { fprintf(stderr, "batchcore generate: writing to stdout failed\n"); rc = EXIT_FAIL; goto done; }
@@ -167,6 +169,7 @@ int cmd_generate(int argc, char **argv) {
                 (int)res.prompt_tokens, rate(res.prompt_tokens, res.prompt_seconds), (int)res.generated_tokens,
                 rate(res.generated_tokens, res.generate_seconds), stop);
     }
+    if (cli_stop_signal()) rc = 128 + cli_stop_signal();
 done:
     bc_context_free(ctx);
     bc_model_free(model);

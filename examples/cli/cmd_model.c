@@ -158,7 +158,6 @@ int cmd_tokenize(int argc, char **argv) {
             printf("}\n");
         }
     }
-    if (fflush(stdout) != 0) rc = EXIT_FAIL;
 done:
     free(piece);
     free(ids);

@@ -3,11 +3,24 @@
  * Exit status: 0 success, 1 failure, 2 usage error. */
 #include "cli.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
+const char *cli_error_text(void) {
+    /* The library prefixes some messages with the C function's name ("bc_generate: ...");
+     * the user ran a command, not that function: drop the prefix. */
+    const char *e = bc_last_error();
+    if (strncmp(e, "bc_", 3) == 0) {
+        size_t k = 3;
+        while ((e[k] >= 'a' && e[k] <= 'z') || (e[k] >= '0' && e[k] <= '9') || e[k] == '_') k++;
+        if (e[k] == ':' && e[k + 1] == ' ') return e + k + 2;
+    }
+    return e;
+}
+
 void cli_report(const char *what, bc_status st) {
-    fprintf(stderr, "batchcore: %s: %s: %s\n", what, bc_status_string(st), bc_last_error());
+    fprintf(stderr, "batchcore: %s: %s: %s\n", what, bc_status_string(st), cli_error_text());
 }
 
 static int cmd_version(int argc, char **argv);
@@ -58,6 +71,19 @@ static int cmd_version(int argc, char **argv) {
     return EXIT_OK;
 }
 
+/* Output that could not be written (a full disk, /dev/full, a closed pipe) is a failure
+ * with a message, whatever the command: checked once here, after the command. */
+static int finish_output(int rc) {
+    errno = 0;
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        if (rc == EXIT_OK) {
+            fprintf(stderr, "batchcore: writing to stdout failed%s%s\n", errno ? ": " : "", errno ? strerror(errno) : "");
+            rc = EXIT_FAIL;
+        }
+    }
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
@@ -68,9 +94,9 @@ int main(int argc, char **argv) {
         usage(stdout);
         return EXIT_OK;
     }
-    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0) return cmd_version(1, argv + 1);
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0) return finish_output(cmd_version(1, argv + 1));
     for (size_t i = 0; i < command_count; i++)
-        if (strcmp(cmd, commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
+        if (strcmp(cmd, commands[i].name) == 0) return finish_output(commands[i].run(argc - 1, argv + 1));
     fprintf(stderr, "batchcore: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return EXIT_USAGE;

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# `batchcore batch` records on the default model ($STAGE/model-path): every record
+# carries its input line; duplicate ids (explicit, or the default line-number id meeting
+# an explicit one) give an error record for the later line.
+set -uo pipefail
+: "${STAGE:?set STAGE to an install prefix}"
+cli="$STAGE/bin/batchcore"
+model=$(cat "$STAGE/model-path" 2>/dev/null) || { echo "check_cli_batch: no $STAGE/model-path"; exit 1; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+status=0
+bad() { echo "check_cli_batch: $*"; status=1; }
+
+# run_batch NAME [options]: input $tmp/NAME.jsonl -> $tmp/NAME.out, stderr $tmp/NAME.err, exit in $rc.
+run_batch() {
+    local name=$1; shift
+    env -i "$cli" batch -m "$model" -q -t 1 "$@" < "$tmp/$name.jsonl" > "$tmp/$name.out" 2> "$tmp/$name.err"
+    rc=$?
+}
+# expect PY-CONDITIONS NAME: python checks over recs (line -> record) and raw (list of records).
+expect() {
+    python3 - "$tmp/$2.out" "$2" "$1" <<'PY' || { bad "$2: records wrong:"; cat "$tmp/$2.out"; }
+import json, sys
+raw = [json.loads(l) for l in open(sys.argv[1], encoding="utf-8").read().splitlines()]
+recs = {}
+ok = True
+for r in raw:
+    if not isinstance(r.get("line"), int):
+        print("record without an integer line:", r); ok = False
+        if not isinstance(r.get("id"), int): continue
+        r["line"] = r["id"] # so that the checks below still say what else is wrong
+    if r["line"] in recs:
+        print("two records for line", r["line"]); ok = False
+    recs[r["line"]] = r
+for cond in sys.argv[3].split("\n"):
+    cond = cond.strip()
+    if not cond: continue
+    try:
+        good = eval(cond)
+    except (KeyError, TypeError, IndexError) as e:
+        good = False
+    if not good:
+        print("failed:", cond); ok = False
+sys.exit(0 if ok else 1)
+PY
+}
+
+# ---------------------------------------------------------------- line field, duplicate ids
+cat > "$tmp/ids.jsonl" <<'J'
+{"prompt": "a", "max_tokens": 1}
+{"id": 1, "prompt": "b", "max_tokens": 1}
+{"id": "x", "prompt": "c", "max_tokens": 1}
+{"id": "x", "prompt": "d", "max_tokens": 1}
+
+{"id": 7, "prompt": "e", "max_tokens": 1}
+{"prompt": "f", "max_tokens": 1}
+{"id": "1", "prompt": "g", "max_tokens": 1}
+{"id": 1.0, "prompt": "h", "max_tokens": 1}
+{"id": 2, "max_tokens": 1}
+J
+run_batch ids
+[ "$rc" -eq 0 ] || bad "ids: exit $rc"
+expect '
+sorted(recs) == [1, 2, 3, 4, 6, 7, 8, 9, 10]
+"choices" in recs[1] and recs[1]["id"] == 1
+"duplicate id 1" in recs[2]["error"]["message"] and "line 1" in recs[2]["error"]["message"] and "choices" not in recs[2]
+"choices" in recs[3] and recs[3]["id"] == "x"
+"duplicate id" in recs[4]["error"]["message"] and "line 3" in recs[4]["error"]["message"]
+"choices" in recs[6] and recs[6]["id"] == 7
+recs[7]["id"] == 7 and "duplicate id 7" in recs[7]["error"]["message"] and "line 6" in recs[7]["error"]["message"]
+"choices" in recs[8] and recs[8]["id"] == "1"
+"choices" in recs[9]
+"missing" in recs[10]["error"]["message"]
+' ids
+
+# ---------------------------------------------------------------- n > 1, partial failure
+# 8 samples of 100 tokens cannot all fit a 8 MB KV budget (each alone does): the samples
+# fail while running. The record has the documented shape: choices with finish_reason
+# "error", and a top-level error.
+cat > "$tmp/partial.jsonl" <<'J'
+{"id": "p", "messages": [{"role": "user", "content": "Write a long essay about the sea."}], "n": 8, "max_tokens": 100, "temperature": 1}
+J
+run_batch partial --kv-bytes 8000000
+[ "$rc" -eq 0 ] || bad "partial: exit $rc"
+expect '
+list(recs) == [1] and recs[1]["id"] == "p"
+[c["index"] for c in recs[1]["choices"]] == list(range(8))
+all(c["finish_reason"] in ("length", "stop", "error") for c in recs[1]["choices"])
+any(c["finish_reason"] == "error" for c in recs[1]["choices"])
+isinstance(recs[1]["error"]["message"], str) and recs[1]["error"]["message"]
+set(recs[1]["error"]) == {"message"}
+set(recs[1]) == {"id", "line", "choices", "usage", "timings", "error"}
+' partial
+# ---------------------------------------------------------------- hostile values
+# Line 1 starts with a UTF-8 BOM (skipped); line 2 holds a raw NUL byte; seeds at and
+# above 2^64; a top_p that rounds to 0 as a float.
+{
+    printf '\xef\xbb\xbf{"prompt": "a", "max_tokens": 1}\n'
+    printf '{"prompt": "a\0b", "max_tokens": 1}\n'
+    printf '{"prompt": "a", "max_tokens": 1, "seed": 18446744073709551616}\n'
+    printf '{"prompt": "a", "max_tokens": 1, "seed": 18446744073709551615}\n'
+    printf '{"prompt": "a", "max_tokens": 1, "seed": 1e3}\n'
+    printf '{"prompt": "a", "max_tokens": 1, "seed": 1e30}\n'
+    printf '{"prompt": "a", "max_tokens": 1, "top_p": 1e-50}\n'
+    printf '{"prompt": "a", "max_tokens": 0}\n'
+} > "$tmp/values.jsonl"
+run_batch values
+[ "$rc" -eq 0 ] || bad "values: exit $rc"
+expect '
+sorted(recs) == list(range(1, 9))
+"choices" in recs[1]
+"NUL" in recs[2]["error"]["message"]
+recs[3]["error"]["message"] == "\x27seed\x27 must be an integer in [0, 18446744073709551615]"
+"choices" in recs[4] and "choices" in recs[5]
+"18446744073709551615" in recs[6]["error"]["message"]
+"top_p" in recs[7]["error"]["message"] and "topP" not in recs[7]["error"]["message"]
+"max_tokens" in recs[8]["error"]["message"]
+' values
+
+# --help documents the three shapes.
+help=$(env -i "$cli" batch --help)
+for word in '"line"' 'partial failure' 'duplicate id' 'SIGINT' 'SIGTERM' '130' '143'; do
+    grep -qF -- "$word" <<< "$help" || bad "batch --help does not mention $word"
+done
+
+exit $status
