@@ -33,11 +33,13 @@ let package = Package(
         subsystem("Model", ["BCCore", "BCKernels", "BCFormats", "BCTokenizer", "BCKV"], swift6: true),
         subsystem("Optim", ["BCCore", "BCKernels"], swift6: true),
         subsystem("Engine", ["BCCore", "BCKV", "BCModel", "BCTokenizer"], swift6: true),
+        // Training: data loading, micro-batch packing (and the trainer).
+        subsystem("Train", ["BCCore", "BCFormats", "BCTokenizer", "BCModel"], swift6: true),
         // The ABI layer: only bc_* functions; validates, converts, forwards.
         .target(
             name: "BatchCore",
             dependencies: ["CBatchCore", "BCCore", "BCKernels", "BCFormats", "BCTokenizer", "BCKV", "BCModel",
-                           "BCOptim", "BCEngine"],
+                           "BCOptim", "BCEngine", "BCTrain"],
             exclude: ["exports.map"],
             swiftSettings: [.swiftLanguageMode(.v6)],
             linkerSettings: [
@@ -49,7 +51,7 @@ let package = Package(
             ]),
         .testTarget(name: "BatchCoreKitTests",
                     dependencies: ["BCCore", "BCKernels", "BCFormats", "BCTokenizer", "BCKV", "BCModel", "BCOptim",
-                                   "BCEngine"],
+                                   "BCEngine", "BCTrain"],
                     swiftSettings: [.swiftLanguageMode(.v6)]),
     ]
 )
