@@ -127,6 +127,22 @@ struct TrainDataLoaderTests {
         }
     }
 
+    /// Content starting with newlines: BPE may merge the header's "\n" with the content's
+    /// into one token straddling the span edge; that token is a target (HF's rule), so the
+    /// run is the content + "<|im_end|>" preceded by at most the header's "\n" — never
+    /// "<|im_start|>assistant".
+    @Test func assistantSpanEdgeTokensFollowTheHFRule() throws {
+        let t = try tokenizer()
+        let conv = [("user", "x"), ("assistant", "\n\n  indented\n")]
+        let (examples, _) = try TrainingDataLoader.loadJSONLines(jsonl([chatLine(conv)]), name: "c.jsonl",
+                                                                 tokenizer: t, options: options)
+        let runs = try targetRuns(try #require(examples.first), t)
+        #expect(runs.count == 1)
+        let run = try #require(runs.first)
+        let want = "\n\n  indented\n<|im_end|>"
+        #expect(run == want || run == "\n" + want, "\(run.debugDescription)")
+    }
+
     @Test func chatAllTokensOption() throws {
         let t = try tokenizer()
         var o = options
