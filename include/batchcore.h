@@ -1055,6 +1055,113 @@ bc_status bc_trainer_evaluate(bc_trainer *trainer, const bc_train_batch *batch, 
 /** The pending (accumulated, not yet stepped) totals. */
 bc_status bc_trainer_pending(const bc_trainer *trainer, bc_train_result *result);
 
+/* Training from data files: the trainer reads, tokenizes, shuffles and packs them. */
+
+typedef struct bc_train_data_params {
+    uint32_t struct_size;          /**< sizeof(bc_train_data_params) */
+    uint32_t max_tokens;           /**< longest example in tokens; 0 = micro_batch_tokens (0) */
+    int32_t chat_targets;          /**< {"messages"}: 0 = assistant turns only (default), 1 = every token */
+    int32_t truncate;              /**< over-long example: 0 = error naming its line (default), 1 = keep its first max_tokens (counted) */
+    int32_t skip_invalid;          /**< invalid line: 0 = error naming it (default), 1 = skipped (counted) */
+    float eval_fraction;           /**< bc_trainer_load_data: share held out as the eval set, 0 ..< 1 (0) */
+    uint64_t seed;                 /**< shuffle seed: the order of every epoch is a function of (seed, epoch) (0) */
+    uint32_t epochs;               /**< passes over the training set (1) */
+    uint32_t reserved0;            /**< 0 */
+} bc_train_data_params;
+
+/** Fills *out with the defaults above; size = sizeof(*out). */
+bc_status bc_train_data_params_default(bc_train_data_params *out, size_t size);
+
+/** What a data file gave. */
+typedef struct bc_train_data_info {
+    uint32_t struct_size;          /**< set by the caller: sizeof(bc_train_data_info) */
+    uint32_t reserved0;            /**< 0 */
+    int64_t examples;              /**< examples in the set (training set for load_data) */
+    int64_t tokens;
+    int64_t targets;               /**< target tokens */
+    int64_t truncated;             /**< examples cut to max_tokens */
+    int64_t skipped;               /**< invalid lines skipped */
+    int64_t eval_examples;         /**< examples in the eval set (held out, or the eval file) */
+    int64_t steps;                 /**< optimizer steps all epochs take (bc_trainer_load_data) */
+} bc_train_data_info;
+
+/**
+ * Reads the training set from `path`: JSONL (.jsonl/.json) lines {"messages": [...]}
+ * (formatted by the model's chat template; targets per chat_targets),
+ * {"prompt", "completion"} (the completion and an end token are targets) or {"text"}
+ * (every token but the first); or plain text (.txt/.md), cut into documents of
+ * max_tokens. Tokenized once; eval_fraction of the examples is held out as the eval
+ * set. Replaces any earlier data and restarts the position. An error names the file
+ * and line; nothing changes then. info may be NULL.
+ */
+bc_status bc_trainer_load_data(bc_trainer *trainer, const char *path, const bc_train_data_params *params,
+                               bc_train_data_info *info);
+
+/** Reads the eval set from `path` (same formats), replacing a held-out one. */
+bc_status bc_trainer_load_eval(bc_trainer *trainer, const char *path, const bc_train_data_params *params,
+                               bc_train_data_info *info);
+
+/**
+ * One optimizer step from the training set: the next accumulation_steps micro-batches
+ * (packed in shuffled order), then bc_trainer_step. totals, result may be NULL.
+ * BC_E_NOT_FOUND when every epoch is done (nothing changes); BC_E_BAD_STATE without
+ * bc_trainer_load_data; otherwise as bc_trainer_step.
+ */
+bc_status bc_trainer_train_step(bc_trainer *trainer, bc_optimizer *opt, const bc_optim_step_params *params,
+                                bc_train_result *totals, bc_optim_step_result *result);
+
+/** Where the trainer is in its data. */
+typedef struct bc_train_progress {
+    uint32_t struct_size;          /**< set by the caller: sizeof(bc_train_progress) */
+    uint32_t reserved0;            /**< 0 */
+    int64_t step;                  /**< optimizer steps taken by bc_trainer_train_step (and restored by a checkpoint) */
+    int64_t steps;                 /**< steps all epochs take */
+    int64_t epoch;                 /**< current epoch, from 0 */
+    int64_t example;               /**< examples consumed in the current epoch */
+    int64_t tokens;                /**< training tokens processed so far */
+} bc_train_progress;
+
+bc_status bc_trainer_get_progress(const bc_trainer *trainer, bc_train_progress *out);
+
+/**
+ * Loss over a whole data set without gradients: path NULL = the eval set; else a
+ * file read with `params` (NULL: defaults), e.g. a text of another domain to measure
+ * forgetting. result->loss is the mean per target token; perplexity = exp(loss).
+ */
+bc_status bc_trainer_evaluate_data(bc_trainer *trainer, const char *path, const bc_train_data_params *params,
+                                   bc_train_result *result);
+
+/** File formats for the trained weights. */
+typedef enum bc_weights_format {
+    BC_WEIGHTS_GGUF_F32 = 0,       /**< one GGUF file: the loaded model's metadata, tensors in F32 */
+    BC_WEIGHTS_GGUF_F16 = 1,       /**< the same with F16 matrices (vectors stay F32) */
+    BC_WEIGHTS_HF = 2              /**< a Hugging Face directory: config.json, model.safetensors (F32), tokenizer files */
+} bc_weights_format;
+
+/**
+ * Writes the model's current weights (atomically: a crash leaves the old file or
+ * none). bc_model_load reads the result back.
+ */
+bc_status bc_trainer_save_model(bc_trainer *trainer, const char *path, bc_weights_format format);
+
+/**
+ * Writes a checkpoint directory: the trainable tensors (exact bits), the optimizer's
+ * state (opt may be NULL: none), the data position and shuffle seed, the step count.
+ * The directory is replaced as a whole (a crash leaves the old checkpoint or the new).
+ * Resuming from it (bc_trainer_load_checkpoint on a trainer of the same base model,
+ * with the same data and an optimizer holding the trainer's tensors) continues
+ * bit-identically to a run that was never interrupted.
+ */
+bc_status bc_trainer_save_checkpoint(bc_trainer *trainer, const bc_optimizer *opt, const char *dir);
+
+/**
+ * Restores a checkpoint: weights, optimizer state (opt may be NULL) and, when data is
+ * loaded, the data position (the data must be the one the checkpoint was made with:
+ * same example count and tokens, else BC_E_FORMAT). All checked before anything
+ * changes: a failed call changes nothing.
+ */
+bc_status bc_trainer_load_checkpoint(bc_trainer *trainer, bc_optimizer *opt, const char *dir);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif
