@@ -33,7 +33,7 @@ static const cli_command commands[] = {
     {"generate", "stream a continuation of a prompt or a chat reply", cmd_generate},
     {"chat", "interactive multi-turn chat keeping the conversation's KV cache", cmd_chat},
     {"batch", "batch generation: JSONL requests in, JSONL results out (engine)", cmd_batch},
-    {"finetune", "full fine-tuning on a data file: JSONL step log, eval before/after, checkpoints", cmd_finetune},
+    {"finetune", "fine-tune a model on a data file (JSONL log, eval, checkpoints)", cmd_finetune},
 };
 static const size_t command_count = sizeof commands / sizeof commands[0];
 

@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# The installed CLI's `finetune` on the tiny Hugging Face model of the fixtures
+# (Tests/fixtures/train/tiny_tied: its tokenizer knows a-z, A-Z, space, '.', ',' and 0-4,
+# so the data below uses only those), in seconds, without python:
+#  - a run exits 0; the eval loss after training is below the one before; stdout is
+#    JSON lines of the documented kinds, one step record per step of the run; the
+#    summary reports the forget perplexity before and after; --quiet leaves stderr empty;
+#  - the written model loads (batchcore info), as GGUF F32, GGUF F16 and a HF directory;
+#  - SIGINT after the first step record: the step ends, the checkpoint is written, the
+#    summary says stopped_by SIGINT, exit 130; --resume continues to the same final step
+#    count and the same final eval loss (bits: 17 digits) as a run never interrupted;
+#    --resume with other options is refused;
+#  - an invalid JSON line exits 1 naming the line; --skip-invalid counts it instead;
+#  - a memory limit below the trainer's statement exits 1 with the library's message;
+#  - bad options exit 2; --help names every option.
+set -uo pipefail
+set -m # background jobs get the default SIGINT disposition (not ignored)
+: "${STAGE:?set STAGE to an install prefix}"
+here=$(cd "$(dirname "$0")" && pwd)
+cli="$STAGE/bin/batchcore"
+model="$here/../fixtures/train/tiny_tied"
+[ -f "$model/config.json" ] || { echo "check_cli_finetune: no fixture model at $model"; exit 1; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+status=0
+bad() { echo "check_cli_finetune: $*"; status=1; }
+# run NAME args...: stdout $tmp/NAME.out, stderr $tmp/NAME.err, exit status in $rc.
+run() {
+    local name=$1; shift
+    env -i "$cli" "$@" > "$tmp/$name.out" 2> "$tmp/$name.err"
+    rc=$?
+}
+# field FILE KEY: the value of "KEY": in the summary record of FILE (text as written).
+field() {
+    grep '^{"summary":' "$1" | sed -n "s/.*\"$2\":\([^,}]*\).*/\1/p" | head -n 1
+}
+# less A B: 0 when the number A < B.
+less() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a + 0 < b + 0) }'; }
+
+# ---------------------------------------------------------------- data
+# Training and eval sets: the same few sentence patterns (learnable); the forget set:
+# another "domain" (digits and capitals).
+subjects=(the\ cat the\ dog a\ bird my\ friend the\ old\ man a\ small\ child the\ teacher her\ brother)
+verbs=(sat\ on ran\ to looked\ at walked\ past slept\ near jumped\ over)
+objects=(the\ mat the\ house a\ tree the\ river the\ red\ car a\ green\ hill)
+: > "$tmp/train.jsonl"
+: > "$tmp/eval.jsonl"
+for i in $(seq 0 47); do
+    s=${subjects[$((i % 8))]} v=${verbs[$(((i * 5) % 6))]} o=${objects[$(((i * 7 + 1) % 6))]}
+    line="{\"text\": \"$s $v $o, and $s was happy.\"}"
+    if [ "$i" -lt 40 ]; then echo "$line" >> "$tmp/train.jsonl"; else echo "$line" >> "$tmp/eval.jsonl"; fi
+done
+: > "$tmp/forget.jsonl"
+for i in $(seq 0 7); do
+    echo "{\"text\": \"Q$((i % 5)) ZX 40$((i % 3)) KJW, VVB 1$((i % 4))2 PQ. XYZ $((i % 5))3 Z.\"}" >> "$tmp/forget.jsonl"
+done
+
+common=(-m "$model" -t 1 --micro-batch-tokens 128 --max-tokens 120 --lr 3e-3 --seed 7)
+
+# ---------------------------------------------------------------- a full run
+run full finetune "${common[@]}" --data "$tmp/train.jsonl" --eval "$tmp/eval.jsonl" \
+    --forget-eval "$tmp/forget.jsonl" --out "$tmp/full" --epochs 4 --schedule cosine --warmup-steps 2
+if [ "$rc" -ne 0 ]; then
+    bad "finetune exit $rc, want 0: $(cat "$tmp/full.err")"
+else
+    before=$(field "$tmp/full.out" eval_loss_before) after=$(field "$tmp/full.out" eval_loss_after)
+    less "$after" "$before" || bad "eval loss did not go down: before '$before', after '$after'"
+    fb=$(field "$tmp/full.out" forget_ppl_before) fa=$(field "$tmp/full.out" forget_ppl_after)
+    { less 0 "$fb" && less 0 "$fa"; } || bad "forget perplexity not reported: before '$fb', after '$fa'"
+    steps=$(field "$tmp/full.out" steps) total=$(field "$tmp/full.out" total_steps)
+    [ -n "$steps" ] && [ "$steps" = "$total" ] && [ "$steps" -gt 4 ] || bad "summary steps '$steps' of '$total'"
+    # Every line of stdout is a record of a documented kind; one step record per step.
+    num='-?[0-9][-+0-9.eE]*'
+    step_re="^\\{\"step\":[0-9]+,\"steps\":$total,\"epoch\":[0-9]+,\"loss\":$num,\"tokens\":[1-9][0-9]*,\"targets\":[1-9][0-9]*,\"lr\":$num,\"grad_norm\":$num,\"tokens_per_s\":$num,\"seconds\":$num\\}$"
+    eval_re="^\\{\"step\":[0-9]+,\"(eval|forget)_loss\":$num,\"(eval|forget)_ppl\":$num,\"(eval|forget)_targets\":[1-9][0-9]*\\}$"
+    other_re='^\{"(memory|data|summary)":\{.*\}\}$'
+    n_step=$(grep -cE "$step_re" "$tmp/full.out")
+    [ "$n_step" = "$steps" ] || bad "$n_step well-formed step records for $steps steps"
+    odd=$(grep -vE "$step_re" "$tmp/full.out" | grep -vE "$eval_re" | grep -vE "$other_re")
+    [ -z "$odd" ] || bad "stdout lines of no documented kind: $odd"
+    # Steps are numbered 1..steps in order.
+    seq_ok=$(grep -E "$step_re" "$tmp/full.out" | sed 's/^{"step":\([0-9]*\),.*/\1/' | awk '$1 != NR { bad = 1 } END { print !bad }')
+    [ "$seq_ok" = 1 ] || bad "step records are not numbered 1..$steps"
+    [ "$(grep -c '"eval_loss"' "$tmp/full.out")" = 2 ] || bad "want 2 eval records (before, after)"
+    [ "$(grep -c '"forget_loss"' "$tmp/full.out")" = 2 ] || bad "want 2 forget records (before, after)"
+    grep -q '^memory: .*MiB' "$tmp/full.err" || bad "no memory statement on stderr: $(head -c 600 "$tmp/full.err")"
+    grep -q '^data: 40 examples' "$tmp/full.err" || bad "no data summary on stderr: $(head -c 600 "$tmp/full.err")"
+    grep -q '"data":{"examples":40,' "$tmp/full.out" || bad "no data record with 40 examples"
+    [ -d "$tmp/full/checkpoint" ] || bad "no checkpoint directory after the run"
+    run info_f32 info -m "$tmp/full/model.gguf"
+    [ "$rc" -eq 0 ] || bad "batchcore info on the trained model.gguf: exit $rc: $(cat "$tmp/info_f32.err")"
+fi
+
+# --eval-every, --quiet, F16 and HF outputs, another optimizer and schedule.
+run f16 finetune "${common[@]}" --data "$tmp/train.jsonl" --eval-fraction 0.25 --out "$tmp/f16" \
+    --format gguf-f16 --optimizer lion --lr 1e-4 --schedule linear --eval-every 2 -q
+[ "$rc" -eq 0 ] || bad "finetune --format gguf-f16: exit $rc: $(cat "$tmp/f16.err")"
+[ -s "$tmp/f16.err" ] && bad "--quiet wrote to stderr: $(head -c 400 "$tmp/f16.err")"
+n_eval=$(grep -c '"eval_loss"' "$tmp/f16.out")
+f16_steps=$(field "$tmp/f16.out" steps)
+[ -n "$f16_steps" ] && [ "$n_eval" -ge $((f16_steps / 2 + 1)) ] || bad "--eval-every 2: $n_eval eval records for $f16_steps steps"
+run info_f16 info -m "$tmp/f16/model.gguf"
+[ "$rc" -eq 0 ] || bad "batchcore info on the F16 model.gguf: exit $rc: $(cat "$tmp/info_f16.err")"
+run hf finetune "${common[@]}" --data "$tmp/train.jsonl" --out "$tmp/hf" --format hf --optimizer sgd --accumulation 2 -q
+[ "$rc" -eq 0 ] || bad "finetune --format hf: exit $rc: $(cat "$tmp/hf.err")"
+[ -f "$tmp/hf/model/config.json" ] || bad "--format hf wrote no model/config.json"
+run info_hf info -m "$tmp/hf/model"
+[ "$rc" -eq 0 ] || bad "batchcore info on the HF directory: exit $rc: $(cat "$tmp/info_hf.err")"
+
+# ---------------------------------------------------------------- interrupt and resume
+rargs=("${common[@]}" --data "$tmp/train.jsonl" --eval "$tmp/eval.jsonl" --epochs 12 --schedule cosine
+    --warmup-steps 3 --checkpoint-every 1 -q)
+run ref finetune "${rargs[@]}" --out "$tmp/ref"
+[ "$rc" -eq 0 ] || bad "uninterrupted run: exit $rc: $(cat "$tmp/ref.err")"
+env -i "$cli" finetune "${rargs[@]}" --out "$tmp/int" > "$tmp/int.out" 2> "$tmp/int.err" &
+pid=$!
+for ((i = 0; i < 600; i++)); do grep -q '^{"step":[0-9]*,"steps"' "$tmp/int.out" 2>/dev/null && break; sleep 0.02; done
+kill -INT "$pid" 2>/dev/null
+wait "$pid"
+rc=$?
+int_steps=$(field "$tmp/int.out" steps)
+ref_steps=$(field "$tmp/ref.out" steps)
+if [ "$rc" -ne 130 ]; then
+    bad "SIGINT after the first step: exit $rc, want 130 (steps run: $int_steps of $ref_steps; a too fast run?): $(cat "$tmp/int.err")"
+else
+    [ "$(field "$tmp/int.out" stopped_by)" = '"SIGINT"' ] || bad "summary after SIGINT: stopped_by $(field "$tmp/int.out" stopped_by)"
+    [ "$(field "$tmp/int.out" model)" = null ] || bad "an interrupted run wrote the model"
+    [ -d "$tmp/int/checkpoint" ] || bad "no checkpoint after SIGINT"
+    [ -n "$int_steps" ] && [ "$int_steps" -ge 1 ] && [ "$int_steps" -lt "$ref_steps" ] ||
+        bad "interrupted run: $int_steps steps (want 1 .. $ref_steps - 1)"
+    # Other options are refused.
+    run mismatch finetune "${rargs[@]}" --lr 1e-2 --out "$tmp/int" --resume
+    [ "$rc" -eq 1 ] && grep -q 'options differ' "$tmp/mismatch.err" || bad "--resume with another --lr: exit $rc: $(cat "$tmp/mismatch.err")"
+    run resume finetune "${rargs[@]}" --out "$tmp/int" --resume
+    [ "$rc" -eq 0 ] || bad "--resume: exit $rc: $(cat "$tmp/resume.err")"
+    [ "$(field "$tmp/resume.out" steps)" = "$ref_steps" ] || bad "--resume ended at step $(field "$tmp/resume.out" steps), the uninterrupted run at $ref_steps"
+    [ "$(field "$tmp/resume.out" resumed_from_step)" = "$int_steps" ] || bad "--resume: resumed_from_step $(field "$tmp/resume.out" resumed_from_step), want $int_steps"
+    first=$(grep -m1 '^{"step":[0-9]*,"steps"' "$tmp/resume.out" | sed 's/^{"step":\([0-9]*\),.*/\1/')
+    [ "$first" = $((int_steps + 1)) ] || bad "--resume: first step record $first, want $((int_steps + 1))"
+    ra=$(field "$tmp/ref.out" eval_loss_after) rb=$(field "$tmp/resume.out" eval_loss_after)
+    [ -n "$ra" ] && [ "$ra" = "$rb" ] || bad "--resume: final eval loss $rb, uninterrupted $ra (not bit-identical)"
+    [ "$(field "$tmp/resume.out" eval_loss_before)" = "$(field "$tmp/ref.out" eval_loss_before)" ] ||
+        bad "--resume: eval_loss_before not the original run's"
+    cmp -s "$tmp/ref/model.gguf" "$tmp/int/model.gguf" || bad "--resume: the model differs from the uninterrupted run's"
+fi
+run noresume finetune "${rargs[@]}" --out "$tmp/none" --resume
+[ "$rc" -eq 1 ] || bad "--resume without a checkpoint: exit $rc, want 1"
+
+# ---------------------------------------------------------------- bad data
+cp "$tmp/train.jsonl" "$tmp/badline.jsonl"
+sed -i '3s/.*/{"text": "the cat sat on/' "$tmp/badline.jsonl"
+run baddata finetune "${common[@]}" --data "$tmp/badline.jsonl" --out "$tmp/bad" -q
+[ "$rc" -eq 1 ] || bad "invalid JSON on line 3: exit $rc, want 1"
+grep -q 'line 3' "$tmp/baddata.err" || bad "invalid JSON on line 3: the message does not name the line: $(cat "$tmp/baddata.err")"
+run skip finetune "${common[@]}" --data "$tmp/badline.jsonl" --out "$tmp/skip" --skip-invalid -q
+[ "$rc" -eq 0 ] || bad "--skip-invalid: exit $rc: $(cat "$tmp/skip.err")"
+grep -q '"data":{"examples":39,.*"skipped":1,' "$tmp/skip.out" || bad "--skip-invalid: data record $(grep '"data"' "$tmp/skip.out")"
+
+# ---------------------------------------------------------------- memory limit
+run memlimit finetune "${common[@]}" --data "$tmp/train.jsonl" --out "$tmp/mem" --memory-limit 1K
+[ "$rc" -eq 1 ] || bad "--memory-limit 1K: exit $rc, want 1"
+grep -q '^memory: ' "$tmp/memlimit.err" || bad "--memory-limit 1K: no memory statement first"
+grep -qi 'batchcore: create trainer: .*memory' "$tmp/memlimit.err" || bad "--memory-limit 1K: no library message: $(cat "$tmp/memlimit.err")"
+
+# ---------------------------------------------------------------- usage errors
+for args in "--optimizer nope" "--schedule nope" "--lr -1" "--format gguf-q4" "--eval-fraction 1" "--epochs 0" \
+    "--frobnicate" "--chat-targets some" "--micro-batch-tokens 0" "--memory-limit 0" "--lr"; do
+    # shellcheck disable=SC2086
+    run usage finetune -m "$model" --data "$tmp/train.jsonl" --out "$tmp/u" $args
+    [ "$rc" -eq 2 ] || bad "finetune $args: exit $rc, want 2"
+    [ -s "$tmp/usage.err" ] || bad "finetune $args: no message"
+done
+run nodata finetune -m "$model" --out "$tmp/u"
+[ "$rc" -eq 2 ] && grep -q -- '--data' "$tmp/nodata.err" || bad "finetune without --data: exit $rc: $(cat "$tmp/nodata.err")"
+run both finetune -m "$model" --data "$tmp/train.jsonl" --eval "$tmp/eval.jsonl" --eval-fraction 0.1 --out "$tmp/u"
+[ "$rc" -eq 2 ] || bad "--eval with --eval-fraction: exit $rc, want 2"
+[ -e "$tmp/u" ] && bad "a usage error created the output directory"
+
+# ---------------------------------------------------------------- help
+run help finetune --help
+[ "$rc" -eq 0 ] || bad "finetune --help: exit $rc"
+for opt in -m --model --data --out --eval --eval-fraction --forget-eval --optimizer --lr --weight-decay --schedule \
+    --warmup-steps --min-lr --decay-steps --max-grad-norm --micro-batch-tokens --accumulation --epochs --seed \
+    --recompute --memory-limit --checkpoint-every --resume --format --max-tokens --truncate --skip-invalid \
+    --chat-targets --eval-every --threads --quiet adamw adam sgd lion lamb adagrad rmsprop adabrake cosine linear \
+    wsd gguf-f32 gguf-f16 hf 130 143; do
+    grep -qe "$opt\b" "$tmp/help.out" || bad "finetune --help does not mention $opt"
+done
+run top --help
+grep -q 'finetune' "$tmp/top.out" || bad "batchcore --help does not list finetune"
+
+exit $status
