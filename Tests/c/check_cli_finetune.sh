@@ -71,7 +71,7 @@ else
     [ -n "$steps" ] && [ "$steps" = "$total" ] && [ "$steps" -gt 4 ] || bad "summary steps '$steps' of '$total'"
     # Every line of stdout is a record of a documented kind; one step record per step.
     num='-?[0-9][-+0-9.eE]*'
-    step_re="^\\{\"step\":[0-9]+,\"steps\":$total,\"epoch\":[0-9]+,\"loss\":$num,\"tokens\":[1-9][0-9]*,\"targets\":[1-9][0-9]*,\"lr\":$num,\"grad_norm\":$num,\"tokens_per_s\":$num,\"seconds\":$num\\}$"
+    step_re="^\\{\"step\":[0-9]+,\"steps\":$total,\"epoch\":[0-9]+,\"loss\":$num,\"tokens\":[1-9][0-9]*,\"targets\":[1-9][0-9]*,\"lr\":$num,\"grad_norm\":$num,\"tokens_per_s\":$num,\"seconds\":$num(,\"skipped\":true)?\\}$"
     eval_re="^\\{\"step\":[0-9]+,\"(eval|forget)_loss\":$num,\"(eval|forget)_ppl\":$num,\"(eval|forget)_targets\":[1-9][0-9]*\\}$"
     other_re='^\{"(memory|data|summary)":\{.*\}\}$'
     n_step=$(grep -cE "$step_re" "$tmp/full.out")

@@ -430,6 +430,17 @@ static void format_duration(char *buf, size_t n, double s) {
     else snprintf(buf, n, "%lds", t);
 }
 
+/* "  WHAT: loss B -> A, perplexity B -> A" with "-" for what was not measured. */
+static void summary_line(const char *what, double before, double after) {
+    char b[4][32];
+    const double v[4] = {before, after, ppl(before), ppl(after)};
+    for (int k = 0; k < 4; k++) {
+        if (isfinite(v[k])) snprintf(b[k], sizeof b[k], k < 2 ? "%.4f" : "%.3f", v[k]);
+        else snprintf(b[k], sizeof b[k], "-");
+    }
+    fprintf(stderr, "  %s: loss %s -> %s, perplexity %s -> %s\n", what, b[0], b[1], b[2], b[3]);
+}
+
 /* ------------------------------------------------------------------ run */
 
 typedef struct run {
@@ -663,15 +674,17 @@ int cmd_finetune(int argc, char **argv) {
         if (!mo.quiet) fprintf(stderr, "resumed from %s at step %lld of %lld\n", ckpt_path, (long long)pr.step, (long long)pr.steps);
     }
 
-    /* Evaluations before training (a resumed run reuses those of run.json). */
-    if (!o.resume) {
+    /* Evaluations before training. A resumed run reuses those of run.json; one resumed
+     * at step 0 (stopped before its first step) still has the base weights and measures
+     * what is missing. */
+    if (!o.resume || (resumed_from == 0 && ((eval_examples > 0 && isnan(before.eval_loss)) || (o.forget && isnan(before.forget_loss))))) {
         bc_train_result res;
-        if (eval_examples > 0 && !cli_stop_signal()) {
+        if (eval_examples > 0 && isnan(before.eval_loss) && !cli_stop_signal()) {
             if (!evaluate(&r, NULL, 0, "eval", &res)) { rc = EXIT_FAIL; goto out; }
             before.eval_loss = res.loss;
             before.eval_targets = res.targets;
         }
-        if (o.forget && !cli_stop_signal()) {
+        if (o.forget && isnan(before.forget_loss) && !cli_stop_signal()) {
             if (!evaluate(&r, o.forget, 0, "forget", &res)) { rc = EXIT_FAIL; goto out; }
             before.forget_loss = res.loss;
             before.forget_targets = res.targets;
@@ -726,7 +739,8 @@ int cmd_finetune(int argc, char **argv) {
         fputs(",\"grad_norm\":", stdout);
         json_write_number(stdout, sr.grad_norm);
         fputs(",\"tokens_per_s\":", stdout);
-        json_write_number(stdout, tps);
+        if (isfinite(tps)) printf("%.1f", tps);
+        else fputs("null", stdout);
         printf(",\"seconds\":%.4f%s}\n", dt, skipped ? ",\"skipped\":true" : "");
         fflush(stdout);
         if (ferror(stdout)) { fprintf(stderr, "batchcore finetune: writing to stdout failed\n"); rc = EXIT_FAIL; goto out; }
@@ -829,11 +843,8 @@ int cmd_finetune(int argc, char **argv) {
                     (long long)pr.step, (long long)pr.steps, (long long)steps_this_run, (long long)skipped_steps,
                     (long long)tokens_this_run, train_seconds > 0 ? (double)tokens_this_run / train_seconds : 0.0, secs);
             if (!isnan(before.eval_loss) || have_after_eval)
-                fprintf(stderr, "  eval:   loss %.4f -> %.4f, perplexity %.3f -> %.3f (learned)\n", before.eval_loss, ea,
-                        ppl(before.eval_loss), ppl(ea));
-            if (o.forget)
-                fprintf(stderr, "  forget: loss %.4f -> %.4f, perplexity %.3f -> %.3f (forgot)\n", before.forget_loss, fa,
-                        ppl(before.forget_loss), ppl(fa));
+                summary_line("eval set (learned)", before.eval_loss, ea);
+            if (o.forget) summary_line("forget set (forgot)", before.forget_loss, fa);
             if (saved_checkpoint) fprintf(stderr, "  checkpoint: %s\n", ckpt_path);
             if (saved_model) fprintf(stderr, "  model: %s\n", model_path);
             if (stop) fprintf(stderr, "finetune: stopped by %s; continue with --resume\n", cli_signal_name(stop));
