@@ -61,7 +61,8 @@ import Testing
         let resumed = try Self.run(data: data, steps: 8, resumeFrom: data + ".ckpt")
         #expect(full.steps == 8 && resumed.steps == 8)
         #expect(resumed.losses == Array(full.losses.suffix(5)))
-        #expect(resumed.weights == full.weights)
+        let same = resumed.weights == full.weights
+        #expect(same, "the resumed run's weights differ from the uninterrupted run's")
         #expect(full.losses.last! < full.losses.first!, "training lowers the loss: \(full.losses)")
     }
 
@@ -88,7 +89,8 @@ import Testing
         bytes = bytes.prefix(bytes.count - 100)
         try bytes.write(to: URL(fileURLWithPath: weights))
         #expect(throws: BatchCoreError.self) { try t.loadCheckpoint(data + ".ckpt", optimizer: opt) }
-        #expect(t.parameters.map { Array(UnsafeBufferPointer(start: $0.values!, count: $0.count)) } == before)
+        let unchanged = t.parameters.map { Array(UnsafeBufferPointer(start: $0.values!, count: $0.count)) } == before
+        #expect(unchanged, "a refused checkpoint changed the weights")
         #expect(t.stepCount == 0 && opt.groups[0].step == 0)
         #expect(t.data?.packer.position == DataPosition())
     }
