@@ -254,7 +254,7 @@ private var defaultDataParams: bc_train_data_params {
 }
 
 /// The loader options and the split/shuffle settings a `bc_train_data_params` describes.
-private func dataOptions(_ params: UnsafePointer<bc_train_data_params>?, budget: Int) throws
+private func dataOptions(_ params: UnsafePointer<bc_train_data_params>?, budget: Int, context: Int) throws
     -> (DataLoadOptions, evalFraction: Double, seed: UInt64, epochs: Int) {
     let p = try readParams(params, defaults: defaultDataParams, "bc_train_data_params")
     for (name, v) in [("chat_targets", p.chat_targets), ("truncate", p.truncate), ("skip_invalid", p.skip_invalid)]
@@ -266,7 +266,8 @@ private func dataOptions(_ params: UnsafePointer<bc_train_data_params>?, budget:
         throw BatchCoreError.invalid("eval_fraction \(p.eval_fraction) outside 0 ..< 1")
     }
     guard p.epochs >= 1 else { throw BatchCoreError.invalid("epochs is 0; at least 1") }
-    let maxTokens = p.max_tokens == 0 ? budget : Int(p.max_tokens)
+    // An example must fit one micro-batch and the model's context.
+    let maxTokens = min(p.max_tokens == 0 ? budget : Int(p.max_tokens), budget, context)
     let o = DataLoadOptions(maxTokens: maxTokens, chatTargets: p.chat_targets == 1 ? .allTokens : .assistantOnly,
                             overLength: p.truncate == 1 ? .truncate : .error,
                             invalidExample: p.skip_invalid == 1 ? .skip : .error)
@@ -286,7 +287,8 @@ public func bc_trainer_load_data(_ trainer: OpaquePointer?, _ path: UnsafePointe
         let t = try object(trainer, as: TrainerHandle.self, "trainer")
         let path = String(cString: try required(path, "path"))
         try checkSized(info, "bc_train_data_info")
-        let (o, fraction, seed, epochs) = try dataOptions(params, budget: t.trainer.options.microBatchTokens)
+        let (o, fraction, seed, epochs) = try dataOptions(params, budget: t.trainer.options.microBatchTokens,
+                                                  context: t.model.config.contextLength)
         let d = try t.trainer.loadData(path: path, tokenizer: t.model.tokenizer, options: o, evalFraction: fraction,
                                        seed: seed, epochs: epochs)
         if let info {
@@ -307,7 +309,8 @@ public func bc_trainer_load_eval(_ trainer: OpaquePointer?, _ path: UnsafePointe
         let t = try object(trainer, as: TrainerHandle.self, "trainer")
         let path = String(cString: try required(path, "path"))
         try checkSized(info, "bc_train_data_info")
-        let (o, _, _, _) = try dataOptions(params, budget: t.trainer.options.microBatchTokens)
+        let (o, _, _, _) = try dataOptions(params, budget: t.trainer.options.microBatchTokens,
+                                                  context: t.model.config.contextLength)
         let set = try t.trainer.loadEval(path: path, tokenizer: t.model.tokenizer, options: o)
         if let info {
             try writeSized(bc_train_data_info(struct_size: 0, reserved0: 0, examples: Int64(set.count),
@@ -366,7 +369,8 @@ public func bc_trainer_evaluate_data(_ trainer: OpaquePointer?, _ path: UnsafePo
         try checkSized(out, "bc_train_result")
         let set: TrainingDataset
         if let path {
-            let (o, _, _, _) = try dataOptions(params, budget: t.trainer.options.microBatchTokens)
+            let (o, _, _, _) = try dataOptions(params, budget: t.trainer.options.microBatchTokens,
+                                                  context: t.model.config.contextLength)
             set = try TrainingDataset.load(path: String(cString: path), tokenizer: t.model.tokenizer, options: o).dataset
         } else {
             guard let e = t.trainer.data?.eval else { throw BatchCoreError.badState("no eval set: load one or hold out eval_fraction") }
