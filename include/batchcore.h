@@ -1059,7 +1059,7 @@ bc_status bc_trainer_pending(const bc_trainer *trainer, bc_train_result *result)
 
 typedef struct bc_train_data_params {
     uint32_t struct_size;          /**< sizeof(bc_train_data_params) */
-    uint32_t max_tokens;           /**< longest example in tokens; 0 = micro_batch_tokens (0) */
+    uint32_t max_tokens;           /**< longest example in tokens (0); at most micro_batch_tokens and the model's context */
     int32_t chat_targets;          /**< {"messages"}: 0 = assistant turns only (default), 1 = every token */
     int32_t truncate;              /**< over-long example: 0 = error naming its line (default), 1 = keep its first max_tokens (counted) */
     int32_t skip_invalid;          /**< invalid line: 0 = error naming it (default), 1 = skipped (counted) */

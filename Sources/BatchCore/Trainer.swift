@@ -245,3 +245,174 @@ public func bc_trainer_pending(_ trainer: OpaquePointer?, _ out: UnsafeMutablePo
         try writeSized(result(t.trainer.pending), to: try required(out, "out"), "bc_train_result")
     }
 }
+
+// MARK: data files
+
+private var defaultDataParams: bc_train_data_params {
+    bc_train_data_params(struct_size: UInt32(MemoryLayout<bc_train_data_params>.size), max_tokens: 0, chat_targets: 0,
+                         truncate: 0, skip_invalid: 0, eval_fraction: 0, seed: 0, epochs: 1, reserved0: 0)
+}
+
+/// The loader options and the split/shuffle settings a `bc_train_data_params` describes.
+private func dataOptions(_ params: UnsafePointer<bc_train_data_params>?, budget: Int, context: Int) throws
+    -> (DataLoadOptions, evalFraction: Double, seed: UInt64, epochs: Int) {
+    let p = try readParams(params, defaults: defaultDataParams, "bc_train_data_params")
+    for (name, v) in [("chat_targets", p.chat_targets), ("truncate", p.truncate), ("skip_invalid", p.skip_invalid)]
+    where v != 0 && v != 1 {
+        throw BatchCoreError.invalid("\(name) is \(v); use 0 or 1")
+    }
+    guard p.reserved0 == 0 else { throw BatchCoreError.invalid("bc_train_data_params.reserved0 must be 0") }
+    guard p.eval_fraction.isFinite, p.eval_fraction >= 0, p.eval_fraction < 1 else {
+        throw BatchCoreError.invalid("eval_fraction \(p.eval_fraction) outside 0 ..< 1")
+    }
+    guard p.epochs >= 1 else { throw BatchCoreError.invalid("epochs is 0; at least 1") }
+    // An example must fit one micro-batch and the model's context.
+    let maxTokens = min(p.max_tokens == 0 ? budget : Int(p.max_tokens), budget, context)
+    let o = DataLoadOptions(maxTokens: maxTokens, chatTargets: p.chat_targets == 1 ? .allTokens : .assistantOnly,
+                            overLength: p.truncate == 1 ? .truncate : .error,
+                            invalidExample: p.skip_invalid == 1 ? .skip : .error)
+    return (o, Double(p.eval_fraction), p.seed, Int(p.epochs))
+}
+
+@c @implementation
+public func bc_train_data_params_default(_ out: UnsafeMutablePointer<bc_train_data_params>?, _ size: Int) -> bc_status {
+    abiCall { try writeDefault(defaultDataParams, out, size, "bc_train_data_params") }
+}
+
+@c @implementation
+public func bc_trainer_load_data(_ trainer: OpaquePointer?, _ path: UnsafePointer<CChar>?,
+                                 _ params: UnsafePointer<bc_train_data_params>?,
+                                 _ info: UnsafeMutablePointer<bc_train_data_info>?) -> bc_status {
+    abiCall {
+        let t = try object(trainer, as: TrainerHandle.self, "trainer")
+        let path = String(cString: try required(path, "path"))
+        try checkSized(info, "bc_train_data_info")
+        let (o, fraction, seed, epochs) = try dataOptions(params, budget: t.trainer.options.microBatchTokens,
+                                                  context: t.model.config.contextLength)
+        let d = try t.trainer.loadData(path: path, tokenizer: t.model.tokenizer, options: o, evalFraction: fraction,
+                                       seed: seed, epochs: epochs)
+        if let info {
+            try writeSized(bc_train_data_info(struct_size: 0, reserved0: 0, examples: Int64(d.train.count),
+                                              tokens: Int64(d.train.tokenCount), targets: Int64(d.train.targetCount),
+                                              truncated: Int64(d.report.truncated), skipped: Int64(d.report.skipped.count),
+                                              eval_examples: Int64(d.eval?.count ?? 0), steps: Int64(d.totalSteps)),
+                           to: info, "bc_train_data_info")
+        }
+    }
+}
+
+@c @implementation
+public func bc_trainer_load_eval(_ trainer: OpaquePointer?, _ path: UnsafePointer<CChar>?,
+                                 _ params: UnsafePointer<bc_train_data_params>?,
+                                 _ info: UnsafeMutablePointer<bc_train_data_info>?) -> bc_status {
+    abiCall {
+        let t = try object(trainer, as: TrainerHandle.self, "trainer")
+        let path = String(cString: try required(path, "path"))
+        try checkSized(info, "bc_train_data_info")
+        let (o, _, _, _) = try dataOptions(params, budget: t.trainer.options.microBatchTokens,
+                                                  context: t.model.config.contextLength)
+        let set = try t.trainer.loadEval(path: path, tokenizer: t.model.tokenizer, options: o)
+        if let info {
+            try writeSized(bc_train_data_info(struct_size: 0, reserved0: 0, examples: Int64(set.count),
+                                              tokens: Int64(set.tokenCount), targets: Int64(set.targetCount),
+                                              truncated: 0, skipped: 0, eval_examples: Int64(set.count),
+                                              steps: Int64(t.trainer.data?.totalSteps ?? 0)),
+                           to: info, "bc_train_data_info")
+        }
+    }
+}
+
+@c @implementation
+public func bc_trainer_train_step(_ trainer: OpaquePointer?, _ opt: OpaquePointer?,
+                                  _ params: UnsafePointer<bc_optim_step_params>?,
+                                  _ totals: UnsafeMutablePointer<bc_train_result>?,
+                                  _ out: UnsafeMutablePointer<bc_optim_step_result>?) -> bc_status {
+    // Everything bc_trainer_step would refuse is checked before the data moves.
+    let ready = abiCall {
+        let t = try object(trainer, as: TrainerHandle.self, "trainer")
+        let o = try object(opt, as: Optimizer.self, "opt")
+        try checkSized(totals, "bc_train_result")
+        try checkSized(out, "bc_optim_step_result")
+        _ = try readParams(params, defaults: defaultStepParams, "bc_optim_step_params")
+        let ids = Set(o.tensors.map(\.name))
+        guard t.trainer.parameters.allSatisfy({ ids.contains($0.name) }) else {
+            throw BatchCoreError.invalid("the optimizer does not hold the trainer's tensors (bc_trainer_register)")
+        }
+        guard let d = t.trainer.data else { throw BatchCoreError.badState("no training data: call bc_trainer_load_data first") }
+        guard try t.trainer.accumulateNextStep() else {
+            throw BatchCoreError(.notFound, "every epoch is done (\(d.totalSteps) steps)")
+        }
+    }
+    return ready == BC_OK ? bc_trainer_step(trainer, opt, params, totals, out) : ready
+}
+
+@c @implementation
+public func bc_trainer_get_progress(_ trainer: OpaquePointer?, _ out: UnsafeMutablePointer<bc_train_progress>?) -> bc_status {
+    abiCall {
+        let t = try object(trainer, as: TrainerHandle.self, "trainer").trainer
+        let out = try required(out, "out")
+        let p = t.data?.packer.position ?? DataPosition()
+        try writeSized(bc_train_progress(struct_size: 0, reserved0: 0, step: Int64(t.stepCount),
+                                         steps: Int64(t.data?.totalSteps ?? 0), epoch: Int64(p.epoch),
+                                         example: Int64(p.index), tokens: Int64(t.tokensSeen)),
+                       to: out, "bc_train_progress")
+    }
+}
+
+@c @implementation
+public func bc_trainer_evaluate_data(_ trainer: OpaquePointer?, _ path: UnsafePointer<CChar>?,
+                                     _ params: UnsafePointer<bc_train_data_params>?,
+                                     _ out: UnsafeMutablePointer<bc_train_result>?) -> bc_status {
+    abiCall {
+        let t = try object(trainer, as: TrainerHandle.self, "trainer")
+        let out = try required(out, "out")
+        try checkSized(out, "bc_train_result")
+        let set: TrainingDataset
+        if let path {
+            let (o, _, _, _) = try dataOptions(params, budget: t.trainer.options.microBatchTokens,
+                                                  context: t.model.config.contextLength)
+            set = try TrainingDataset.load(path: String(cString: path), tokenizer: t.model.tokenizer, options: o).dataset
+        } else {
+            guard let e = t.trainer.data?.eval else { throw BatchCoreError.badState("no eval set: load one or hold out eval_fraction") }
+            set = e
+        }
+        try writeSized(result(try t.trainer.evaluate(set)), to: out, "bc_train_result")
+    }
+}
+
+@c @implementation
+public func bc_trainer_save_model(_ trainer: OpaquePointer?, _ path: UnsafePointer<CChar>?,
+                                  _ format: bc_weights_format) -> bc_status {
+    abiCall {
+        let t = try object(trainer, as: TrainerHandle.self, "trainer")
+        let path = String(cString: try required(path, "path"))
+        switch format {
+        case BC_WEIGHTS_GGUF_F32: try t.model.writeGGUF(path: path, f16: false)
+        case BC_WEIGHTS_GGUF_F16: try t.model.writeGGUF(path: path, f16: true)
+        case BC_WEIGHTS_HF: try t.model.writeHuggingFace(directory: path)
+        default: throw BatchCoreError.invalid("unknown weights format \(format.rawValue)")
+        }
+    }
+}
+
+@c @implementation
+public func bc_trainer_save_checkpoint(_ trainer: OpaquePointer?, _ opt: OpaquePointer?,
+                                       _ dir: UnsafePointer<CChar>?) -> bc_status {
+    abiCall {
+        let t = try object(trainer, as: TrainerHandle.self, "trainer")
+        let dir = String(cString: try required(dir, "dir"))
+        let o = try opt.map { try object($0, as: Optimizer.self, "opt") }
+        try t.trainer.saveCheckpoint(dir, optimizer: o)
+    }
+}
+
+@c @implementation
+public func bc_trainer_load_checkpoint(_ trainer: OpaquePointer?, _ opt: OpaquePointer?,
+                                       _ dir: UnsafePointer<CChar>?) -> bc_status {
+    abiCall {
+        let t = try object(trainer, as: TrainerHandle.self, "trainer")
+        let dir = String(cString: try required(dir, "dir"))
+        let o = try opt.map { try object($0, as: Optimizer.self, "opt") }
+        try t.trainer.loadCheckpoint(dir, optimizer: o)
+    }
+}

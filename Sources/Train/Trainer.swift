@@ -69,6 +69,12 @@ package final class Trainer {
     private let gradients = LayerGradients()
     /// Accumulated since the last step.
     package private(set) var pending = TrainingTotals()
+    /// The training and eval sets when the trainer reads data itself (`loadData`).
+    package internal(set) var data: TrainerData?
+    /// Optimizer steps taken by `trainStep` (restored by a checkpoint).
+    package internal(set) var stepCount = 0
+    /// Training tokens processed by `trainStep`.
+    package internal(set) var tokensSeen = 0
 
     /// The trainable tensors of a full fine-tune: every tensor of the model.
     static func selectParameters(_ w: ModelWeights, _ o: TrainerOptions) -> [ModelParameter] { w.parameters }

@@ -219,6 +219,24 @@ int main(int argc, char **argv) {
     for (int i = 0; i < vocab; i++) diff += fabs((double)after[i] - before[i]);
     CHECK(diff > 1e-3 * vocab);
 
+    /* The trained weights saved as GGUF F32 load back to the same logits, bit for bit. */
+    {
+        char path[64];
+        snprintf(path, sizeof path, "/tmp/bc-test-trainer-%ld.gguf", (long)getpid());
+        CHECK_ERR(bc_trainer_save_model(t, path, (bc_weights_format)7), BC_E_INVALID_ARGUMENT);
+        CHECK_OK(bc_trainer_save_model(t, path, BC_WEIGHTS_GGUF_F32));
+        bc_model *saved = NULL;
+        CHECK_OK(bc_model_load(path, NULL, &saved));
+        if (saved) {
+            float *again = (float *)malloc(sizeof(float) * (size_t)vocab);
+            last_logits(saved, tokens, 30, again, vocab);
+            CHECK(memcmp(again, after, sizeof(float) * (size_t)vocab) == 0);
+            free(again);
+            bc_model_free(saved);
+        }
+        remove(path);
+    }
+
     bc_optimizer_free(opt);
     bc_trainer_free(t);
     /* The trainer is gone: a new one can be made on the model. */
