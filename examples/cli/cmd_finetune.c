@@ -65,8 +65,8 @@ static void finetune_usage(FILE *out) {
             "DIR holds: checkpoint/ (weights, optimizer state, data position: written every\n"
             "--checkpoint-every steps and at the end), run.json (the options and the evaluations\n"
             "before training, so a resumed run reports the same \"before\"), and the trained model:\n"
-            "model.gguf (gguf-f32, gguf-f16) or model/ (hf: config.json, model.safetensors,\n"
-            "tokenizer files). bc_model_load (batchcore info -m ...) reads both.\n");
+            "model.gguf (gguf-f32, gguf-f16: only from a GGUF model) or model/ (hf: config.json,\n"
+            "model.safetensors, tokenizer files). bc_model_load (batchcore info -m ...) reads both.\n");
     fprintf(out,
             "--resume continues from DIR/checkpoint bit-identically to an uninterrupted run: the\n"
             "same data and options are required (the options are compared with run.json, the\n"
@@ -103,8 +103,11 @@ static void finetune_usage(FILE *out) {
             "      --checkpoint-every N    write DIR/checkpoint every N steps; 0 = only at the end\n"
             "                              (default 0)\n"
             "      --resume                continue from DIR/checkpoint\n"
-            "      --format F              gguf-f32 (default), gguf-f16 or hf\n"
-            "      --max-tokens N          longest example in tokens; 0 = --micro-batch-tokens (default 0)\n"
+            "      --format F              gguf-f32, gguf-f16 or hf (default: gguf-f32 for a GGUF\n"
+            "                              model, hf for a Hugging Face one; GGUF output needs a\n"
+            "                              GGUF model)\n"
+            "      --max-tokens N          longest example in tokens, capped by --micro-batch-tokens and\n"
+            "                              the model's context; 0 = that cap (default 0)\n"
             "      --truncate              cut over-long examples to --max-tokens (default: error)\n"
             "      --skip-invalid          skip invalid lines (default: error naming the line)\n"
             "      --chat-targets WHICH    {\"messages\"}: assistant (default) or all tokens\n"
@@ -282,6 +285,16 @@ static int make_dirs(const char *path) {
 static int is_dir(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+/* A Hugging Face model path as bc_model_load reads it: a directory or safetensors. */
+static int is_hf_path(const char *path) {
+    return is_dir(path) || ends_with(path, ".safetensors") || ends_with(path, ".safetensors.index.json");
 }
 
 /* The options a resumed run must share with the run it continues, as one line. */
@@ -495,8 +508,7 @@ int cmd_finetune(int argc, char **argv) {
     o.micro_batch_tokens = 2048;
     o.accumulation = 1;
     o.epochs = 1;
-    o.format = "gguf-f32";
-    o.weights_format = BC_WEIGHTS_GGUF_F32;
+    o.weights_format = -1; /* by the model's format */
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -530,6 +542,22 @@ int cmd_finetune(int argc, char **argv) {
     if (o.decay_steps && o.schedule_kind != BC_LR_WSD) {
         fprintf(stderr, "batchcore finetune: --decay-steps applies to --schedule wsd only\n");
         return EXIT_USAGE;
+    }
+
+    /* The output format follows the model's unless given; GGUF output needs GGUF metadata
+     * (the tokenizer), so a Hugging Face model can only be written as hf: refused here,
+     * before training, not after. The path is the one cli_load_model resolves. */
+    {
+        const char *mp = mo.path ? mo.path : getenv("BATCHCORE_MODEL");
+        int hf_model = mp && mp[0] && is_hf_path(mp);
+        if (o.weights_format < 0) {
+            o.weights_format = hf_model ? BC_WEIGHTS_HF : BC_WEIGHTS_GGUF_F32;
+            o.format = hf_model ? "hf" : "gguf-f32";
+        } else if (hf_model && o.weights_format != BC_WEIGHTS_HF) {
+            fprintf(stderr, "batchcore finetune: --format %s needs a GGUF model; %s is a Hugging Face model: use --format hf\n",
+                    o.format, mp);
+            return EXIT_USAGE;
+        }
     }
 
     int rc = EXIT_OK;
