@@ -13,7 +13,7 @@
 #  - SIGINT after the first step record: the step ends, the checkpoint is written, the
 #    summary says stopped_by SIGINT, exit 130; --resume continues to the same final step
 #    count and the same final eval loss (bits: 17 digits) as a run never interrupted;
-#    --resume with other options is refused;
+#    --resume with other options is refused; SIGTERM: the same, exit 143;
 #  - an invalid JSON line exits 1 naming the line; --skip-invalid counts it instead;
 #  - a memory limit below the trainer's statement exits 1 with the library's message;
 #  - bad options exit 2; --help names every option.
@@ -154,6 +154,16 @@ else
         bad "--resume: eval_loss_before not the original run's"
     cmp -s "$tmp/ref/model/model.safetensors" "$tmp/int/model/model.safetensors" || bad "--resume: the model differs from the uninterrupted run's"
 fi
+# SIGTERM: the same stop, exit 143.
+env -i "$cli" finetune "${rargs[@]}" --out "$tmp/term" > "$tmp/term.out" 2> "$tmp/term.err" &
+pid=$!
+for ((i = 0; i < 600; i++)); do grep -q '^{"step":[0-9]*,"steps"' "$tmp/term.out" 2>/dev/null && break; sleep 0.02; done
+kill -TERM "$pid" 2>/dev/null
+wait "$pid"
+rc=$?
+[ "$rc" -eq 143 ] || bad "SIGTERM after the first step: exit $rc, want 143"
+[ "$(field "$tmp/term.out" stopped_by)" = '"SIGTERM"' ] || bad "summary after SIGTERM: stopped_by $(field "$tmp/term.out" stopped_by)"
+[ -d "$tmp/term/checkpoint" ] || bad "no checkpoint after SIGTERM"
 run noresume finetune "${rargs[@]}" --out "$tmp/none" --resume
 [ "$rc" -eq 1 ] || bad "--resume without a checkpoint: exit $rc, want 1"
 
