@@ -96,20 +96,33 @@ int main(int argc, char **argv) {
     CHECK(bc_trainer_params_default(&tp, sizeof tp));
     tp.micro_batch_tokens = (uint32_t)n;
     tp.recompute = recompute;
+    if (!train) tp.optimizer_slots = 0; /* forward only: no optimizer state to budget for */
+    bc_trainer_memory mem;
+    memset(&mem, 0, sizeof mem);
+    mem.struct_size = sizeof mem;
+    CHECK(bc_trainer_estimate(model, &tp, &mem));
+    fprintf(stderr, "# trainer estimate (MiB): weights %.0f, trainable copies %.0f, gradients %.0f, activations %.0f, "
+            "backward buffers %.0f, optimizer state %.0f, added %.0f\n", mem.model_weights / 1048576.0,
+            mem.trainable_copies / 1048576.0, mem.gradients / 1048576.0, mem.activations / 1048576.0,
+            mem.backward_buffers / 1048576.0, mem.optimizer_state / 1048576.0, mem.added / 1048576.0);
     bc_trainer *t = NULL;
     CHECK(bc_trainer_create(model, &tp, &t));
+    /* The optimizer exists only in train mode: its AdamW state (2 x 4 bytes x params) is
+     * no part of a forward-only footprint (train_torch.py builds no optimizer either). */
     bc_optimizer *opt = NULL;
-    CHECK(bc_optimizer_create(BC_OPTIM_ADAMW, &opt));
-    bc_optim_hparams hp;
-    CHECK(bc_optim_hparams_default(BC_OPTIM_ADAMW, &hp, sizeof hp));
-    hp.lr = 1e-5;
-    hp.beta1 = 0.9;
-    hp.beta2 = 0.999;
-    hp.eps = 1e-8;
-    hp.weight_decay = 0.01;
-    uint32_t g = 0;
-    CHECK(bc_optimizer_add_group(opt, &hp, &g));
-    CHECK(bc_trainer_register(t, opt, g));
+    if (train) {
+        CHECK(bc_optimizer_create(BC_OPTIM_ADAMW, &opt));
+        bc_optim_hparams hp;
+        CHECK(bc_optim_hparams_default(BC_OPTIM_ADAMW, &hp, sizeof hp));
+        hp.lr = 1e-5;
+        hp.beta1 = 0.9;
+        hp.beta2 = 0.999;
+        hp.eps = 1e-8;
+        hp.weight_decay = 0.01;
+        uint32_t g = 0;
+        CHECK(bc_optimizer_add_group(opt, &hp, &g));
+        CHECK(bc_trainer_register(t, opt, g));
+    }
 
     bc_train_batch b;
     memset(&b, 0, sizeof b);
@@ -152,7 +165,7 @@ int main(int argc, char **argv) {
            r.loss, loss0, (long long)info.n_params, info.n_layer, info.n_embd);
     for (int i = 0; i < steps; i++) printf("%s%.3f", i ? "," : "", times[i]);
     printf("\n");
-    bc_optimizer_free(opt);
+    bc_optimizer_free(opt); /* NULL in forward mode: a no-op */
     bc_trainer_free(t);
     bc_model_free(model);
     free(tokens);
