@@ -16,15 +16,16 @@ import BCCore
 /// to one work item. The result is therefore the same bits whatever the thread count
 /// and the tiling.
 ///
-/// Kernel: a 6 × 16 register tile (twelve 8-lane accumulators, as PackedGEMM's), six
-/// broadcast values of the left operand and one 16-float piece of the right operand per
-/// step; the right operand's 16 columns of a reduction block are first copied to an
-/// aligned contiguous panel (reused by the item's 8 row tiles). Work items are tiles of
-/// the output (dX: 48 tokens × 128 columns; dW: 48 rows of W × 128 columns) spread with
-/// `Parallel.forEach`; the reduction runs in blocks of 256 so that a tile's operands stay
-/// in L1/L2. Measured (2 threads, T = 1024, 576 × 576 and 576 × 1536, a shared machine):
-/// about 0.45–0.75 of OpenBLAS sgemm's speed on the same products.
-/// dX from `PackedWeights` (no row-major copy) measures about 10–15% slower.
+/// Kernel: a 6 × 16 register tile (twelve 8-lane accumulators, as PackedGEMM's) streaming
+/// two packed buffers: per work item and reduction block of 256, the left operand's rows
+/// as micro-panels of 6 (6 floats per step) and, per 16 output columns, the right
+/// operand's panel (16 floats per step). Work items are tiles of the output spread with
+/// `Parallel.forEach` (see `multiplyAccumulate` for the tiling). Measured single-thread
+/// on the SmolLM2-135M shapes (T = 1024; a loaded shared machine, so ratios to the
+/// forward `PackedGEMM.multiply` in the same run): about 0.75–0.85 of the forward's
+/// GFLOP/s (was about 0.4), OpenBLAS sgemm measures about 0.9–1.0 of the forward's.
+/// Hand-run bench: `BATCHCORE_BENCH=1 swift test -c release --skip-build --filter
+/// ProjectionBench`; OpenBLAS: bench/sgemm_bench.c.
 package enum ProjectionBackward {
     /// Output rows (tokens for dX, rows of W for dW) per work item: 8 micro-panels of 6;
     /// 24 when that leaves fewer than 4 items per thread.
