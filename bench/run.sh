@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # batchcore benchmarks.
-#   bench/run.sh [optim] [model] [kv] [engine] [--quick]
-# With no bench name, every bench runs (optim, model, kv, engine). --quick uses small sizes.
+#   bench/run.sh [optim] [model] [kv] [engine] [train] [--quick]
+# With no bench name, every bench runs (optim, model, kv, engine, train). --quick uses small sizes.
 # Environment:
 #   BENCH_PREFIX     install prefix for batchcore (default: a fresh temp dir)
 #   BENCH_OUT        where raw logs and the table go (default: $BENCH_PREFIX/results)
 #   BENCH_IDLE_WAIT  max seconds to wait for the machine to go idle first (default 120; 0 = don't)
+#   BENCH_THREADS    threads of both sides (kv, engine, train: 2; model: nproc)
+#   BENCH_ROUNDS     rounds of the alternating benches (optim 2; train 2, --quick 1)
+#   BENCH_TRAIN_STEPS, BENCH_TRAIN_WARMUP  timed / warm-up steps per train process (5, 1; --quick 2, 1)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -15,12 +18,12 @@ quick=()
 for arg in "$@"; do
     case "$arg" in
         --quick) quick=(--quick) ;;
-        optim|model|kv|engine) benches+=("$arg") ;;
-        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
-        *) echo "run.sh: unknown argument '$arg' (benches: optim, model, kv, engine; flags: --quick)" >&2; exit 2 ;;
+        optim|model|kv|engine|train) benches+=("$arg") ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        *) echo "run.sh: unknown argument '$arg' (benches: optim, model, kv, engine, train; flags: --quick)" >&2; exit 2 ;;
     esac
 done
-[ ${#benches[@]} -gt 0 ] || benches=(optim model kv engine)
+[ ${#benches[@]} -gt 0 ] || benches=(optim model kv engine train)
 
 prefix=${BENCH_PREFIX:-$(mktemp -d /tmp/batchcore-bench.XXXXXX)}
 out=${BENCH_OUT:-$prefix/results}
@@ -33,6 +36,20 @@ need_torch() {
     if ! python3 -c "import torch, sys; sys.exit(torch.__version__ != '$want_torch')" 2>/dev/null; then
         log "installing torch==$want_torch"
         python3 -m pip install -q "torch==$want_torch"
+    fi
+}
+
+# --- transformers + gguf on top of torch (the versions tools/reference/train_fixtures.py pins) ---
+need_transformers() {
+    need_torch
+    local missing=() spec mod
+    for spec in transformers==5.24.0 safetensors==0.8.0 gguf==0.19.0 numpy; do
+        mod=${spec%%==*}
+        python3 -c "import $mod" 2>/dev/null || missing+=("$spec")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing ${missing[*]}"
+        python3 -m pip install -q "${missing[@]}"
     fi
 }
 
@@ -250,6 +267,64 @@ run_engine() {
     echo
     cat "$out/engine_table.md"
     log "raw results: $res; table: $out/engine_table.md"
+}
+
+# Full fine-tuning (forward + backward + AdamW) and forward-only tokens/s, batchcore
+# (train_bench.c) vs PyTorch + transformers eager (train_torch.py), same weights, token
+# ids and threads. Every configuration runs in its own process (peak RSS per
+# configuration); per configuration the two sides run back to back, batchcore first in
+# odd rounds and PyTorch first in even ones; each round starts and ends with the sgemm
+# peak (torch.mm 2048x2048 float32, same threads).
+run_train() {
+    need_transformers
+    local bin="$prefix/train_bench" res="$out/train_results.txt" model threads=${BENCH_THREADS:-2}
+    local rounds=${BENCH_ROUNDS:-2} steps=${BENCH_TRAIN_STEPS:-5} warmup=${BENCH_TRAIN_WARMUP:-1}
+    local shapes="4x256 8x512" r shape mode d l impl
+    if [ ${#quick[@]} -gt 0 ]; then
+        shapes="4x256"; rounds=${BENCH_ROUNDS:-1}; steps=${BENCH_TRAIN_STEPS:-2}
+    fi
+    model=$("$repo/tools/fetch-model.sh")
+    log "compiling train_bench.c against the installed header (pkg-config batchcore)"
+    # shellcheck disable=SC2046
+    cc -std=c99 -O2 -Wall -Wextra -Werror -pedantic $(pkg-config --cflags batchcore) \
+        -o "$bin" "$here/train_bench.c" $(pkg-config --libs batchcore) -lm
+    wait_idle
+    {
+        machine_info | sed 's/^/# /'
+        echo "# model: $(basename "$model")"
+        echo "# threads: $threads (bc_set_num_threads / torch.set_num_threads), rounds: $rounds, steps: $warmup warm-up + $steps timed per process"
+        echo "# load before: $(cat /proc/loadavg)"
+    } >"$res"
+    # One side, one configuration, one process; its per-step lines go to a log.
+    train_one() {  # impl mode docs len round
+        local logf="$out/train_$1_$2_$3x$4_r$5.log"
+        local args=("$model" --mode "$2" --docs "$3" --len "$4" --steps "$steps" --warmup "$warmup" --threads "$threads")
+        log "round $5/$rounds: $1 $2 $3x$4"
+        if [ "$1" = batchcore ]; then
+            "$bin" "${args[@]}" 2>"$logf" | tee -a "$res" || log "WARNING: train_bench failed (see $logf)"
+        else
+            python3 "$here/train_torch.py" "${args[@]}" 2>"$logf" | tee -a "$res" || log "WARNING: train_torch.py failed (see $logf)"
+        fi
+    }
+    for r in $(seq 1 "$rounds"); do
+        python3 "$here/train_torch.py" --peak --threads "$threads" | tee -a "$res"
+        for shape in $shapes; do
+            d=${shape%x*}; l=${shape#*x}
+            for mode in train forward; do
+                if [ $((r % 2)) -eq 1 ]; then
+                    for impl in batchcore torch; do train_one "$impl" "$mode" "$d" "$l" "$r"; done
+                else
+                    for impl in torch batchcore; do train_one "$impl" "$mode" "$d" "$l" "$r"; done
+                fi
+            done
+        done
+        python3 "$here/train_torch.py" --peak --threads "$threads" | tee -a "$res"
+    done
+    echo "# load after: $(cat /proc/loadavg)" >>"$res"
+    python3 "$here/train_table.py" "$res" >"$out/train_table.md"
+    echo
+    cat "$out/train_table.md"
+    log "raw results: $res; per-step logs: $out/train_*.log; table: $out/train_table.md"
 }
 
 for b in "${benches[@]}"; do

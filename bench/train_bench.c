@@ -7,15 +7,44 @@
  *   train_bench MODEL.gguf [--docs 4] [--len 256] [--steps 3] [--warmup 1] [--mode train|forward]
  *               [--recompute] [--threads N]
  *
- * Prints one machine-readable line:
- *   RESULT impl=batchcore mode=.. docs=.. len=.. tokens_per_s=<median> sec=<median step> peak_rss_mib=.. loss=..
- * Token ids are pseudo-random (throughput does not depend on them); every row but each
- * document's last is a target.
+ * Prints one machine-readable line (bench/train_torch.py prints the same for PyTorch):
+ *   RESULT impl=batchcore mode=.. docs=.. len=.. threads=.. recompute=.. tokens_per_s=<median>
+ *          sec=<median step> peak_rss_mib=.. load_rss_mib=.. steps_rss_mib=.. loss=<last step>
+ *          loss0=<first step> params=.. layers=.. embd=.. times=<timed steps, s>
+ * peak_rss_mib: getrusage(RUSAGE_SELF) ru_maxrss, the whole process; load_rss_mib: VmHWM
+ * after loading the model; steps_rss_mib: VmHWM over trainer creation and every step
+ * (reset through /proc/self/clear_refs after the load; nan if the kernel refuses).
+ * Token ids are pseudo-random (throughput does not depend on them) from a 64-bit LCG
+ * that train_torch.py repeats, so both sides see the same ids; every row but each
+ * document's last is a target (= transformers' labels=input_ids).
+ * AdamW: lr 1e-5, betas (0.9, 0.999), eps 1e-8, weight_decay 0.01 (train_torch.py's).
  */
 #define _POSIX_C_SOURCE 200809L
 #include "bench_util.h"
 #include <string.h>
 #include <sys/resource.h>
+
+/* VmHWM of /proc/self/status in MiB (the peak RSS since the start or the last reset); NaN if unreadable. */
+static double vm_hwm_mib(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double v = NAN;
+    if (!f) return v;
+    while (fgets(line, sizeof line, f)) {
+        long kib;
+        if (sscanf(line, "VmHWM: %ld kB", &kib) == 1) { v = (double)kib / 1024.0; break; }
+    }
+    fclose(f);
+    return v;
+}
+
+/* Resets VmHWM to the current RSS (Linux >= 4.0); 0 if refused. */
+static int reset_hwm(void) {
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (!f) return 0;
+    int ok = fputs("5", f) >= 0;
+    return (fclose(f) == 0) && ok;
+}
 
 int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
@@ -32,7 +61,11 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--steps")) steps = atoi(v);
         else if (!strcmp(a, "--warmup")) warmup = atoi(v);
         else if (!strcmp(a, "--threads")) threads = atoi(v);
-        else if (!strcmp(a, "--mode")) train = strcmp(v, "forward") != 0;
+        else if (!strcmp(a, "--mode")) {
+            if (!strcmp(v, "train")) train = 1;
+            else if (!strcmp(v, "forward")) train = 0;
+            else { fprintf(stderr, "train_bench: --mode is train or forward, not '%s'\n", v); return 2; }
+        }
         else { fprintf(stderr, "train_bench: unknown option %s\n", a); return 2; }
         i++;
     }
@@ -44,6 +77,8 @@ int main(int argc, char **argv) {
     memset(&info, 0, sizeof info);
     info.struct_size = sizeof info;
     CHECK(bc_model_get_info(model, &info));
+    const double load_rss = vm_hwm_mib();
+    const int hwm_ok = reset_hwm();
 
     const int n = docs * len;
     int32_t *tokens = (int32_t *)xmalloc(sizeof(int32_t) * (size_t)n);
@@ -61,16 +96,33 @@ int main(int argc, char **argv) {
     CHECK(bc_trainer_params_default(&tp, sizeof tp));
     tp.micro_batch_tokens = (uint32_t)n;
     tp.recompute = recompute;
+    if (!train) tp.optimizer_slots = 0; /* forward only: no optimizer state to budget for */
+    bc_trainer_memory mem;
+    memset(&mem, 0, sizeof mem);
+    mem.struct_size = sizeof mem;
+    CHECK(bc_trainer_estimate(model, &tp, &mem));
+    fprintf(stderr, "# trainer estimate (MiB): weights %.0f, trainable copies %.0f, gradients %.0f, activations %.0f, "
+            "backward buffers %.0f, optimizer state %.0f, added %.0f\n", mem.model_weights / 1048576.0,
+            mem.trainable_copies / 1048576.0, mem.gradients / 1048576.0, mem.activations / 1048576.0,
+            mem.backward_buffers / 1048576.0, mem.optimizer_state / 1048576.0, mem.added / 1048576.0);
     bc_trainer *t = NULL;
     CHECK(bc_trainer_create(model, &tp, &t));
+    /* The optimizer exists only in train mode: its AdamW state (2 x 4 bytes x params) is
+     * no part of a forward-only footprint (train_torch.py builds no optimizer either). */
     bc_optimizer *opt = NULL;
-    CHECK(bc_optimizer_create(BC_OPTIM_ADAMW, &opt));
-    bc_optim_hparams hp;
-    CHECK(bc_optim_hparams_default(BC_OPTIM_ADAMW, &hp, sizeof hp));
-    hp.lr = 1e-5;
-    uint32_t g = 0;
-    CHECK(bc_optimizer_add_group(opt, &hp, &g));
-    CHECK(bc_trainer_register(t, opt, g));
+    if (train) {
+        CHECK(bc_optimizer_create(BC_OPTIM_ADAMW, &opt));
+        bc_optim_hparams hp;
+        CHECK(bc_optim_hparams_default(BC_OPTIM_ADAMW, &hp, sizeof hp));
+        hp.lr = 1e-5;
+        hp.beta1 = 0.9;
+        hp.beta2 = 0.999;
+        hp.eps = 1e-8;
+        hp.weight_decay = 0.01;
+        uint32_t g = 0;
+        CHECK(bc_optimizer_add_group(opt, &hp, &g));
+        CHECK(bc_trainer_register(t, opt, g));
+    }
 
     bc_train_batch b;
     memset(&b, 0, sizeof b);
@@ -83,7 +135,7 @@ int main(int argc, char **argv) {
     bc_train_result r;
     memset(&r, 0, sizeof r);
     r.struct_size = sizeof r;
-    double times[256];
+    double times[256], loss0 = NAN;
     for (int i = 0; i < warmup + steps; i++) {
         double t0 = now();
         if (train) {
@@ -94,15 +146,26 @@ int main(int argc, char **argv) {
         }
         double dt = now() - t0;
         if (i >= warmup) times[i - warmup] = dt;
+        if (i == 0) loss0 = r.loss;
         fprintf(stderr, "# step %d: %.2f s, loss %.4f\n", i, dt, r.loss);
     }
-    qsort(times, (size_t)steps, sizeof times[0], cmp_double);
-    double med = times[steps / 2];
+    const double steps_rss = hwm_ok ? vm_hwm_mib() : NAN;
+    double sorted[256];
+    memcpy(sorted, times, sizeof(double) * (size_t)steps);
+    qsort(sorted, (size_t)steps, sizeof sorted[0], cmp_double);
+    /* the median (the mean of the middle two for an even count, as Python's statistics.median) */
+    double med = steps % 2 ? sorted[steps / 2] : 0.5 * (sorted[steps / 2 - 1] + sorted[steps / 2]);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("RESULT impl=batchcore mode=%s docs=%d len=%d recompute=%d tokens_per_s=%.2f sec=%.3f peak_rss_mib=%.0f loss=%.4f\n",
-           train ? "train" : "forward", docs, len, recompute, n / med, med, ru.ru_maxrss / 1024.0, r.loss);
-    bc_optimizer_free(opt);
+    double peak = ru.ru_maxrss / 1024.0;
+    if (load_rss > peak) peak = load_rss;
+    printf("RESULT impl=batchcore mode=%s docs=%d len=%d threads=%d recompute=%d tokens_per_s=%.2f sec=%.3f "
+           "peak_rss_mib=%.0f load_rss_mib=%.0f steps_rss_mib=%.0f loss=%.4f loss0=%.4f params=%lld layers=%d embd=%d times=",
+           train ? "train" : "forward", docs, len, (int)bc_get_num_threads(), recompute, n / med, med, peak, load_rss, steps_rss,
+           r.loss, loss0, (long long)info.n_params, info.n_layer, info.n_embd);
+    for (int i = 0; i < steps; i++) printf("%s%.3f", i ? "," : "", times[i]);
+    printf("\n");
+    bc_optimizer_free(opt); /* NULL in forward mode: a no-op */
     bc_trainer_free(t);
     bc_model_free(model);
     free(tokens);

@@ -185,7 +185,8 @@ typedef struct bc_optim_hparams {
     double alpha;                    /**< RMSprop smoothing constant; Adaptive Braking strength */
     double lr_decay;                 /**< Adagrad */
     double initial_accumulator_value;/**< Adagrad (used when a tensor is added) */
-    double max_grad_norm;            /**< LAMB's own global clip, timm style (group 0's value is used; 0 = off) */
+    double max_grad_norm;            /**< LAMB ONLY: timm Lamb's own clip inside the update (group 0's value; 0 = off).
+                                          Not the global clip of any algorithm: that is bc_optim_step_params.max_grad_norm */
     int32_t nesterov;                /**< SGD */
     int32_t amsgrad;                 /**< Adam/AdamW */
     int32_t centered;                /**< RMSprop */
@@ -285,6 +286,19 @@ bc_status bc_optimizer_step(bc_optimizer *opt, const bc_optim_step_params *param
 
 /** Number of groups / tensors / total parameters; any output may be NULL, not all. Errors: NULL opt, all outputs NULL. */
 bc_status bc_optimizer_info(const bc_optimizer *opt, uint32_t *groups, uint32_t *tensors, int64_t *parameters);
+
+/**
+ * Fills *out with an empty result (grad_norm NaN, clip_coef 1, step 0) and sets
+ * out->struct_size = size: the usual way to prepare the output of bc_optimizer_step
+ * and bc_trainer_step. size = sizeof(*out).
+ */
+bc_status bc_optim_step_result_default(bc_optim_step_result *out, size_t size);
+
+/**
+ * Steps group `group` has taken (restored by bc_optimizer_load / load_buffer): what an
+ * LR schedule resumes from. Errors: NULL arguments, group out of range.
+ */
+bc_status bc_optimizer_get_step(const bc_optimizer *opt, uint32_t group, int64_t *step);
 
 /**
  * Saves the full optimizer state (algorithm, all groups' hyperparameters and step

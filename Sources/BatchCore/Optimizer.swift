@@ -33,8 +33,9 @@ extension bc_optim_hparams {
 }
 
 /// Writes `value` into a caller struct of `size` bytes (size from the caller's sizeof).
-func writeDefault<T>(_ value: T, _ out: UnsafeMutablePointer<T>?, _ size: Int, _ name: StaticString) throws {
-    let out = try required(out, "out")
+func writeDefault<T>(_ value: T, _ out: UnsafeMutablePointer<T>?, _ size: Int, _ name: StaticString,
+                     in function: StaticString = #function) throws {
+    let out = try required(out, "out", in: function)
     guard size >= 4, size <= 1 << 16 else { throw BatchCoreError.invalid("\(name): size \(size) is not sizeof(\(name))") }
     var v = value
     withUnsafeMutableBytes(of: &v) { src in
@@ -182,5 +183,23 @@ public func bc_optimizer_info(_ opt: OpaquePointer?, _ groups: UnsafeMutablePoin
         put(UInt32(o.groups.count), groups)
         put(UInt32(o.tensors.count), tensors)
         put(Int64(o.parameterCount), parameters)
+    }
+}
+
+@c @implementation
+public func bc_optim_step_result_default(_ out: UnsafeMutablePointer<bc_optim_step_result>?, _ size: Int) -> bc_status {
+    abiCall {
+        try writeDefault(bc_optim_step_result(struct_size: 0, reserved0: 0, grad_norm: .nan, clip_coef: 1, step: 0,
+                                              skipped: 0, reserved1: 0), out, size, "bc_optim_step_result")
+    }
+}
+
+@c @implementation
+public func bc_optimizer_get_step(_ opt: OpaquePointer?, _ group: UInt32, _ step: UnsafeMutablePointer<Int64>?) -> bc_status {
+    abiCall {
+        let o = try object(opt, as: Optimizer.self, "opt")
+        let step = try required(step, "step")
+        guard Int(group) < o.groups.count else { throw BatchCoreError.invalid("group \(group) of \(o.groups.count)") }
+        step.pointee = o.groups[Int(group)].step
     }
 }

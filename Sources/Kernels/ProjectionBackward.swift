@@ -16,20 +16,23 @@ import BCCore
 /// to one work item. The result is therefore the same bits whatever the thread count
 /// and the tiling.
 ///
-/// Kernel: a 6 × 16 register tile (twelve 8-lane accumulators, as PackedGEMM's), six
-/// broadcast values of the left operand and one 16-float piece of the right operand per
-/// step; the right operand's 16 columns of a reduction block are first copied to an
-/// aligned contiguous panel (reused by the item's 8 row tiles). Work items are tiles of
-/// the output (dX: 48 tokens × 128 columns; dW: 48 rows of W × 128 columns) spread with
-/// `Parallel.forEach`; the reduction runs in blocks of 256 so that a tile's operands stay
-/// in L1/L2. Measured (2 threads, T = 1024, 576 × 576 and 576 × 1536, a shared machine):
-/// about 0.45–0.75 of OpenBLAS sgemm's speed on the same products.
-/// dX from `PackedWeights` (no row-major copy) measures about 10–15% slower.
+/// Kernel: a 6 × 16 register tile (twelve 8-lane accumulators, as PackedGEMM's) streaming
+/// two packed buffers: per work item and reduction block of 256, the left operand's rows
+/// as micro-panels of 6 (6 floats per step) and, per 16 output columns, the right
+/// operand's panel (16 floats per step). Work items are tiles of the output spread with
+/// `Parallel.forEach` (see `multiplyAccumulate` for the tiling). Measured single-thread
+/// on the SmolLM2-135M shapes (T = 1024; a loaded shared machine, so ratios to the
+/// forward `PackedGEMM.multiply` in the same run): about 0.75–0.85 of the forward's
+/// GFLOP/s (was about 0.4), OpenBLAS sgemm measures about 0.9–1.0 of the forward's.
+/// Hand-run bench: `BATCHCORE_BENCH=1 swift test -c release --skip-build --filter
+/// ProjectionBench`; OpenBLAS: bench/sgemm_bench.c.
 package enum ProjectionBackward {
-    /// Output rows (tokens for dX, rows of W for dW) per work item: 8 register tiles.
+    /// Output rows (tokens for dX, rows of W for dW) per work item: 8 micro-panels of 6;
+    /// 24 when that leaves fewer than 4 items per thread.
     static let rowsPerItem = 48
-    /// Output columns per work item: 8 register tiles.
-    static let colsPerItem = 128
+    /// Widest work item in output columns (32 register tiles): wide items amortise A's
+    /// packing (a transpose for dX) over many B panels.
+    static let maxColsPerItem = 512
     /// Reduction steps per block.
     static let stepsPerBlock = 256
 
@@ -116,32 +119,64 @@ package enum ProjectionBackward {
     /// The same product with B given by `packB(s0, count, j, lanes, panel)`, which writes
     /// B[s0 + s][j + jj] to panel[16·s + jj] for s < count, jj < lanes and 0 for
     /// lanes ≤ jj < 16.
+    ///
+    /// Per work item and reduction block, A's rows are first copied to micro-panels of 6
+    /// rows (apack[g][s][q] = A(i0 + 6g + q, s0 + s), zero past the item's last row) and
+    /// B's 16 columns to a panel, so that the micro-kernel streams two contiguous buffers
+    /// exactly as `PackedGEMM.kernel6x16` does.
     static func multiplyAccumulate(a: UnsafePointer<Float>, aRow: Int, aStep: Int, steps: Int,
                                    c: UnsafeMutablePointer<Float>, ldc: Int, m: Int, n: Int, startFromC: Bool,
                                    packB: (Int, Int, Int, Int, UnsafeMutablePointer<Float>) -> Void) {
+        // Tiling (never changes a value, see the type's doc). Few output rows (≤ 192, e.g.
+        // the head's dX over a logit chunk): one row item, so B (there the whole W) streams
+        // from memory once; columns in 2 items per thread. Otherwise rows of 48 when there
+        // are enough of them, else 24, and columns split evenly into items of at most 512,
+        // more of them (down to 64 wide) while there are fewer than 4 items per thread.
+        let threads = Parallel.threadCount
+        let rowsPerItem = m <= 192 ? (m + 5) / 6 * 6
+            : (m + 47) / 48 >= 4 * threads ? Self.rowsPerItem : Self.rowsPerItem / 2
         let rowItems = (m + rowsPerItem - 1) / rowsPerItem
-        let colItems = (n + colsPerItem - 1) / colsPerItem
+        let itemsWanted = rowItems == 1 ? 2 * threads : 4 * threads
+        var colItems = (n + maxColsPerItem - 1) / maxColsPerItem
+        while rowItems * colItems < itemsWanted && (colItems + 1) * 64 <= n { colItems += 1 }
+        let colsPerItem = ((n + colItems - 1) / colItems + 15) / 16 * 16
+        let groupsPerItem = (rowsPerItem + 5) / 6
+        // panel: stepsPerBlock × 16; apack: groups × stepsPerBlock × 6; edge tile: 6 × 16.
+        let floats = stepsPerBlock * 16 + groupsPerItem * stepsPerBlock * 6 + 96
         Parallel.forEach(rowItems * colItems) { item in
             let i0 = (item / colItems) * rowsPerItem, i1 = min(m, i0 + rowsPerItem)
             let j0 = (item % colItems) * colsPerItem, j1 = min(n, j0 + colsPerItem)
-            // B's 16 columns of one step block, copied to a contiguous, aligned panel
-            // (zero past the last column): the kernel then streams whole cache lines.
-            withUnsafeTemporaryAllocation(byteCount: stepsPerBlock * 64, alignment: 64) { raw in
+            let groups = (i1 - i0 + 5) / 6
+            withUnsafeTemporaryAllocation(byteCount: floats * 4, alignment: 64) { raw in
                 let panel = raw.baseAddress!.assumingMemoryBound(to: Float.self)
+                let apack = panel + stepsPerBlock * 16
+                let edge = apack + groupsPerItem * stepsPerBlock * 6
                 var s0 = 0
                 while s0 < steps {
                     let count = min(stepsPerBlock, steps - s0)
                     let load = startFromC || s0 > 0
+                    for g in 0..<groups {
+                        packA(a, aRow, aStep, m, i0 + 6 * g, min(6, i1 - i0 - 6 * g), s0, count, apack + g * 6 * count)
+                    }
                     var j = j0
                     while j < j1 {
                         let lanes = min(16, j1 - j)
                         packB(s0, count, j, lanes, panel)
-                        var i = i0
-                        while i < i1 {
-                            let r = min(6, i1 - i)
-                            kernel6x16(a + i * aRow + s0 * aStep, aRow, aStep, r, UnsafePointer(panel), count, lanes,
-                                       c + i * ldc + j, ldc, load)
-                            i += r
+                        for g in 0..<groups {
+                            let i = i0 + 6 * g, r = min(6, i1 - i)
+                            let ap = UnsafePointer(apack + g * 6 * count)
+                            if r == 6 && lanes == 16 {
+                                kernel6x16(ap, UnsafePointer(panel), count, c + i * ldc + j, ldc, load)
+                            } else {
+                                // Edge tile: through a 6 × 16 copy (rows ≥ r and lanes ≥ `lanes`
+                                // compute on zeros and are dropped).
+                                edge.update(repeating: 0, count: 96)
+                                if load {
+                                    for q in 0..<r { (edge + 16 * q).update(from: c + (i + q) * ldc + j, count: lanes) }
+                                }
+                                kernel6x16(ap, UnsafePointer(panel), count, edge, 16, load)
+                                for q in 0..<r { (c + (i + q) * ldc + j).update(from: edge + 16 * q, count: lanes) }
+                            }
                         }
                         j += 16
                     }
@@ -151,70 +186,79 @@ package enum ProjectionBackward {
         }
     }
 
+    /// dst[6·s + q] = A(i + q, s0 + s) = a[(i + q)·aRow + (s0 + s)·aStep] for s < count,
+    /// q < r; 0 for r ≤ q < 6 (i + r ≤ m, A's row count). May write dst[6·count ..< 6·count + 2].
+    @inline(__always)
+    static func packA(_ a: UnsafePointer<Float>, _ aRow: Int, _ aStep: Int, _ m: Int, _ i: Int, _ r: Int, _ s0: Int, _ count: Int,
+                      _ dst: UnsafeMutablePointer<Float>) {
+        if r < 6 { dst.update(repeating: 0, count: 6 * count) }
+        if aStep == 1 {
+            for q in 0..<r {
+                let src = a + (i + q) * aRow + s0
+                for s in 0..<count { dst[6 * s + q] = src[s] }
+            }
+        } else if aRow == 1 && r == 6 && i + 8 <= m {
+            // Six contiguous values per step, copied 8 at a time: the two extra land on the
+            // next step's slots (rewritten next) or past this group (slack the caller
+            // allocates). Reading A(i + 6), A(i + 7) stays inside A's m rows.
+            for s in 0..<count {
+                let src = a + i + (s0 + s) * aStep
+                store8(load8(src), dst + 6 * s)
+            }
+        } else {
+            for s in 0..<count {
+                let src = a + i * aRow + (s0 + s) * aStep
+                for q in 0..<r { dst[6 * s + q] = src[q * aRow] }
+            }
+        }
+    }
+
     @inline(__always)
     static func load8(_ p: UnsafePointer<Float>) -> Vec8 { UnsafeRawPointer(p).loadUnaligned(as: Vec8.self) }
 
     @inline(__always)
-    static func load16Partial(_ p: UnsafePointer<Float>, _ lanes: Int) -> (Vec8, Vec8) {
-        if lanes == 16 { return (load8(p), load8(p + 8)) }
-        var v = Vec16(repeating: 0)
-        for k in 0..<lanes { v[k] = p[k] }
-        return (v.lowHalf, v.highHalf)
-    }
+    static func store8(_ v: Vec8, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: Vec8.self) }
 
-    @inline(__always)
-    static func store16Partial(_ lo: Vec8, _ hi: Vec8, _ p: UnsafeMutablePointer<Float>, _ lanes: Int) {
-        if lanes == 16 {
-            UnsafeMutableRawPointer(p).storeBytes(of: lo, as: Vec8.self)
-            UnsafeMutableRawPointer(p + 8).storeBytes(of: hi, as: Vec8.self)
-            return
-        }
-        for k in 0..<lanes { p[k] = k < 8 ? lo[k] : hi[k - 8] }
-    }
-
-    /// Up to 6 rows (i) × up to 16 columns (j) of C over `steps` reduction steps; B is a
-    /// packed panel (16 floats per step). Rows past `r` repeat row 0 (same work, results
-    /// dropped); only `lanes` columns are loaded and stored.
-    @inline(__always)
-    static func kernel6x16(_ a: UnsafePointer<Float>, _ aRow: Int, _ aStep: Int, _ r: Int,
-                           _ b: UnsafePointer<Float>, _ steps: Int, _ lanes: Int,
+    /// 6 rows (i) × 16 columns (j) of C over `steps` reduction steps: a[6·s + q] is
+    /// A(i + q, s), b[16·s + jj] is B[s][j + jj]. Each value's chain starts from C (when
+    /// `load`) or 0 and adds one FMA per step in ascending s. Not inlined: its own
+    /// function keeps the twelve accumulators in registers.
+    @inline(never)
+    static func kernel6x16(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ steps: Int,
                            _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ load: Bool) {
-        let a0 = a, a1 = r > 1 ? a + aRow : a, a2 = r > 2 ? a + 2 * aRow : a
-        let a3 = r > 3 ? a + 3 * aRow : a, a4 = r > 4 ? a + 4 * aRow : a, a5 = r > 5 ? a + 5 * aRow : a
         var c00 = Vec8(), c01 = Vec8(), c10 = Vec8(), c11 = Vec8(), c20 = Vec8(), c21 = Vec8()
         var c30 = Vec8(), c31 = Vec8(), c40 = Vec8(), c41 = Vec8(), c50 = Vec8(), c51 = Vec8()
         if load {
-            (c00, c01) = load16Partial(c, lanes)
-            if r > 1 { (c10, c11) = load16Partial(c + ldc, lanes) }
-            if r > 2 { (c20, c21) = load16Partial(c + 2 * ldc, lanes) }
-            if r > 3 { (c30, c31) = load16Partial(c + 3 * ldc, lanes) }
-            if r > 4 { (c40, c41) = load16Partial(c + 4 * ldc, lanes) }
-            if r > 5 { (c50, c51) = load16Partial(c + 5 * ldc, lanes) }
+            c00 = load8(c); c01 = load8(c + 8)
+            c10 = load8(c + ldc); c11 = load8(c + ldc + 8)
+            c20 = load8(c + 2 * ldc); c21 = load8(c + 2 * ldc + 8)
+            c30 = load8(c + 3 * ldc); c31 = load8(c + 3 * ldc + 8)
+            c40 = load8(c + 4 * ldc); c41 = load8(c + 4 * ldc + 8)
+            c50 = load8(c + 5 * ldc); c51 = load8(c + 5 * ldc + 8)
         }
-        var bp = b
-        var off = 0
+        var ap = a, bp = b
         for _ in 0..<steps {
             let b0 = load8(bp), b1 = load8(bp + 8)
-            var x = Vec8(repeating: a0[off])
+            var x = Vec8(repeating: ap[0])
             c00 = c00.addingProduct(x, b0); c01 = c01.addingProduct(x, b1)
-            x = Vec8(repeating: a1[off])
+            x = Vec8(repeating: ap[1])
             c10 = c10.addingProduct(x, b0); c11 = c11.addingProduct(x, b1)
-            x = Vec8(repeating: a2[off])
+            x = Vec8(repeating: ap[2])
             c20 = c20.addingProduct(x, b0); c21 = c21.addingProduct(x, b1)
-            x = Vec8(repeating: a3[off])
+            x = Vec8(repeating: ap[3])
             c30 = c30.addingProduct(x, b0); c31 = c31.addingProduct(x, b1)
-            x = Vec8(repeating: a4[off])
+            x = Vec8(repeating: ap[4])
             c40 = c40.addingProduct(x, b0); c41 = c41.addingProduct(x, b1)
-            x = Vec8(repeating: a5[off])
+            x = Vec8(repeating: ap[5])
             c50 = c50.addingProduct(x, b0); c51 = c51.addingProduct(x, b1)
+            ap += 6
             bp += 16
-            off += aStep
         }
-        store16Partial(c00, c01, c, lanes)
-        if r > 1 { store16Partial(c10, c11, c + ldc, lanes) }
-        if r > 2 { store16Partial(c20, c21, c + 2 * ldc, lanes) }
-        if r > 3 { store16Partial(c30, c31, c + 3 * ldc, lanes) }
-        if r > 4 { store16Partial(c40, c41, c + 4 * ldc, lanes) }
-        if r > 5 { store16Partial(c50, c51, c + 5 * ldc, lanes) }
+        store8(c00, c); store8(c01, c + 8)
+        store8(c10, c + ldc); store8(c11, c + ldc + 8)
+        store8(c20, c + 2 * ldc); store8(c21, c + 2 * ldc + 8)
+        store8(c30, c + 3 * ldc); store8(c31, c + 3 * ldc + 8)
+        store8(c40, c + 4 * ldc); store8(c41, c + 4 * ldc + 8)
+        store8(c50, c + 5 * ldc); store8(c51, c + 5 * ldc + 8)
     }
 }

@@ -351,3 +351,65 @@ extension ProjectionAttentionBackwardTests {
         }
     }
 }
+
+extension ProjectionAttentionBackwardTests {
+    /// dX (overwrite and accumulate) and dW on shapes that take every tiling of
+    /// `ProjectionBackward` (one row item for ≤ 192 output rows, items of 24 and of 48
+    /// rows, several column items, 6-row and 16-column edge tiles, reduction blocks with
+    /// a tail, the 8-wide packing of dYᵀ) vs float64 with the float32 summation bound, and
+    /// the same bits with 1, 2 and 3 threads.
+    @Test func projectionGradientsMatchFloat64AndAreThreadCountInvariantOnAllTilings() throws {
+        defer { try? Parallel.setThreadCount(0) }
+        // (tokens, rows = output features, cols = input features)
+        for (tokens, rows, cols) in [(150, 700, 77), (400, 45, 530), (1100, 13, 100), (61, 203, 1046)] {
+            let w = Self.random(rows * cols), dY = Self.random(tokens * rows), x = Self.random(tokens * cols)
+            let dX0 = Self.random(tokens * cols), dW0 = Self.random(rows * cols)
+            var runs: [[Float]] = []
+            for threads in [1, 2, 3] {
+                try Parallel.setThreadCount(threads)
+                var dX = [Float](repeating: .nan, count: tokens * cols), dXAcc = dX0, dW = dW0
+                ProjectionBackward.inputGradient(dY, ldDY: rows, tokens: tokens, weight: w, rows: rows, cols: cols,
+                                                 &dX, ldDX: cols)
+                ProjectionBackward.inputGradient(dY, ldDY: rows, tokens: tokens, weight: w, rows: rows, cols: cols,
+                                                 &dXAcc, ldDX: cols, accumulate: true)
+                ProjectionBackward.weightGradient(dY, ldDY: rows, x, ldX: cols, tokens: tokens, rows: rows, cols: cols,
+                                                  &dW)
+                runs.append(dX + dXAcc + dW)
+            }
+            let shape = "\(tokens)x\(rows)x\(cols)"
+            #expect(runs[1].map(\.bitPattern) == runs[0].map(\.bitPattern), "\(shape): 2 threads differ from 1")
+            #expect(runs[2].map(\.bitPattern) == runs[0].map(\.bitPattern), "\(shape): 3 threads differ from 1")
+            let r = runs[0]
+            var worstX = 0.0, worstAcc = 0.0, worstW = 0.0
+            for t in 0..<tokens {
+                for k in 0..<cols {
+                    var ref = 0.0, mag = 0.0
+                    for o in 0..<rows {
+                        let p = Double(dY[t * rows + o]) * Double(w[o * cols + k])
+                        ref += p
+                        mag += abs(p)
+                    }
+                    let i = t * cols + k, bound = Double(rows + 1) * 0x1p-24
+                    worstX = max(worstX, abs(Double(r[i]) - ref) / (bound * mag))
+                    let refAcc = ref + Double(dX0[i]), magAcc = mag + abs(Double(dX0[i]))
+                    worstAcc = max(worstAcc, abs(Double(r[tokens * cols + i]) - refAcc) / (bound * magAcc))
+                }
+            }
+            for o in 0..<rows {
+                for k in 0..<cols {
+                    var ref = Double(dW0[o * cols + k]), mag = abs(ref)
+                    for t in 0..<tokens {
+                        let p = Double(dY[t * rows + o]) * Double(x[t * cols + k])
+                        ref += p
+                        mag += abs(p)
+                    }
+                    let got = Double(r[2 * tokens * cols + o * cols + k])
+                    worstW = max(worstW, abs(got - ref) / (Double(tokens + 1) * 0x1p-24 * mag))
+                }
+            }
+            #expect(worstX <= 1, "dX \(shape): \(worstX) of the bound")
+            #expect(worstAcc <= 1, "dX accumulate \(shape): \(worstAcc) of the bound")
+            #expect(worstW <= 1, "dW \(shape): \(worstW) of the bound")
+        }
+    }
+}

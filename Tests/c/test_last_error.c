@@ -79,6 +79,12 @@ static void test_runtime_and_optimizer(const char *dir) {
     res.struct_size = (uint32_t)sizeof res;
     KEEPS(bc_optimizer_step(opt, &sp, &res));
     KEEPS(bc_optimizer_info(opt, &groups, NULL, NULL));
+    {
+        int64_t step = 0;
+        bc_optim_step_result r2;
+        KEEPS(bc_optimizer_get_step(opt, 0, &step));
+        KEEPS(bc_optim_step_result_default(&r2, sizeof r2));
+    }
     KEEPS(bc_optimizer_state_size(opt, &size));
     {
         void *buf = malloc(size);
@@ -223,6 +229,83 @@ static void test_thread_local(void) {
     CHECK(strcmp(bc_last_error(), saved) == 0);
 }
 
+/* Every fallible trainer call, on the tiny Hugging Face fixture model. */
+static void test_trainer(const char *fixtures, const char *dir) {
+    char model_dir[4096], data[700], ckpt[700], out[700];
+    snprintf(model_dir, sizeof model_dir, "%s/train/tiny_tied", fixtures);
+    snprintf(data, sizeof data, "%s/train.jsonl", dir);
+    snprintf(ckpt, sizeof ckpt, "%s/ckpt", dir);
+    snprintf(out, sizeof out, "%s/hf", dir);
+    FILE *f = fopen(data, "w");
+    if (!f) return;
+    for (int i = 0; i < 12; i++) fprintf(f, "{\"text\": \"the cat sat on a mat and ran far away %d.\"}\n", i % 5);
+    fclose(f);
+    bc_model *model = NULL;
+    if (bc_model_load(model_dir, NULL, &model) != BC_OK || !model) { CHECK(0); return; }
+    bc_trainer_params tp;
+    bc_train_data_params dp;
+    bc_trainer_memory mem;
+    bc_trainer_tensor tt;
+    bc_train_data_info info;
+    bc_train_result r;
+    bc_train_progress pr;
+    memset(&mem, 0, sizeof mem);
+    mem.struct_size = sizeof mem;
+    memset(&tt, 0, sizeof tt);
+    tt.struct_size = sizeof tt;
+    memset(&info, 0, sizeof info);
+    info.struct_size = sizeof info;
+    memset(&r, 0, sizeof r);
+    r.struct_size = sizeof r;
+    memset(&pr, 0, sizeof pr);
+    pr.struct_size = sizeof pr;
+    KEEPS(bc_trainer_params_default(&tp, sizeof tp));
+    tp.micro_batch_tokens = 128;
+    KEEPS(bc_train_data_params_default(&dp, sizeof dp));
+    dp.eval_fraction = 0.25f;
+    KEEPS(bc_trainer_estimate(model, &tp, &mem));
+    bc_trainer *t = NULL;
+    KEEPS(bc_trainer_create(model, &tp, &t));
+    if (!t) { bc_model_free(model); return; }
+    uint32_t count = 0, g = 0;
+    KEEPS(bc_trainer_tensor_count(t, &count));
+    KEEPS(bc_trainer_get_tensor(t, 0, &tt));
+    bc_optimizer *opt = NULL;
+    bc_optim_hparams hp;
+    bc_optim_hparams_default(BC_OPTIM_SGD, &hp, sizeof hp);
+    bc_optimizer_create(BC_OPTIM_SGD, &opt);
+    bc_optimizer_add_group(opt, &hp, &g);
+    KEEPS(bc_trainer_register(t, opt, g));
+    int32_t tokens[6] = {1, 2, 3, 4, 5, 6}, targets[6] = {2, 3, 4, 5, 6, -1};
+    bc_train_batch b;
+    memset(&b, 0, sizeof b);
+    b.struct_size = sizeof b;
+    b.n_tokens = 6;
+    b.tokens = tokens;
+    b.targets = targets;
+    KEEPS(bc_trainer_micro_batch(t, &b, &r));
+    KEEPS(bc_trainer_pending(t, &r));
+    KEEPS(bc_trainer_step(t, opt, NULL, &r, NULL));
+    KEEPS(bc_trainer_evaluate(t, &b, &r));
+    KEEPS(bc_trainer_micro_batch(t, &b, NULL));
+    KEEPS(bc_trainer_discard(t));
+    KEEPS(bc_trainer_sync(t));
+    KEEPS(bc_trainer_load_data(t, data, &dp, &info));
+    KEEPS(bc_trainer_load_eval(t, data, &dp, &info));
+    KEEPS(bc_trainer_train_step(t, opt, NULL, &r, NULL));
+    KEEPS(bc_trainer_get_progress(t, &pr));
+    KEEPS(bc_trainer_evaluate_data(t, NULL, NULL, &r));
+    KEEPS(bc_trainer_save_checkpoint(t, opt, ckpt));
+    KEEPS(bc_trainer_load_checkpoint(t, opt, ckpt));
+    KEEPS(bc_trainer_save_model(t, out, BC_WEIGHTS_HF));
+    KEEPS_VOID(bc_trainer_free(t));
+    bc_optimizer_free(opt);
+    bc_model_free(model);
+    char cmd[2200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s' '%s'", data, ckpt, out);
+    if (system(cmd) != 0) CHECK(0);
+}
+
 int main(int argc, char **argv) {
     char model_path[4096];
     int rc = model_path_from_args(argc, argv, model_path, sizeof model_path);
@@ -236,6 +319,7 @@ int main(int argc, char **argv) {
     CHECK(bc_last_error() != NULL && bc_last_error()[0] == '\0');
     test_runtime_and_optimizer(dir);
     test_model_context(model_path, dir);
+    test_trainer(argv[1], dir);
     test_thread_local();
     rmdir(dir);
     CHECK_DONE();

@@ -415,7 +415,25 @@ static void test_files(void) {
 
     /* The good file resumes bit-identically. */
     rig_copy_params(&b, &a);
+    int64_t step_a = -1, step_b = -1;
+    CHECK_OK(bc_optimizer_get_step(a.opt, 0, &step_a));
     CHECK_OK(bc_optimizer_load(b.opt, path));
+    CHECK_OK(bc_optimizer_get_step(b.opt, 0, &step_b));
+    CHECK(step_a > 0 && step_b == step_a); /* the restored count an LR schedule resumes from */
+    CHECK_ERR(bc_optimizer_get_step(b.opt, 99, &step_b), BC_E_INVALID_ARGUMENT);
+    CHECK_ERR(bc_optimizer_get_step(b.opt, 0, NULL), BC_E_INVALID_ARGUMENT);
+    {
+        bc_optim_step_result r;
+        memset(&r, 0xff, sizeof r);
+        CHECK_OK(bc_optim_step_result_default(&r, sizeof r));
+        CHECK(r.struct_size == sizeof r && r.step == 0 && r.clip_coef == 1.0 && r.skipped == 0 && r.grad_norm != r.grad_norm);
+        CHECK_OK(bc_optimizer_step(b.opt, NULL, &r)); /* a defaulted result is accepted as the output */
+        CHECK(r.step == step_a + 1);
+        CHECK_ERR(bc_optim_step_result_default(NULL, sizeof r), BC_E_INVALID_ARGUMENT);
+        CHECK(strstr(bc_last_error(), "bc_optim_step_result_default") != NULL); /* the C name, not an internal one */
+        rig_copy_params(&b, &a);
+        CHECK_OK(bc_optimizer_load(b.opt, path));
+    }
     rig_steps(&a, 5, 6);
     rig_steps(&b, 5, 6);
     CHECK(rig_same_params(&a, &b));

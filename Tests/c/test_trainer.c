@@ -127,6 +127,35 @@ int main(int argc, char **argv) {
     CHECK_OK(bc_trainer_register(t, opt, g));
     CHECK_ERR(bc_trainer_register(t, opt, g), BC_E_INVALID_ARGUMENT); /* names already there */
 
+    /* NULL handles and outputs. */
+    {
+        bc_train_result nr;
+        bc_train_progress np;
+        uint32_t nc = 0;
+        memset(&nr, 0, sizeof nr);
+        nr.struct_size = sizeof nr;
+        memset(&np, 0, sizeof np);
+        np.struct_size = sizeof np;
+        CHECK_ERR(bc_trainer_params_default(NULL, sizeof tp), BC_E_INVALID_ARGUMENT);
+        CHECK_ERR(bc_train_data_params_default(NULL, 64), BC_E_INVALID_ARGUMENT);
+        CHECK_ERR(bc_trainer_estimate(NULL, &tp, &mem), BC_E_INVALID_ARGUMENT);
+        CHECK_ERR(bc_trainer_estimate(model, &tp, NULL), BC_E_INVALID_ARGUMENT);
+        CHECK_ERR(bc_trainer_tensor_count(NULL, &nc), BC_E_INVALID_ARGUMENT);
+        CHECK_ERR(bc_trainer_tensor_count(t, NULL), BC_E_INVALID_ARGUMENT);
+        CHECK_ERR(bc_trainer_discard(NULL), BC_E_INVALID_ARGUMENT);
+        CHECK_ERR(bc_trainer_sync(NULL), BC_E_INVALID_ARGUMENT);
+        CHECK_ERR(bc_trainer_pending(t, NULL), BC_E_INVALID_ARGUMENT);
+        CHECK_ERR(bc_trainer_evaluate(t, NULL, &nr), BC_E_INVALID_ARGUMENT);
+        CHECK_ERR(bc_trainer_get_progress(t, NULL), BC_E_INVALID_ARGUMENT);
+        CHECK_ERR(bc_trainer_evaluate_data(t, NULL, NULL, &nr), BC_E_BAD_STATE); /* no eval set */
+        CHECK_ERR(bc_trainer_evaluate_data(t, NULL, NULL, NULL), BC_E_INVALID_ARGUMENT);
+        CHECK_ERR(bc_trainer_load_eval(t, NULL, NULL, NULL), BC_E_INVALID_ARGUMENT);
+        CHECK_ERR(bc_trainer_load_eval(t, "/nonexistent.jsonl", NULL, NULL), BC_E_BAD_STATE); /* no training data */
+        CHECK_ERR(bc_trainer_save_checkpoint(t, NULL, NULL), BC_E_INVALID_ARGUMENT);
+        CHECK_ERR(bc_trainer_save_checkpoint(t, NULL, "/nonexistent-dir/sub/ckpt"), BC_E_IO);
+        CHECK_ERR(bc_trainer_train_step(t, opt, NULL, NULL, NULL), BC_E_BAD_STATE); /* no data loaded */
+    }
+
     /* A step with nothing pending. */
     CHECK_ERR(bc_trainer_step(t, opt, NULL, NULL, NULL), BC_E_BAD_STATE);
 

@@ -74,26 +74,26 @@ package struct SamplingParams: Sendable, Equatable, Hashable {
             throw BatchCoreError.invalid("sampling: temperature must be finite and >= 0 (got \(temperature))")
         }
         guard topK >= 0 else {
-            throw BatchCoreError.invalid("sampling: topK must be >= 0 (got \(topK))")
+            throw BatchCoreError.invalid("sampling: top_k must be >= 0 (got \(topK))")
         }
         guard topP.isFinite, topP > 0, topP <= 1 else {
-            throw BatchCoreError.invalid("sampling: topP must be in (0, 1] (got \(topP))")
+            throw BatchCoreError.invalid("sampling: top_p must be in (0, 1] (got \(topP))")
         }
         guard minP.isFinite, minP >= 0, minP <= 1 else {
-            throw BatchCoreError.invalid("sampling: minP must be in [0, 1] (got \(minP))")
+            throw BatchCoreError.invalid("sampling: min_p must be in [0, 1] (got \(minP))")
         }
         guard repetitionPenalty.isFinite, repetitionPenalty > 0 else {
             throw BatchCoreError.invalid(
-                "sampling: repetitionPenalty must be finite and > 0 (got \(repetitionPenalty))")
+                "sampling: repetition_penalty must be finite and > 0 (got \(repetitionPenalty))")
         }
         guard frequencyPenalty.isFinite else {
-            throw BatchCoreError.invalid("sampling: frequencyPenalty must be finite (got \(frequencyPenalty))")
+            throw BatchCoreError.invalid("sampling: frequency_penalty must be finite (got \(frequencyPenalty))")
         }
         guard presencePenalty.isFinite else {
-            throw BatchCoreError.invalid("sampling: presencePenalty must be finite (got \(presencePenalty))")
+            throw BatchCoreError.invalid("sampling: presence_penalty must be finite (got \(presencePenalty))")
         }
         guard penaltyLastN >= -1 else {
-            throw BatchCoreError.invalid("sampling: penaltyLastN must be >= -1 (got \(penaltyLastN))")
+            throw BatchCoreError.invalid("sampling: penalty_last_n must be >= -1 (got \(penaltyLastN))")
         }
     }
 }
