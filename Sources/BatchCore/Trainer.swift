@@ -279,47 +279,47 @@ public func bc_train_data_params_default(_ out: UnsafeMutablePointer<bc_train_da
     abiCall { try writeDefault(defaultDataParams, out, size, "bc_train_data_params") }
 }
 
-@c @implementation
-public func bc_trainer_load_data(_ trainer: OpaquePointer?, _ path: UnsafePointer<CChar>?,
-                                 _ params: UnsafePointer<bc_train_data_params>?,
-                                 _ info: UnsafeMutablePointer<bc_train_data_info>?) -> bc_status {
+/// bc_trainer_load_data (`eval` false) and bc_trainer_load_eval (`eval` true): read the
+/// file, then describe the set in *info.
+private func loadSet(_ trainer: OpaquePointer?, _ path: UnsafePointer<CChar>?,
+                     _ params: UnsafePointer<bc_train_data_params>?, _ info: UnsafeMutablePointer<bc_train_data_info>?,
+                     eval: Bool) -> bc_status {
     abiCall {
         let t = try object(trainer, as: TrainerHandle.self, "trainer")
         let path = String(cString: try required(path, "path"))
         try checkSized(info, "bc_train_data_info")
         let (o, fraction, seed, epochs) = try dataOptions(params, budget: t.trainer.options.microBatchTokens,
-                                                  context: t.model.config.contextLength)
-        let d = try t.trainer.loadData(path: path, tokenizer: t.model.tokenizer, options: o, evalFraction: fraction,
-                                       seed: seed, epochs: epochs)
-        if let info {
-            try writeSized(bc_train_data_info(struct_size: 0, reserved0: 0, examples: Int64(d.train.count),
-                                              tokens: Int64(d.train.tokenCount), targets: Int64(d.train.targetCount),
-                                              truncated: Int64(d.report.truncated), skipped: Int64(d.report.skipped.count),
-                                              eval_examples: Int64(d.eval?.count ?? 0), steps: Int64(d.totalSteps)),
-                           to: info, "bc_train_data_info")
+                                                          context: t.model.config.contextLength)
+        let v: bc_train_data_info
+        if eval {
+            let set = try t.trainer.loadEval(path: path, tokenizer: t.model.tokenizer, options: o)
+            v = bc_train_data_info(struct_size: 0, reserved0: 0, examples: Int64(set.count), tokens: Int64(set.tokenCount),
+                                   targets: Int64(set.targetCount), truncated: 0, skipped: 0,
+                                   eval_examples: Int64(set.count), steps: Int64(t.trainer.data?.totalSteps ?? 0))
+        } else {
+            let d = try t.trainer.loadData(path: path, tokenizer: t.model.tokenizer, options: o, evalFraction: fraction,
+                                           seed: seed, epochs: epochs)
+            v = bc_train_data_info(struct_size: 0, reserved0: 0, examples: Int64(d.train.count),
+                                   tokens: Int64(d.train.tokenCount), targets: Int64(d.train.targetCount),
+                                   truncated: Int64(d.report.truncated), skipped: Int64(d.report.skipped.count),
+                                   eval_examples: Int64(d.eval?.count ?? 0), steps: Int64(d.totalSteps))
         }
+        if let info { try writeSized(v, to: info, "bc_train_data_info") }
     }
+}
+
+@c @implementation
+public func bc_trainer_load_data(_ trainer: OpaquePointer?, _ path: UnsafePointer<CChar>?,
+                                 _ params: UnsafePointer<bc_train_data_params>?,
+                                 _ info: UnsafeMutablePointer<bc_train_data_info>?) -> bc_status {
+    loadSet(trainer, path, params, info, eval: false)
 }
 
 @c @implementation
 public func bc_trainer_load_eval(_ trainer: OpaquePointer?, _ path: UnsafePointer<CChar>?,
                                  _ params: UnsafePointer<bc_train_data_params>?,
                                  _ info: UnsafeMutablePointer<bc_train_data_info>?) -> bc_status {
-    abiCall {
-        let t = try object(trainer, as: TrainerHandle.self, "trainer")
-        let path = String(cString: try required(path, "path"))
-        try checkSized(info, "bc_train_data_info")
-        let (o, _, _, _) = try dataOptions(params, budget: t.trainer.options.microBatchTokens,
-                                                  context: t.model.config.contextLength)
-        let set = try t.trainer.loadEval(path: path, tokenizer: t.model.tokenizer, options: o)
-        if let info {
-            try writeSized(bc_train_data_info(struct_size: 0, reserved0: 0, examples: Int64(set.count),
-                                              tokens: Int64(set.tokenCount), targets: Int64(set.targetCount),
-                                              truncated: 0, skipped: 0, eval_examples: Int64(set.count),
-                                              steps: Int64(t.trainer.data?.totalSteps ?? 0)),
-                           to: info, "bc_train_data_info")
-        }
-    }
+    loadSet(trainer, path, params, info, eval: true)
 }
 
 @c @implementation
