@@ -950,7 +950,20 @@ typedef struct bc_trainer_params {
     uint32_t optimizer_slots;      /**< optimizer state buffers per parameter counted in the memory estimate (2: AdamW) */
     uint32_t reserved0;            /**< 0 */
     uint64_t memory_limit;         /**< bytes the trainer may add to the loaded model; 0 = the machine's available memory */
+    /* LoRA (appended; a caller whose struct_size stops before them gets a full fine-tune). */
+    uint32_t lora_rank;            /**< 0: full fine-tune (0); 1..1024: train LoRA adapters of this rank on the frozen base */
+    float lora_alpha;              /**< LoRA alpha; scale = alpha / rank, or alpha / sqrt(rank) with use_rslora (16) */
+    uint32_t lora_targets;         /**< BC_LORA_* bits: the projections of every layer that get an adapter (BC_LORA_Q | BC_LORA_V) */
+    int32_t use_rslora;            /**< 1: scale alpha / sqrt(rank) (rsLoRA) (0) */
+    uint64_t lora_seed;            /**< seed of the adapters' A initialisation (PEFT's: uniform in +-1/sqrt(in); B = 0) (0) */
 } bc_trainer_params;
+
+/** LoRA target modules (bc_trainer_params.lora_targets), PEFT's q_proj ... down_proj. */
+enum {
+    BC_LORA_Q = 1, BC_LORA_K = 2, BC_LORA_V = 4, BC_LORA_O = 8,
+    BC_LORA_GATE = 16, BC_LORA_UP = 32, BC_LORA_DOWN = 64,
+    BC_LORA_ALL = 127
+};
 
 /** Fills *out with the defaults above; size = sizeof(*out). */
 bc_status bc_trainer_params_default(bc_trainer_params *out, size_t size);
@@ -1157,6 +1170,18 @@ typedef enum bc_weights_format {
  * none). bc_model_load reads the result back.
  */
 bc_status bc_trainer_save_model(bc_trainer *trainer, const char *path, bc_weights_format format);
+
+/**
+ * LoRA trainers (lora_rank > 0): writes the adapters as a Hugging Face PEFT directory
+ * (created if missing): adapter_config.json (peft_type "LORA", task_type "CAUSAL_LM",
+ * r, lora_alpha, use_rslora, target_modules, base_model_name_or_path = the model's
+ * path) and adapter_model.safetensors (float32, PEFT's tensor names and shapes for
+ * LlamaForCausalLM; q/k rows in Hugging Face order). A full fine-tune: BC_E_BAD_STATE.
+ * In LoRA mode the tensors of bc_trainer_get_tensor and checkpoints are the adapters'
+ * lora_A/lora_B (PEFT names; lora_B of q_proj/k_proj rows in batchcore's RoPE order),
+ * and bc_trainer_save_model returns BC_E_BAD_STATE (merging is not implemented yet).
+ */
+bc_status bc_trainer_save_adapter(bc_trainer *trainer, const char *dir);
 
 /**
  * Writes a checkpoint directory: the trainable tensors (exact bits), the optimizer's

@@ -36,7 +36,8 @@ private var defaultTrainerParams: bc_trainer_params {
     return bc_trainer_params(struct_size: UInt32(MemoryLayout<bc_trainer_params>.size),
                              micro_batch_tokens: UInt32(o.microBatchTokens), accumulation_steps: UInt32(o.accumulationSteps),
                              recompute: o.recompute ? 1 : 0, optimizer_slots: UInt32(o.optimizerSlots), reserved0: 0,
-                             memory_limit: 0)
+                             memory_limit: 0, lora_rank: 0, lora_alpha: 16, lora_targets: LoRATarget.q.bit | LoRATarget.v.bit,
+                             use_rslora: 0, lora_seed: 0)
 }
 
 private func trainerOptions(_ params: UnsafePointer<bc_trainer_params>?) throws -> TrainerOptions {
@@ -50,6 +51,23 @@ private func trainerOptions(_ params: UnsafePointer<bc_trainer_params>?) throws 
     o.recompute = p.recompute != 0
     o.optimizerSlots = Int(p.optimizer_slots)
     o.memoryLimit = p.memory_limit == 0 ? nil : Int(p.memory_limit)
+    if p.lora_rank > 0 {
+        guard p.use_rslora == 0 || p.use_rslora == 1 else { throw BatchCoreError.invalid("use_rslora is \(p.use_rslora); use 0 or 1") }
+        guard p.lora_rank <= UInt32(LoRASlot.maxRank) else {
+            throw BatchCoreError.invalid("lora_rank \(p.lora_rank) outside 0...\(LoRASlot.maxRank)")
+        }
+        guard p.lora_alpha.isFinite else { throw BatchCoreError.invalid("lora_alpha \(p.lora_alpha) is not finite") }
+        guard let targets = LoRATarget.from(mask: p.lora_targets), !targets.isEmpty else {
+            throw BatchCoreError.invalid("lora_targets 0x\(String(p.lora_targets, radix: 16)): use a non-empty set of BC_LORA_* bits")
+        }
+        var l = LoRAConfig()
+        l.rank = Int(p.lora_rank)
+        l.alpha = Double(p.lora_alpha)
+        l.rsLoRA = p.use_rslora != 0
+        l.targets = targets
+        l.seed = p.lora_seed
+        o.lora = l
+    }
     return o
 }
 
@@ -386,12 +404,24 @@ public func bc_trainer_save_model(_ trainer: OpaquePointer?, _ path: UnsafePoint
     abiCall {
         let t = try object(trainer, as: TrainerHandle.self, "trainer")
         let path = String(cString: try required(path, "path"))
+        guard t.trainer.adapters == nil else {
+            throw BatchCoreError.badState("a LoRA trainer saves its adapters (bc_trainer_save_adapter); merging them into the model is not implemented yet")
+        }
         switch format {
         case BC_WEIGHTS_GGUF_F32: try t.model.writeGGUF(path: path, f16: false)
         case BC_WEIGHTS_GGUF_F16: try t.model.writeGGUF(path: path, f16: true)
         case BC_WEIGHTS_HF: try t.model.writeHuggingFace(directory: path)
         default: throw BatchCoreError.invalid("unknown weights format \(format.rawValue)")
         }
+    }
+}
+
+@c @implementation
+public func bc_trainer_save_adapter(_ trainer: OpaquePointer?, _ dir: UnsafePointer<CChar>?) -> bc_status {
+    abiCall {
+        let t = try object(trainer, as: TrainerHandle.self, "trainer")
+        let dir = String(cString: try required(dir, "dir"))
+        try t.trainer.saveAdapter(dir, baseModel: t.model.path)
     }
 }
 

@@ -230,6 +230,7 @@ extension ModelWeights {
             switch location(of: n) {
             case .vector(let v): src = v.data
             case .rows(let m, let first): m.copyRows(first, count: rows, into: tmp.pointer)
+            case .adapter: throw BatchCoreError(.internal, "\(n.gguf) located as an adapter")
             }
             if let heads = n.tensor.ropeHeads(c) {
                 LlamaTensorNames.permuteRoPERows(src, permuted.pointer, heads: heads, headDim: c.headDim, cols: cols,

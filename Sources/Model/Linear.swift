@@ -30,6 +30,9 @@ package final class Linear {
     /// Adapter slots; `forward(..., segments:)` names them by index. Each slot's shape
     /// must be rows × cols (`attach` checks it).
     package private(set) var adapters: [LoRASlot] = []
+    /// Adapters being trained, each on a run of output rows (`TrainingAdapter`); applied
+    /// only by passes that ask for them (training and evaluation), never when serving.
+    package internal(set) var trainingAdapters: [TrainingAdapter] = []
 
     /// Packs `w` (row-major rows × cols).
     package init(rows: Int, cols: Int, rowMajor w: UnsafePointer<Float>) throws {

@@ -62,6 +62,71 @@ package final class LoRASlot {
     deinit {
         free(a)
         free(b)
+        free(gradA)
+        free(gradB)
+    }
+
+    // MARK: Training
+
+    /// dL/dA [rank × cols] and dL/dB [rows × rank], row-major; nil unless
+    /// `makeTrainable()` (see `Linear`'s trainable copy: the same pattern).
+    package private(set) var gradA: UnsafeMutablePointer<Float>?
+    package private(set) var gradB: UnsafeMutablePointer<Float>?
+
+    /// Whether the gradients exist.
+    package var isTrainable: Bool { gradA != nil }
+
+    /// Allocates zeroed `gradA` and `gradB`. Idempotent; on failure nothing changes.
+    package func makeTrainable() throws {
+        if gradA != nil { return }
+        let ga = try Memory.allocateFloats(rank * cols, fill: 0)
+        let gb: UnsafeMutablePointer<Float>
+        do { gb = try Memory.allocateFloats(rows * rank, fill: 0) } catch {
+            free(ga)
+            throw error
+        }
+        gradA = ga
+        gradB = gb
+    }
+
+    /// Frees the gradients (A and B stay).
+    package func dropTrainable() {
+        free(gradA)
+        free(gradB)
+        gradA = nil
+        gradB = nil
+    }
+
+    /// The LoRA scale: alpha / r, or alpha / √r with rsLoRA (Kalajdzievski 2023).
+    package static func scale(alpha: Double, rank: Int, rsLoRA: Bool) -> Float {
+        Float(rsLoRA ? alpha / Double(rank).squareRoot() : alpha / Double(rank))
+    }
+
+    /// A fresh adapter as PEFT initialises one (`init_lora_weights=True`): A from
+    /// kaiming_uniform_(a=√5), i.e. uniform in ±1/√cols, B = 0 (so the adapted
+    /// projection starts equal to the base). A's values come from splitmix64 seeded with
+    /// `seed`: value i is bound · (2·u − 1), u the top 24 bits of draw i over 2²⁴ — the
+    /// same bits on every machine.
+    package convenience init(rows: Int, cols: Int, rank: Int, scale: Float, seed: UInt64) throws {
+        guard rows > 0, cols > 0, rank > 0, rank <= Self.maxRank else {
+            throw BatchCoreError.invalid("LoRA slot: rows \(rows), cols \(cols), rank \(rank) (rank 1...\(Self.maxRank))")
+        }
+        let (aCount, o1) = rank.multipliedReportingOverflow(by: cols)
+        let (bCount, o2) = rows.multipliedReportingOverflow(by: rank)
+        guard !o1, !o2 else { throw BatchCoreError.invalid("LoRA slot: \(rows) × \(rank) × \(cols) is too large") }
+        let bound = 1 / Double(cols).squareRoot()
+        var state = seed
+        var a = [Float](repeating: 0, count: aCount)
+        for i in 0..<aCount {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            z ^= z >> 31
+            let u = Double(z >> 40) / Double(1 << 24)
+            a[i] = Float(bound * (2 * u - 1))
+        }
+        try self.init(rows: rows, cols: cols, rank: rank, scale: scale, a: a, b: [Float](repeating: 0, count: bCount))
     }
 
     /// y[t] += scale · B·(A·x[t]) for each of `tokens` rows (x row stride `ldx` ≥ cols,

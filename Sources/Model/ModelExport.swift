@@ -33,6 +33,7 @@ extension LanguageModel {
             case .vector(let v): src = UnsafePointer(v.data)
             case .rows(let m, let first):
                 if let wt = m.weight { src = UnsafePointer(wt + first * m.cols) } else { m.copyRows(first, count: rows, into: tmp.pointer) }
+            case .adapter: throw BatchCoreError(.internal, "\(n.gguf) located as an adapter")
             }
             let dims = rows == 1 ? [cols] : [cols, rows]
             if f16 && rows > 1 {

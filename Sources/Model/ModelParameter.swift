@@ -9,6 +9,8 @@ package struct ModelParameter {
         case vector(WeightVector)
         /// Rows `first ..< first + shape[0]` of a projection (all columns).
         case rows(Linear, first: Int)
+        /// A LoRA adapter's A [rank × cols] (`isB` false) or B [rows × rank] (true).
+        case adapter(LoRASlot, isB: Bool)
     }
 
     /// The GGUF tensor name (`blk.0.attn_q.weight`, ...; `LlamaTensorNames`).
@@ -23,11 +25,12 @@ package struct ModelParameter {
     /// The float32 values (row-major `count` floats): the vector itself, or the rows of
     /// the projection's trainable copy — nil while that projection is not trainable
     /// (`Linear.makeTrainable`). A change to a projection's values takes effect in
-    /// products after `Linear.syncPacked()`.
+    /// products after `Linear.syncPacked()`. An adapter's A or B is used as it is.
     package var values: UnsafeMutablePointer<Float>? {
         switch storage {
         case .vector(let v): return v.data
         case .rows(let m, let first): return m.weight.map { $0 + first * m.cols }
+        case .adapter(let s, let isB): return isB ? s.b : s.a
         }
     }
 
@@ -36,6 +39,7 @@ package struct ModelParameter {
         switch storage {
         case .vector(let v): return v.grad
         case .rows(let m, let first): return m.grad.map { $0 + first * m.cols }
+        case .adapter(let s, let isB): return isB ? s.gradB : s.gradA
         }
     }
 }

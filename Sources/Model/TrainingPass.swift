@@ -22,7 +22,8 @@ extension Transformer {
     /// KV cache) with per-row `targets` (−1: not a target): returns the summed
     /// cross-entropy and the number of targets, and ADDS the gradient of
     /// `lossScale · Σ CE` to every trainable tensor (`Linear.grad`, `WeightVector.grad`;
-    /// frozen tensors get none). With lossScale = 1/N, N the target count of all
+    /// frozen tensors get none) and to every training adapter's A and B
+    /// (`Linear.trainingAdapters`, applied in this pass's projections). With lossScale = 1/N, N the target count of all
     /// micro-batches of an optimizer step, the accumulated gradient is that of the
     /// step's mean loss.
     ///
@@ -45,15 +46,15 @@ extension Transformer {
         let rows = try targetRows(batch, targets)
         let n = batch.count, d = config.embeddingDim
         try g.prepare(config, rows: n, targetRows: rows.count)
-        try layers(tokens: batch.tokens, positions: batch.positions, logitRows: rows.count, kv: kv, a)
+        try layers(tokens: batch.tokens, positions: batch.positions, logitRows: rows.count, kv: kv, a, adapters: true)
         let totals = try outputLoss(a, targets: targets, targetRows: rows, scale: lossScale, backward: true, g)
         guard let ropeTable = a.ropeTable else { throw BatchCoreError(.internal, "activations without a rotation table") }
         let documents = kv.documentLengths
         for l in stride(from: weights.layers.count - 1, through: 0, by: -1) {
             let w = weights.layers[l], set = a[l]
             if a.mode == .recompute && l != weights.layers.count - 1 {
-                try attentionBlock(layer: l, w, set, rows: n, ropeTable: ropeTable, kv: kv)
-                mlpBlock(w, set, rows: n)
+                try attentionBlock(layer: l, w, set, rows: n, ropeTable: ropeTable, kv: kv, adapters: true)
+                try mlpBlock(w, set, rows: n, adapters: true)
             }
             try mlpBlockBackward(w, set, g, rows: n)
             try attentionBlockBackward(w, set, g, rows: n, documents: documents, ropeTable: ropeTable)
@@ -75,7 +76,7 @@ extension Transformer {
         let kv = try SelfContainedKV(batch, config: config)
         let rows = try targetRows(batch, targets)
         try g.prepare(config, rows: batch.count, targetRows: rows.count)
-        try layers(tokens: batch.tokens, positions: batch.positions, logitRows: rows.count, kv: kv, a)
+        try layers(tokens: batch.tokens, positions: batch.positions, logitRows: rows.count, kv: kv, a, adapters: true)
         return try outputLoss(a, targets: targets, targetRows: rows, scale: 1, backward: false, g)
     }
 }

@@ -43,10 +43,15 @@ package final class Transformer {
     /// y[T × rows] = x[T × cols] · Wᵀ (row stride of y: `ldy`, default rows) with the
     /// packed-weights kernel: the same per-value arithmetic for one token or many, so
     /// projections are batch invariant by construction.
+    ///
+    /// `adapters`: also apply the projection's training adapters
+    /// (`Linear.forwardTrainingAdapters`): training and evaluation passes only, so a
+    /// serving pass is the base product alone, bit for bit.
     @inline(__always)
     func project(_ x: UnsafePointer<Float>, _ w: Linear, _ y: UnsafeMutablePointer<Float>, tokens: Int,
-                 ldx: Int? = nil) {
+                 ldx: Int? = nil, adapters: Bool = false) throws {
         w.forward(x, ldx: ldx ?? w.cols, y, ldy: w.rows, tokens: tokens)
+        if adapters { try w.forwardTrainingAdapters(x, ldx: ldx ?? w.cols, y, ldy: w.rows, tokens: tokens) }
     }
 
     /// Runs the batch, appending its keys/values to `cache`, and writes one row of
@@ -97,8 +102,9 @@ package final class Transformer {
 
     /// Embedding, rotation tables and every decoder layer (`attentionBlock`, `mlpBlock`)
     /// over T = tokens.count rows into `a`; the final residual is `a.finalResidual`.
+    /// `adapters`: apply the training adapters (`project`).
     func layers(tokens: [Int32], positions: [Int], logitRows: Int, kv: KVSource,
-                        _ a: ForwardActivations) throws {
+                        _ a: ForwardActivations, adapters: Bool = false) throws {
         let n = tokens.count, hd = config.headDim
         try a.prepare(config, rows: n, logitRows: logitRows)
         guard let ropeTable = a.ropeTable else { throw BatchCoreError(.internal, "activations without a rotation table") }
@@ -107,8 +113,8 @@ package final class Transformer {
         for i in 0..<n { rope.table(position: positions[i], into: ropeTable + i * hd) }
         for (l, w) in weights.layers.enumerated() {
             let set = a[l]
-            try attentionBlock(layer: l, w, set, rows: n, ropeTable: ropeTable, kv: kv)
-            mlpBlock(w, set, rows: n)
+            try attentionBlock(layer: l, w, set, rows: n, ropeTable: ropeTable, kv: kv, adapters: adapters)
+            try mlpBlock(w, set, rows: n, adapters: adapters)
         }
     }
 }

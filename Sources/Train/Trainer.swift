@@ -17,6 +17,9 @@ package struct TrainerOptions: Equatable, Sendable {
     package var memoryLimit: Int? = nil
     /// Optimizer state slots per parameter the memory estimate counts (AdamW: 2).
     package var optimizerSlots = 2
+    /// LoRA: train low-rank adapters of this shape on the frozen, packed base (only the
+    /// adapters' A and B are parameters); nil: full fine-tuning.
+    package var lora: LoRAConfig? = nil
 
     package init() {}
 
@@ -31,6 +34,7 @@ package struct TrainerOptions: Equatable, Sendable {
             throw BatchCoreError.invalid("optimizer slots \(optimizerSlots) outside 0...8")
         }
         if let m = memoryLimit, m < 0 { throw BatchCoreError.invalid("memory limit \(m) is negative") }
+        try lora?.validate()
     }
 }
 
@@ -45,7 +49,7 @@ package struct TrainingTotals: Equatable, Sendable {
     package var meanLoss: Double { targets > 0 ? lossSum / Double(targets) : .nan }
 }
 
-/// Full fine-tuning of a loaded model: forward + backward of packed micro-batches,
+/// Full fine-tuning (or LoRA training, `TrainerOptions.lora`) of a loaded model: forward + backward of packed micro-batches,
 /// gradients accumulated over a step, and the step taken by an `Optimizer` (the same
 /// one the C ABI exposes) over the model's trainable tensors.
 ///
@@ -62,8 +66,11 @@ package struct TrainingTotals: Equatable, Sendable {
 package final class Trainer {
     package let model: Transformer
     package let options: TrainerOptions
-    /// The trainable tensors (GGUF names), each with values and gradient.
+    /// The trainable tensors (GGUF names; with LoRA the adapters' A and B, PEFT names),
+    /// each with values and gradient.
     package let parameters: [ModelParameter]
+    /// The adapters being trained (LoRA), attached to the model's projections.
+    package let adapters: LoRAAdapterSet?
     package let memory: TrainerMemory
     private let activations: ForwardActivations
     private let gradients = LayerGradients()
@@ -94,24 +101,29 @@ package final class Trainer {
                 + "\(mib(limit)) MiB are available — use fewer micro-batch tokens or recompute (checkpointing)")
         }
         let wasTrainable = model.weights.parameters.contains { $0.gradient != nil }
+            || model.weights.projections.contains { !$0.trainingAdapters.isEmpty }
         guard !wasTrainable else { throw BatchCoreError.badState("the model is already being trained") }
         let activations = ForwardActivations(mode: options.recompute ? .recompute : .keepLayers)
+        let adapters = try options.lora.map { try LoRAAdapterSet(fresh: $0, model: model.config) }
         do {
-            try model.weights.makeTrainable()
+            if let adapters { try adapters.attach(to: model.weights) } else { try model.weights.makeTrainable() }
             try activations.reserve(model.config, rows: options.microBatchTokens, logitRows: options.microBatchTokens)
             try gradients.reserve(model.config, rows: options.microBatchTokens, targetRows: options.microBatchTokens)
         } catch {
-            model.weights.dropTrainable()
+            if let adapters { adapters.detach(from: model.weights) } else { model.weights.dropTrainable() }
             throw error
         }
+        self.adapters = adapters
         self.model = model
         self.options = options
         self.memory = memory
         self.activations = activations
-        parameters = Self.selectParameters(model.weights, options)
+        parameters = adapters?.parameters ?? Self.selectParameters(model.weights, options)
     }
 
-    deinit { model.weights.dropTrainable() }
+    deinit {
+        if let adapters { adapters.detach(from: model.weights) } else { model.weights.dropTrainable() }
+    }
 
     /// Forward + backward of one micro-batch (whole documents, at most
     /// `microBatchTokens` rows), adding the gradient of its summed loss to the step's.

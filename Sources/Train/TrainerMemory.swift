@@ -10,7 +10,8 @@ import Glibc
 package struct TrainerMemory: Equatable, Sendable {
     /// The model's weights as loaded (packed projections + vectors): already resident.
     package var modelWeights = 0
-    /// Trainable float32 copies of the projections (4·P, row-major, beside the packed copy).
+    /// Trainable float32 copies of the projections (4·P, row-major, beside the packed
+    /// copy); with LoRA the adapters' A and B instead (the base stays packed only).
     package var trainableCopies = 0
     /// Gradients (4·P).
     package var gradients = 0
@@ -32,14 +33,15 @@ package struct TrainerMemory: Equatable, Sendable {
     /// Throws `.outOfMemory` when a size overflows.
     package init(model: Transformer, options: TrainerOptions, optimizerSlots: Int) throws {
         let c = model.config, t = options.microBatchTokens
-        let params = Trainer.selectParameters(model.weights, options)
-        var projections = 0, vectors = 0, values = 0
+        let params = options.lora == nil ? Trainer.selectParameters(model.weights, options) : []
+        var projections = 0, vectors = 0, adapters = options.lora?.parameterCount(c) ?? 0, values = adapters
         var seen = Set<ObjectIdentifier>()
         for p in params {
             values += p.count
             switch p.storage {
             case .rows(let m, _): if seen.insert(ObjectIdentifier(m)).inserted { projections += m.count }
             case .vector(let v): vectors += v.count
+            case .adapter: adapters += p.count
             }
         }
         let modes: ForwardActivations.Mode = options.recompute ? .recompute : .keepLayers
@@ -48,8 +50,8 @@ package struct TrainerMemory: Equatable, Sendable {
             throw BatchCoreError(.outOfMemory, "a micro-batch of \(t) tokens does not fit in memory")
         }
         modelWeights = model.weights.parameterCount * 4
-        trainableCopies = projections * 4
-        gradients = (projections + vectors) * 4
+        trainableCopies = (projections + adapters) * 4
+        gradients = (projections + vectors + adapters) * 4
         activations = a * 4
         backwardBuffers = g * 4
         optimizerState = max(0, optimizerSlots) * values * 4

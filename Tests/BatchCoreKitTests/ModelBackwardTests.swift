@@ -23,6 +23,7 @@ import Testing
             switch p.storage {
             case .vector(let w): for i in 0..<p.count { v[i] = w.data[i] }
             case .rows(let lin, let first): v.withUnsafeMutableBufferPointer { lin.copyRows(first, count: rows, into: $0.baseAddress!) }
+            case .adapter(let slot, let isB): for i in 0..<p.count { v[i] = isB ? slot.b[i] : slot.a[i] }
             }
             out[p.name] = (rows, cols, v.map(Double.init))
         }

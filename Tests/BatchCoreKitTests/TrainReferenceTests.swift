@@ -56,6 +56,7 @@ import Testing
             switch p.storage {
             case .vector(let w): for i in 0..<p.count { v[i] = w.data[i] }
             case .rows(let lin, let first): lin.copyRows(first, count: p.shape[0], into: &v)
+            case .adapter(let slot, let isB): for i in 0..<p.count { v[i] = isB ? slot.b[i] : slot.a[i] }
             }
             out[p.name] = v
         }

@@ -60,7 +60,7 @@ static void test_no_padding(void) {
     CHECK(sizeof(bc_engine_params) == 4 * 6 + 8 + 4 * 2);
     CHECK(sizeof(bc_request_params) == 4 * 6 + 8 + 4 * 2 + 8 + 4 * 2 + 8);
     CHECK(sizeof(bc_engine_metrics) == 4 + 4 + 8 * 13);
-    CHECK(sizeof(bc_trainer_params) == 4 * 6 + 8);
+    CHECK(sizeof(bc_trainer_params) == 4 * 6 + 8 + 4 * 4 + 8);
     CHECK(sizeof(bc_trainer_memory) == 4 + 4 + 7 * 8);
     CHECK(sizeof(bc_trainer_tensor) == 4 + 4 + 3 * sizeof(void *) + 3 * 8);
     CHECK(sizeof(bc_train_batch) == 4 + 4 + 3 * sizeof(void *) + 4 + 4);
@@ -68,6 +68,11 @@ static void test_no_padding(void) {
     OFFSET(bc_train_batch, tokens, 8);
     OFFSET(bc_train_batch, n_documents, 8 + 3 * sizeof(void *));
     OFFSET(bc_trainer_params, memory_limit, 24);
+    OFFSET(bc_trainer_params, lora_rank, 32);
+    OFFSET(bc_trainer_params, lora_alpha, 36);
+    OFFSET(bc_trainer_params, lora_targets, 40);
+    OFFSET(bc_trainer_params, use_rslora, 44);
+    OFFSET(bc_trainer_params, lora_seed, 48);
 }
 
 static void test_batch_default(void) {

@@ -12,11 +12,12 @@ extension Transformer {
     ///
     /// `kv` stores the batch's new keys/values after the projection and provides the views
     /// attention reads (`KVSource`); nothing here knows whether that is a cache.
+    /// `adapters`: apply the projections' training adapters (before RoPE on q and k).
     func attentionBlock(layer: Int, _ w: LayerWeights, _ a: LayerActivations, rows n: Int,
-                        ropeTable: UnsafePointer<Float>, kv: KVSource) throws {
+                        ropeTable: UnsafePointer<Float>, kv: KVSource, adapters: Bool = false) throws {
         let c = config, d = c.embeddingDim, hd = c.headDim, qkvDim = d + 2 * c.kvDim
         rmsNorm(a.input, w.attentionNorm, a.attentionNormed, rstd: a.attentionRstd, rows: n)
-        project(a.attentionNormed, w.qkv, a.qkv, tokens: n)
+        try project(a.attentionNormed, w.qkv, a.qkv, tokens: n, adapters: adapters)
         for i in 0..<n {
             let row = a.qkv + i * qkvDim
             rope.apply(row, heads: c.headCount, table: ropeTable + i * hd)
@@ -33,7 +34,7 @@ extension Transformer {
                 attend(work, q: a.qkv, qStride: qkvDim, out: a.attention)
             }
         }
-        project(a.attention, w.wo, a.projected, tokens: n)
+        try project(a.attention, w.wo, a.projected, tokens: n, adapters: adapters)
         residualAdd(a.projected, from: a.input, into: a.mid, n * d)
     }
 

@@ -4,7 +4,8 @@ import BCKernels
 extension Transformer {
     /// Backward of `mlpBlock` over the rows of `a` (T = rows). On entry g.residual holds
     /// dL/d output [T × d]; on exit dL/d mid. Accumulates the gradients of Wgate_up,
-    /// Wdown and ffnNorm (when trainable):
+    /// Wdown and ffnNorm (when trainable), and of the projections' training adapters
+    /// (`adapterBackward`, which adds their part of dX):
     ///
     ///     dAct       = dOutput · Wdown                 dWdown   += dOutputᵀ · act
     ///     dGateUp    = SwiGLU backward(dAct; gate, up)
@@ -14,9 +15,11 @@ extension Transformer {
         let c = config, d = c.embeddingDim, ff = c.feedForwardDim
         guard let rstd = a.mlpRstd else { throw BatchCoreError(.internal, "MLP backward without training activations") }
         w.down.backward(x: a.act, ldx: ff, dY: g.residual, ldDY: d, dX: g.act, ldDX: ff, tokens: n)
+        try w.down.adapterBackward(x: a.act, ldx: ff, dY: g.residual, ldDY: d, dX: g.act, ldDX: ff, tokens: n)
         SwiGLUOp.backward(dact: g.act, ldAct: ff, gate: a.gateUp, up: a.gateUp + ff, ldIn: 2 * ff,
                           dgate: g.gateUp, dup: g.gateUp + ff, rows: n, n: ff)
         w.gateUp.backward(x: a.mlpNormed, ldx: d, dY: g.gateUp, ldDY: 2 * ff, dX: g.normed, ldDX: d, tokens: n)
+        try w.gateUp.adapterBackward(x: a.mlpNormed, ldx: d, dY: g.gateUp, ldDY: 2 * ff, dX: g.normed, ldDX: d, tokens: n)
         RMSNormOp.backward(dy: g.normed, x: a.mid, g: w.ffnNorm.data, rstd: rstd, dx: g.normed,
                            dg: w.ffnNorm.grad ?? g.normGain, rows: n, d: d)
         VectorMath.add(g.normed, into: g.residual, n * d)
@@ -24,7 +27,8 @@ extension Transformer {
 
     /// Backward of `attentionBlock` over the rows of `a` (T = rows, packed `documents`).
     /// On entry g.residual holds dL/d mid [T × d]; on exit dL/d input. Accumulates the
-    /// gradients of Wqkv, Wo and attentionNorm (when trainable):
+    /// gradients of Wqkv, Wo and attentionNorm (when trainable), and of the projections' training
+    /// adapters (`adapterBackward`, which adds their part of dX):
     ///
     ///     dAttention      = dMid · Wo                  dWo   += dMidᵀ · attention
     ///     dqkv            = attention backward(dAttention; qkv, stats)   (rotated q, k)
@@ -38,11 +42,13 @@ extension Transformer {
             throw BatchCoreError(.internal, "attention backward without training activations")
         }
         w.wo.backward(x: a.attention, ldx: d, dY: g.residual, ldDY: d, dX: g.attention, ldDX: d, tokens: n)
+        try w.wo.adapterBackward(x: a.attention, ldx: d, dY: g.residual, ldDY: d, dX: g.attention, ldDX: d, tokens: n)
         try AttentionTraining.backward(qkv: a.qkv, rows: n, documents: documents, heads: c.headCount,
                                        kvHeads: c.kvHeadCount, headDim: hd, stats: stats, dOut: g.attention, dqkv: g.qkv)
         RoPEOp.backward(rope, g.qkv, ld: qkvDim, heads: c.headCount, tables: ropeTable, rows: n)
         RoPEOp.backward(rope, g.qkv + d, ld: qkvDim, heads: c.kvHeadCount, tables: ropeTable, rows: n)
         w.qkv.backward(x: a.attentionNormed, ldx: d, dY: g.qkv, ldDY: qkvDim, dX: g.normed, ldDX: d, tokens: n)
+        try w.qkv.adapterBackward(x: a.attentionNormed, ldx: d, dY: g.qkv, ldDY: qkvDim, dX: g.normed, ldDX: d, tokens: n)
         RMSNormOp.backward(dy: g.normed, x: a.input, g: w.attentionNorm.data, rstd: rstd, dx: g.normed,
                            dg: w.attentionNorm.grad ?? g.normGain, rows: n, d: d)
         VectorMath.add(g.normed, into: g.residual, n * d)

@@ -12,6 +12,6 @@ extension Transformer {
         for (r, i) in rows.enumerated() {
             VectorMath.rmsNorm(x + i * d, weights.outputNorm.data, normed + r * d, d, eps: c.rmsEps)
         }
-        project(normed, weights.output, logits, tokens: rows.count)
+        weights.output.forward(normed, ldx: d, logits, ldy: weights.output.rows, tokens: rows.count)
     }
 }

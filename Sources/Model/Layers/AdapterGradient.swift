@@ -1,0 +1,45 @@
+import BCCore
+import BCKernels
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension Linear {
+    /// Backward of `forwardTrainingAdapters` over T = `tokens` rows, for each training
+    /// adapter (A [r × cols], B [rows_a × r], s = scale, dY_a = the adapter's columns
+    /// first ..< first + rows_a of dY; u = x·Aᵀ is recomputed, bit-identical to the
+    /// forward's):
+    ///
+    ///     g[T × r]        = s · dY_a · B
+    ///     dA[r × cols]   += gᵀ · x
+    ///     dB[rows_a × r] += dY_aᵀ · (s · u)
+    ///     dX[T × cols]   += g · A                 (when dX is given)
+    ///
+    /// Call it after the base `backward` wrote dX (the adapter adds to it). The base
+    /// weight gets no gradient here. Deterministic (`ProjectionBackward`'s fixed orders).
+    /// Adapters without gradients (`LoRASlot.makeTrainable`) still pass dX through.
+    package func adapterBackward(x: UnsafePointer<Float>, ldx: Int, dY: UnsafePointer<Float>, ldDY: Int,
+                                 dX: UnsafeMutablePointer<Float>?, ldDX: Int, tokens: Int) throws {
+        guard !trainingAdapters.isEmpty, tokens > 0 else { return }
+        let rMax = trainingAdapters.map(\.slot.rank).max() ?? 1
+        let u = try Memory.allocateFloats(tokens * rMax, fill: 0)
+        defer { free(u) }
+        let g = try Memory.allocateFloats(tokens * rMax, fill: 0)
+        defer { free(g) }
+        for t in trainingAdapters {
+            let s = t.slot, r = s.rank, scale = s.scale, dYa = dY + t.firstRow
+            ProjectionBackward.inputGradient(dYa, ldDY: ldDY, tokens: tokens, weight: s.b, rows: s.rows, cols: r, g, ldDX: r)
+            for i in 0..<(tokens * r) { g[i] *= scale }
+            if let gradA = s.gradA, let gradB = s.gradB {
+                ProjectionBackward.weightGradient(g, ldDY: r, x, ldX: ldx, tokens: tokens, rows: r, cols: cols, gradA)
+                Self.latents(x, ldx: ldx, s, tokens: tokens, u)
+                for i in 0..<(tokens * r) { u[i] *= scale }
+                ProjectionBackward.weightGradient(dYa, ldDY: ldDY, u, ldX: r, tokens: tokens, rows: s.rows, cols: r, gradB)
+            }
+            if let dX {
+                ProjectionBackward.inputGradient(g, ldDY: r, tokens: tokens, weight: s.a, rows: r, cols: cols, dX, ldDX: ldDX,
+                                                 accumulate: true)
+            }
+        }
+    }
+}

@@ -1,0 +1,222 @@
+/* LoRA training through the trainer ABI on the default model: the appended
+ * bc_trainer_params fields and their checks, a memory statement far below the full
+ * fine-tune's, only lora_A/lora_B tensors (PEFT names, shapes), a fresh adapter giving
+ * the base loss, steps lowering the loss while the base model's serving logits stay the
+ * same bits, a PEFT directory written by bc_trainer_save_adapter, checkpoints of the
+ * adapters restoring the same loss, save_model refused, a second LoRA trainer allowed
+ * after the first is freed. */
+#define _POSIX_C_SOURCE 200809L
+#include "check.h"
+#include "model_path.h"
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define N 40
+
+static bc_train_batch make_batch(const int32_t *tokens, const int32_t *targets, uint32_t n) {
+    bc_train_batch b;
+    memset(&b, 0, sizeof b);
+    b.struct_size = sizeof b;
+    b.n_tokens = n;
+    b.tokens = tokens;
+    b.targets = targets;
+    return b;
+}
+
+static void last_logits(bc_model *model, const int32_t *tokens, int n, float *out, int vocab) {
+    bc_context *ctx = NULL;
+    CHECK_OK(bc_context_create(model, NULL, &ctx));
+    int32_t pos[N], seq[N];
+    int8_t want[N];
+    for (int i = 0; i < n; i++) { pos[i] = i; seq[i] = 0; want[i] = (int8_t)(i == n - 1); }
+    bc_batch b;
+    bc_batch_default(&b, sizeof b);
+    b.n_tokens = n;
+    b.tokens = tokens;
+    b.pos = pos;
+    b.seq_id = seq;
+    b.logits = want;
+    CHECK_OK(bc_decode(ctx, &b, out, (size_t)vocab));
+    bc_context_free(ctx);
+}
+
+static long file_size(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+int main(int argc, char **argv) {
+    bc_model *model = NULL;
+    bc_model_info info;
+    if (load_default_model(argc, argv, &model, &info)) return 1;
+    const int vocab = info.n_vocab;
+    int32_t tokens[N], targets[N];
+    uint64_t s = 777;
+    for (int i = 0; i < N; i++) {
+        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+        tokens[i] = (int32_t)((s >> 33) % 1500) + 200;
+    }
+    for (int i = 0; i < N; i++) targets[i] = i + 1 < N ? tokens[i + 1] : -1;
+    bc_train_batch b = make_batch(tokens, targets, N);
+
+    bc_trainer_params tp;
+    CHECK_OK(bc_trainer_params_default(&tp, sizeof tp));
+    CHECK(tp.lora_rank == 0 && tp.lora_alpha == 16.0f && tp.lora_targets == (BC_LORA_Q | BC_LORA_V) && tp.use_rslora == 0);
+    tp.micro_batch_tokens = 64;
+
+    /* The full fine-tune's statement, then LoRA's. */
+    bc_trainer_memory full, mem;
+    memset(&full, 0, sizeof full);
+    full.struct_size = sizeof full;
+    mem = full;
+    CHECK_OK(bc_trainer_estimate(model, &tp, &full));
+    tp.lora_rank = 4;
+    tp.lora_alpha = 8;
+    tp.lora_targets = BC_LORA_ALL;
+    tp.lora_seed = 3;
+    CHECK_OK(bc_trainer_estimate(model, &tp, &mem));
+    const uint64_t d = (uint64_t)info.n_embd;
+    CHECK(mem.gradients > 0 && mem.gradients * 50 < full.gradients);
+    CHECK(mem.optimizer_state * 50 < full.optimizer_state);
+    CHECK(mem.trainable_copies == mem.gradients);
+    CHECK(mem.added < full.added);
+
+    /* Bad LoRA fields are refused. */
+    bc_trainer *t = NULL;
+    bc_trainer_params bad = tp;
+    bad.lora_rank = 5000;
+    CHECK_ERR(bc_trainer_create(model, &bad, &t), BC_E_INVALID_ARGUMENT);
+    bad = tp;
+    bad.lora_targets = 0;
+    CHECK_ERR(bc_trainer_create(model, &bad, &t), BC_E_INVALID_ARGUMENT);
+    bad.lora_targets = 128;
+    CHECK_ERR(bc_trainer_create(model, &bad, &t), BC_E_INVALID_ARGUMENT);
+    bad = tp;
+    bad.use_rslora = 2;
+    CHECK_ERR(bc_trainer_create(model, &bad, &t), BC_E_INVALID_ARGUMENT);
+    bad = tp;
+    bad.lora_alpha = INFINITY;
+    CHECK_ERR(bc_trainer_create(model, &bad, &t), BC_E_INVALID_ARGUMENT);
+    CHECK(t == NULL);
+
+    float *before = (float *)malloc(sizeof(float) * (size_t)vocab);
+    float *after = (float *)malloc(sizeof(float) * (size_t)vocab);
+    last_logits(model, tokens, N, before, vocab);
+
+    /* The base loss (full fine-tune trainer, evaluate only), then the fresh adapter's. */
+    bc_trainer_params fp;
+    CHECK_OK(bc_trainer_params_default(&fp, sizeof fp));
+    fp.micro_batch_tokens = 64;
+    bc_train_result base, r;
+    memset(&base, 0, sizeof base);
+    base.struct_size = sizeof base;
+    r = base;
+    CHECK_OK(bc_trainer_create(model, &fp, &t));
+    CHECK_OK(bc_trainer_evaluate(t, &b, &base));
+    bc_trainer_free(t);
+    t = NULL;
+
+    CHECK_OK(bc_trainer_create(model, &tp, &t));
+    bc_trainer *second = NULL;
+    CHECK_ERR(bc_trainer_create(model, &tp, &second), BC_E_BAD_STATE);
+    CHECK_OK(bc_trainer_evaluate(t, &b, &r));
+    CHECK(r.loss_sum == base.loss_sum);
+
+    uint32_t count = 0;
+    CHECK_OK(bc_trainer_tensor_count(t, &count));
+    CHECK(count == 2 * 7 * (uint32_t)info.n_layer);
+    bc_trainer_tensor tt;
+    memset(&tt, 0, sizeof tt);
+    tt.struct_size = sizeof tt;
+    CHECK_OK(bc_trainer_get_tensor(t, 0, &tt));
+    CHECK(strcmp(tt.name, "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight") == 0);
+    CHECK(tt.rows == 4 && tt.cols == (int64_t)d);
+    CHECK_OK(bc_trainer_get_tensor(t, 1, &tt));
+    CHECK(strcmp(tt.name, "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight") == 0);
+    CHECK(tt.rows == (int64_t)d && tt.cols == 4 && tt.values[0] == 0);
+
+    bc_optimizer *opt = NULL;
+    CHECK_OK(bc_optimizer_create(BC_OPTIM_ADAMW, &opt));
+    bc_optim_hparams hp;
+    CHECK_OK(bc_optim_hparams_default(BC_OPTIM_ADAMW, &hp, sizeof hp));
+    hp.lr = 1e-3;
+    uint32_t g = 0;
+    CHECK_OK(bc_optimizer_add_group(opt, &hp, &g));
+    CHECK_OK(bc_trainer_register(t, opt, g));
+
+    /* Gradients: the same bits with 1 and 2 threads. */
+    CHECK_OK(bc_trainer_get_tensor(t, 0, &tt));
+    float *g1 = (float *)malloc(sizeof(float) * (size_t)tt.count);
+    CHECK_OK(bc_set_num_threads(1));
+    CHECK_OK(bc_trainer_micro_batch(t, &b, &r));
+    memcpy(g1, tt.grad, sizeof(float) * (size_t)tt.count);
+    CHECK_OK(bc_trainer_discard(t));
+    CHECK_OK(bc_set_num_threads(2));
+    CHECK_OK(bc_trainer_micro_batch(t, &b, &r));
+    CHECK(memcmp(g1, tt.grad, sizeof(float) * (size_t)tt.count) == 0);
+    CHECK_OK(bc_set_num_threads(0));
+    CHECK_OK(bc_trainer_discard(t));
+
+    bc_train_result step = r, eval = r;
+    for (int k = 0; k < 5; k++) {
+        CHECK_OK(bc_trainer_micro_batch(t, &b, NULL));
+        CHECK_OK(bc_trainer_step(t, opt, NULL, &step, NULL));
+    }
+    CHECK_OK(bc_trainer_evaluate(t, &b, &eval));
+    CHECK(eval.loss < base.loss - 0.05);
+
+    /* The base model serves exactly as before. */
+    last_logits(model, tokens, N, after, vocab);
+    CHECK(memcmp(before, after, sizeof(float) * (size_t)vocab) == 0);
+
+    /* Files. */
+    char dir[] = "/tmp/bc_lora_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char adapter[256], path[300], ckpt[256];
+    snprintf(adapter, sizeof adapter, "%s/adapter", dir);
+    snprintf(ckpt, sizeof ckpt, "%s/ckpt", dir);
+    CHECK_OK(bc_trainer_save_adapter(t, adapter));
+    snprintf(path, sizeof path, "%s/adapter_config.json", adapter);
+    FILE *f = fopen(path, "r");
+    CHECK(f != NULL);
+    char text[4096] = {0};
+    if (f) { size_t got = fread(text, 1, sizeof text - 1, f); text[got] = 0; fclose(f); }
+    CHECK(strstr(text, "\"peft_type\": \"LORA\"") != NULL && strstr(text, "\"r\": 4") != NULL);
+    CHECK(strstr(text, "\"down_proj\"") != NULL && strstr(text, "\"lora_alpha\": 8") != NULL);
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", adapter);
+    CHECK(file_size(path) > (long)(mem.gradients));
+    CHECK_ERR(bc_trainer_save_adapter(t, NULL), BC_E_INVALID_ARGUMENT);
+    snprintf(path, sizeof path, "%s/model.gguf", dir);
+    CHECK_ERR(bc_trainer_save_model(t, path, BC_WEIGHTS_GGUF_F32), BC_E_BAD_STATE);
+
+    /* A checkpoint of the adapters restores the trained loss in a new LoRA trainer. */
+    CHECK_OK(bc_trainer_save_checkpoint(t, opt, ckpt));
+    bc_optimizer_free(opt);
+    bc_trainer_free(t);
+    t = NULL;
+    CHECK_OK(bc_trainer_create(model, &tp, &t));
+    bc_train_result fresh = r;
+    CHECK_OK(bc_trainer_evaluate(t, &b, &fresh));
+    CHECK(fresh.loss_sum == base.loss_sum);
+    CHECK_OK(bc_trainer_load_checkpoint(t, NULL, ckpt));
+    CHECK_OK(bc_trainer_evaluate(t, &b, &fresh));
+    CHECK(fresh.loss_sum == eval.loss_sum);
+    bc_trainer_free(t);
+
+    /* Full fine-tune trainers reject save_adapter. */
+    CHECK_OK(bc_trainer_create(model, &fp, &t));
+    CHECK_ERR(bc_trainer_save_adapter(t, adapter), BC_E_BAD_STATE);
+    bc_trainer_free(t);
+
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+    free(g1);
+    free(before);
+    free(after);
+    bc_model_free(model);
+    CHECK_DONE();
+}
