@@ -300,6 +300,19 @@ static void test_trainer(const char *fixtures, const char *dir) {
     KEEPS(bc_trainer_save_model(t, out, BC_WEIGHTS_HF));
     KEEPS_VOID(bc_trainer_free(t));
     bc_optimizer_free(opt);
+    /* A LoRA trainer writes its adapters. */
+    tp.lora_rank = 2;
+    t = NULL;
+    KEEPS(bc_trainer_create(model, &tp, &t));
+    if (t) {
+        char adapter[760];
+        snprintf(adapter, sizeof adapter, "%s/adapter", dir);
+        KEEPS(bc_trainer_save_adapter(t, adapter));
+        bc_trainer_free(t);
+        char rm[800];
+        snprintf(rm, sizeof rm, "rm -rf '%s'", adapter);
+        if (system(rm) != 0) CHECK(0);
+    }
     bc_model_free(model);
     char cmd[2200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s' '%s'", data, ckpt, out);
