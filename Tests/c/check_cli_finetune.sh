@@ -16,6 +16,14 @@
 #    --resume with other options is refused; SIGTERM: the same, exit 143;
 #  - an invalid JSON line exits 1 naming the line; --skip-invalid counts it instead;
 #  - a memory limit below the trainer's statement exits 1 with the library's message;
+#  - --lora r=16,alpha=32,targets=q,k,v,o,gate,up,down: exit 0, the eval loss goes down,
+#    the memory statement adds less than the full fine-tune's, DIR/adapter holds a PEFT
+#    adapter_config.json (r, lora_alpha, the seven target modules) and
+#    adapter_model.safetensors (lora_A/lora_B of every target of every layer), no model;
+#    an interrupted LoRA run resumed reaches the uninterrupted run's final step, eval loss
+#    and adapter bytes; resuming with other --lora options (or none) is refused; bad
+#    --lora specs (unknown key, r=0, bad or repeated target, repeated key, ...) exit 2
+#    with a message and create nothing;
 #  - bad options exit 2; --help names every option.
 set -uo pipefail
 set -m # background jobs get the default SIGINT disposition (not ignored)
@@ -167,6 +175,94 @@ rc=$?
 run noresume finetune "${rargs[@]}" --out "$tmp/none" --resume
 [ "$rc" -eq 1 ] || bad "--resume without a checkpoint: exit $rc, want 1"
 
+# ---------------------------------------------------------------- LoRA
+lspec="r=16,alpha=32,targets=q,k,v,o,gate,up,down"
+run lora finetune "${common[@]}" --data "$tmp/train.jsonl" --eval "$tmp/eval.jsonl" --out "$tmp/lora" --epochs 4 \
+    --lr 1e-2 --lora "$lspec"
+if [ "$rc" -ne 0 ]; then
+    bad "finetune --lora: exit $rc, want 0: $(cat "$tmp/lora.err")"
+else
+    before=$(field "$tmp/lora.out" eval_loss_before) after=$(field "$tmp/lora.out" eval_loss_after)
+    less "$after" "$before" || bad "--lora: eval loss did not go down: before '$before', after '$after'"
+    grep -q '^LoRA: rank 16, alpha 32 (scale 2), adapters on q_proj k_proj v_proj o_proj gate_proj up_proj down_proj' "$tmp/lora.err" ||
+        bad "--lora: no LoRA statement on stderr: $(head -c 600 "$tmp/lora.err")"
+    # The memory statement: what LoRA adds is less than what the full fine-tune adds.
+    added() { grep '^{"memory":' "$1" | sed -n 's/.*"added":\([0-9]*\).*/\1/p'; }
+    tc() { grep '^{"memory":' "$1" | sed -n 's/.*"trainable_copies":\([0-9]*\).*/\1/p'; }
+    la=$(added "$tmp/lora.out") fa=$(added "$tmp/full.out") lt=$(tc "$tmp/lora.out") ft=$(tc "$tmp/full.out")
+    [ -n "$la" ] && [ -n "$fa" ] && less "$la" "$fa" && less "$lt" "$ft" ||
+        bad "--lora: memory added $la (trainable $lt), full fine-tune $fa (trainable $ft): want less"
+    cfg="$tmp/lora/adapter/adapter_config.json"
+    [ -f "$cfg" ] && [ -s "$tmp/lora/adapter/adapter_model.safetensors" ] || bad "--lora: no PEFT adapter: $(ls -R "$tmp/lora")"
+    if [ -f "$cfg" ]; then
+        flat=$(tr -d ' \n\t' < "$cfg")
+        grep -q '"r":16[,}]' <<< "$flat" || bad "--lora: adapter_config.json without r 16: $flat"
+        grep -qE '"lora_alpha":32(\.0*)?[,}]' <<< "$flat" || bad "--lora: adapter_config.json without lora_alpha 32: $flat"
+        grep -q '"peft_type":"LORA"' <<< "$flat" || bad "--lora: adapter_config.json: no peft_type LORA: $flat"
+        for m in q_proj k_proj v_proj o_proj gate_proj up_proj down_proj; do
+            grep -qE "\"target_modules\":\[[^]]*\"$m\"" <<< "$flat" || bad "--lora: target_modules without $m: $flat"
+        done
+    fi
+    # Every target of every layer has its lora_A and lora_B.
+    layers=$(tr -d ' \n' < "$model/config.json" | sed -n 's/.*"num_hidden_layers":\([0-9]*\).*/\1/p')
+    n_ab=$(head -c 200000 "$tmp/lora/adapter/adapter_model.safetensors" | grep -aoE 'lora_[AB]\.weight' | wc -l)
+    [ -n "$layers" ] && [ "$n_ab" -eq $((layers * 7 * 2)) ] || bad "--lora: $n_ab lora_A/lora_B tensors for $layers layers x 7 targets"
+    [ -e "$tmp/lora/model" ] && bad "--lora wrote a model directory"
+    [ "$(field "$tmp/lora.out" adapter)" = "\"$tmp/lora/adapter\"" ] || bad "--lora: summary adapter $(field "$tmp/lora.out" adapter)"
+    [ "$(field "$tmp/lora.out" model)" = null ] || bad "--lora: summary model $(field "$tmp/lora.out" model), want null"
+    [ -d "$tmp/lora/checkpoint" ] || bad "--lora: no checkpoint"
+fi
+# Interrupted and resumed: the same final step, eval loss and adapter as without the stop.
+largs=("${rargs[@]}" --lr 1e-2 --lora "r=4,targets=q,v,down,rslora,seed=3")
+run lref finetune "${largs[@]}" --out "$tmp/lref"
+[ "$rc" -eq 0 ] || bad "uninterrupted --lora run: exit $rc: $(cat "$tmp/lref.err")"
+env -i "$cli" finetune "${largs[@]}" --out "$tmp/lint" > "$tmp/lint.out" 2> "$tmp/lint.err" &
+pid=$!
+for ((i = 0; i < 600; i++)); do grep -q '^{"step":[0-9]*,"steps"' "$tmp/lint.out" 2>/dev/null && break; sleep 0.02; done
+kill -INT "$pid" 2>/dev/null
+wait "$pid"
+rc=$?
+lint_steps=$(field "$tmp/lint.out" steps) lref_steps=$(field "$tmp/lref.out" steps)
+if [ "$rc" -ne 130 ]; then
+    bad "--lora, SIGINT after the first step: exit $rc, want 130 ($lint_steps of $lref_steps steps): $(cat "$tmp/lint.err")"
+else
+    [ "$(field "$tmp/lint.out" adapter)" = null ] || bad "an interrupted --lora run wrote the adapter"
+    for other in "r=4,targets=q,v,down,rslora,seed=4" "r=8,targets=q,v,down,rslora,seed=3" "r=4,targets=q,v,down,seed=3"; do
+        run lmis finetune "${rargs[@]}" --lr 1e-2 --lora "$other" --out "$tmp/lint" --resume
+        [ "$rc" -eq 1 ] && grep -q 'options differ' "$tmp/lmis.err" || bad "--resume with --lora $other: exit $rc: $(cat "$tmp/lmis.err")"
+    done
+    run lmis finetune "${rargs[@]}" --lr 1e-2 --out "$tmp/lint" --resume
+    [ "$rc" -eq 1 ] && grep -q 'options differ' "$tmp/lmis.err" || bad "--resume of a --lora run without --lora: exit $rc: $(cat "$tmp/lmis.err")"
+    run lres finetune "${largs[@]}" --out "$tmp/lint" --resume
+    [ "$rc" -eq 0 ] || bad "--lora --resume: exit $rc: $(cat "$tmp/lres.err")"
+    [ -n "$lref_steps" ] && [ "$(field "$tmp/lres.out" steps)" = "$lref_steps" ] ||
+        bad "--lora --resume ended at step $(field "$tmp/lres.out" steps), the uninterrupted run at $lref_steps"
+    [ "$(field "$tmp/lres.out" resumed_from_step)" = "$lint_steps" ] || bad "--lora --resume: resumed_from_step $(field "$tmp/lres.out" resumed_from_step), want $lint_steps"
+    ra=$(field "$tmp/lref.out" eval_loss_after) rb=$(field "$tmp/lres.out" eval_loss_after)
+    [ -n "$ra" ] && [ "$ra" = "$rb" ] || bad "--lora --resume: final eval loss $rb, uninterrupted $ra (not bit-identical)"
+    cmp -s "$tmp/lref/adapter/adapter_model.safetensors" "$tmp/lint/adapter/adapter_model.safetensors" ||
+        bad "--lora --resume: the adapter differs from the uninterrupted run's"
+fi
+# A full fine-tune's checkpoint is not resumed as LoRA.
+run lfull finetune "${rargs[@]}" --lr 1e-2 --lora "r=4" --out "$tmp/int" --resume
+[ "$rc" -eq 1 ] && grep -q 'options differ' "$tmp/lfull.err" || bad "--lora --resume of a full fine-tune: exit $rc: $(cat "$tmp/lfull.err")"
+# Bad specs: usage errors, before anything is loaded or created.
+for spec in "r=0" "r=1025" "r=x" "r=4,frob=1" "r=4,targets=q,x" "r=4,targets=q,q" "r=4,targets=all,v" "r=4,r=8" \
+    "alpha=32" "r=4,alpha=0" "r=4,alpha=-1" "r=4,alpha=nan" "r=4," "" "r=4,q" "r=4,seed=-1" "r=4,rslora,rslora" \
+    "r=4,targets=" "r=4,,targets=q" "r=4,rslora=1" "r=4,targets=q,alpha=2,k"; do
+    run lbad finetune -m "$model" --data "$tmp/train.jsonl" --out "$tmp/lu" --lora "$spec"
+    [ "$rc" -eq 2 ] || bad "--lora '$spec': exit $rc, want 2"
+    grep -q -- '--lora' "$tmp/lbad.err" || bad "--lora '$spec': no message naming --lora: $(cat "$tmp/lbad.err")"
+    [ -s "$tmp/lbad.out" ] && bad "--lora '$spec': wrote to stdout"
+    [ -e "$tmp/lu" ] && { bad "--lora '$spec' created the output directory"; rm -rf "$tmp/lu"; }
+done
+run lfmt finetune -m "$model" --data "$tmp/train.jsonl" --out "$tmp/lu" --lora r=4 --format hf
+[ "$rc" -eq 2 ] || bad "--lora with --format: exit $rc, want 2"
+run ltwice finetune -m "$model" --data "$tmp/train.jsonl" --out "$tmp/lu" --lora r=4 --lora r=8
+[ "$rc" -eq 2 ] || bad "--lora given twice: exit $rc, want 2"
+run lnone finetune -m "$model" --data "$tmp/train.jsonl" --out "$tmp/lu" --lora
+[ "$rc" -eq 2 ] || bad "--lora without a value: exit $rc, want 2"
+
 # ---------------------------------------------------------------- bad data
 cp "$tmp/train.jsonl" "$tmp/badline.jsonl"
 sed -i '3s/.*/{"text": "the cat sat on/' "$tmp/badline.jsonl"
@@ -203,7 +299,7 @@ run help finetune --help
 for opt in -m --model --data --out --eval --eval-fraction --forget-eval --optimizer --lr --weight-decay --schedule \
     --warmup-steps --min-lr --decay-steps --max-grad-norm --micro-batch-tokens --accumulation --epochs --seed \
     --recompute --memory-limit --checkpoint-every --resume --format --max-tokens --truncate --skip-invalid \
-    --chat-targets --eval-every --threads --quiet adamw adam sgd lion lamb adagrad rmsprop adabrake constant cosine \
+    --chat-targets --eval-every --threads --quiet --lora rslora alpha= targets= seed= gate up down adapter_config.json adapter_model.safetensors adamw adam sgd lion lamb adagrad rmsprop adabrake constant cosine \
     linear wsd gguf-f32 gguf-f16 hf 130 143; do
     grep -qe "$opt\b" "$tmp/help.out" || bad "finetune --help does not mention $opt"
 done

@@ -1,4 +1,4 @@
-/* batchcore finetune — full fine-tuning of a loaded model on a data file, built only on
+/* batchcore finetune — full or LoRA fine-tuning of a loaded model on a data file, built only on
  * the C ABI: the trainer (bc_trainer_*) reads, packs and steps the data, the existing
  * optimizer (bc_optimizer_*) updates the weights, bc_lr_schedule_eval sets the rate of
  * each step. JSONL records on stdout (one per step, evaluations, a summary), progress on
@@ -26,9 +26,11 @@ static void finetune_usage(FILE *out) {
             "                          [--checkpoint-every N] [--resume] [--format gguf-f32|gguf-f16|hf]\n"
             "                          [--max-tokens N] [--truncate] [--skip-invalid]\n"
             "                          [--chat-targets assistant|all] [--eval-every N] [-t THREADS] [-q]\n"
+            "                          [--lora r=R[,alpha=A][,targets=T,...][,rslora][,seed=N]]\n"
             "\n"
             "Full fine-tuning of MODEL (every tensor trained) on the examples of TRAIN, then the\n"
-            "trained model is written to DIR. Data files: JSONL (.jsonl/.json), one example per\n"
+            "trained model is written to DIR; with --lora, LoRA: low-rank adapters on the frozen\n"
+            "model are trained and written to DIR/adapter (a PEFT directory). Data files: JSONL (.jsonl/.json), one example per\n"
             "line: {\"text\": ...} (every token but the first is a target), {\"prompt\", \"completion\"}\n"
             "(the completion and an end token are targets) or {\"messages\": [{\"role\", \"content\"},\n"
             "...]} (the model's chat template; targets per --chat-targets); or plain text (.txt/.md),\n"
@@ -58,7 +60,8 @@ static void finetune_usage(FILE *out) {
             "   \"eval_loss_before\":..,\"eval_ppl_before\":..,\"eval_loss_after\":..,\"eval_ppl_after\":..,\n"
             "   \"forget_loss_before\":..,\"forget_ppl_before\":..,\"forget_loss_after\":..,\n"
             "   \"forget_ppl_after\":..,\"resumed_from_step\":S|null,\"stopped_by\":\"SIGINT\"|null,\n"
-            "   \"checkpoint\":PATH|null,\"model\":PATH|null}}                  (null: not measured)\n"
+            "   \"checkpoint\":PATH|null,\"model\":PATH|null,\"adapter\":PATH|null}}   (null: not\n"
+            "   measured or not written)\n"
             "stderr: a progress line (step/steps, loss, tok/s, lr, grad norm, ETA) updated in place\n"
             "on a terminal, else one line per step; the memory and data statements; a summary.\n"
             "\n"
@@ -66,7 +69,10 @@ static void finetune_usage(FILE *out) {
             "--checkpoint-every steps and at the end), run.json (the options and the evaluations\n"
             "before training, so a resumed run reports the same \"before\"), and the trained model:\n"
             "model.gguf (gguf-f32, gguf-f16: only from a GGUF model) or model/ (hf: config.json,\n"
-            "model.safetensors, tokenizer files). bc_model_load (batchcore info -m ...) reads both.\n");
+            "model.safetensors, tokenizer files). bc_model_load (batchcore info -m ...) reads both.\n"
+            "With --lora, instead of the model: adapter/ (adapter_config.json: peft_type LORA, r,\n"
+            "lora_alpha, use_rslora, target_modules; adapter_model.safetensors: lora_A/lora_B, F32),\n"
+            "loadable by Hugging Face PEFT on the base model; checkpoint/ holds the adapters.\n");
     fprintf(out,
             "--resume continues from DIR/checkpoint bit-identically to an uninterrupted run: the\n"
             "same data and options are required (the options are compared with run.json, the\n"
@@ -113,6 +119,18 @@ static void finetune_usage(FILE *out) {
             "      --chat-targets WHICH    {\"messages\"}: assistant (default) or all tokens\n"
             "      --eval-every N          also evaluate every N steps; 0 = before and after only\n"
             "                              (default 0)\n"
+            "      --lora SPEC             train LoRA adapters instead of every tensor (much less\n"
+            "                              memory: the base weights stay frozen). SPEC, comma-separated:\n"
+            "                                r=R          rank, 1..1024 (required)\n"
+            "                                alpha=A      scale = A / R (default 16)\n"
+            "                                targets=T,.. the projections of every layer that get an\n"
+            "                                             adapter: q, k, v, o, gate, up, down (or\n"
+            "                                             q_proj ...), or all (default q,v)\n"
+            "                                rslora       scale = A / sqrt(R) (rank-stabilized LoRA)\n"
+            "                                seed=N       seed of the A matrices' initialisation (0)\n"
+            "                              e.g. --lora r=16,alpha=32,targets=q,k,v,o,gate,up,down\n"
+            "                              An unknown key, a bad value or a repeated key or target is\n"
+            "                              a usage error; --format does not apply.\n"
             "  -t, --threads N             threads; 0 = all cores (default 0)\n"
             "  -h, --help                  this help\n"
             "\n"
@@ -142,7 +160,13 @@ typedef struct finetune_opts {
     int recompute, resume, truncate, skip_invalid, chat_all;
     const char *format;
     int weights_format;
+    /* --lora: rank 0 = a full fine-tune. */
+    uint32_t lora_rank, lora_targets;
+    double lora_alpha;
+    int lora_rslora;
+    unsigned long long lora_seed;
 } finetune_opts;
+
 
 static const struct {
     const char *name;
@@ -185,6 +209,104 @@ static int parse_double(const char *s, double *out) {
     double v = strtod(s, &end);
     if (!s[0] || *end || errno == ERANGE || !isfinite(v)) return 0;
     *out = v;
+    return 1;
+}
+
+/* PEFT's module names of the BC_LORA_* bits, in bit order, and --lora's short names. */
+static const struct {
+    const char *name, *module;
+    uint32_t bit;
+} lora_targets[] = {
+    {"q", "q_proj", BC_LORA_Q},       {"k", "k_proj", BC_LORA_K},          {"v", "v_proj", BC_LORA_V},
+    {"o", "o_proj", BC_LORA_O},       {"gate", "gate_proj", BC_LORA_GATE}, {"up", "up_proj", BC_LORA_UP},
+    {"down", "down_proj", BC_LORA_DOWN},
+};
+
+#define LORA_MAX_RANK 1024u
+
+/* Parses --lora SPEC: r=R[,alpha=A][,targets=T[,T...]][,rslora][,seed=N]. T is q, k, v, o,
+ * gate, up, down (or PEFT's q_proj ...) or all; a bare name after targets= continues the
+ * list. r is required (1..1024); alpha defaults to 16, targets to q,v, seed to 0 (the
+ * library's defaults). 1 on success; 0 after printing why (nothing in *o changed). */
+static int parse_lora(const char *spec, finetune_opts *o) {
+    int have_r = 0, have_alpha = 0, have_targets = 0, have_rslora = 0, have_seed = 0, in_targets = 0;
+    uint32_t targets = 0;
+    unsigned long long rank = 0, seed = 0;
+    double alpha = 16;
+    int rslora = 0;
+    const char *why = NULL;
+    char field[128], shown[128];
+    const char *p = spec;
+    shown[0] = '\0';
+    for (;;) {
+        size_t len = strcspn(p, ",");
+        if (len == 0 || len >= sizeof field) {
+            why = len == 0 ? "an empty field in" : "a field too long in";
+            snprintf(shown, sizeof shown, "%s", spec);
+            break;
+        }
+        memcpy(field, p, len);
+        field[len] = '\0';
+        snprintf(shown, sizeof shown, "%s", field);
+        char *eq = strchr(field, '=');
+        const char *key = field, *val = NULL;
+        if (eq) { *eq = '\0'; val = eq + 1; }
+        int is_target = 0;
+        if (strcmp(key, "r") == 0 && val) {
+            if (have_r) { why = "duplicate key"; break; }
+            have_r = 1;
+            if (!cli_parse_u64(val, &rank) || rank < 1 || rank > LORA_MAX_RANK) { why = "r must be an integer 1..1024:"; break; }
+        } else if (strcmp(key, "alpha") == 0 && val) {
+            if (have_alpha) { why = "duplicate key"; break; }
+            have_alpha = 1;
+            if (!parse_double(val, &alpha) || !(alpha > 0) || alpha > 3.0e38) { why = "alpha must be a positive number:"; break; }
+        } else if (strcmp(key, "seed") == 0 && val) {
+            if (have_seed) { why = "duplicate key"; break; }
+            have_seed = 1;
+            if (!cli_parse_u64(val, &seed)) { why = "seed must be an unsigned integer:"; break; }
+        } else if (strcmp(key, "rslora") == 0 && !val) {
+            if (have_rslora) { why = "duplicate key"; break; }
+            have_rslora = 1;
+            rslora = 1;
+        } else if (strcmp(key, "rslora") == 0) {
+            why = "rslora takes no value:";
+            break;
+        } else if (strcmp(key, "targets") == 0 && val) {
+            if (have_targets) { why = "duplicate key"; break; }
+            have_targets = 1;
+            is_target = 1;
+        } else if (!val && in_targets) {
+            val = key;
+            is_target = 1;
+        } else {
+            why = val ? "unknown key" : "unknown key (or a target name not after targets=)";
+            break;
+        }
+        if (is_target) {
+            uint32_t bit = strcmp(val, "all") == 0 ? (uint32_t)BC_LORA_ALL : 0;
+            for (size_t k = 0; k < sizeof lora_targets / sizeof lora_targets[0]; k++)
+                if (strcmp(val, lora_targets[k].name) == 0 || strcmp(val, lora_targets[k].module) == 0) bit = lora_targets[k].bit;
+            snprintf(shown, sizeof shown, "%s", val);
+            if (!bit) { why = "unknown target (want q, k, v, o, gate, up, down or all):"; break; }
+            if (targets & bit) { why = "duplicate target"; break; }
+            targets |= bit;
+        }
+        in_targets = is_target;
+        p += len;
+        if (*p == '\0') break;
+        p++; /* the comma; a trailing comma is an empty field */
+    }
+    if (!why && !have_r) { why = "r=RANK is required:"; snprintf(shown, sizeof shown, "%s", spec); }
+    if (why) {
+        fprintf(stderr, "batchcore finetune: --lora: %s '%s'\n", why, shown);
+        fprintf(stderr, "  want r=R[,alpha=A][,targets=q,k,v,o,gate,up,down][,rslora][,seed=N]\n");
+        return 0;
+    }
+    o->lora_rank = (uint32_t)rank;
+    o->lora_alpha = alpha;
+    o->lora_targets = have_targets ? targets : (uint32_t)(BC_LORA_Q | BC_LORA_V);
+    o->lora_rslora = rslora;
+    o->lora_seed = seed;
     return 1;
 }
 
@@ -313,6 +435,13 @@ static char *options_line(const finetune_opts *o) {
     fprintf(f, " skip_invalid=%d chat_targets=%s eval_fraction=", o->skip_invalid, o->chat_all ? "all" : "assistant");
     if (o->have_eval_fraction) fprintf(f, "%.17g", o->eval_fraction);
     else fputs("0", f);
+    if (o->lora_rank) { /* absent for a full fine-tune: run.json files of those stay valid */
+        fprintf(f, " lora=r=%u,alpha=%.9g,targets=", o->lora_rank, (double)(float)o->lora_alpha);
+        int first = 1;
+        for (size_t k = 0; k < sizeof lora_targets / sizeof lora_targets[0]; k++)
+            if (o->lora_targets & lora_targets[k].bit) { fprintf(f, "%s%s", first ? "" : "+", lora_targets[k].name); first = 0; }
+        fprintf(f, ",rslora=%d,seed=%llu", o->lora_rslora, o->lora_seed);
+    }
     if (fclose(f) != 0) { free(s); return NULL; }
     return s;
 }
@@ -400,7 +529,7 @@ static double mib(uint64_t bytes) { return (double)bytes / (1024.0 * 1024.0); }
 
 static double ppl(double loss) { return isfinite(loss) ? exp(loss) : NAN; }
 
-static void print_memory(const bc_trainer_memory *m, int quiet) {
+static void print_memory(const bc_trainer_memory *m, const finetune_opts *o, int quiet) {
     printf("{\"memory\":{\"model_weights\":%llu,\"trainable_copies\":%llu,\"gradients\":%llu,\"activations\":%llu,"
            "\"backward_buffers\":%llu,\"optimizer_state\":%llu,\"added\":%llu}}\n",
            (unsigned long long)m->model_weights, (unsigned long long)m->trainable_copies, (unsigned long long)m->gradients,
@@ -408,6 +537,14 @@ static void print_memory(const bc_trainer_memory *m, int quiet) {
            (unsigned long long)m->optimizer_state, (unsigned long long)m->added);
     fflush(stdout);
     if (quiet) return;
+    if (o->lora_rank) {
+        fprintf(stderr, "LoRA: rank %u, alpha %g (scale %g%s), adapters on", o->lora_rank, o->lora_alpha,
+                o->lora_rslora ? o->lora_alpha / sqrt((double)o->lora_rank) : o->lora_alpha / o->lora_rank,
+                o->lora_rslora ? ", rsLoRA" : "");
+        for (size_t k = 0; k < sizeof lora_targets / sizeof lora_targets[0]; k++)
+            if (o->lora_targets & lora_targets[k].bit) fprintf(stderr, " %s", lora_targets[k].module);
+        fprintf(stderr, "; the base weights stay frozen\n");
+    }
     fprintf(stderr,
             "memory: model weights %.1f MiB (loaded) + trainable copies %.1f + gradients %.1f + activations %.1f"
             " + backward buffers %.1f + optimizer state %.1f = %.1f MiB added\n",
@@ -518,6 +655,13 @@ int cmd_finetune(int argc, char **argv) {
         if (strcmp(a, "--resume") == 0) { o.resume = 1; continue; }
         if (strcmp(a, "--truncate") == 0) { o.truncate = 1; continue; }
         if (strcmp(a, "--skip-invalid") == 0) { o.skip_invalid = 1; continue; }
+        if (strcmp(a, "--lora") == 0) {
+            if (!v) return cli_bad_value("finetune", a, v);
+            if (o.lora_rank) { fprintf(stderr, "batchcore finetune: --lora given twice\n"); return EXIT_USAGE; }
+            if (!parse_lora(v, &o)) return EXIT_USAGE;
+            i++;
+            continue;
+        }
         int r = cli_model_option("finetune", argc, argv, &i, &mo);
         if (r < 0) return EXIT_USAGE;
         if (r > 0) continue;
@@ -550,7 +694,13 @@ int cmd_finetune(int argc, char **argv) {
     {
         const char *mp = mo.path ? mo.path : getenv("BATCHCORE_MODEL");
         int hf_model = mp && mp[0] && is_hf_path(mp);
-        if (o.weights_format < 0) {
+        if (o.lora_rank && o.weights_format >= 0) {
+            fprintf(stderr, "batchcore finetune: --format applies to a full fine-tune; --lora writes the adapter "
+                            "(a PEFT directory)\n");
+            return EXIT_USAGE;
+        } else if (o.lora_rank) {
+            o.format = "peft";
+        } else if (o.weights_format < 0) {
             o.weights_format = hf_model ? BC_WEIGHTS_HF : BC_WEIGHTS_GGUF_F32;
             o.format = hf_model ? "hf" : "gguf-f32";
         } else if (hf_model && o.weights_format != BC_WEIGHTS_HF) {
@@ -584,7 +734,7 @@ int cmd_finetune(int argc, char **argv) {
     options = options_line(&o);
     run_path = path_join(o.out, "run.json");
     ckpt_path = path_join(o.out, "checkpoint");
-    model_path = path_join(o.out, o.weights_format == BC_WEIGHTS_HF ? "model" : "model.gguf");
+    model_path = path_join(o.out, o.lora_rank ? "adapter" : o.weights_format == BC_WEIGHTS_HF ? "model" : "model.gguf");
     if (!options || !run_path || !ckpt_path || !model_path) { fprintf(stderr, "batchcore finetune: out of memory\n"); rc = EXIT_FAIL; goto out; }
 
     if (o.resume) {
@@ -623,13 +773,20 @@ int cmd_finetune(int argc, char **argv) {
     tp.accumulation_steps = (uint32_t)o.accumulation;
     tp.recompute = o.recompute;
     tp.memory_limit = o.memory_limit;
+    tp.lora_rank = o.lora_rank;
+    if (o.lora_rank) {
+        tp.lora_alpha = (float)o.lora_alpha;
+        tp.lora_targets = o.lora_targets;
+        tp.use_rslora = o.lora_rslora;
+        tp.lora_seed = (uint64_t)o.lora_seed;
+    }
     for (size_t k = 0; k < sizeof optimizers / sizeof optimizers[0]; k++)
         if (optimizers[k].algorithm == o.algorithm) tp.optimizer_slots = optimizers[k].slots;
     bc_trainer_memory mem;
     memset(&mem, 0, sizeof mem);
     mem.struct_size = sizeof mem;
     if ((st = bc_trainer_estimate(model, &tp, &mem)) != BC_OK) { cli_report("trainer memory estimate", st); rc = EXIT_FAIL; goto out; }
-    print_memory(&mem, mo.quiet);
+    print_memory(&mem, &o, mo.quiet);
     if ((st = bc_trainer_create(model, &tp, &trainer)) != BC_OK) { cli_report("create trainer", st); rc = EXIT_FAIL; goto out; }
     r.trainer = trainer;
 
@@ -818,8 +975,10 @@ int cmd_finetune(int argc, char **argv) {
         stop = cli_stop_signal();
     }
     if (!stop) {
-        if ((st = bc_trainer_save_model(trainer, model_path, (bc_weights_format)o.weights_format)) != BC_OK) {
-            cli_report("save model", st);
+        st = o.lora_rank ? bc_trainer_save_adapter(trainer, model_path)
+                         : bc_trainer_save_model(trainer, model_path, (bc_weights_format)o.weights_format);
+        if (st != BC_OK) {
+            cli_report(o.lora_rank ? "save adapter" : "save model", st);
             rc = EXIT_FAIL;
             goto out;
         }
@@ -862,7 +1021,10 @@ int cmd_finetune(int argc, char **argv) {
         if (saved_checkpoint) cli_json_string(stdout, ckpt_path, strlen(ckpt_path));
         else fputs("null", stdout);
         fputs(",\"model\":", stdout);
-        if (saved_model) cli_json_string(stdout, model_path, strlen(model_path));
+        if (saved_model && !o.lora_rank) cli_json_string(stdout, model_path, strlen(model_path));
+        else fputs("null", stdout);
+        fputs(",\"adapter\":", stdout);
+        if (saved_model && o.lora_rank) cli_json_string(stdout, model_path, strlen(model_path));
         else fputs("null", stdout);
         fputs("}}\n", stdout);
         fflush(stdout);
@@ -874,7 +1036,7 @@ int cmd_finetune(int argc, char **argv) {
                 summary_line("eval set (learned)", before.eval_loss, ea);
             if (o.forget) summary_line("forget set (forgot)", before.forget_loss, fa);
             if (saved_checkpoint) fprintf(stderr, "  checkpoint: %s\n", ckpt_path);
-            if (saved_model) fprintf(stderr, "  model: %s\n", model_path);
+            if (saved_model) fprintf(stderr, "  %s: %s\n", o.lora_rank ? "adapter" : "model", model_path);
             if (stop) fprintf(stderr, "finetune: stopped by %s; continue with --resume\n", cli_signal_name(stop));
         }
         if (stop) rc = 128 + stop;
