@@ -5,6 +5,7 @@
  * counts, one trainer per model. */
 #define _POSIX_C_SOURCE 200809L
 #include "check.h"
+#include "train_helpers.h"
 #include <unistd.h>
 #include "model_path.h"
 #include <math.h>
@@ -12,19 +13,6 @@
 #include <stdlib.h>
 
 #define N 48
-
-static bc_train_batch make_batch(const int32_t *tokens, const int32_t *targets, uint32_t n,
-                                 const uint32_t *lengths, uint32_t docs) {
-    bc_train_batch b;
-    memset(&b, 0, sizeof b);
-    b.struct_size = sizeof b;
-    b.n_tokens = n;
-    b.tokens = tokens;
-    b.targets = targets;
-    b.document_lengths = lengths;
-    b.n_documents = docs;
-    return b;
-}
 
 /* Resident set size in KiB (/proc/self/statm), -1 when unreadable. */
 static long resident_kib(void) {
@@ -34,23 +22,6 @@ static long resident_kib(void) {
     if (fscanf(f, "%ld %ld", &size, &resident) != 2) resident = -1;
     fclose(f);
     return resident < 0 ? -1 : resident * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
-static void last_logits(bc_model *model, const int32_t *tokens, int n, float *out, int vocab) {
-    bc_context *ctx = NULL;
-    CHECK_OK(bc_context_create(model, NULL, &ctx));
-    int32_t pos[N], seq[N];
-    int8_t want[N];
-    for (int i = 0; i < n; i++) { pos[i] = i; seq[i] = 0; want[i] = (int8_t)(i == n - 1); }
-    bc_batch b;
-    bc_batch_default(&b, sizeof b);
-    b.n_tokens = n;
-    b.tokens = tokens;
-    b.pos = pos;
-    b.seq_id = seq;
-    b.logits = want;
-    CHECK_OK(bc_decode(ctx, &b, out, (size_t)vocab));
-    bc_context_free(ctx);
 }
 
 int main(int argc, char **argv) {

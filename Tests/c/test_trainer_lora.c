@@ -7,6 +7,7 @@
  * after the first is freed. */
 #define _POSIX_C_SOURCE 200809L
 #include "check.h"
+#include "train_helpers.h"
 #include "model_path.h"
 #include <math.h>
 #include <stdint.h>
@@ -15,33 +16,6 @@
 #include <unistd.h>
 
 #define N 40
-
-static bc_train_batch make_batch(const int32_t *tokens, const int32_t *targets, uint32_t n) {
-    bc_train_batch b;
-    memset(&b, 0, sizeof b);
-    b.struct_size = sizeof b;
-    b.n_tokens = n;
-    b.tokens = tokens;
-    b.targets = targets;
-    return b;
-}
-
-static void last_logits(bc_model *model, const int32_t *tokens, int n, float *out, int vocab) {
-    bc_context *ctx = NULL;
-    CHECK_OK(bc_context_create(model, NULL, &ctx));
-    int32_t pos[N], seq[N];
-    int8_t want[N];
-    for (int i = 0; i < n; i++) { pos[i] = i; seq[i] = 0; want[i] = (int8_t)(i == n - 1); }
-    bc_batch b;
-    bc_batch_default(&b, sizeof b);
-    b.n_tokens = n;
-    b.tokens = tokens;
-    b.pos = pos;
-    b.seq_id = seq;
-    b.logits = want;
-    CHECK_OK(bc_decode(ctx, &b, out, (size_t)vocab));
-    bc_context_free(ctx);
-}
 
 static long file_size(const char *path) {
     struct stat st;
@@ -60,7 +34,7 @@ int main(int argc, char **argv) {
         tokens[i] = (int32_t)((s >> 33) % 1500) + 200;
     }
     for (int i = 0; i < N; i++) targets[i] = i + 1 < N ? tokens[i + 1] : -1;
-    bc_train_batch b = make_batch(tokens, targets, N);
+    bc_train_batch b = make_batch(tokens, targets, N, NULL, 0);
 
     bc_trainer_params tp;
     CHECK_OK(bc_trainer_params_default(&tp, sizeof tp));
