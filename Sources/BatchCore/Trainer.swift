@@ -100,6 +100,14 @@ private func result(_ t: TrainingTotals) -> bc_train_result {
                     micro_batches: Int64(t.microBatches), loss: t.meanLoss)
 }
 
+/// Throws unless `optimizer` holds every trainable tensor of `trainer` (bc_trainer_register).
+private func requireRegistered(_ trainer: Trainer, in optimizer: Optimizer) throws {
+    let ids = Set(optimizer.tensors.map(\.name))
+    guard trainer.parameters.allSatisfy({ ids.contains($0.name) }) else {
+        throw BatchCoreError.invalid("the optimizer does not hold the trainer's tensors (bc_trainer_register)")
+    }
+}
+
 /// Checks an output struct's struct_size before any work, so a bad one fails first.
 private func checkSized<T>(_ p: UnsafeMutablePointer<T>?, _ name: StaticString) throws {
     guard let p else { return }
@@ -209,10 +217,7 @@ public func bc_trainer_step(_ trainer: OpaquePointer?, _ opt: OpaquePointer?, _ 
         try checkSized(totals, "bc_train_result")
         try checkSized(out, "bc_optim_step_result")
         let p = try readParams(params, defaults: defaultStepParams, "bc_optim_step_params")
-        let ids = Set(o.tensors.map(\.name))
-        guard t.trainer.parameters.allSatisfy({ ids.contains($0.name) }) else {
-            throw BatchCoreError.invalid("the optimizer does not hold the trainer's tensors (bc_trainer_register)")
-        }
+        try requireRegistered(t.trainer, in: o)
         pending = t.trainer.pending
         do {
             let (_, report) = try t.trainer.step(o, options: OptimizerStepOptions(gradScale: p.grad_scale,
@@ -352,10 +357,7 @@ public func bc_trainer_train_step(_ trainer: OpaquePointer?, _ opt: OpaquePointe
         try checkSized(totals, "bc_train_result")
         try checkSized(out, "bc_optim_step_result")
         _ = try readParams(params, defaults: defaultStepParams, "bc_optim_step_params")
-        let ids = Set(o.tensors.map(\.name))
-        guard t.trainer.parameters.allSatisfy({ ids.contains($0.name) }) else {
-            throw BatchCoreError.invalid("the optimizer does not hold the trainer's tensors (bc_trainer_register)")
-        }
+        try requireRegistered(t.trainer, in: o)
         guard let d = t.trainer.data else { throw BatchCoreError.badState("no training data: call bc_trainer_load_data first") }
         guard try t.trainer.accumulateNextStep() else {
             throw BatchCoreError(.notFound, "every epoch is done (\(d.totalSteps) steps)")

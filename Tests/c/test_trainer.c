@@ -154,16 +154,7 @@ int main(int argc, char **argv) {
     CHECK(pending.micro_batches == 0 && pending.targets == 0);
 
     /* Gradients: the same bits with 1 and 2 threads. */
-    CHECK_OK(bc_trainer_get_tensor(t, 2, &tt));
-    float *g1 = (float *)malloc(sizeof(float) * (size_t)tt.count);
-    CHECK_OK(bc_set_num_threads(1));
-    CHECK_OK(bc_trainer_micro_batch(t, &b, &r));
-    memcpy(g1, tt.grad, sizeof(float) * (size_t)tt.count);
-    CHECK_OK(bc_trainer_discard(t));
-    CHECK_OK(bc_set_num_threads(2));
-    CHECK_OK(bc_trainer_micro_batch(t, &b, &r));
-    CHECK(memcmp(g1, tt.grad, sizeof(float) * (size_t)tt.count) == 0);
-    CHECK_OK(bc_set_num_threads(0));
+    check_gradient_thread_invariance(t, 2, &b, &r);
     CHECK(r.targets == N - 2 - 4 && r.tokens == N && r.micro_batches == 1);
     CHECK(isfinite(r.loss) && r.loss > 0 && fabs(r.loss - r.loss_sum / (double)r.targets) < 1e-12);
 
@@ -243,7 +234,6 @@ int main(int argc, char **argv) {
     CHECK_OK(bc_trainer_create(model, &tp, &second));
     bc_trainer_free(second);
     bc_trainer_free(NULL);
-    free(g1);
     free(before);
     free(after);
     bc_model_free(model);

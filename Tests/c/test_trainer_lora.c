@@ -122,16 +122,7 @@ int main(int argc, char **argv) {
     CHECK_OK(bc_trainer_register(t, opt, g));
 
     /* Gradients: the same bits with 1 and 2 threads. */
-    CHECK_OK(bc_trainer_get_tensor(t, 0, &tt));
-    float *g1 = (float *)malloc(sizeof(float) * (size_t)tt.count);
-    CHECK_OK(bc_set_num_threads(1));
-    CHECK_OK(bc_trainer_micro_batch(t, &b, &r));
-    memcpy(g1, tt.grad, sizeof(float) * (size_t)tt.count);
-    CHECK_OK(bc_trainer_discard(t));
-    CHECK_OK(bc_set_num_threads(2));
-    CHECK_OK(bc_trainer_micro_batch(t, &b, &r));
-    CHECK(memcmp(g1, tt.grad, sizeof(float) * (size_t)tt.count) == 0);
-    CHECK_OK(bc_set_num_threads(0));
+    check_gradient_thread_invariance(t, 0, &b, &r);
     CHECK_OK(bc_trainer_discard(t));
 
     bc_train_result step = r, eval = r;
@@ -188,7 +179,6 @@ int main(int argc, char **argv) {
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     CHECK(system(cmd) == 0);
-    free(g1);
     free(before);
     free(after);
     bc_model_free(model);

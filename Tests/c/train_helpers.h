@@ -42,4 +42,26 @@ static void last_logits(bc_model *model, const int32_t *tokens, int n, float *ou
     free(want);
 }
 
+/* Runs micro-batch `b` with 1 and then 2 threads from zero gradients and checks that
+ * tensor `index`'s gradient is the same bits; leaves the 2-thread gradient pending and
+ * the thread count at its default. *r receives the micro-batch's result. */
+static void check_gradient_thread_invariance(bc_trainer *t, uint32_t index, const bc_train_batch *b,
+                                             bc_train_result *r) {
+    bc_trainer_tensor tt;
+    memset(&tt, 0, sizeof tt);
+    tt.struct_size = sizeof tt;
+    CHECK_OK(bc_trainer_get_tensor(t, index, &tt));
+    float *g1 = (float *)malloc(sizeof(float) * (size_t)tt.count);
+    CHECK_OK(bc_trainer_discard(t));
+    CHECK_OK(bc_set_num_threads(1));
+    CHECK_OK(bc_trainer_micro_batch(t, b, r));
+    memcpy(g1, tt.grad, sizeof(float) * (size_t)tt.count);
+    CHECK_OK(bc_trainer_discard(t));
+    CHECK_OK(bc_set_num_threads(2));
+    CHECK_OK(bc_trainer_micro_batch(t, b, r));
+    CHECK(memcmp(g1, tt.grad, sizeof(float) * (size_t)tt.count) == 0);
+    CHECK_OK(bc_set_num_threads(0));
+    free(g1);
+}
+
 #endif
