@@ -133,5 +133,74 @@ BC_QUANT_FN float bc_quant_dot_q4_1(const uint8_t *w, const bc_q8a_block *a, int
     return bc_quant_hsum(acc) + summs;
 }
 
+/* The same dot products for one weight row and 4 activation rows (token j's blocks at
+ * a + j*lda): each weight block is unpacked once, and each token's value is computed by
+ * exactly the operations of the single-row function, in the same order, so
+ * out[j] == bc_quant_dot_*(w, a + j*lda, nb) bit for bit. */
+BC_QUANT_FN void bc_quant_dot4_q8_0(const uint8_t *w, const bc_q8a_block *a, int64_t lda, int64_t nb, float *out) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    const bc_q8a_block *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda;
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *b = w + 34 * i;
+        const float dw = bc_quant_half(b);
+        const __m256i qx = _mm256_loadu_si256((const __m256i *)(b + 2));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(dw * a0[i].d), bc_quant_mul_sum_i8(qx, _mm256_loadu_si256((const __m256i *)a0[i].q)), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(dw * a1[i].d), bc_quant_mul_sum_i8(qx, _mm256_loadu_si256((const __m256i *)a1[i].q)), acc1);
+        acc2 = _mm256_fmadd_ps(_mm256_set1_ps(dw * a2[i].d), bc_quant_mul_sum_i8(qx, _mm256_loadu_si256((const __m256i *)a2[i].q)), acc2);
+        acc3 = _mm256_fmadd_ps(_mm256_set1_ps(dw * a3[i].d), bc_quant_mul_sum_i8(qx, _mm256_loadu_si256((const __m256i *)a3[i].q)), acc3);
+    }
+    out[0] = bc_quant_hsum(acc0);
+    out[1] = bc_quant_hsum(acc1);
+    out[2] = bc_quant_hsum(acc2);
+    out[3] = bc_quant_hsum(acc3);
+}
+
+BC_QUANT_FN void bc_quant_dot4_q4_0(const uint8_t *w, const bc_q8a_block *a, int64_t lda, int64_t nb, float *out) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    const bc_q8a_block *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda;
+    const __m256i eight = _mm256_set1_epi8(8);
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *b = w + 18 * i;
+        const float dw = bc_quant_half(b);
+        const __m256i qx = _mm256_sub_epi8(bc_quant_nibbles(b + 2), eight);
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(dw * a0[i].d), bc_quant_mul_sum_i8(qx, _mm256_loadu_si256((const __m256i *)a0[i].q)), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(dw * a1[i].d), bc_quant_mul_sum_i8(qx, _mm256_loadu_si256((const __m256i *)a1[i].q)), acc1);
+        acc2 = _mm256_fmadd_ps(_mm256_set1_ps(dw * a2[i].d), bc_quant_mul_sum_i8(qx, _mm256_loadu_si256((const __m256i *)a2[i].q)), acc2);
+        acc3 = _mm256_fmadd_ps(_mm256_set1_ps(dw * a3[i].d), bc_quant_mul_sum_i8(qx, _mm256_loadu_si256((const __m256i *)a3[i].q)), acc3);
+    }
+    out[0] = bc_quant_hsum(acc0);
+    out[1] = bc_quant_hsum(acc1);
+    out[2] = bc_quant_hsum(acc2);
+    out[3] = bc_quant_hsum(acc3);
+}
+
+BC_QUANT_FN __m256 bc_quant_mul_sum_u4(__m256i qx, const int8_t *q) {
+    const __m256i qy = _mm256_loadu_si256((const __m256i *)q);
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(qx, qy), _mm256_set1_epi16(1)));
+}
+
+BC_QUANT_FN void bc_quant_dot4_q4_1(const uint8_t *w, const bc_q8a_block *a, int64_t lda, int64_t nb, float *out) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+    const bc_q8a_block *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda;
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *b = w + 20 * i;
+        const float dw = bc_quant_half(b), m = bc_quant_half(b + 2);
+        s0 += m * a0[i].s;
+        s1 += m * a1[i].s;
+        s2 += m * a2[i].s;
+        s3 += m * a3[i].s;
+        const __m256i qx = bc_quant_nibbles(b + 4);
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(dw * a0[i].d), bc_quant_mul_sum_u4(qx, a0[i].q), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(dw * a1[i].d), bc_quant_mul_sum_u4(qx, a1[i].q), acc1);
+        acc2 = _mm256_fmadd_ps(_mm256_set1_ps(dw * a2[i].d), bc_quant_mul_sum_u4(qx, a2[i].q), acc2);
+        acc3 = _mm256_fmadd_ps(_mm256_set1_ps(dw * a3[i].d), bc_quant_mul_sum_u4(qx, a3[i].q), acc3);
+    }
+    out[0] = bc_quant_hsum(acc0) + s0;
+    out[1] = bc_quant_hsum(acc1) + s1;
+    out[2] = bc_quant_hsum(acc2) + s2;
+    out[3] = bc_quant_hsum(acc3) + s3;
+}
+
 #endif /* __x86_64__ */
 #endif

@@ -12,8 +12,9 @@ import CSupport
 /// llama.cpp's vec_dot_q4_1_q8_1 does. The error against the float product is bounded
 /// per block b by (d_b/2)·Σ_{k∈b}|W[o][k]| (rounding to the nearest int8 step).
 ///
-/// y[t][o] is one call `dot(row o, quantized x[t])`: the same bits whatever the other
-/// tokens of the batch, the thread count or how rows are split (batch invariance).
+/// y[t][o] is `dot(row o, quantized x[t])`, computed alone or in a group of four tokens
+/// by the same operations (quant_dot.h): the same bits whatever the other tokens of the
+/// batch, the thread count or how rows are split (batch invariance).
 package enum QuantGEMM {
     /// Output rows per work item.
     static let rowsPerItem = 32
@@ -47,7 +48,22 @@ package enum QuantGEMM {
                 let t0 = (item / groups) * tokensPerBlock, t1 = min(tokens, t0 + tokensPerBlock)
                 for r in r0..<r1 {
                     let row = base + r * rowBytes
-                    for t in t0..<t1 {
+                    var t = t0
+                    // Four tokens per pass over the row (the same bits as one at a time).
+                    withUnsafeTemporaryAllocation(of: Float.self, capacity: 4) { four in
+                        guard let o = four.baseAddress else { return }
+                        while t + 4 <= t1 {
+                            let act = UnsafePointer(a + t * nb)
+                            switch format {
+                            case .q8_0: bc_quant_dot4_q8_0(row, act, n, n, o)
+                            case .q4_0: bc_quant_dot4_q4_0(row, act, n, n, o)
+                            case .q4_1: bc_quant_dot4_q4_1(row, act, n, n, o)
+                            }
+                            for j in 0..<4 { y[(t + j) * ldy + r] = o[j] }
+                            t += 4
+                        }
+                    }
+                    while t < t1 {
                         let act = UnsafePointer(a + t * nb)
                         let v: Float
                         switch format {
@@ -56,6 +72,7 @@ package enum QuantGEMM {
                         case .q4_1: v = bc_quant_dot_q4_1(row, act, n)
                         }
                         y[t * ldy + r] = v
+                        t += 1
                     }
                 }
             }
