@@ -72,7 +72,10 @@ int main(int argc, char **argv) {
     if (docs < 1 || len < 2 || steps < 1 || steps > 256 || warmup < 0) { fprintf(stderr, "train_bench: bad sizes\n"); return 2; }
     CHECK(bc_set_num_threads(threads));
     bc_model *model = NULL;
-    CHECK(bc_model_load(argv[1], NULL, &model));
+    bc_model_params mp; /* training needs float32 weights */
+    CHECK(bc_model_params_default(&mp, sizeof mp));
+    mp.weights = BC_MODEL_WEIGHTS_F32;
+    CHECK(bc_model_load(argv[1], &mp, &model));
     bc_model_info info;
     memset(&info, 0, sizeof info);
     info.struct_size = sizeof info;

@@ -91,7 +91,10 @@ int main(int argc, char **argv) {
     double t_start = now();
 
     bc_model *model = NULL;
-    CHECK(bc_model_load(model_path, NULL, &model));
+    bc_model_params mp; /* training needs float32 weights */
+    CHECK(bc_model_params_default(&mp, sizeof mp));
+    mp.weights = BC_MODEL_WEIGHTS_F32;
+    CHECK(bc_model_load(model_path, &mp, &model));
     bc_trainer_params tp;
     CHECK(bc_trainer_params_default(&tp, sizeof tp));
     tp.micro_batch_tokens = (uint32_t)T;

@@ -399,7 +399,9 @@ bc_status bc_ema_copy(const bc_ema *ema, uint32_t tensor_id, float *dst, int64_t
 /* ------------------------------------------------------------------------- */
 /*
  * A model is a Llama-family decoder loaded from a GGUF file (F32, F16, BF16, Q8_0,
- * Q4_0 and Q4_1 tensors are dequantized to float32 at load) with its byte-level BPE
+ * Q4_0 and Q4_1 tensors; by default Q8_0/Q4_0/Q4_1 projections stay in their blocks
+ * and products quantize activations to int8 per block of 32, everything else is
+ * dequantized to float32; see bc_model_params.weights) with its byte-level BPE
  * tokenizer. A model is immutable after load: share one model between threads and
  * contexts. Contexts keep a reference, so a model may be freed while contexts
  * created from it are still alive (it is released with the last of them).
@@ -414,14 +416,23 @@ typedef struct bc_model_params {
     uint32_t reserved0;            /**< 0 */
     bc_progress_callback progress; /**< optional, called on the loading thread */
     void *progress_user_data;
+    int32_t weights;               /**< bc_model_weights: how GGUF weights are held (default native) */
+    int32_t reserved1;             /**< 0 */
 } bc_model_params;
 
-/** Fills *out with defaults (no progress callback); size = sizeof(*out). */
+/** How a loaded model holds its weights (bc_model_params.weights). */
+typedef enum bc_model_weights {
+    BC_MODEL_WEIGHTS_NATIVE = 0,   /**< Q8_0/Q4_0/Q4_1 projections stay quantized (inference only) */
+    BC_MODEL_WEIGHTS_F32 = 1       /**< every tensor dequantized to float32 (required to train the model) */
+} bc_model_weights;
+
+/** Fills *out with defaults (no progress callback, native weights); size = sizeof(*out). */
 bc_status bc_model_params_default(bc_model_params *out, size_t size);
 
 /**
  * Loads a model from a GGUF file. params may be NULL. On success *out owns a handle
- * freed with bc_model_free. Errors: NULL path/out, BC_E_IO (cannot open/map),
+ * freed with bc_model_free. Errors: NULL path/out, weights not a bc_model_weights,
+ * BC_E_IO (cannot open/map),
  * BC_E_FORMAT (not GGUF, truncated, hostile or inconsistent), BC_E_UNSUPPORTED
  * (architecture other than llama, tokenizer other than byte-level BPE),
  * BC_E_OUT_OF_MEMORY.
@@ -448,6 +459,8 @@ typedef struct bc_model_info {
     int32_t eos_token;          /**< -1 when the model has none */
     int32_t add_bos;            /**< 1 if tokenization with add_special adds BOS */
     int32_t reserved1;          /**< 0 */
+    int64_t weight_bytes;       /**< bytes the loaded weights hold in memory (all tensors) */
+    char weight_types[64];      /**< NUL-terminated, e.g. "Q4_1:75.0MiB Q8_0:27.0MiB F32:0.1MiB"; 0-padded */
 } bc_model_info;
 
 /** Describes the model, writing only info->struct_size bytes. Errors: NULL arguments. */

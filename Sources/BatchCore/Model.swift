@@ -5,7 +5,8 @@ import CBatchCore
 /// A fresh copy per use: a global constant of a C struct holding pointers is not Sendable.
 private var defaultModelParams: bc_model_params {
     bc_model_params(
-        struct_size: UInt32(MemoryLayout<bc_model_params>.size), reserved0: 0, progress: nil, progress_user_data: nil)
+        struct_size: UInt32(MemoryLayout<bc_model_params>.size), reserved0: 0, progress: nil, progress_user_data: nil,
+        weights: Int32(BC_MODEL_WEIGHTS_NATIVE.rawValue), reserved1: 0)
 }
 
 @c @implementation
@@ -21,7 +22,14 @@ public func bc_model_load(_ path: UnsafePointer<CChar>?, _ params: UnsafePointer
         let out = try required(out, "out")
         let p = try readParams(params, defaults: defaultModelParams, "bc_model_params")
         let callback = p.progress, user = p.progress_user_data
-        let model = try LanguageModel(path: String(cString: path), progress: callback.map { cb in { cb(Float($0), user) } })
+        let mode: WeightMode
+        switch p.weights {
+        case Int32(BC_MODEL_WEIGHTS_NATIVE.rawValue): mode = .native
+        case Int32(BC_MODEL_WEIGHTS_F32.rawValue): mode = .float32
+        default: throw BatchCoreError.invalid("bc_model_params.weights is \(p.weights), not a bc_model_weights")
+        }
+        let model = try LanguageModel(path: String(cString: path), weights: mode,
+                                      progress: callback.map { cb in { cb(Float($0), user) } })
         out.pointee = retainHandle(model)
     }
 }
@@ -50,6 +58,18 @@ public func bc_model_get_info(_ model: OpaquePointer?, _ info: UnsafeMutablePoin
         v.bos_token = m.tokenizer.bos ?? -1
         v.eos_token = m.tokenizer.eos ?? -1
         v.add_bos = m.tokenizer.addBOS ? 1 : 0
+        let storage = m.transformer.weights.storageByType
+        v.weight_bytes = Int64(storage.reduce(0) { $0 + $1.bytes })
+        let types = storage.sorted { $0.bytes > $1.bytes }
+            .map { t -> String in
+                let tenths = (t.bytes * 10 + 524_288) / 1_048_576
+                return "\(t.type):\(tenths / 10).\(tenths % 10)MiB"
+            }.joined(separator: " ")
+        withUnsafeMutableBytes(of: &v.weight_types) { buf in
+            let bytes = Array(types.utf8.prefix(buf.count - 1))
+            buf.copyBytes(from: bytes)
+            buf[bytes.count] = 0
+        }
         withUnsafeMutableBytes(of: &v.architecture) { buf in
             let bytes = Array(c.architecture.utf8.prefix(buf.count - 1))
             buf.copyBytes(from: bytes)

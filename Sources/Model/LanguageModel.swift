@@ -12,15 +12,16 @@ package final class LanguageModel: @unchecked Sendable {
 
     /// Loads a GGUF model, or a Hugging Face directory (config.json, safetensors,
     /// tokenizer.json) when `path` is a directory or a .safetensors file; `progress`
-    /// receives fractions in [0, 1] while weights load.
-    package init(path: String, progress: ((Double) -> Void)? = nil) throws {
+    /// receives fractions in [0, 1] while weights load. `weights` says how GGUF
+    /// projections are held (a Hugging Face model is always float32).
+    package init(path: String, weights mode: WeightMode = .native, progress: ((Double) -> Void)? = nil) throws {
         let tokenizer: Tokenizer, transformer: Transformer
         if HFModel.isHuggingFacePath(path) {
             (transformer, tokenizer) = try HFModel.load(path: path, progress: progress)
         } else {
             let file = try GGUFFile(path: path)
             tokenizer = try Tokenizer(gguf: file)
-            transformer = try Transformer(gguf: file, progress: progress)
+            transformer = try Transformer(gguf: file, weights: mode, progress: progress)
         }
         guard tokenizer.vocabularySize <= transformer.config.vocabSize else {
             throw BatchCoreError.format("tokenizer has \(tokenizer.vocabularySize) tokens, the model \(transformer.config.vocabSize)")

@@ -8,7 +8,8 @@ import Glibc
 /// y[T × rows] = x[T × cols] · Wᵀ.
 ///
 /// Holds three things:
-/// - the base weight, packed for the projection kernel (`PackedWeights`). It is the only
+/// - the base weight, either packed float32 for the projection kernel (`PackedWeights`)
+///   or ggml blocks (`QuantizedWeights`, products through `QuantGEMM`). It is the only
 ///   copy of W unless a trainable copy is asked for, so a loaded model holds its
 ///   projections once;
 /// - optionally a trainable row-major float32 copy `weight` [rows × cols] with its
@@ -21,8 +22,11 @@ import Glibc
 package final class Linear {
     package let rows: Int
     package let cols: Int
-    /// The base weight in the projection kernel's layout.
-    package let packed: PackedWeights
+    /// The base weight in the projection kernel's layout; nil when it is `quantized`.
+    package let packed: PackedWeights?
+    /// The base weight in a ggml block format; nil when it is `packed`. A quantized
+    /// projection cannot be made trainable (training needs float32 weights).
+    package let quantized: QuantizedWeights?
     /// The trainable copy of W, row-major [rows × cols]; nil unless `makeTrainable()`.
     package private(set) var weight: UnsafeMutablePointer<Float>?
     /// The gradient of W, row-major [rows × cols]; nil unless `makeTrainable()`.
@@ -39,6 +43,15 @@ package final class Linear {
         self.rows = rows
         self.cols = cols
         packed = try PackedWeights(w, rows: rows, cols: cols)
+        quantized = nil
+    }
+
+    /// A projection whose base weight stays in its block format.
+    package init(quantized q: QuantizedWeights) {
+        rows = q.rows
+        cols = q.cols
+        packed = nil
+        quantized = q
     }
 
     /// A matrix whose row-major values `fill` writes into a temporary buffer (zeroed,
@@ -60,6 +73,12 @@ package final class Linear {
     /// Values in W.
     package var count: Int { rows * cols }
 
+    /// The base weight's type name ("F32", "Q4_1", ...) and the bytes it holds.
+    package var storage: (type: String, bytes: Int) {
+        if let quantized { return (quantized.format.name, quantized.byteCount) }
+        return ("F32", count * 4)
+    }
+
     // MARK: Products
 
     /// y[t][o] = Σ_k x[t][k] · W[o][k] for t < tokens (row strides `ldx` ≥ cols and
@@ -67,7 +86,11 @@ package final class Linear {
     /// a row's result does not depend on the other rows.
     @inline(__always)
     package func forward(_ x: UnsafePointer<Float>, ldx: Int, _ y: UnsafeMutablePointer<Float>, ldy: Int, tokens: Int) {
-        PackedGEMM.multiply(x, ldx: ldx, tokens: tokens, packed, y, ldy: ldy)
+        if let packed {
+            PackedGEMM.multiply(x, ldx: ldx, tokens: tokens, packed, y, ldy: ldy)
+        } else if let quantized {
+            QuantGEMM.multiply(x, ldx: ldx, tokens: tokens, quantized, y, ldy: ldy)
+        }
     }
 
     /// A run of rows `first ..< first + count` of a product that use adapter `adapter`
@@ -140,18 +163,20 @@ package final class Linear {
     // MARK: Row access
 
     /// Copies row `r` (cols floats) to `out`.
-    package func copyRow(_ r: Int, into out: UnsafeMutablePointer<Float>) { packed.copyRow(r, into: out) }
+    package func copyRow(_ r: Int, into out: UnsafeMutablePointer<Float>) {
+        if let packed { packed.copyRow(r, into: out) } else { quantized?.copyRow(r, into: out) }
+    }
 
     /// Copies rows `first ..< first + count` row-major to `out`.
     package func copyRows(_ first: Int, count: Int, into out: UnsafeMutablePointer<Float>) {
-        for r in 0..<count { packed.copyRow(first + r, into: out + r * cols) }
+        for r in 0..<count { copyRow(first + r, into: out + r * cols) }
     }
 
     /// Calls `body` with W row-major (unpacked into a temporary copy).
     package func withRowMajor<R>(_ body: (UnsafePointer<Float>) throws -> R) throws -> R {
         let tmp = try Memory.allocateFloats(count, fill: 0)
         defer { free(tmp) }
-        packed.unpack(into: tmp)
+        copyRows(0, count: rows, into: tmp)
         return try body(tmp)
     }
 
@@ -162,9 +187,13 @@ package final class Linear {
 
     /// Allocates `weight` (W unpacked from the packed copy, bit-exact) and a zeroed
     /// `grad`, both row-major [rows × cols]. Idempotent: a second call keeps the copy and
-    /// gradient as they are. On failure nothing changes.
+    /// gradient as they are. On failure nothing changes. Throws `.unsupported` for a
+    /// quantized projection (load the model with float32 weights to train it).
     package func makeTrainable() throws {
         if weight != nil { return }
+        guard let packed else {
+            throw BatchCoreError(.unsupported, "training needs float32 weights: this projection is held as \(quantized?.format.name ?? "?") (load the model with weights = f32, CLI --dequantize)")
+        }
         let w = try Memory.allocateFloats(count, fill: 0)
         let g: UnsafeMutablePointer<Float>
         do { g = try Memory.allocateFloats(count, fill: 0) } catch {
@@ -179,7 +208,7 @@ package final class Linear {
     /// Repacks the base weight from `weight` after an optimizer changed it, so products
     /// use the new values. Throws `.badState` when not trainable.
     package func syncPacked() throws {
-        guard let weight else { throw BatchCoreError.badState("syncPacked on a projection that is not trainable") }
+        guard let weight, let packed else { throw BatchCoreError.badState("syncPacked on a projection that is not trainable") }
         packed.repack(from: weight)
     }
 

@@ -23,7 +23,9 @@ package struct LayerWeights {
     package var projections: [Linear] { [qkv, wo, gateUp, down] }
 }
 
-/// All weights of a Llama-family model, dequantized to float32 at load. Projections
+/// All weights of a Llama-family model. Projections stored as Q8_0, Q4_0 or Q4_1 stay
+/// in their blocks (`WeightMode.native`, see `Linear.quantized`); every other tensor,
+/// and all of them with `WeightMode.float32`, is dequantized to float32 at load. Projections
 /// (and the token embedding, which is the output head when tied: lookups gather rows
 /// from its packed copy) are `Linear`s holding their packed copy only; norm gains are
 /// `WeightVector`s.
@@ -82,6 +84,16 @@ package final class ModelWeights {
 
     package var parameterCount: Int { parameters.reduce(0) { $0 + $1.count } }
 
+    /// Each base weight type ("F32", "Q4_1", ...) with the bytes it holds over every
+    /// projection and norm gain (the tied embedding counted once), sorted by type name.
+    package var storageByType: [(type: String, bytes: Int)] {
+        var byType: [String: Int] = [:]
+        for m in projections { byType[m.storage.type, default: 0] += m.storage.bytes }
+        let vectors = [outputNorm] + layers.flatMap { [$0.attentionNorm, $0.ffnNorm] }
+        byType["F32", default: 0] += vectors.reduce(0) { $0 + $1.count * 4 }
+        return byType.map { ($0.key, $0.value) }.sorted { $0.type < $1.type }
+    }
+
     /// Every projection (the embedding once when tied).
     package var projections: [Linear] {
         [tokenEmbedding] + layers.flatMap(\.projections) + (tiedOutput ? [] : [output])
@@ -104,7 +116,10 @@ package final class ModelWeights {
     /// of `LlamaTensorNames.all` (in that order) to write its row-major values to `dst`.
     /// Each projection is filled in a temporary buffer and packed at once, so at most one
     /// row-major projection exists at a time.
+    /// `quantized(tensor, layer)`, when given, is asked first for each projection and may
+    /// return it built from its stored blocks (it then counts as loaded).
     init(config c: ModelConfig, tiedOutput: Bool, progress: ((Double) -> Void)?,
+         quantized: ((LlamaTensor, Int) throws -> Linear?)? = nil,
          load: (LlamaTensorName, Int, Int, UnsafeMutablePointer<Float>) throws -> Void) throws {
         try c.validate()
         let total = Double(LlamaTensorNames.all(layerCount: c.layerCount, tiedOutput: tiedOutput).count)
@@ -122,6 +137,11 @@ package final class ModelWeights {
         }
         func linear(_ t: LlamaTensor, _ layer: Int) throws -> Linear {
             let parts = Self.stack(of: t), cols = t.shape(c).cols
+            if let q = try quantized?(t, layer) {
+                loaded += parts.count
+                progress?(Double(loaded) / total)
+                return q
+            }
             return try Linear(rows: parts.reduce(0) { $0 + $1.shape(c).rows }, cols: cols) { buf in
                 var row = 0
                 for part in parts {
@@ -144,10 +164,44 @@ package final class ModelWeights {
         output = tiedOutput ? tokenEmbedding : try linear(.output, 0)
     }
 
-    /// Loads and dequantizes the tensors of `config` from a GGUF file, checking every
-    /// shape against the config.
-    package convenience init(gguf: GGUFFile, config c: ModelConfig, progress: ((Double) -> Void)? = nil) throws {
-        try self.init(config: c, tiedOutput: c.tiedEmbeddings, progress: progress) { n, rows, cols, dst in
+    /// Loads the tensors of `config` from a GGUF file, checking every shape against the
+    /// config. `weights`: `.native` keeps a projection whose parts are all stored in one
+    /// `QuantFormat` in that format (copied, the file is not kept); `.float32`
+    /// dequantizes everything.
+    package convenience init(gguf: GGUFFile, config c: ModelConfig, weights mode: WeightMode = .native,
+                             progress: ((Double) -> Void)? = nil) throws {
+        func quantized(_ t: LlamaTensor, _ layer: Int) throws -> Linear? {
+            guard mode == .native, QuantGEMM.isSupported else { return nil }
+            let parts = Self.stack(of: t)
+            var infos: [GGUFTensorInfo] = []
+            for p in parts {
+                let name = LlamaTensorName(tensor: p, layer: layer).gguf
+                guard let info = gguf.tensor(named: name) else { throw BatchCoreError.format("missing tensor '\(name)'") }
+                let s = p.shape(c)
+                guard info.dims == [s.cols, s.rows] else {
+                    throw BatchCoreError.format("tensor '\(name)' has shape \(info.dims), expected \([s.cols, s.rows])")
+                }
+                infos.append(info)
+            }
+            guard let format = QuantFormat(rawValue: infos[0].type.rawValue), infos.allSatisfy({ $0.type == infos[0].type }),
+                  t.shape(c).cols % QuantFormat.blockValues == 0 else { return nil }
+            let cols = t.shape(c).cols, rowBytes = cols / QuantFormat.blockValues * format.blockBytes
+            let rows = parts.reduce(0) { $0 + $1.shape(c).rows }
+            let q = try QuantizedWeights(format: format, rows: rows, cols: cols) { dst in
+                var offset = 0
+                for (p, info) in zip(parts, infos) {
+                    let bytes = p.shape(c).rows * rowBytes
+                    let data = try gguf.tensorData(info.name)
+                    guard data.count >= bytes, let src = data.baseAddress else {
+                        throw BatchCoreError.format("tensor '\(info.name)' has \(data.count) bytes, expected \(bytes)")
+                    }
+                    (dst + offset).copyMemory(from: src, byteCount: bytes)
+                    offset += bytes
+                }
+            }
+            return Linear(quantized: q)
+        }
+        try self.init(config: c, tiedOutput: c.tiedEmbeddings, progress: progress, quantized: quantized) { n, rows, cols, dst in
             let name = n.gguf
             guard let info = gguf.tensor(named: name) else { throw BatchCoreError.format("missing tensor '\(name)'") }
             let expected = rows == 1 ? [cols] : [cols, rows]

@@ -35,9 +35,9 @@ package final class Transformer {
     }
 
     /// Loads a model from a GGUF file.
-    package convenience init(gguf: GGUFFile, progress: ((Double) -> Void)? = nil) throws {
+    package convenience init(gguf: GGUFFile, weights mode: WeightMode = .native, progress: ((Double) -> Void)? = nil) throws {
         let config = try ModelConfig(gguf: gguf)
-        self.init(config: config, weights: try ModelWeights(gguf: gguf, config: config, progress: progress))
+        self.init(config: config, weights: try ModelWeights(gguf: gguf, config: config, weights: mode, progress: progress))
     }
 
     /// y[T × rows] = x[T × cols] · Wᵀ (row stride of y: `ldy`, default rows) with the

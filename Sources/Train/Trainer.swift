@@ -91,6 +91,10 @@ package final class Trainer {
     /// failure nothing stays allocated and the model is as before.
     package init(model: Transformer, options: TrainerOptions) throws {
         try options.validate(model.config)
+        if options.lora == nil, let q = model.weights.projections.first(where: { $0.quantized != nil }) {
+            throw BatchCoreError(.unsupported, "full fine-tuning needs float32 weights; the model holds "
+                + "\(q.storage.type) blocks: load it with bc_model_params.weights = BC_MODEL_WEIGHTS_F32 (CLI --dequantize)")
+        }
         let memory = try TrainerMemory(model: model, options: options, optimizerSlots: options.optimizerSlots)
         let limit = options.memoryLimit ?? TrainerMemory.available()
         if let limit, memory.added > limit {

@@ -11,7 +11,7 @@ import Testing
     @Test func parametersListTheGGUFTensors() throws {
         let file = try GGUFFile(path: TestModel.path)
         let config = try ModelConfig(gguf: file)
-        let weights = try ModelWeights(gguf: file, config: config)
+        let weights = try ModelWeights(gguf: file, config: config, weights: .float32)
         let params = weights.parameters
         #expect(Set(params.map(\.name)) == Set(file.tensors.map(\.name)))
         #expect(params.count == file.tensors.count)

@@ -7,7 +7,9 @@ import Testing
 /// The transformer against llama.cpp (llama-cpp-python 0.3.36) running the same
 /// SmolLM2-135M-Instruct weights in F32: fixtures from tools/reference/llama_fixtures.py.
 /// Our model is loaded from the Q4_1 GGUF the package registry ships and dequantized
-/// to float32 at load; dequantization is exact, so the weights equal the F32 file's.
+/// to float32 at load (`WeightMode.float32`); dequantization is exact, so the weights
+/// equal the F32 file's. The native model (Q4_1/Q8_0 blocks, int8 activations) is
+/// compared with llama.cpp's own Q4_1 run in QuantModelTests.
 ///
 /// Tolerance: per saved position, max|ours - ref| / max|ref| over the vocabulary <= 1e-3.
 @Suite(.serialized, .enabled(if: TestModel.available)) struct ModelReferenceTests {
@@ -20,7 +22,7 @@ import Testing
     }
 
     @Test func logitsMatchLlamaCpp() throws {
-        let model = try TestModel.shared()
+        let model = try TestModel.sharedFloat32()
         let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(Self.fixtures)/logits.json"))) as? [String: Any])
         let vocab = model.config.vocabSize
         var worst = 0.0
@@ -50,7 +52,7 @@ import Testing
     /// 64 greedy tokens (argmax, first index on ties), fed back one at a time,
     /// identical to llama.cpp's continuation of the same prompt with the F32 model.
     @Test func greedyContinuationsMatchLlamaCpp() throws {
-        let model = try TestModel.shared()
+        let model = try TestModel.sharedFloat32()
         let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(Self.fixtures)/greedy.json"))) as? [String: Any])
         let vocab = model.config.vocabSize
         for prompt in json["prompts"] as! [[String: Any]] {
@@ -80,10 +82,19 @@ enum TestModel {
         ?? (NSHomeDirectory() + "/.cache/batchcore/SmolLM2-135M-Instruct.Q4_1.gguf")
     static var available: Bool { FileManager.default.fileExists(atPath: path) }
     nonisolated(unsafe) private static var cached: Transformer?
+    nonisolated(unsafe) private static var cachedFloat32: Transformer?
+    /// The model as `bc_model_load` holds it by default (native Q4_1/Q8_0 blocks).
     static func shared() throws -> Transformer {
         if let cached { return cached }
         let m = try Transformer(gguf: try GGUFFile(path: path))
         cached = m
+        return m
+    }
+    /// The model dequantized to float32 (`WeightMode.float32`).
+    static func sharedFloat32() throws -> Transformer {
+        if let cachedFloat32 { return cachedFloat32 }
+        let m = try Transformer(gguf: try GGUFFile(path: path), weights: .float32)
+        cachedFloat32 = m
         return m
     }
 }

@@ -154,7 +154,7 @@ import Testing
             return
         }
         let f = try Self.fixture("smollm2")
-        let model = try Transformer(gguf: try GGUFFile(path: TestModel.path))
+        let model = try Transformer(gguf: try GGUFFile(path: TestModel.path), weights: .float32)
         try model.weights.makeTrainable()
         defer { model.weights.dropTrainable() }
         let (b, targets) = f.documentBatch

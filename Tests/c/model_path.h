@@ -43,14 +43,18 @@ static int model_path_from_args(int argc, char **argv, char *buf, size_t cap) {
 }
 
 /* main()'s start in the tests that run the default model: the path as above, then the
- * model loaded into *model and described in *info. Returns 0, or the exit status to
- * return after saying why (nothing is left to free then). */
-static inline int load_default_model(int argc, char **argv, bc_model **model, bc_model_info *info) {
+ * model loaded with `weights` (a bc_model_weights) into *model and described in *info.
+ * Returns 0, or the exit status to return after saying why (nothing is left to free then). */
+static inline int load_default_model_weights(int argc, char **argv, int32_t weights, bc_model **model,
+                                             bc_model_info *info) {
     char path[4096];
     int rc = model_path_from_args(argc, argv, path, sizeof path);
     if (rc) return rc;
     *model = NULL;
-    if (bc_model_load(path, NULL, model) != BC_OK || !*model) {
+    bc_model_params mp;
+    if (bc_model_params_default(&mp, sizeof mp) != BC_OK) return 1;
+    mp.weights = weights;
+    if (bc_model_load(path, &mp, model) != BC_OK || !*model) {
         fprintf(stderr, "FAIL: cannot load %s: %s\n", path, bc_last_error());
         return 1;
     }
@@ -63,6 +67,11 @@ static inline int load_default_model(int argc, char **argv, bc_model **model, bc
         return 1;
     }
     return 0;
+}
+
+/* The same with the default weights (native: Q4_1/Q8_0 blocks). */
+static inline int load_default_model(int argc, char **argv, bc_model **model, bc_model_info *info) {
+    return load_default_model_weights(argc, argv, BC_MODEL_WEIGHTS_NATIVE, model, info);
 }
 
 #endif

@@ -50,8 +50,8 @@ static void test_no_padding(void) {
     CHECK(sizeof(bc_optim_step_params) == 4 + 4 + 8 + 8 + 4 + 4);
     CHECK(sizeof(bc_optim_step_result) == 4 + 4 + 8 + 8 + 8 + 4 + 4);
     CHECK(sizeof(bc_lr_schedule) == 4 + 4 + 8 * 5);
-    CHECK(sizeof(bc_model_params) == 4 + 4 + F(bc_model_params, progress) + F(bc_model_params, progress_user_data));
-    CHECK(sizeof(bc_model_info) == 4 + 32 + 4 + 8 + 7 * 4 + 4 + 4 * 4);
+    CHECK(sizeof(bc_model_params) == 4 + 4 + F(bc_model_params, progress) + F(bc_model_params, progress_user_data) + 4 + 4);
+    CHECK(sizeof(bc_model_info) == 4 + 32 + 4 + 8 + 7 * 4 + 4 + 4 * 4 + 8 + 64);
     CHECK(sizeof(bc_context_params) == 4 + 4 + 8 + 4 * 4 + 2 * sizeof(void *));
     CHECK(sizeof(bc_kv_stats) == 4 + 4 + 11 * 8);
     CHECK(sizeof(bc_sampling_params) == 4 + 9 * 4 + 8);

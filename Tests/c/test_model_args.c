@@ -68,6 +68,7 @@ static void test_defaults(void) {
     CHECK_OK(bc_model_params_default(&mp, sizeof mp));
     CHECK(mp.struct_size == sizeof mp);
     CHECK(mp.progress == NULL && mp.progress_user_data == NULL);
+    CHECK(mp.weights == BC_MODEL_WEIGHTS_NATIVE && mp.reserved1 == 0);
 
     bc_context_params cp;
     CHECK_ERR(bc_context_params_default(NULL, sizeof cp), BC_E_INVALID_ARGUMENT);
@@ -147,6 +148,14 @@ static void test_load_errors(const char *model_path) {
     bc_model_params mp;
     CHECK_OK(bc_model_params_default(&mp, sizeof mp));
     mp.struct_size = 0;
+    CHECK_ERR(bc_model_load(model_path, &mp, &m), BC_E_INVALID_ARGUMENT);
+    CHECK(m == SENTINEL_MODEL);
+    /* weights not a bc_model_weights */
+    CHECK_OK(bc_model_params_default(&mp, sizeof mp));
+    mp.weights = 2;
+    CHECK_ERR(bc_model_load(model_path, &mp, &m), BC_E_INVALID_ARGUMENT);
+    CHECK(m == SENTINEL_MODEL);
+    mp.weights = -1;
     CHECK_ERR(bc_model_load(model_path, &mp, &m), BC_E_INVALID_ARGUMENT);
     CHECK(m == SENTINEL_MODEL);
 
@@ -700,6 +709,40 @@ static void test_generate_errors(bc_model *model) {
 }
 
 /* A context keeps its model alive after bc_model_free. */
+/* Native weights keep the Q4_1/Q8_0 blocks: bc_model_info says so, and holds about the
+ * file's bytes; float32 weights hold 4 bytes per parameter. Same hyperparameters. */
+static void test_weights(const char *model_path) {
+    bc_model *native = NULL, *f32 = NULL;
+    bc_model_params mp;
+    CHECK_OK(bc_model_params_default(&mp, sizeof mp));
+    CHECK_OK(bc_model_load(model_path, &mp, &native));
+    mp.weights = BC_MODEL_WEIGHTS_F32;
+    CHECK_OK(bc_model_load(model_path, &mp, &f32));
+    if (!native || !f32) { bc_model_free(native); bc_model_free(f32); return; }
+    bc_model_info a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    a.struct_size = b.struct_size = sizeof a;
+    CHECK_OK(bc_model_get_info(native, &a));
+    CHECK_OK(bc_model_get_info(f32, &b));
+    CHECK(a.n_params == b.n_params && a.n_layer == b.n_layer);
+    CHECK(b.weight_bytes == a.n_params * 4);
+    CHECK(a.weight_bytes > 0 && a.weight_bytes < b.weight_bytes / 4);
+    CHECK(strstr(a.weight_types, "Q4_1:") != NULL && strstr(a.weight_types, "Q8_0:") != NULL);
+    CHECK(strncmp(b.weight_types, "F32:", 4) == 0 && strchr(b.weight_types, ' ') == NULL);
+    /* An older caller's shorter bc_model_info: the new fields are not written. */
+    {
+        unsigned char raw[sizeof(bc_model_info) + 8];
+        memset(raw, 0xa5, sizeof raw);
+        uint32_t old = (uint32_t)offsetof(bc_model_info, weight_bytes);
+        memcpy(raw, &old, 4);
+        CHECK_OK(bc_model_get_info(native, (bc_model_info *)(void *)raw));
+        for (size_t i = old; i < sizeof raw; i++) CHECK(raw[i] == 0xa5);
+    }
+    bc_model_free(native);
+    bc_model_free(f32);
+}
+
 static void test_lifetime(const char *model_path) {
     bc_model *m = NULL;
     CHECK_OK(bc_model_load(model_path, NULL, &m));
@@ -739,6 +782,7 @@ int main(int argc, char **argv) {
     test_decode_errors(model);
     test_generate_errors(model);
     test_lifetime(model_path);
+    test_weights(model_path);
     bc_model_free(model);
     CHECK_DONE();
 }

@@ -27,7 +27,8 @@ static long resident_kib(void) {
 int main(int argc, char **argv) {
     bc_model *model = NULL;
     bc_model_info info;
-    if (load_default_model(argc, argv, &model, &info)) return 1;
+    /* Full fine-tuning needs float32 weights; native ones are refused (checked below). */
+    if (load_default_model_weights(argc, argv, BC_MODEL_WEIGHTS_F32, &model, &info)) return 1;
     const int vocab = info.n_vocab;
 
     /* Two documents (30 + 18 tokens) of pseudo-random ids, next-token targets, a masked span. */
@@ -66,6 +67,16 @@ int main(int argc, char **argv) {
     CHECK_ERR(bc_trainer_create(model, &tp, &t), BC_E_INVALID_ARGUMENT);
     tp.recompute = 0;
     CHECK_ERR(bc_trainer_create(NULL, &tp, &t), BC_E_INVALID_ARGUMENT);
+    {
+        /* Native (quantized) weights cannot be trained: refused, saying how to load. */
+        bc_model *native = NULL;
+        bc_model_info ni;
+        CHECK(load_default_model(argc, argv, &native, &ni) == 0);
+        CHECK_ERR(bc_trainer_create(native, &tp, &t), BC_E_UNSUPPORTED);
+        CHECK(t == NULL);
+        CHECK(strstr(bc_last_error(), "float32") != NULL);
+        bc_model_free(native);
+    }
 
     float *before = (float *)malloc(sizeof(float) * (size_t)vocab);
     float *after = (float *)malloc(sizeof(float) * (size_t)vocab);

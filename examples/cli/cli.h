@@ -35,10 +35,11 @@ int cmd_finetune(int argc, char **argv);
 /* File name of the default model inside the cache directory. */
 #define CLI_DEFAULT_MODEL "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-/* Options every model command accepts: -m/--model PATH, -q/--quiet. */
+/* Options every model command accepts: -m/--model PATH, -q/--quiet, --dequantize. */
 typedef struct cli_model_opts {
     const char *path; /* -m/--model, or NULL */
     int quiet;        /* -q/--quiet */
+    int dequantize;   /* --dequantize: load every weight as float32 (BC_MODEL_WEIGHTS_F32) */
 } cli_model_opts;
 
 /* If argv[*i] is one of the shared model options, consumes it (and its value) and
@@ -49,7 +50,8 @@ int cli_model_option(const char *cmd, int argc, char **argv, int *i, cli_model_o
 /* Help text lines of the shared options and of model resolution. */
 #define CLI_MODEL_OPTIONS_HELP                                                               \
     "  -m, --model PATH   GGUF model (default: see MODEL below)\n"                          \
-    "  -q, --quiet        no loading progress or summary on stderr\n"
+    "  -q, --quiet        no loading progress or summary on stderr\n"                      \
+    "      --dequantize   hold all weights as float32 (default: Q8_0/Q4_0/Q4_1 stay quantized)\n"
 #define CLI_MODEL_RESOLUTION_HELP                                                            \
     "MODEL: -m PATH, else $BATCHCORE_MODEL, else " CLI_DEFAULT_MODEL "\n"                   \
     "in $BATCHCORE_CACHE, $XDG_CACHE_HOME/batchcore or ~/.cache/batchcore (first set);\n"   \

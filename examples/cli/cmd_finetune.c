@@ -765,6 +765,7 @@ int cmd_finetune(int argc, char **argv) {
     /* From here on the first SIGINT/SIGTERM stops after the current step. */
     if (!cli_catch_stop_signals(1)) { rc = EXIT_FAIL; goto out; }
     if ((st = bc_set_num_threads((int32_t)o.threads)) != BC_OK) { cli_report("set threads", st); rc = EXIT_FAIL; goto out; }
+    mo.dequantize = 1; /* training needs float32 weights */
     if ((rc = cli_load_model(&mo, &model)) != EXIT_OK) goto out;
 
     bc_trainer_params tp;

@@ -13,7 +13,8 @@ static void info_usage(FILE *out) {
             "\n"
             "Loads a model and prints its hyperparameters: architecture, parameters,\n"
             "layers, embedding, heads, kv_heads, ff, vocab, context, rope_base, bos, eos,\n"
-            "add_bos — as 'key: value' lines, or one JSON object with --json.\n"
+            "add_bos, weight_bytes (resident bytes of the weights) and weight_types — as\n"
+            "'key: value' lines, or one JSON object with --json.\n"
             "\n"
             "options:\n" CLI_MODEL_OPTIONS_HELP
             "      --json         one JSON object instead of key: value lines\n"
@@ -45,15 +46,19 @@ int cmd_info(int argc, char **argv) {
     bc_model_free(model);
     if (st != BC_OK) { cli_report("model info", st); return EXIT_FAIL; }
     info.architecture[sizeof info.architecture - 1] = '\0';
+    info.weight_types[sizeof info.weight_types - 1] = '\0';
     if (json) {
         printf("{\"architecture\":");
         cli_json_string(stdout, info.architecture, strlen(info.architecture));
         printf(",\"parameters\":%lld,\"layers\":%d,\"embedding\":%d,\"heads\":%d,\"kv_heads\":%d,\"ff\":%d,"
-               "\"vocab\":%d,\"context\":%d,\"rope_base\":%.9g,\"bos\":%d,\"eos\":%d,\"add_bos\":%s}\n",
+               "\"vocab\":%d,\"context\":%d,\"rope_base\":%.9g,\"bos\":%d,\"eos\":%d,\"add_bos\":%s,"
+               "\"weight_bytes\":%lld,\"weight_types\":",
                (long long)info.n_params, (int)info.n_layer, (int)info.n_embd, (int)info.n_head,
                (int)info.n_head_kv, (int)info.n_ff, (int)info.n_vocab, (int)info.n_ctx_train,
                (double)info.rope_freq_base, (int)info.bos_token, (int)info.eos_token,
-               info.add_bos ? "true" : "false");
+               info.add_bos ? "true" : "false", (long long)info.weight_bytes);
+        cli_json_string(stdout, info.weight_types, strlen(info.weight_types));
+        printf("}\n");
     } else {
         printf("architecture: %s\n", info.architecture);
         printf("parameters: %lld\n", (long long)info.n_params);
@@ -68,6 +73,8 @@ int cmd_info(int argc, char **argv) {
         printf("bos: %d\n", (int)info.bos_token);
         printf("eos: %d\n", (int)info.eos_token);
         printf("add_bos: %d\n", (int)info.add_bos);
+        printf("weight_bytes: %lld\n", (long long)info.weight_bytes);
+        printf("weight_types: %s\n", info.weight_types);
     }
     return EXIT_OK;
 }

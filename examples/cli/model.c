@@ -76,6 +76,10 @@ int cli_model_option(const char *cmd, int argc, char **argv, int *i, cli_model_o
         opts->quiet = 1;
         return 1;
     }
+    if (strcmp(a, "--dequantize") == 0) {
+        opts->dequantize = 1;
+        return 1;
+    }
     if (strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0) {
         if (*i + 1 >= argc || argv[*i + 1][0] == '\0') {
             fprintf(stderr, "batchcore %s: %s needs a path\n", cmd, a);
@@ -241,6 +245,7 @@ int cli_load_model(const cli_model_opts *opts, bc_model **out) {
         free(path);
         return EXIT_FAIL;
     }
+    if (opts->dequantize) mp.weights = BC_MODEL_WEIGHTS_F32;
     int last_pct = -1;
     int show = !opts->quiet && isatty(STDERR_FILENO);
     if (show) {

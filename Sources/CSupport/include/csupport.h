@@ -3,6 +3,10 @@
 #ifndef BATCHCORE_CSUPPORT_H
 #define BATCHCORE_CSUPPORT_H
 
+/* The quantized-weight dot products (included here so a module cache built before
+ * that header existed is invalidated by this file's change). */
+#include "quant_dot.h"
+
 /* The spin-wait hint (x86 PAUSE): lets a spinning core yield pipeline resources. */
 static inline void bc_internal_spin_pause(void) {
 #if defined(__x86_64__) || defined(__i386__)

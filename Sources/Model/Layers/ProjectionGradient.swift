@@ -7,7 +7,8 @@ extension Linear {
     ///     grad[rows × cols]  +=    dY[T × rows]ᵀ · X          (when trainable)
     ///
     /// W is read from the trainable copy when there is one, else from the packed weight
-    /// (a frozen projection: the same bits, no copy). Row strides: x `ldx`, dY `ldDY`,
+    /// (a frozen projection: the same bits, no copy) or from a quantized one's exact
+    /// block values. Row strides: x `ldx`, dY `ldDY`,
     /// dX `ldDX`. Deterministic (see `ProjectionBackward`).
     package func backward(x: UnsafePointer<Float>, ldx: Int, dY: UnsafePointer<Float>, ldDY: Int,
                           dX: UnsafeMutablePointer<Float>?, ldDX: Int, tokens: Int, accumulate: Bool = false,
@@ -16,9 +17,11 @@ extension Linear {
             if let weight {
                 ProjectionBackward.inputGradient(dY, ldDY: ldDY, tokens: tokens, weight: weight, rows: rows, cols: cols,
                                                  dX, ldDX: ldDX, accumulate: accumulate)
-            } else {
+            } else if let packed {
                 ProjectionBackward.inputGradient(dY, ldDY: ldDY, tokens: tokens, packed: packed, dX, ldDX: ldDX,
                                                  accumulate: accumulate)
+            } else if let quantized {
+                QuantGEMM.inputGradient(dY, ldDY: ldDY, tokens: tokens, quantized, dX, ldDX: ldDX, accumulate: accumulate)
             }
         }
         if weightGradient, let grad {

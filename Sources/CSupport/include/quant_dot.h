@@ -1,0 +1,206 @@
+/* Integer dot products of ggml weight blocks with int8-quantized activations (AVX2).
+ * Header-only; nothing here is exported from libbatchcore.so. Each function carries
+ * its own target attribute, so callers need no -mavx2 (the library requires x86-64-v3).
+ *
+ * Weight blocks (32 values, little-endian, as in ggml-common.h):
+ *   Q8_0 34 bytes: half d, int8 q[32];                 w = d*q
+ *   Q4_0 18 bytes: half d, 16 bytes of nibbles;         w = d*(nib - 8)
+ *   Q4_1 20 bytes: half d, half m, 16 bytes of nibbles; w = d*nib + m
+ *   (byte j: element j in the low nibble, element j + 16 in the high nibble).
+ * Activation blocks (bc_q8a_block, 40 bytes): float d = amax/127, float s = d*sum(q),
+ *   int8 q[32] = round-to-nearest-even(x * 127/amax) (all 0 when amax is 0); x ~ d*q.
+ *   Like llama.cpp's q8_1 but with float32 d and s.
+ *
+ * A dot of a weight row (nb blocks) with an activation row accumulates block by block,
+ * in ascending order, into one 8-lane float accumulator (fused multiply-add of the
+ * block's 8 int32 partial sums, converted exactly, by d_w*d_a), then sums the lanes in
+ * a fixed order: its result depends only on the two rows. */
+#ifndef BATCHCORE_QUANT_DOT_H
+#define BATCHCORE_QUANT_DOT_H
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#include <stdint.h>
+#include <string.h>
+
+#define BC_QUANT_ROUND (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define BC_QUANT_FN __attribute__((target("avx2,fma,f16c"))) static inline
+
+typedef struct bc_q8a_block {
+    float d;
+    float s;
+    int8_t q[32];
+} bc_q8a_block;
+
+BC_QUANT_FN float bc_quant_half(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+BC_QUANT_FN float bc_quant_hsum(__m256 v) {
+    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_add_ss(x, _mm_movehdup_ps(x));
+    return _mm_cvtss_f32(x);
+}
+
+/* 32 nibbles of 16 bytes as bytes 0..15 (low nibbles) and 16..31 (high nibbles). */
+BC_QUANT_FN __m256i bc_quant_nibbles(const uint8_t *p) {
+    const __m128i t = _mm_loadu_si128((const __m128i *)p);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0F));
+}
+
+/* Sum of signed x[i]*y[i] in 8 int32 lanes, as floats (exact: |lane| < 2^16). */
+BC_QUANT_FN __m256 bc_quant_mul_sum_i8(__m256i x, __m256i y) {
+    const __m256i ax = _mm256_sign_epi8(x, x);
+    const __m256i sy = _mm256_sign_epi8(y, x);
+    const __m256i dot = _mm256_maddubs_epi16(ax, sy);
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(dot, _mm256_set1_epi16(1)));
+}
+
+/* Quantizes x[0 .. 32*nb) into nb activation blocks. */
+BC_QUANT_FN void bc_quant_q8a_row(const float *x, bc_q8a_block *y, int64_t nb) {
+    const __m256 signBit = _mm256_set1_ps(-0.0f);
+    for (int64_t i = 0; i < nb; i++) {
+        const float *v = x + 32 * i;
+        __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8);
+        __m256 v2 = _mm256_loadu_ps(v + 16), v3 = _mm256_loadu_ps(v + 24);
+        __m256 m = _mm256_max_ps(_mm256_andnot_ps(signBit, v0), _mm256_andnot_ps(signBit, v1));
+        m = _mm256_max_ps(m, _mm256_max_ps(_mm256_andnot_ps(signBit, v2), _mm256_andnot_ps(signBit, v3)));
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        const float amax = _mm_cvtss_f32(h);
+        const float d = amax / 127.0f;
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        const __m256 mul = _mm256_set1_ps(id);
+        int32_t q[32];
+        _mm256_storeu_si256((__m256i *)q, _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, mul), BC_QUANT_ROUND)));
+        _mm256_storeu_si256((__m256i *)(q + 8), _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, mul), BC_QUANT_ROUND)));
+        _mm256_storeu_si256((__m256i *)(q + 16), _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, mul), BC_QUANT_ROUND)));
+        _mm256_storeu_si256((__m256i *)(q + 24), _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, mul), BC_QUANT_ROUND)));
+        int32_t sum = 0;
+        for (int j = 0; j < 32; j++) {
+            /* |q| <= 127 for finite x; clamp so non-finite input cannot wrap. */
+            int32_t c = q[j] > 127 ? 127 : (q[j] < -127 ? -127 : q[j]);
+            y[i].q[j] = (int8_t)c;
+            sum += c;
+        }
+        y[i].d = d;
+        y[i].s = d * (float)sum;
+    }
+}
+
+BC_QUANT_FN float bc_quant_dot_q8_0(const uint8_t *w, const bc_q8a_block *a, int64_t nb) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *b = w + 34 * i;
+        const __m256 d = _mm256_set1_ps(bc_quant_half(b) * a[i].d);
+        const __m256i qx = _mm256_loadu_si256((const __m256i *)(b + 2));
+        const __m256i qy = _mm256_loadu_si256((const __m256i *)a[i].q);
+        acc = _mm256_fmadd_ps(d, bc_quant_mul_sum_i8(qx, qy), acc);
+    }
+    return bc_quant_hsum(acc);
+}
+
+BC_QUANT_FN float bc_quant_dot_q4_0(const uint8_t *w, const bc_q8a_block *a, int64_t nb) {
+    __m256 acc = _mm256_setzero_ps();
+    const __m256i eight = _mm256_set1_epi8(8);
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *b = w + 18 * i;
+        const __m256 d = _mm256_set1_ps(bc_quant_half(b) * a[i].d);
+        const __m256i qx = _mm256_sub_epi8(bc_quant_nibbles(b + 2), eight);
+        const __m256i qy = _mm256_loadu_si256((const __m256i *)a[i].q);
+        acc = _mm256_fmadd_ps(d, bc_quant_mul_sum_i8(qx, qy), acc);
+    }
+    return bc_quant_hsum(acc);
+}
+
+BC_QUANT_FN float bc_quant_dot_q4_1(const uint8_t *w, const bc_q8a_block *a, int64_t nb) {
+    __m256 acc = _mm256_setzero_ps();
+    float summs = 0.0f;
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *b = w + 20 * i;
+        const __m256 d = _mm256_set1_ps(bc_quant_half(b) * a[i].d);
+        summs += bc_quant_half(b + 2) * a[i].s;
+        const __m256i qx = bc_quant_nibbles(b + 4); /* unsigned 0..15 */
+        const __m256i qy = _mm256_loadu_si256((const __m256i *)a[i].q);
+        const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(qx, qy), ones));
+        acc = _mm256_fmadd_ps(d, p, acc);
+    }
+    return bc_quant_hsum(acc) + summs;
+}
+
+/* The same dot products for one weight row and 4 activation rows (token j's blocks at
+ * a + j*lda): each weight block is unpacked once, and each token's value is computed by
+ * exactly the operations of the single-row function, in the same order, so
+ * out[j] == bc_quant_dot_*(w, a + j*lda, nb) bit for bit. */
+BC_QUANT_FN void bc_quant_dot4_q8_0(const uint8_t *w, const bc_q8a_block *a, int64_t lda, int64_t nb, float *out) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    const bc_q8a_block *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda;
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *b = w + 34 * i;
+        const float dw = bc_quant_half(b);
+        const __m256i qx = _mm256_loadu_si256((const __m256i *)(b + 2));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(dw * a0[i].d), bc_quant_mul_sum_i8(qx, _mm256_loadu_si256((const __m256i *)a0[i].q)), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(dw * a1[i].d), bc_quant_mul_sum_i8(qx, _mm256_loadu_si256((const __m256i *)a1[i].q)), acc1);
+        acc2 = _mm256_fmadd_ps(_mm256_set1_ps(dw * a2[i].d), bc_quant_mul_sum_i8(qx, _mm256_loadu_si256((const __m256i *)a2[i].q)), acc2);
+        acc3 = _mm256_fmadd_ps(_mm256_set1_ps(dw * a3[i].d), bc_quant_mul_sum_i8(qx, _mm256_loadu_si256((const __m256i *)a3[i].q)), acc3);
+    }
+    out[0] = bc_quant_hsum(acc0);
+    out[1] = bc_quant_hsum(acc1);
+    out[2] = bc_quant_hsum(acc2);
+    out[3] = bc_quant_hsum(acc3);
+}
+
+BC_QUANT_FN void bc_quant_dot4_q4_0(const uint8_t *w, const bc_q8a_block *a, int64_t lda, int64_t nb, float *out) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    const bc_q8a_block *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda;
+    const __m256i eight = _mm256_set1_epi8(8);
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *b = w + 18 * i;
+        const float dw = bc_quant_half(b);
+        const __m256i qx = _mm256_sub_epi8(bc_quant_nibbles(b + 2), eight);
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(dw * a0[i].d), bc_quant_mul_sum_i8(qx, _mm256_loadu_si256((const __m256i *)a0[i].q)), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(dw * a1[i].d), bc_quant_mul_sum_i8(qx, _mm256_loadu_si256((const __m256i *)a1[i].q)), acc1);
+        acc2 = _mm256_fmadd_ps(_mm256_set1_ps(dw * a2[i].d), bc_quant_mul_sum_i8(qx, _mm256_loadu_si256((const __m256i *)a2[i].q)), acc2);
+        acc3 = _mm256_fmadd_ps(_mm256_set1_ps(dw * a3[i].d), bc_quant_mul_sum_i8(qx, _mm256_loadu_si256((const __m256i *)a3[i].q)), acc3);
+    }
+    out[0] = bc_quant_hsum(acc0);
+    out[1] = bc_quant_hsum(acc1);
+    out[2] = bc_quant_hsum(acc2);
+    out[3] = bc_quant_hsum(acc3);
+}
+
+BC_QUANT_FN __m256 bc_quant_mul_sum_u4(__m256i qx, const int8_t *q) {
+    const __m256i qy = _mm256_loadu_si256((const __m256i *)q);
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(qx, qy), _mm256_set1_epi16(1)));
+}
+
+BC_QUANT_FN void bc_quant_dot4_q4_1(const uint8_t *w, const bc_q8a_block *a, int64_t lda, int64_t nb, float *out) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+    const bc_q8a_block *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda;
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *b = w + 20 * i;
+        const float dw = bc_quant_half(b), m = bc_quant_half(b + 2);
+        s0 += m * a0[i].s;
+        s1 += m * a1[i].s;
+        s2 += m * a2[i].s;
+        s3 += m * a3[i].s;
+        const __m256i qx = bc_quant_nibbles(b + 4);
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(dw * a0[i].d), bc_quant_mul_sum_u4(qx, a0[i].q), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(dw * a1[i].d), bc_quant_mul_sum_u4(qx, a1[i].q), acc1);
+        acc2 = _mm256_fmadd_ps(_mm256_set1_ps(dw * a2[i].d), bc_quant_mul_sum_u4(qx, a2[i].q), acc2);
+        acc3 = _mm256_fmadd_ps(_mm256_set1_ps(dw * a3[i].d), bc_quant_mul_sum_u4(qx, a3[i].q), acc3);
+    }
+    out[0] = bc_quant_hsum(acc0) + s0;
+    out[1] = bc_quant_hsum(acc1) + s1;
+    out[2] = bc_quant_hsum(acc2) + s2;
+    out[3] = bc_quant_hsum(acc3) + s3;
+}
+
+#endif /* __x86_64__ */
+#endif

@@ -1,0 +1,227 @@
+import BCCore
+import BCFormats
+import BCKernels
+import CSupport
+import Testing
+
+/// The quantized-weight kernels (`QuantizedWeights`, `QuantGEMM`, CSupport/quant_dot.h)
+/// against float64 references on fresh random blocks: odd row counts, 1 to 18 blocks
+/// per row, token counts across the 64-token work blocks.
+///
+/// Tolerances:
+/// - activation quantization is compared exactly with a scalar reference (d = amax/127,
+///   q = round-half-even(x·127/amax), s = d·Σq);
+/// - a product, against the float64 value of the same integer arithmetic
+///   Σ_b (d_w·d_a)_b·Σ q_w·q_a (+ m_b·s_b for Q4_1): (nb + 12)·2⁻²³ · Σ_b (|d_w·d_a|·Σ|q_w·q_a|
+///   + |m_b·s_b|), the float32 rounding of each block's scale product, of the nb-step
+///   accumulation in 8 lanes and of the final lane sum;
+/// - a product, against the exact float64 product with the unquantized activations:
+///   the rounding bound Σ_b (d_a,b / 2)·Σ_{k∈b}|W_k| plus the tolerance above.
+@Suite struct QuantKernelTests {
+    /// Random blocks for `rows` × `cols` of `format` (fresh data every call: scales of
+    /// both signs, all nibble/int8 values, Q8_0's −128 included).
+    static func randomBlocks(_ format: QuantFormat, rows: Int, cols: Int, _ g: inout SplitMix64) -> [UInt8] {
+        var bytes: [UInt8] = []
+        func half(_ v: Float) { let b = Float16(v).bitPattern; bytes += [UInt8(b & 0xFF), UInt8(b >> 8)] }
+        for _ in 0..<(rows * cols / 32) {
+            half(g.uniform() * 0.05 + (g.uniform() < 0 ? -0.01 : 0.01))
+            switch format {
+            case .q8_0: for _ in 0..<32 { bytes.append(UInt8(truncatingIfNeeded: g.next() >> 56)) }
+            case .q4_0: for _ in 0..<16 { bytes.append(UInt8(truncatingIfNeeded: g.next() >> 56)) }
+            case .q4_1:
+                half(g.uniform() * 0.2)
+                for _ in 0..<16 { bytes.append(UInt8(truncatingIfNeeded: g.next() >> 56)) }
+            }
+        }
+        return bytes
+    }
+
+    /// Activations with a different magnitude per block, never zero.
+    static func randomActivations(_ n: Int, _ g: inout SplitMix64) -> [Float] {
+        var x = [Float](repeating: 0, count: n)
+        for b in 0..<(n / 32) {
+            let scale = 0.1 + 4 * abs(g.uniform())
+            for j in 0..<32 {
+                var v = g.uniform() * scale
+                if v == 0 { v = 1e-3 }
+                x[32 * b + j] = v
+            }
+        }
+        return x
+    }
+
+    /// The scalar reference of `bc_quant_q8a_row` for one block.
+    static func referenceBlock(_ x: ArraySlice<Float>) -> (d: Float, s: Float, q: [Int8]) {
+        let amax = x.reduce(Float(0)) { max($0, abs($1)) }
+        let d = amax / 127, id: Float = amax != 0 ? 127 / amax : 0
+        let q = x.map { Int8(($0 * id).rounded(.toNearestOrEven)) }
+        return (d, d * Float(q.reduce(0) { $0 + Int($1) }), q)
+    }
+
+    static func dequantized(_ format: QuantFormat, _ bytes: [UInt8], count: Int) throws -> [Float] {
+        var out = [Float](repeating: 0, count: count)
+        try bytes.withUnsafeBytes { raw in
+            try out.withUnsafeMutableBufferPointer {
+                try dequantize(type: GGMLType(rawValue: format.rawValue)!, data: raw, count: count, into: $0.baseAddress!)
+            }
+        }
+        return out
+    }
+
+    static func product(_ w: QuantizedWeights, _ x: [Float], tokens: Int) -> [Float] {
+        var y = [Float](repeating: .nan, count: tokens * w.rows)
+        x.withUnsafeBufferPointer { xb in
+            y.withUnsafeMutableBufferPointer { QuantGEMM.multiply(xb.baseAddress!, ldx: w.cols, tokens: tokens, w, $0.baseAddress!, ldy: w.rows) }
+        }
+        return y
+    }
+
+    @Test func activationQuantizationMatchesScalarReference() {
+        var g = SplitMix64(state: 0xA11CE)
+        for nb in [1, 3, 18] {
+            var x = Self.randomActivations(32 * nb + 32, &g)
+            // One exact-half case per block kind: x·127/amax lands on k + 0.5.
+            x[5] = 2.5 / 127 * 4; x[0] = 4; x[1] = -4
+            for j in 0..<32 { x[32 * nb + j] = 0 }  // the edge case amax = 0
+            var blocks = [bc_q8a_block](repeating: bc_q8a_block(), count: nb + 1)
+            x.withUnsafeBufferPointer { bc_quant_q8a_row($0.baseAddress!, &blocks, Int64(nb + 1)) }
+            for b in 0...nb {
+                let ref = Self.referenceBlock(x[(32 * b)..<(32 * b + 32)])
+                let q = withUnsafeBytes(of: blocks[b].q) { Array($0.bindMemory(to: Int8.self)) }
+                #expect(blocks[b].d == ref.d && blocks[b].s == ref.s && q == ref.q, "block \(b) of \(nb + 1)")
+            }
+            #expect(blocks[nb].d == 0 && blocks[nb].s == 0)
+        }
+    }
+
+    @Test(arguments: QuantFormat.allCases)
+    func copyRowMatchesFormatsDequantize(_ format: QuantFormat) throws {
+        var g = SplitMix64(state: 0xD0 &+ UInt64(format.rawValue))
+        let rows = 13, cols = 32 * 7
+        let bytes = Self.randomBlocks(format, rows: rows, cols: cols, &g)
+        let w = try bytes.withUnsafeBytes { try QuantizedWeights(format: format, rows: rows, cols: cols, bytes: $0) }
+        let ref = try Self.dequantized(format, bytes, count: rows * cols)
+        var row = [Float](repeating: .nan, count: cols)
+        for r in 0..<rows {
+            row.withUnsafeMutableBufferPointer { w.copyRow(r, into: $0.baseAddress!) }
+            #expect(row == Array(ref[(r * cols)..<(r * cols + cols)]), "row \(r)")
+        }
+        #expect(w.byteCount == rows * cols / 32 * format.blockBytes)
+    }
+
+    @Test(arguments: QuantFormat.allCases)
+    func productMatchesFloat64(_ format: QuantFormat) throws {
+        var g = SplitMix64(state: 0x9A17 &+ UInt64(format.rawValue))
+        for (rows, nb, tokens) in [(37, 1, 1), (45, 7, 5), (33, 18, 67), (1, 3, 2)] {
+            let cols = 32 * nb
+            let bytes = Self.randomBlocks(format, rows: rows, cols: cols, &g)
+            let w = try bytes.withUnsafeBytes { try QuantizedWeights(format: format, rows: rows, cols: cols, bytes: $0) }
+            let wf = try Self.dequantized(format, bytes, count: rows * cols)
+            let x = Self.randomActivations(tokens * cols, &g)
+            let y = Self.product(w, x, tokens: tokens)
+            var worstInt = 0.0, worstTrue = 0.0
+            for t in 0..<tokens {
+                let acts = (0..<nb).map { Self.referenceBlock(x[(t * cols + 32 * $0)..<(t * cols + 32 * $0 + 32)]) }
+                for o in 0..<rows {
+                    var ref = 0.0, mag = 0.0, exact = 0.0, roundBound = 0.0
+                    for b in 0..<nb {
+                        let blk = bytes[((o * nb + b) * format.blockBytes)...]
+                        let dw = Double(Float(Float16(bitPattern: UInt16(blk[blk.startIndex]) | UInt16(blk[blk.startIndex + 1]) << 8)))
+                        var isum = 0.0, isumAbs = 0.0, wabs = 0.0
+                        for j in 0..<32 {
+                            let k = 32 * b + j, wv = Double(wf[o * cols + k])
+                            // The integer weight value: (w - m)/d for Q4_1, w/d otherwise.
+                            let qw: Double
+                            switch format {
+                            case .q8_0: qw = Double(Int8(bitPattern: blk[blk.startIndex + 2 + j]))
+                            case .q4_0: let v = blk[blk.startIndex + 2 + j % 16]; qw = Double(Int(j < 16 ? v & 15 : v >> 4) - 8)
+                            case .q4_1: let v = blk[blk.startIndex + 4 + j % 16]; qw = Double(j < 16 ? v & 15 : v >> 4)
+                            }
+                            isum += qw * Double(acts[b].q[j])
+                            isumAbs += abs(qw * Double(acts[b].q[j]))
+                            wabs += abs(wv)
+                            exact += wv * Double(x[t * cols + k])
+                        }
+                        let term = dw * Double(acts[b].d) * isum
+                        ref += term
+                        mag += abs(dw * Double(acts[b].d)) * isumAbs
+                        if format == .q4_1 {
+                            let m = Double(Float(Float16(bitPattern: UInt16(blk[blk.startIndex + 2]) | UInt16(blk[blk.startIndex + 3]) << 8)))
+                            ref += m * Double(acts[b].s)
+                            mag += abs(m * Double(acts[b].s))
+                        }
+                        roundBound += Double(acts[b].d) / 2 * wabs
+                    }
+                    let tol = Double(nb + 12) * 0x1p-23 * mag + 1e-30
+                    let got = Double(y[t * rows + o])
+                    worstInt = max(worstInt, abs(got - ref) / tol)
+                    worstTrue = max(worstTrue, abs(got - exact) / (roundBound + tol))
+                }
+            }
+            #expect(worstInt <= 1, "\(format.name) \(rows)×\(cols), \(tokens) tokens: integer-path error \(worstInt) of tolerance")
+            #expect(worstTrue <= 1, "\(format.name) \(rows)×\(cols), \(tokens) tokens: error vs float \(worstTrue) of the rounding bound")
+        }
+    }
+
+    /// A token's outputs are the same bits alone, in any batch, at any thread count.
+    @Test(arguments: QuantFormat.allCases)
+    func batchAndThreadInvariant(_ format: QuantFormat) throws {
+        var g = SplitMix64(state: 0x1B17 &+ UInt64(format.rawValue))
+        let rows = 77, cols = 32 * 9, tokens = 70
+        let bytes = Self.randomBlocks(format, rows: rows, cols: cols, &g)
+        let w = try bytes.withUnsafeBytes { try QuantizedWeights(format: format, rows: rows, cols: cols, bytes: $0) }
+        let x = Self.randomActivations(tokens * cols, &g)
+        defer { try? Parallel.setThreadCount(0) }
+        try Parallel.setThreadCount(1)
+        let one = Self.product(w, x, tokens: tokens)
+        for threads in [2, 3] {
+            try Parallel.setThreadCount(threads)
+            let all = Self.product(w, x, tokens: tokens)
+            #expect(all.map(\.bitPattern) == one.map(\.bitPattern), "\(threads) threads")
+            for t in [0, 33, 69] {
+                let alone = Self.product(w, Array(x[(t * cols)..<(t * cols + cols)]), tokens: 1)
+                #expect(alone.map(\.bitPattern) == one[(t * rows)..<(t * rows + rows)].map(\.bitPattern), "token \(t) alone")
+            }
+        }
+    }
+
+    @Test(arguments: QuantFormat.allCases)
+    func inputGradientMatchesFloat64(_ format: QuantFormat) throws {
+        var g = SplitMix64(state: 0x6AD &+ UInt64(format.rawValue))
+        let rows = 29, cols = 32 * 5, tokens = 37
+        let bytes = Self.randomBlocks(format, rows: rows, cols: cols, &g)
+        let w = try bytes.withUnsafeBytes { try QuantizedWeights(format: format, rows: rows, cols: cols, bytes: $0) }
+        let wf = try Self.dequantized(format, bytes, count: rows * cols)
+        let dY = (0..<(tokens * rows)).map { _ in g.uniform() }
+        let start = (0..<(tokens * cols)).map { _ in g.uniform() }
+        for accumulate in [false, true] {
+            var dX = start
+            dY.withUnsafeBufferPointer { d in
+                dX.withUnsafeMutableBufferPointer {
+                    QuantGEMM.inputGradient(d.baseAddress!, ldDY: rows, tokens: tokens, w, $0.baseAddress!, ldDX: cols,
+                                            accumulate: accumulate)
+                }
+            }
+            var worst = 0.0
+            for t in 0..<tokens {
+                for k in 0..<cols {
+                    var ref = accumulate ? Double(start[t * cols + k]) : 0, mag = abs(ref)
+                    for o in 0..<rows {
+                        let p = Double(dY[t * rows + o]) * Double(wf[o * cols + k])
+                        ref += p
+                        mag += abs(p)
+                    }
+                    worst = max(worst, abs(Double(dX[t * cols + k]) - ref) / (Double(rows + 2) * 0x1p-24 * mag + 1e-30))
+                }
+            }
+            #expect(worst <= 1, "\(format.name) accumulate \(accumulate): \(worst) of the float32 summation bound")
+        }
+    }
+
+    @Test func rejectsBadShapes() {
+        #expect(throws: BatchCoreError.self) { try QuantizedWeights(format: .q4_1, rows: 2, cols: 48) { _ in } }
+        #expect(throws: BatchCoreError.self) {
+            try [UInt8](repeating: 1, count: 39).withUnsafeBytes { try QuantizedWeights(format: .q4_1, rows: 2, cols: 32, bytes: $0) }
+        }
+    }
+}
