@@ -30,9 +30,13 @@ extension LoRAAdapterSet {
             if byProjection[id] == nil { order.append(id); byProjection[id] = (m, []) }
             byProjection[id]!.1.append((slot, first))
         }
+        // The one allocation first, so nothing fails after the first projection changed.
+        let largest = order.map { byProjection[$0]!.0.count }.max() ?? 0
+        let scratch = try Memory.allocateFloats(max(largest, 1), fill: 0)
+        defer { free(scratch) }
         for id in order {
             let (m, list) = byProjection[id]!
-            try m.updateRowMajor { w in
+            m.updateRowMajor(scratch: scratch) { w in
                 for (slot, first) in list { Self.addDelta(slot, factor: factor, to: w + first * m.cols) }
             }
         }
@@ -101,18 +105,16 @@ extension LoRAAdapterSet {
 
 extension Linear {
     /// Lets `body` change W row-major [rows × cols] in place: the trainable copy when
-    /// there is one (then repacked), else an unpacked temporary that is repacked.
-    package func updateRowMajor(_ body: (UnsafeMutablePointer<Float>) throws -> Void) throws {
+    /// there is one, else W unpacked into `scratch` (≥ rows × cols floats); then repacks.
+    package func updateRowMajor(scratch: UnsafeMutablePointer<Float>, _ body: (UnsafeMutablePointer<Float>) -> Void) {
         if let w = weight {
-            try body(w)
+            body(w)
             packed.repack(from: w)
             return
         }
-        let tmp = try Memory.allocateFloats(count, fill: 0)
-        defer { free(tmp) }
-        packed.unpack(into: tmp)
-        try body(tmp)
-        packed.repack(from: tmp)
+        packed.unpack(into: scratch)
+        body(scratch)
+        packed.repack(from: scratch)
     }
 
     /// Sets W to `w` (row-major rows × cols): the trainable copy if any, and the packed one.

@@ -278,3 +278,37 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: "\(dir)/x.gguf"))
     }
 }
+
+extension LoRAFilesTests {
+    /// PEFT's own adapter_config.json (the fixture's, peft 0.21) reads; each newer PEFT
+    /// field that changes what the adapter computes, when set, is refused (.unsupported).
+    @Test func newerPEFTFieldsAreRefused() throws {
+        let src = Repo.path("Tests/fixtures/lora/plain")
+        let model = try HFModel.load(path: Repo.path("Tests/fixtures/train/tiny_tied")).0
+        let good = try String(contentsOfFile: src + "/adapter_config.json", encoding: .utf8)
+        let dir = LoRATrainingTests.tempDir("newpeft")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.copyItem(atPath: src + "/adapter_model.safetensors", toPath: dir + "/adapter_model.safetensors")
+        func read(_ config: String) throws -> LoRAAdapterSet {
+            try? FileManager.default.removeItem(atPath: dir + "/adapter_config.json")
+            FileManager.default.createFile(atPath: dir + "/adapter_config.json", contents: Data(config.utf8))
+            return try LoRAAdapterSet.read(path: dir, model: model.config)
+        }
+        _ = try read(good)
+        for (from, to) in [("\"lora_bias\": false", "\"lora_bias\": true"), ("\"use_qalora\": false", "\"use_qalora\": true"),
+                           ("\"target_parameters\": null", "\"target_parameters\": [\"mlp.experts\"]"),
+                           ("\"exclude_modules\": null", "\"exclude_modules\": [\"q_proj\"]"),
+                           ("\"layer_replication\": null", "\"layer_replication\": [[0, 2]]"),
+                           ("\"trainable_token_indices\": null", "\"trainable_token_indices\": [1]"),
+                           ("\"alora_invocation_tokens\": null", "\"alora_invocation_tokens\": [3]")] {
+            #expect(good.contains(from), "\(from) in PEFT's config")
+            do {
+                _ = try read(good.replacingOccurrences(of: from, with: to))
+                Issue.record("\(to): accepted")
+            } catch let e as BatchCoreError {
+                #expect(e.kind == .unsupported, "\(to): \(e)")
+            }
+        }
+    }
+}
