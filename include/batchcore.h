@@ -1192,9 +1192,41 @@ bc_status bc_trainer_save_model(bc_trainer *trainer, const char *path, bc_weight
  * LlamaForCausalLM; q/k rows in Hugging Face order). A full fine-tune: BC_E_BAD_STATE.
  * In LoRA mode the tensors of bc_trainer_get_tensor and checkpoints are the adapters'
  * lora_A/lora_B (PEFT names; lora_B of q_proj/k_proj rows in batchcore's RoPE order),
- * and bc_trainer_save_model returns BC_E_BAD_STATE (merging is not implemented yet).
+ * and bc_trainer_save_model writes the base with the adapters merged (scale 1; the
+ * trainer's own base weights stay exactly as they were).
  */
 bc_status bc_trainer_save_adapter(bc_trainer *trainer, const char *dir);
+
+/**
+ * LoRA trainers: writes the adapters as one llama.cpp GGUF adapter file (atomically):
+ * general.type "adapter", adapter.type "lora", adapter.lora.alpha, tensors
+ * blk.N.attn_q.weight.lora_a (ggml dims [n_in, r]) / .lora_b ([r, n_out]) in F32, q/k
+ * rows in llama.cpp's order. llama.cpp scales by alpha / r; a scale that differs from it
+ * (rsLoRA, per-module alpha) is folded into lora_b. A full fine-tune: BC_E_BAD_STATE.
+ */
+bc_status bc_trainer_save_adapter_gguf(bc_trainer *trainer, const char *path);
+
+/**
+ * Merges a LoRA adapter into a model file and writes the result: loads the model at
+ * model_path (as bc_model_load), reads the adapter at adapter_path (a PEFT directory
+ * or a llama.cpp GGUF adapter file; shapes must match the model), adds
+ * scale * (adapter scale) * B*A to each adapted projection and writes out_path in
+ * `format` (as bc_trainer_save_model; BC_WEIGHTS_GGUF_* needs a GGUF model). Mismatched
+ * or corrupt adapters: BC_E_FORMAT / BC_E_UNSUPPORTED; a non-finite scale:
+ * BC_E_INVALID_ARGUMENT. Nothing is written on failure.
+ */
+bc_status bc_merge_adapter(const char *model_path, const char *adapter_path, float scale,
+                           const char *out_path, bc_weights_format format);
+
+/**
+ * A model soup: writes to out_path the weighted average, tensor by tensor, of `count`
+ * GGUF files holding the same tensors (fine-tunes of one base): sum_k w_k x_k / sum_k w_k,
+ * in double. weights: count values (finite, >= 0, not all 0), or NULL for equal weights.
+ * Metadata comes from paths[0]. format: BC_WEIGHTS_GGUF_F32 or BC_WEIGHTS_GGUF_F16
+ * (BC_WEIGHTS_HF: BC_E_UNSUPPORTED). Files whose tensors differ: BC_E_FORMAT.
+ */
+bc_status bc_weights_average(const char *const *paths, size_t count, const double *weights,
+                             const char *out_path, bc_weights_format format);
 
 /**
  * Writes a checkpoint directory: the trainable tensors (exact bits), the optimizer's

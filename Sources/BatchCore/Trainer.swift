@@ -406,15 +406,21 @@ public func bc_trainer_save_model(_ trainer: OpaquePointer?, _ path: UnsafePoint
     abiCall {
         let t = try object(trainer, as: TrainerHandle.self, "trainer")
         let path = String(cString: try required(path, "path"))
-        guard t.trainer.adapters == nil else {
-            throw BatchCoreError.badState("a LoRA trainer saves its adapters (bc_trainer_save_adapter); merging them into the model is not implemented yet")
+        try checkWeightsFormat(format)
+        if let adapters = t.trainer.adapters {
+            try adapters.withMerged(into: t.model.transformer.weights, factor: 1) { try writeWeights(t.model, path, format) }
+        } else {
+            try writeWeights(t.model, path, format)
         }
-        switch format {
-        case BC_WEIGHTS_GGUF_F32: try t.model.writeGGUF(path: path, f16: false)
-        case BC_WEIGHTS_GGUF_F16: try t.model.writeGGUF(path: path, f16: true)
-        case BC_WEIGHTS_HF: try t.model.writeHuggingFace(directory: path)
-        default: throw BatchCoreError.invalid("unknown weights format \(format.rawValue)")
-        }
+    }
+}
+
+@c @implementation
+public func bc_trainer_save_adapter_gguf(_ trainer: OpaquePointer?, _ path: UnsafePointer<CChar>?) -> bc_status {
+    abiCall {
+        let t = try object(trainer, as: TrainerHandle.self, "trainer")
+        let path = String(cString: try required(path, "path"))
+        try t.trainer.saveAdapterGGUF(path)
     }
 }
 

@@ -16,7 +16,8 @@ import Glibc
 /// batchcore's (`LlamaTensor`), permuted at read and write like the base q/k weights.
 /// rank_pattern/alpha_pattern keys are module names ("q_proj"); PEFT features batchcore
 /// does not implement (DoRA, layers_to_transform, bias, fan_in_fan_out,
-/// modules_to_save, regex target_modules) are refused, not ignored.
+/// modules_to_save, regex target_modules, lora_bias, QALoRA, target_parameters,
+/// exclude_modules, layer_replication, trainable tokens, aLoRA) are refused, not ignored.
 extension LoRAAdapterSet {
     package static let configFile = "adapter_config.json"
     package static let weightsFile = "adapter_model.safetensors"
@@ -110,6 +111,15 @@ extension LoRAAdapterSet {
         try unsupported("bias") { $0.stringValue == "none" }
         try unsupported("layers_to_transform") { _ in false }
         try unsupported("modules_to_save") { $0.arrayValue?.isEmpty == true }
+        // Newer PEFT fields that change what the adapter computes (null/false/empty: absent).
+        try unsupported("lora_bias") { $0.boolValue == false }
+        try unsupported("use_qalora") { $0.boolValue == false }
+        try unsupported("use_bdlora") { $0.boolValue == false }
+        try unsupported("target_parameters") { $0.arrayValue?.isEmpty == true }
+        try unsupported("exclude_modules") { $0.arrayValue?.isEmpty == true }
+        try unsupported("layer_replication") { _ in false }
+        try unsupported("trainable_token_indices") { _ in false }
+        try unsupported("alora_invocation_tokens") { _ in false }
         guard let list = json["target_modules"]?.arrayValue, !list.isEmpty else {
             throw BatchCoreError(.unsupported, "\(configFile): target_modules must be a non-empty list of q_proj ... down_proj")
         }

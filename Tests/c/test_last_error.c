@@ -308,6 +308,17 @@ static void test_trainer(const char *fixtures, const char *dir) {
         char adapter[760];
         snprintf(adapter, sizeof adapter, "%s/adapter", dir);
         KEEPS(bc_trainer_save_adapter(t, adapter));
+        char gguf[780], merged[780], soup[780];
+        snprintf(gguf, sizeof gguf, "%s/adapter.gguf", dir);
+        snprintf(merged, sizeof merged, "%s/merged", dir);
+        snprintf(soup, sizeof soup, "%s/soup.gguf", dir);
+        KEEPS(bc_trainer_save_adapter_gguf(t, gguf));
+        KEEPS(bc_merge_adapter(model_dir, gguf, 0.5f, merged, BC_WEIGHTS_HF));
+        const char *one[1] = {gguf};
+        KEEPS(bc_weights_average(one, 1, NULL, soup, BC_WEIGHTS_GGUF_F16));
+        char rm2[2400];
+        snprintf(rm2, sizeof rm2, "rm -rf '%s' '%s' '%s'", gguf, merged, soup);
+        if (system(rm2) != 0) CHECK(0);
         bc_trainer_free(t);
         char rm[800];
         snprintf(rm, sizeof rm, "rm -rf '%s'", adapter);

@@ -3,7 +3,9 @@
  * fine-tune's, only lora_A/lora_B tensors (PEFT names, shapes), a fresh adapter giving
  * the base loss, steps lowering the loss while the base model's serving logits stay the
  * same bits, a PEFT directory written by bc_trainer_save_adapter, checkpoints of the
- * adapters restoring the same loss, save_model refused, a second LoRA trainer allowed
+ * adapters restoring the same loss, the merged model (save_model, bc_merge_adapter from
+ * the PEFT and the GGUF adapter: the same bytes, the adapter's loss), the GGUF adapter,
+ * bc_weights_average, a second LoRA trainer allowed
  * after the first is freed. */
 #define _POSIX_C_SOURCE 200809L
 #include "check.h"
@@ -16,6 +18,19 @@
 #include <unistd.h>
 
 #define N 40
+
+static int same_file(const char *x, const char *y) {
+    FILE *a = fopen(x, "rb"), *b = fopen(y, "rb");
+    int same = a != NULL && b != NULL;
+    while (same) {
+        int ca = fgetc(a), cb = fgetc(b);
+        if (ca != cb) same = 0;
+        if (ca == EOF || cb == EOF) break;
+    }
+    if (a) fclose(a);
+    if (b) fclose(b);
+    return same;
+}
 
 static long file_size(const char *path) {
     struct stat st;
@@ -154,8 +169,68 @@ int main(int argc, char **argv) {
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", adapter);
     CHECK(file_size(path) > (long)(mem.gradients));
     CHECK_ERR(bc_trainer_save_adapter(t, NULL), BC_E_INVALID_ARGUMENT);
-    snprintf(path, sizeof path, "%s/model.gguf", dir);
-    CHECK_ERR(bc_trainer_save_model(t, path, BC_WEIGHTS_GGUF_F32), BC_E_BAD_STATE);
+
+    /* The merged model: bc_trainer_save_model (scale 1) and bc_merge_adapter from the
+     * PEFT directory and from the GGUF adapter write the same bytes (F16); the F32 file's
+     * loss (full fine-tune trainer on the loaded file) matches the adapter's within 1e-4
+     * relative; the trainer's base stays the same bits. */
+    char merged[300], merged16[300], merged2[300], merged3[300], gguf_adapter[300], soup[300];
+    snprintf(merged, sizeof merged, "%s/merged.gguf", dir);
+    snprintf(merged16, sizeof merged16, "%s/merged16.gguf", dir);
+    snprintf(merged2, sizeof merged2, "%s/merged_peft.gguf", dir);
+    snprintf(merged3, sizeof merged3, "%s/merged_gguf.gguf", dir);
+    snprintf(gguf_adapter, sizeof gguf_adapter, "%s/adapter.gguf", dir);
+    snprintf(soup, sizeof soup, "%s/soup.gguf", dir);
+    CHECK_OK(bc_trainer_save_model(t, merged, BC_WEIGHTS_GGUF_F32));
+    CHECK_OK(bc_trainer_save_model(t, merged16, BC_WEIGHTS_GGUF_F16));
+    CHECK_ERR(bc_trainer_save_model(t, merged, (bc_weights_format)7), BC_E_INVALID_ARGUMENT);
+    CHECK_OK(bc_trainer_save_adapter_gguf(t, gguf_adapter));
+    CHECK_ERR(bc_trainer_save_adapter_gguf(t, NULL), BC_E_INVALID_ARGUMENT);
+    CHECK(file_size(gguf_adapter) > (long)(mem.gradients));
+    char model_file[4096];
+    CHECK(model_path_from_args(argc, argv, model_file, sizeof model_file) == 0);
+    CHECK_OK(bc_merge_adapter(model_file, adapter, 1.0f, merged2, BC_WEIGHTS_GGUF_F16));
+    CHECK(same_file(merged16, merged2));
+    remove(merged2);
+    CHECK_OK(bc_merge_adapter(model_file, gguf_adapter, 1.0f, merged3, BC_WEIGHTS_GGUF_F16));
+    CHECK(same_file(merged16, merged3));
+    remove(merged3);
+    remove(merged16);
+    CHECK_ERR(bc_merge_adapter(model_file, gguf_adapter, NAN, merged3, BC_WEIGHTS_GGUF_F32), BC_E_INVALID_ARGUMENT);
+    CHECK_ERR(bc_merge_adapter(model_file, NULL, 1.0f, merged3, BC_WEIGHTS_GGUF_F32), BC_E_INVALID_ARGUMENT);
+    CHECK_ERR(bc_merge_adapter(model_file, model_file, 1.0f, merged3, BC_WEIGHTS_GGUF_F32), BC_E_FORMAT);
+    CHECK(file_size(merged3) < 0);
+    {
+        bc_model *mm = NULL;
+        CHECK_OK(bc_model_load(merged, NULL, &mm));
+        bc_trainer *ft = NULL;
+        bc_train_result me = r;
+        if (mm) {
+            CHECK_OK(bc_trainer_create(mm, &fp, &ft));
+            CHECK_OK(bc_trainer_evaluate(ft, &b, &me));
+            CHECK(fabs(me.loss - eval.loss) <= 1e-4 * fabs(eval.loss));
+            bc_trainer_free(ft);
+            bc_model_free(mm);
+        }
+    }
+    remove(merged);
+    last_logits(model, tokens, N, after, vocab);
+    CHECK(memcmp(before, after, sizeof(float) * (size_t)vocab) == 0);
+
+    /* bc_weights_average over GGUF files (the adapter file with itself; the values are
+     * checked by the Swift tests) and its refusals. */
+    const char *pair[2] = {gguf_adapter, gguf_adapter};
+    const double wts[2] = {1.0, 3.0};
+    CHECK_OK(bc_weights_average(pair, 2, wts, soup, BC_WEIGHTS_GGUF_F32));
+    CHECK(file_size(soup) >= file_size(gguf_adapter));
+    CHECK_OK(bc_weights_average(pair, 2, NULL, soup, BC_WEIGHTS_GGUF_F16));
+    CHECK_ERR(bc_weights_average(pair, 0, wts, soup, BC_WEIGHTS_GGUF_F32), BC_E_INVALID_ARGUMENT);
+    CHECK_ERR(bc_weights_average(pair, 2, wts, soup, BC_WEIGHTS_HF), BC_E_UNSUPPORTED);
+    CHECK_ERR(bc_weights_average(NULL, 2, wts, soup, BC_WEIGHTS_GGUF_F32), BC_E_INVALID_ARGUMENT);
+    const double zero[2] = {0, 0};
+    CHECK_ERR(bc_weights_average(pair, 2, zero, soup, BC_WEIGHTS_GGUF_F32), BC_E_INVALID_ARGUMENT);
+    const char *mixed[2] = {gguf_adapter, model_file};
+    CHECK_ERR(bc_weights_average(mixed, 2, NULL, soup, BC_WEIGHTS_GGUF_F32), BC_E_FORMAT);
 
     /* A checkpoint of the adapters restores the trained loss in a new LoRA trainer. */
     CHECK_OK(bc_trainer_save_checkpoint(t, opt, ckpt));

@@ -29,6 +29,7 @@ int cmd_generate(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
 int cmd_batch(int argc, char **argv);
 int cmd_finetune(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
 
 /* ---- shared by the model commands (model.c) ---- */
 

@@ -34,6 +34,7 @@ static const cli_command commands[] = {
     {"chat", "interactive multi-turn chat keeping the conversation's KV cache", cmd_chat},
     {"batch", "batch generation: JSONL requests in, JSONL results out (engine)", cmd_batch},
     {"finetune", "fine-tune a model on a data file (JSONL log, eval, checkpoints)", cmd_finetune},
+    {"merge", "merge a LoRA adapter into a model, or average fine-tunes (model soup)", cmd_merge},
 };
 static const size_t command_count = sizeof commands / sizeof commands[0];
 
