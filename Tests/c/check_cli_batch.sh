@@ -73,6 +73,20 @@ recs[7]["id"] == 7 and "duplicate id 7" in recs[7]["error"]["message"] and "line
 "missing" in recs[10]["error"]["message"]
 ' ids
 
+# ---------------------------------------------------------------- many lines with stop strings
+# The requests array grows while lines are parsed; each request's stop-string list used
+# to be a pointer into the array taken at parse time, left dangling by the growth (a
+# soak run crashed, or got "stop_strings[0] is NULL"; 100 such lines crashed). 200 lines with stop strings:
+# every one runs.
+python3 -c '
+for i in range(200): print("{\"prompt\": \"a\", \"max_tokens\": 1, \"stop\": [\"xyz\", \"q%d\"]}" % i)' > "$tmp/stops.jsonl"
+run_batch stops
+[ "$rc" -eq 0 ] || { bad "stops: exit $rc"; tail -3 "$tmp/stops.err"; }
+expect '
+sorted(recs) == list(range(1, 201))
+all("choices" in r and "error" not in r for r in raw)
+' stops
+
 # ---------------------------------------------------------------- n > 1 outgrowing the KV budget
 # 4 samples of 48 tokens cannot all fit a 4.5 MB KV budget (each alone does): they are
 # preempted and recomputed in turn, never failed (issue 17: they used to finish with

@@ -332,7 +332,7 @@ static void parse_request(request *r, const char *line, size_t len, const bc_sam
             if (!r->stops[r->n_stops]) { r->error = fmt_error("out of memory%s%s", "", ""); return; }
             r->n_stops++;
         }
-        r->rp.stop_strings = (const char *const *)r->stops;
+        /* rp.stop_strings is set at submission: the requests array may still move. */
         r->rp.n_stop_strings = r->n_stops;
     }
     r->valid = 1;
@@ -737,6 +737,9 @@ int cmd_batch(int argc, char **argv) {
                 r->reasons = (int *)calloc((size_t)r->rp.n, sizeof *r->reasons);
                 if (!r->texts || !r->text_lens || !r->reasons) { fprintf(stderr, "batchcore batch: out of memory\n"); rc = EXIT_FAIL; goto out; }
                 r->rp.user_tag = (uint64_t)k;
+                /* Points into the request itself, which moves whenever the requests
+                 * array grows: set only now (a pointer set at parse time dangled). */
+                r->rp.stop_strings = r->n_stops > 0 ? (const char *const *)r->stops : NULL;
                 r->ttft = NAN;
                 r->total = NAN;
                 st = r->tokens ? bc_engine_submit(engine, r->tokens, r->n_tokens, &r->rp, &r->sp, &r->engine_id)
