@@ -813,9 +813,10 @@ bc_status bc_request_params_default(bc_request_params *out, size_t size);
  * outside the vocabulary, invalid sampling, prompt + max_tokens beyond n_ctx
  * (BC_E_INVALID_ARGUMENT); BC_E_KV_FULL when one sample's prompt + max_tokens - 1
  * positions do not fit in the whole kv_bytes budget even with nothing else running
- * (the request could never run). A request that passes this check but still cannot
- * fit alone when it runs (e.g. n samples that do not fit together) finishes with
- * BC_FINISH_ERROR and a message; it never stalls the engine or the requests behind it.
+ * (the request could never run). n samples that do not fit together are preempted and
+ * recomputed in turn (same output), never failed for it; a request that still cannot
+ * fit when it runs finishes with BC_FINISH_ERROR and a message; it never stalls the
+ * engine or the requests behind it.
  * Scheduling: each step decodes every running sample first, then admits prompts whose
  * rest fits in half of the remaining token budget (so a short request is not held back
  * by a long prefill), then prefills the others in policy order in chunks with what is left.

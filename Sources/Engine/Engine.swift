@@ -167,8 +167,13 @@ package final class Engine {
         //   another request holds KV it waits (left out of this step), else the request
         //   does not fit even alone and finishes with an error — it must not wait forever
         //   (step returning 0 with the request live) nor hold back the requests behind it.
-        // Ends: every retry preempts a request holding KV, turns prefills off, or leaves
-        // out a request, and all three run out.
+        // The request's own samples (n > 1) are the last resort before an error: when the
+        // request alone is all that holds KV and its samples together do not fit, its
+        // highest-index sample holding KV is preempted (recomputed later, like a preempted
+        // request) as long as another of its samples keeps KV — sample 0 always runs, and
+        // each sample fits alone (checked at submit).
+        // Ends: every retry preempts a request or a sample holding KV, turns prefills off,
+        // or leaves out a request, and all of them run out.
         var allowPrefill = true
         var left: Set<UInt64> = []
         while true {
@@ -190,6 +195,7 @@ package final class Engine {
                 let first = plan.rows[0].request
                 if plan.decodes > 0 {
                     if allowPrefill && plan.rows.count > plan.decodes { allowPrefill = false; continue }
+                    if preemptSample(of: first) { allowPrefill = false; continue }
                     fail(first, "the request does not fit in the KV cache even alone: \(e.message)")
                     break
                 }
@@ -197,6 +203,7 @@ package final class Engine {
                     left.insert(first.id)
                     continue
                 }
+                if preemptSample(of: first) { allowPrefill = false; continue }
                 fail(first, "the request does not fit in the KV cache even alone: \(e.message)")
                 break
             }
@@ -471,6 +478,23 @@ package final class Engine {
         guard let top = ranking.first else { return false }
         guard let victim = ranking.last(where: { $0.id != top.id && holdsKV($0) }) else { return false }
         preempt(victim)
+        return true
+    }
+
+    /// Preempts the highest-index sample of `r` that holds KV, when another of its
+    /// samples holds KV too (a lone sample that does not fit is not helped by it). The
+    /// sample keeps its tokens and its sampler (RNG state included) and is recomputed
+    /// later from its prompt plus what it generated, so its text is the one an
+    /// unpreempted run gives. Returns false when there is no such sample.
+    private func preemptSample(of r: Request) -> Bool {
+        guard r.forked else { return false }
+        let holding = r.active.filter { $0.inCache && cache.length(of: $0.cacheID) > 0 }
+        guard holding.count > 1, let victim = holding.last else { return false }
+        cache.remove(sequence: victim.cacheID)
+        victim.inCache = false
+        victim.computed = 0
+        victim.preemptions += 1
+        metrics.preemptions += 1
         return true
     }
 

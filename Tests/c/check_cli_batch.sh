@@ -73,24 +73,78 @@ recs[7]["id"] == 7 and "duplicate id 7" in recs[7]["error"]["message"] and "line
 "missing" in recs[10]["error"]["message"]
 ' ids
 
-# ---------------------------------------------------------------- n > 1, partial failure
-# 8 samples of 100 tokens cannot all fit a 8 MB KV budget (each alone does): the samples
-# fail while running. The record has the documented shape: choices with finish_reason
-# "error", and a top-level error.
-cat > "$tmp/partial.jsonl" <<'J'
-{"id": "p", "messages": [{"role": "user", "content": "Write a long essay about the sea."}], "n": 8, "max_tokens": 100, "temperature": 1}
-J
-run_batch partial --kv-bytes 8000000
-[ "$rc" -eq 0 ] || bad "partial: exit $rc"
+# ---------------------------------------------------------------- many lines with stop strings
+# The requests array grows while lines are parsed; each request's stop-string list used
+# to be a pointer into the array taken at parse time, left dangling by the growth (a
+# soak run crashed, or got "stop_strings[0] is NULL"; 100 such lines crashed). 200 lines with stop strings:
+# every one runs.
+python3 -c '
+for i in range(200): print("{\"prompt\": \"a\", \"max_tokens\": 1, \"stop\": [\"xyz\", \"q%d\"]}" % i)' > "$tmp/stops.jsonl"
+run_batch stops
+[ "$rc" -eq 0 ] || { bad "stops: exit $rc"; tail -3 "$tmp/stops.err"; }
 expect '
-list(recs) == [1] and recs[1]["id"] == "p"
-[c["index"] for c in recs[1]["choices"]] == list(range(8))
-all(c["finish_reason"] in ("length", "stop", "error") for c in recs[1]["choices"])
-any(c["finish_reason"] == "error" for c in recs[1]["choices"])
-isinstance(recs[1]["error"]["message"], str) and recs[1]["error"]["message"]
-set(recs[1]["error"]) == {"message"}
-set(recs[1]) == {"id", "line", "choices", "usage", "timings", "error"}
-' partial
+sorted(recs) == list(range(1, 201))
+all("choices" in r and "error" not in r for r in raw)
+' stops
+
+# ---------------------------------------------------------------- n > 1 outgrowing the KV budget
+# 4 samples of 48 tokens cannot all fit a 4.5 MB KV budget (each alone does): they are
+# preempted and recomputed in turn, never failed (issue 17: they used to finish with
+# "error" and a top-level error). Every sample finishes normally and, seeded, each text
+# equals the one a run with ample KV gives.
+cat > "$tmp/squeeze.jsonl" <<'J'
+{"id": "p", "messages": [{"role": "user", "content": "Write a long essay about the sea."}], "n": 4, "max_tokens": 48, "temperature": 1, "seed": 5}
+J
+cp "$tmp/squeeze.jsonl" "$tmp/ample.jsonl"
+run_batch ample
+[ "$rc" -eq 0 ] || bad "ample: exit $rc"
+env -i "$cli" batch -m "$model" -t 1 --kv-bytes 4500000 < "$tmp/squeeze.jsonl" > "$tmp/squeeze.out" 2> "$tmp/squeeze.err"
+rc=$?
+[ "$rc" -eq 0 ] || { bad "squeeze: exit $rc"; cat "$tmp/squeeze.err"; }
+grep -qE ', [1-9][0-9]* preemptions' "$tmp/squeeze.err" || { bad "squeeze: the KV budget forced no preemption"; cat "$tmp/squeeze.err"; }
+expect '
+list(recs) == [1] and recs[1]["id"] == "p" and "error" not in recs[1]
+[c["index"] for c in recs[1]["choices"]] == list(range(4))
+all(c["finish_reason"] in ("length", "stop") for c in recs[1]["choices"])
+[c["text"] for c in recs[1]["choices"]] == [c["text"] for c in json.loads(open(sys.argv[1].replace("squeeze", "ample")).read())["choices"]]
+' squeeze
+
+# ---------------------------------------------------------------- --stream
+# A producer writes one request, then waits: with --stream the first record must come
+# out while stdin is still open (without it, batch waits for EOF). Then the producer
+# writes a second request and closes stdin: both records, exit 0.
+mkfifo "$tmp/pipe"
+trap '' PIPE # should batch exit early, writing to the pipe fails instead of ending this script
+( env -i "$cli" batch --stream -m "$model" -q -t 1 < "$tmp/pipe" > "$tmp/stream.out" 2> "$tmp/stream.err"; echo $? > "$tmp/stream.rc" ) &
+exec 3> "$tmp/pipe"
+echo '{"id": "first", "prompt": "Hello", "max_tokens": 3}' >&3
+for _ in $(seq 1200); do [ -s "$tmp/stream.out" ] && break; sleep 0.1; done
+[ -s "$tmp/stream.out" ] || bad "stream: no record within 120 s while stdin stayed open"
+echo '{"id": "second", "prompt": "Bye", "max_tokens": 3}' >&3
+exec 3>&-
+wait
+trap - PIPE
+[ "$(cat "$tmp/stream.rc")" = 0 ] || { bad "stream: exit $(cat "$tmp/stream.rc")"; cat "$tmp/stream.err"; }
+expect '
+sorted(recs) == [1, 2]
+recs[1]["id"] == "first" and recs[2]["id"] == "second"
+raw[0]["id"] == "first"
+all(c["finish_reason"] in ("length", "stop") for r in raw for c in r["choices"])
+' stream
+# The same input through --stream and without it: the same texts (and duplicate ids
+# rejected line by line the same way).
+printf '%s\n' '{"id": 1, "prompt": "The sea", "max_tokens": 5}' '{"id": 1, "prompt": "x"}' \
+    '{"prompt": "Stars", "max_tokens": 5, "seed": 3}' '{"id": 3, "prompt": "y"}' > "$tmp/sstream.jsonl"
+cp "$tmp/sstream.jsonl" "$tmp/snostream.jsonl"
+run_batch sstream --stream
+[ "$rc" -eq 0 ] || bad "sstream: exit $rc"
+run_batch snostream
+expect '
+sorted(recs) == [1, 2, 3, 4]
+"duplicate id 1" in recs[2]["error"]["message"] and "line 1" in recs[2]["error"]["message"]
+"duplicate id 3" in recs[4]["error"]["message"] and "line 3" in recs[4]["error"]["message"]
+(lambda o: all(recs[k].get("choices") == o[k].get("choices") and recs[k].get("error") == o[k].get("error") for k in recs))({json.loads(l)["line"]: json.loads(l) for l in open(sys.argv[1].replace("sstream", "snostream"))})
+' sstream
 # ---------------------------------------------------------------- hostile values
 # Line 1 starts with a UTF-8 BOM (skipped); line 2 holds a raw NUL byte; seeds at and
 # above 2^64; a top_p that rounds to 0 as a float.
@@ -119,7 +173,7 @@ recs[3]["error"]["message"] == "\x27seed\x27 must be an integer in [0, 184467440
 
 # --help documents the three shapes.
 help=$(env -i "$cli" batch --help)
-for word in '"line"' 'partial failure' 'duplicate id' 'SIGINT' 'SIGTERM' '130' '143'; do
+for word in '"line"' 'partial failure' 'preempted' '--stream' 'duplicate id' 'SIGINT' 'SIGTERM' '130' '143'; do
     grep -qF -- "$word" <<< "$help" || bad "batch --help does not mention $word"
 done
 

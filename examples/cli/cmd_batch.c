@@ -18,14 +18,16 @@
 static void batch_usage(FILE *out) {
     fprintf(out,
             "usage: batchcore batch [-m MODEL] [--max-batched-tokens N] [--max-seqs N] [--kv-bytes N]\n"
-            "                       [--static] [--max-tokens N] [-t THREADS] [-q]\n"
+            "                       [--static] [--stream] [--max-tokens N] [-t THREADS] [-q]\n"
             "                       < requests.jsonl > results.jsonl\n"
             "\n"
             "Reads every request (one JSON object per line) from stdin, submits them all to the\n"
             "continuous-batching engine and writes one JSON result line per request to stdout,\n"
             "in completion order, as soon as all its samples finish. Blank lines are skipped; a\n"
             "UTF-8 byte order mark before the first line is skipped; a line holding a NUL byte\n"
-            "gets an error record.\n"
+            "gets an error record. By default all of stdin is read (and every line parsed) before\n"
+            "the model loads; with --stream the model loads first and lines are submitted as they\n"
+            "arrive, while the engine runs (for a producer writing requests slowly to a pipe).\n"
             "\n"
             "request fields (OpenAI completions names; unknown fields are ignored):\n"
             "  id                 string or number, echoed (default: the line number). Each id\n"
@@ -67,10 +69,12 @@ static void batch_usage(FILE *out) {
             "  ttft_ms is the first sample's first token and total_ms the last sample's finish,\n"
             "  both from submission; itl_ms the mean inter-token latency over all samples; null\n"
             "  when undefined)\n"
-            "  partial failure: when some or all samples failed while running (e.g. the KV budget\n"
-            "  cannot hold all n samples), the result also has \"error\":{\"message\":\"...\"} (the\n"
-            "  first failure's message); the failed samples have finish_reason \"error\" and keep\n"
-            "  the text generated before the failure, the others their own finish_reason and text.\n"
+            "  n samples that together outgrow the KV budget are preempted and recomputed in turn\n"
+            "  (their text is unchanged), never failed for it.\n"
+            "  partial failure: should samples still fail while running (an engine error), the\n"
+            "  result also has \"error\":{\"message\":\"...\"} (the first failure's message); failed\n"
+            "  samples have finish_reason \"error\" and keep the text generated before the\n"
+            "  failure, the others their own finish_reason and text.\n"
             "  error (the line was not run: bad JSON, missing prompt, wrong type, invalid value,\n"
             "  duplicate id, refused at submission):\n"
             "  {\"id\":<id or line number>,\"line\":N,\"error\":{\"message\":\"...\"}}; the rest go on.\n"
@@ -84,6 +88,10 @@ static void batch_usage(FILE *out) {
             "      --max-seqs N            sequences per step (default 64)\n"
             "      --kv-bytes N            KV cache budget in bytes (default 1 GiB)\n"
             "      --static                static batching: admit new requests only when none runs\n"
+            "      --stream                submit each line as it arrives on stdin instead of after\n"
+            "                              EOF; records stream out as requests finish, and at EOF\n"
+            "                              the rest drain. Always schedules by priority (equal\n"
+            "                              priorities: first come, first served)\n"
             "      --max-tokens N          default max_tokens of requests without one (default 128)\n"
             "  -t, --threads N             threads; 0 = all cores (default 0)\n"
             "  -h, --help                  this help\n"
@@ -324,7 +332,7 @@ static void parse_request(request *r, const char *line, size_t len, const bc_sam
             if (!r->stops[r->n_stops]) { r->error = fmt_error("out of memory%s%s", "", ""); return; }
             r->n_stops++;
         }
-        r->rp.stop_strings = (const char *const *)r->stops;
+        /* rp.stop_strings is set at submission: the requests array may still move. */
         r->rp.n_stop_strings = r->n_stops;
     }
     r->valid = 1;
@@ -489,6 +497,106 @@ static char *read_input(size_t *len) {
     return buf;
 }
 
+/* Requests parsed so far, and (--stream) the bytes of a line not yet complete. */
+typedef struct line_reader {
+    request *reqs;
+    size_t count, cap;
+    int line_no, uses_priority;
+    int stream;  /* duplicate ids are checked line by line (else after the whole input) */
+    int started; /* past a possible byte order mark */
+    const bc_sampling_params *sp0;
+    const bc_request_params *rp0;
+    char *buf;
+    size_t used, buf_cap;
+} line_reader;
+
+/* Parses the complete lines of data[0..len) into requests; with `final` a last line
+ * without a newline counts too. Returns the bytes consumed, or (size_t)-1 when out of
+ * memory. */
+static size_t add_lines(line_reader *lr, const char *data, size_t len, int final) {
+    size_t at = 0;
+    if (!lr->started) {
+        /* A UTF-8 byte order mark (as some editors write) before the first line is skipped. */
+        if (len < 3 && !final && !memchr(data, '\n', len)) return 0;
+        if (len >= 3 && memcmp(data, "\xef\xbb\xbf", 3) == 0) at = 3;
+        lr->started = 1;
+    }
+    while (at < len) {
+        const char *nl = (const char *)memchr(data + at, '\n', len - at);
+        if (!nl && !final) break;
+        size_t end = nl ? (size_t)(nl - data) : len;
+        lr->line_no++;
+        size_t n = end - at;
+        if (n > 0 && data[at + n - 1] == '\r') n--;
+        size_t k = 0;
+        while (k < n && (data[at + k] == ' ' || data[at + k] == '\t')) k++;
+        if (k < n) {
+            if (lr->count == lr->cap) {
+                size_t cap = lr->cap ? 2 * lr->cap : 64;
+                request *bigger = (request *)realloc(lr->reqs, cap * sizeof *bigger);
+                if (!bigger) return (size_t)-1;
+                memset(bigger + lr->cap, 0, (cap - lr->cap) * sizeof *bigger);
+                lr->reqs = bigger;
+                lr->cap = cap;
+            }
+            request *r = &lr->reqs[lr->count++];
+            r->line = lr->line_no;
+            parse_request(r, data + at, n, lr->sp0, lr->rp0, &lr->uses_priority);
+            if (!r->id_json) return (size_t)-1;
+            if (lr->stream && r->valid) {
+                /* The id belongs to the first earlier line that has it (as in
+                 * reject_duplicate_ids). */
+                for (size_t j = 0; j + 1 < lr->count; j++) {
+                    if (strcmp(lr->reqs[j].id_json, r->id_json) != 0) continue;
+                    char where[32];
+                    snprintf(where, sizeof where, "%d", lr->reqs[j].line);
+                    r->error = fmt_error("duplicate id %.400s: already used by line %s", r->id_json, where);
+                    if (!r->error) return (size_t)-1;
+                    r->valid = 0;
+                    break;
+                }
+            }
+        }
+        at = nl ? end + 1 : len;
+    }
+    return at;
+}
+
+/* --stream: waits up to timeout_ms (-1: until something happens) for stdin, reads what
+ * is there and parses its complete lines; at end of input the last line counts even
+ * without a newline and *eof is set. Returns 0, or -1 after printing why (read error,
+ * out of memory). A signal ends the wait (0 returned; the caller checks it). */
+static int read_available(line_reader *lr, int timeout_ms, int *eof) {
+    struct pollfd p = {STDIN_FILENO, POLLIN, 0};
+    int ready = poll(&p, 1, timeout_ms);
+    if (ready < 0) {
+        if (errno == EINTR) return 0;
+        fprintf(stderr, "batchcore batch: reading stdin: %s\n", strerror(errno));
+        return -1;
+    }
+    if (ready == 0) return 0;
+    if (lr->buf_cap - lr->used < 4096) {
+        size_t cap = lr->buf_cap ? 2 * lr->buf_cap : 65536;
+        char *bigger = (char *)realloc(lr->buf, cap);
+        if (!bigger) { fprintf(stderr, "batchcore batch: out of memory reading input\n"); return -1; }
+        lr->buf = bigger;
+        lr->buf_cap = cap;
+    }
+    ssize_t n = read(STDIN_FILENO, lr->buf + lr->used, lr->buf_cap - lr->used);
+    if (n < 0) {
+        if (errno == EINTR || errno == EAGAIN) return 0;
+        fprintf(stderr, "batchcore batch: reading stdin: %s\n", strerror(errno));
+        return -1;
+    }
+    if (n == 0) *eof = 1;
+    lr->used += (size_t)n;
+    size_t used = add_lines(lr, lr->buf, lr->used, *eof);
+    if (used == (size_t)-1) { fprintf(stderr, "batchcore batch: out of memory\n"); return -1; }
+    memmove(lr->buf, lr->buf + used, lr->used - used);
+    lr->used -= used;
+    return 0;
+}
+
 typedef struct progress {
     int tty, shown;
     double start, last;
@@ -514,6 +622,7 @@ static void show_progress(progress *pg, bc_engine *engine, long done, long total
 int cmd_batch(int argc, char **argv) {
     cli_model_opts mo = {NULL, 0};
     long threads = 0, max_tokens = 128;
+    int stream = 0;
     bc_engine_params ep;
     bc_status st = bc_engine_params_default(&ep, sizeof ep);
     if (st != BC_OK) { cli_report("engine defaults", st); return EXIT_FAIL; }
@@ -522,6 +631,7 @@ int cmd_batch(int argc, char **argv) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { batch_usage(stdout); return EXIT_OK; }
         if (strcmp(a, "--static") == 0) { ep.static_batching = 1; continue; }
+        if (strcmp(a, "--stream") == 0) { stream = 1; continue; }
         int r = cli_model_option("batch", argc, argv, &i, &mo);
         if (r < 0) return EXIT_USAGE;
         if (r > 0) continue;
@@ -562,48 +672,6 @@ int cmd_batch(int argc, char **argv) {
     /* From here on SIGINT/SIGTERM stop the batch cleanly (every read line gets a record). */
     if (!cli_catch_stop_signals(1)) return EXIT_FAIL;
     if (isatty(STDIN_FILENO)) fprintf(stderr, "batchcore batch: reading JSONL requests from stdin (end with Ctrl-D)\n");
-    size_t in_len = 0;
-    char *input = read_input(&in_len);
-    if (!input) return EXIT_FAIL;
-
-    /* Split into lines and parse every request before loading the model. */
-    size_t cap = 64, count = 0;
-    request *reqs = (request *)calloc(cap, sizeof *reqs);
-    if (!reqs) { free(input); fprintf(stderr, "batchcore batch: out of memory\n"); return EXIT_FAIL; }
-    int uses_priority = 0, line_no = 0;
-    size_t start = 0;
-    /* A UTF-8 byte order mark (as some editors write) before the first line is skipped. */
-    if (in_len >= 3 && memcmp(input, "\xef\xbb\xbf", 3) == 0) start = 3;
-    for (size_t at = start; at < in_len;) {
-        const char *nl = memchr(input + at, '\n', in_len - at);
-        size_t end = nl ? (size_t)(nl - input) : in_len;
-        line_no++;
-        size_t len = end - at;
-        if (len > 0 && input[at + len - 1] == '\r') len--;
-        size_t k = 0;
-        while (k < len && (input[at + k] == ' ' || input[at + k] == '\t')) k++;
-        if (k < len) {
-            if (count == cap) {
-                request *bigger = (request *)realloc(reqs, 2 * cap * sizeof *reqs);
-                if (!bigger) { fprintf(stderr, "batchcore batch: out of memory\n"); free(input); return EXIT_FAIL; }
-                memset(bigger + cap, 0, cap * sizeof *reqs);
-                reqs = bigger;
-                cap *= 2;
-            }
-            request *r = &reqs[count++];
-            r->line = line_no;
-            parse_request(r, input + at, len, &sp0, &rp0, &uses_priority);
-            if (!r->id_json) { fprintf(stderr, "batchcore batch: out of memory\n"); free(input); return EXIT_FAIL; }
-        }
-        at = end + 1;
-    }
-    free(input);
-    if (!reject_duplicate_ids(reqs, count)) {
-        fprintf(stderr, "batchcore batch: out of memory\n");
-        for (size_t k = 0; k < count; k++) free_request(&reqs[k]);
-        free(reqs);
-        return EXIT_FAIL;
-    }
 
     int rc = EXIT_OK;
     bc_model *model = NULL;
@@ -615,127 +683,165 @@ int cmd_batch(int argc, char **argv) {
     size_t next = 0; /* first request not yet submitted or reported */
     long long prompt_total = 0, cached_total = 0;
     progress pg = {isatty(STDERR_FILENO), 0, 0, 0};
+    line_reader lr;
+    memset(&lr, 0, sizeof lr);
+    lr.sp0 = &sp0;
+    lr.rp0 = &rp0;
+    lr.stream = stream;
+    int eof = 0;
 
     pg.start = cli_now();
-    if (cli_stop_signal()) goto stopped; /* nothing to run: records only */
+    if (!stream) {
+        /* Read everything and parse every request before loading the model. */
+        size_t in_len = 0;
+        char *input = read_input(&in_len);
+        if (!input) return EXIT_FAIL;
+        size_t used = add_lines(&lr, input, in_len, 1);
+        free(input);
+        eof = 1;
+        if (used == (size_t)-1 || !reject_duplicate_ids(lr.reqs, lr.count)) {
+            fprintf(stderr, "batchcore batch: out of memory\n");
+            rc = EXIT_FAIL;
+            goto out;
+        }
+        if (cli_stop_signal()) goto stopped; /* nothing to run: records only */
+    }
     if ((st = bc_set_num_threads((int32_t)threads)) != BC_OK) { cli_report("set threads", st); rc = EXIT_FAIL; goto out; }
     if ((rc = cli_load_model(&mo, &model)) != EXIT_OK) goto out;
-    if (uses_priority) ep.policy = 1;
+    /* Streaming cannot know in advance whether a later line sets a priority: it always
+     * schedules by priority, which with equal priorities is first-come-first-served. */
+    if (lr.uses_priority || stream) ep.policy = 1;
     if ((st = bc_engine_create(model, &ep, &engine)) != BC_OK) { cli_report("create engine", st); rc = EXIT_FAIL; goto out; }
     events = (bc_event *)malloc(event_cap * sizeof *events);
     if (!events) { fprintf(stderr, "batchcore batch: out of memory\n"); rc = EXIT_FAIL; goto out; }
 
     pg.start = cli_now();
-    for (; next < count && !cli_stop_signal(); next++) {
-        const size_t k = next;
-        request *r = &reqs[k];
-        if (r->valid && r->messages) {
-            char *err = NULL;
-            r->prompt = format_chat(model, r->messages, &err);
-            if (!r->prompt) { r->error = err; r->valid = 0; }
+    for (;;) {
+        if (!eof && !cli_stop_signal()) {
+            /* --stream: take whatever complete lines have arrived; wait for more only
+             * when the engine has nothing to do. */
+            int r = read_available(&lr, live > 0 ? 0 : -1, &eof);
+            if (r < 0) { rc = EXIT_FAIL; goto out; }
         }
-        if (r->valid) {
-            r->texts = (char **)calloc((size_t)r->rp.n, sizeof *r->texts);
-            r->text_lens = (size_t *)calloc((size_t)r->rp.n, sizeof *r->text_lens);
-            r->reasons = (int *)calloc((size_t)r->rp.n, sizeof *r->reasons);
-            if (!r->texts || !r->text_lens || !r->reasons) { fprintf(stderr, "batchcore batch: out of memory\n"); rc = EXIT_FAIL; goto out; }
-            r->rp.user_tag = (uint64_t)k;
-            r->ttft = NAN;
-            r->total = NAN;
-            st = r->tokens ? bc_engine_submit(engine, r->tokens, r->n_tokens, &r->rp, &r->sp, &r->engine_id)
-                           : bc_engine_submit_text(engine, r->prompt, &r->rp, &r->sp, &r->engine_id);
-            if (st == BC_OK) {
-                r->submitted = 1;
-                live++;
-                continue;
+        for (; next < lr.count && !cli_stop_signal(); next++) {
+            const size_t k = next;
+            request *r = &lr.reqs[k];
+            if (r->valid && r->messages) {
+                char *err = NULL;
+                r->prompt = format_chat(model, r->messages, &err);
+                if (!r->prompt) { r->error = err; r->valid = 0; }
             }
-            if (st != BC_E_INVALID_ARGUMENT && st != BC_E_KV_FULL && st != BC_E_UNSUPPORTED) {
-                cli_report("submit", st);
+            if (r->valid) {
+                r->texts = (char **)calloc((size_t)r->rp.n, sizeof *r->texts);
+                r->text_lens = (size_t *)calloc((size_t)r->rp.n, sizeof *r->text_lens);
+                r->reasons = (int *)calloc((size_t)r->rp.n, sizeof *r->reasons);
+                if (!r->texts || !r->text_lens || !r->reasons) { fprintf(stderr, "batchcore batch: out of memory\n"); rc = EXIT_FAIL; goto out; }
+                r->rp.user_tag = (uint64_t)k;
+                /* Points into the request itself, which moves whenever the requests
+                 * array grows: set only now (a pointer set at parse time dangled). */
+                r->rp.stop_strings = r->n_stops > 0 ? (const char *const *)r->stops : NULL;
+                r->ttft = NAN;
+                r->total = NAN;
+                st = r->tokens ? bc_engine_submit(engine, r->tokens, r->n_tokens, &r->rp, &r->sp, &r->engine_id)
+                               : bc_engine_submit_text(engine, r->prompt, &r->rp, &r->sp, &r->engine_id);
+                if (st == BC_OK) {
+                    r->submitted = 1;
+                    live++;
+                    continue;
+                }
+                if (st != BC_E_INVALID_ARGUMENT && st != BC_E_KV_FULL && st != BC_E_UNSUPPORTED) {
+                    cli_report("submit", st);
+                    rc = EXIT_FAIL;
+                    goto out;
+                }
+                r->error = fmt_error("%s: %s", bc_status_string(st), cli_error_text());
+                r->valid = 0;
+            }
+            if (!r->error) r->error = fmt_error("out of memory%s%s", "", "");
+            if (pg.shown && pg.tty) fprintf(stderr, "\r%78s\r", "");
+            pg.shown = 0;
+            write_error(r);
+            errors++;
+            done++;
+        }
+        if (live == 0) {
+            if (eof || cli_stop_signal()) break;
+            continue; /* --stream: wait for the next line */
+        }
+        {
+            int32_t processed = 0, n_live = 0;
+            if (cli_stop_signal() && !cancelling) {
+                /* Stop: cancel every live request; its samples' FINISHED events (reason
+                 * cancelled, partial text) are queued at once. NOT_FOUND = already finished,
+                 * its events are queued too. */
+                cancelling = 1;
+                for (size_t k = 0; k < next; k++) {
+                    request *r = &lr.reqs[k];
+                    if (!r->submitted || r->done) continue;
+                    st = bc_engine_cancel(engine, r->engine_id);
+                    if (st != BC_OK && st != BC_E_NOT_FOUND) { cli_report("cancel", st); rc = EXIT_FAIL; goto out; }
+                }
+                n_live = (int32_t)live;
+                processed = 1;
+            } else if ((st = bc_engine_step(engine, &processed, &n_live)) != BC_OK) {
+                cli_report("engine step", st);
                 rc = EXIT_FAIL;
                 goto out;
             }
-            r->error = fmt_error("%s: %s", bc_status_string(st), cli_error_text());
-            r->valid = 0;
-        }
-        if (!r->error) r->error = fmt_error("out of memory%s%s", "", "");
-        write_error(r);
-        errors++;
-        done++;
-    }
-
-    while (live > 0) {
-        int32_t processed = 0, n_live = 0;
-        if (cli_stop_signal() && !cancelling) {
-            /* Stop: cancel every live request; its samples' FINISHED events (reason
-             * cancelled, partial text) are queued at once. NOT_FOUND = already finished,
-             * its events are queued too. */
-            cancelling = 1;
-            for (size_t k = 0; k < next; k++) {
-                request *r = &reqs[k];
-                if (!r->submitted || r->done) continue;
-                st = bc_engine_cancel(engine, r->engine_id);
-                if (st != BC_OK && st != BC_E_NOT_FOUND) { cli_report("cancel", st); rc = EXIT_FAIL; goto out; }
-            }
-            n_live = (int32_t)live;
-            processed = 1;
-        } else if ((st = bc_engine_step(engine, &processed, &n_live)) != BC_OK) {
-            cli_report("engine step", st);
-            rc = EXIT_FAIL;
-            goto out;
-        }
-        for (;;) {
-            size_t n_ev = 0;
-            if ((st = bc_engine_poll(engine, events, event_cap, sizeof *events, &n_ev)) != BC_OK) { cli_report("engine poll", st); rc = EXIT_FAIL; goto out; }
-            for (size_t e = 0; e < n_ev; e++) {
-                const bc_event *ev = &events[e];
-                if (ev->kind != BC_EVENT_FINISHED || ev->user_tag >= count) continue;
-                request *r = &reqs[ev->user_tag];
-                int idx = ev->index;
-                if (idx < 0 || idx >= r->rp.n || r->texts[idx]) continue;
-                r->texts[idx] = dup_text(ev->text ? ev->text : "", ev->text ? ev->text_len : 0);
-                if (!r->texts[idx]) { fprintf(stderr, "batchcore batch: out of memory\n"); rc = EXIT_FAIL; goto out; }
-                r->text_lens[idx] = ev->text ? ev->text_len : 0;
-                r->reasons[idx] = ev->finish_reason;
-                if (ev->finish_reason == BC_FINISH_ERROR && !r->sample_error && ev->message)
-                    r->sample_error = dup_text(ev->message, strlen(ev->message));
-                if (ev->prompt_tokens > r->prompt_tokens) r->prompt_tokens = ev->prompt_tokens;
-                if (ev->cached_prompt_tokens > r->cached_tokens) r->cached_tokens = ev->cached_prompt_tokens;
-                r->completion_tokens += ev->generated_tokens;
-                if (isfinite(ev->ttft_seconds) && !(ev->ttft_seconds >= r->ttft)) r->ttft = ev->ttft_seconds;
-                if (isfinite(ev->total_seconds) && !(ev->total_seconds <= r->total)) r->total = ev->total_seconds;
-                if (isfinite(ev->itl_seconds) && ev->generated_tokens >= 2) {
-                    r->itl_sum += ev->itl_seconds * (ev->generated_tokens - 1);
-                    r->itl_count += ev->generated_tokens - 1;
+            for (;;) {
+                size_t n_ev = 0;
+                if ((st = bc_engine_poll(engine, events, event_cap, sizeof *events, &n_ev)) != BC_OK) { cli_report("engine poll", st); rc = EXIT_FAIL; goto out; }
+                for (size_t e = 0; e < n_ev; e++) {
+                    const bc_event *ev = &events[e];
+                    if (ev->kind != BC_EVENT_FINISHED || ev->user_tag >= lr.count) continue;
+                    request *r = &lr.reqs[ev->user_tag];
+                    int idx = ev->index;
+                    if (idx < 0 || idx >= r->rp.n || r->texts[idx]) continue;
+                    r->texts[idx] = dup_text(ev->text ? ev->text : "", ev->text ? ev->text_len : 0);
+                    if (!r->texts[idx]) { fprintf(stderr, "batchcore batch: out of memory\n"); rc = EXIT_FAIL; goto out; }
+                    r->text_lens[idx] = ev->text ? ev->text_len : 0;
+                    r->reasons[idx] = ev->finish_reason;
+                    if (ev->finish_reason == BC_FINISH_ERROR && !r->sample_error && ev->message)
+                        r->sample_error = dup_text(ev->message, strlen(ev->message));
+                    if (ev->prompt_tokens > r->prompt_tokens) r->prompt_tokens = ev->prompt_tokens;
+                    if (ev->cached_prompt_tokens > r->cached_tokens) r->cached_tokens = ev->cached_prompt_tokens;
+                    r->completion_tokens += ev->generated_tokens;
+                    if (isfinite(ev->ttft_seconds) && !(ev->ttft_seconds >= r->ttft)) r->ttft = ev->ttft_seconds;
+                    if (isfinite(ev->total_seconds) && !(ev->total_seconds <= r->total)) r->total = ev->total_seconds;
+                    if (isfinite(ev->itl_seconds) && ev->generated_tokens >= 2) {
+                        r->itl_sum += ev->itl_seconds * (ev->generated_tokens - 1);
+                        r->itl_count += ev->generated_tokens - 1;
+                    }
+                    if (ev->finish_reason == BC_FINISH_CANCELLED) r->any_cancelled = 1;
+                    if (++r->finished == r->rp.n) {
+                        r->done = 1;
+                        if (r->any_cancelled) cancelled++;
+                        live--;
+                        done++;
+                        prompt_total += r->prompt_tokens;
+                        cached_total += r->cached_tokens;
+                        if (pg.shown && pg.tty) fprintf(stderr, "\r%78s\r", "");
+                        pg.shown = 0;
+                        write_result(r);
+                        if (r->sample_error) errors++;
+                    }
                 }
-                if (ev->finish_reason == BC_FINISH_CANCELLED) r->any_cancelled = 1;
-                if (++r->finished == r->rp.n) {
-                    r->done = 1;
-                    if (r->any_cancelled) cancelled++;
-                    live--;
-                    done++;
-                    prompt_total += r->prompt_tokens;
-                    cached_total += r->cached_tokens;
-                    if (pg.shown && pg.tty) fprintf(stderr, "\r%78s\r", "");
-                    pg.shown = 0;
-                    write_result(r);
-                    if (r->sample_error) errors++;
-                }
+                if (n_ev < event_cap) break;
             }
-            if (n_ev < event_cap) break;
-        }
-        if (ferror(stdout)) { fprintf(stderr, "batchcore batch: writing to stdout failed\n"); rc = EXIT_FAIL; goto out; }
-        if (!mo.quiet) show_progress(&pg, engine, done, (long)count, 0);
-        if (n_live == 0 && live > 0 && processed == 0) {
-            fprintf(stderr, "batchcore batch: the engine went idle with %ld requests unfinished\n", live);
-            rc = EXIT_FAIL;
-            goto out;
+            if (ferror(stdout)) { fprintf(stderr, "batchcore batch: writing to stdout failed\n"); rc = EXIT_FAIL; goto out; }
+            if (!mo.quiet) show_progress(&pg, engine, done, (long)lr.count, 0);
+            if (n_live == 0 && live > 0 && processed == 0) {
+                fprintf(stderr, "batchcore batch: the engine went idle with %ld requests unfinished\n", live);
+                rc = EXIT_FAIL;
+                goto out;
+            }
         }
     }
 stopped:
     /* Requests a stop signal kept from being submitted: invalid lines get their error
      * record, valid ones a cancelled record with empty texts. */
-    for (; next < count; next++) {
-        request *r = &reqs[next];
+    for (; next < lr.count; next++) {
+        request *r = &lr.reqs[next];
         if (pg.shown && pg.tty) fprintf(stderr, "\r%78s\r", "");
         pg.shown = 0;
         if (r->valid) {
@@ -762,7 +868,7 @@ stopped:
         fprintf(stderr,
                 "batch: %lu requests (%ld errors, %ld cancelled), %lld prompt tokens (%lld cached), %lld generated tokens, "
                 "%.1f tok/s, %.2f s wall, prefix hit rate %.1f%%, %lld preemptions\n",
-                (unsigned long)count, errors, cancelled, prompt_total, cached_total, (long long)m.generated_tokens,
+                (unsigned long)lr.count, errors, cancelled, prompt_total, cached_total, (long long)m.generated_tokens,
                 wall > 0 ? (double)m.generated_tokens / wall : 0.0, wall, 100.0 * m.prefix_hit_rate,
                 (long long)m.preemptions);
     }
@@ -775,8 +881,9 @@ out:
         if (rc == EXIT_OK) fprintf(stderr, "batchcore batch: writing to stdout failed\n");
         if (rc == EXIT_OK) rc = EXIT_FAIL;
     }
-    for (size_t k = 0; k < count; k++) free_request(&reqs[k]);
-    free(reqs);
+    for (size_t k = 0; k < lr.count; k++) free_request(&lr.reqs[k]);
+    free(lr.reqs);
+    free(lr.buf);
     free(events);
     bc_engine_free(engine);
     bc_model_free(model);
