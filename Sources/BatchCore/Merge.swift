@@ -28,7 +28,8 @@ public func bc_merge_adapter(_ modelPath: UnsafePointer<CChar>?, _ adapterPath: 
         let outPath = String(cString: try required(outPath, "out_path"))
         guard scale.isFinite else { throw BatchCoreError.invalid("scale \(scale) is not finite") }
         try checkWeightsFormat(format)
-        let model = try LanguageModel(path: modelPath)
+        // Merging adds to every weight: load f32, not the file's quantized blocks.
+        let model = try LanguageModel(path: modelPath, weights: .float32)
         let adapters = try LoRAAdapterSet.read(path: adapterPath, model: model.config)
         try adapters.merge(into: model.transformer.weights, factor: scale)
         try writeWeights(model, outPath, format)

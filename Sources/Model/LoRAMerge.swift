@@ -22,6 +22,7 @@ extension LoRAAdapterSet {
     package func merge(into weights: ModelWeights, factor: Float) throws {
         guard factor.isFinite else { throw BatchCoreError.invalid("LoRA merge: factor \(factor) is not finite") }
         let located = try locate(in: weights)
+        try Self.requireFloatBases(located.map { $0.1 })
         // One projection at a time: unpack (or use the trainable copy), add, repack.
         var byProjection: [ObjectIdentifier: (Linear, [(LoRASlot, Int)])] = [:]
         var order: [ObjectIdentifier] = []
@@ -36,7 +37,7 @@ extension LoRAAdapterSet {
         defer { free(scratch) }
         for id in order {
             let (m, list) = byProjection[id]!
-            m.updateRowMajor(scratch: scratch) { w in
+            try m.updateRowMajor(scratch: scratch) { w in
                 for (slot, first) in list { Self.addDelta(slot, factor: factor, to: w + first * m.cols) }
             }
         }
@@ -54,18 +55,27 @@ extension LoRAAdapterSet {
         let located = try locate(in: weights)
         var projections: [Linear] = []
         for (_, m, _) in located where !projections.contains(where: { $0 === m }) { projections.append(m) }
+        try Self.requireFloatBases(projections)
         var saved: [UnsafeMutablePointer<Float>] = []
         defer { for p in saved { free(p) } }
         for m in projections {
             let p = try Memory.allocateFloats(m.count, fill: 0)
             saved.append(p)
-            if let w = m.weight { p.update(from: w, count: m.count) } else { m.packed.unpack(into: p) }
+            if let w = m.weight { p.update(from: w, count: m.count) } else { m.packed?.unpack(into: p) }
         }
         try merge(into: weights, factor: factor)
         defer {
             for (m, p) in zip(projections, saved) { m.restoreRowMajor(p) }
         }
         return try body()
+    }
+
+    /// Merging rewrites W in f32: a base kept in quantized blocks is refused (nothing changed).
+    private static func requireFloatBases(_ projections: [Linear]) throws {
+        if projections.contains(where: { $0.packed == nil }) {
+            throw BatchCoreError(.unsupported, "merging a LoRA adapter needs f32 weights; the model keeps quantized blocks "
+                                 + "(load it with weights = BC_MODEL_WEIGHTS_F32)")
+        }
     }
 
     /// (slot, projection, first row) of every adapter, checked against `weights`.
@@ -106,7 +116,9 @@ extension LoRAAdapterSet {
 extension Linear {
     /// Lets `body` change W row-major [rows × cols] in place: the trainable copy when
     /// there is one, else W unpacked into `scratch` (≥ rows × cols floats); then repacks.
-    package func updateRowMajor(scratch: UnsafeMutablePointer<Float>, _ body: (UnsafeMutablePointer<Float>) -> Void) {
+    /// Throws `.unsupported` (nothing changed) when the base is kept in quantized blocks.
+    package func updateRowMajor(scratch: UnsafeMutablePointer<Float>, _ body: (UnsafeMutablePointer<Float>) -> Void) throws {
+        guard let packed else { throw BatchCoreError(.unsupported, "a quantized projection cannot be rewritten in f32") }
         if let w = weight {
             body(w)
             packed.repack(from: w)
@@ -118,8 +130,9 @@ extension Linear {
     }
 
     /// Sets W to `w` (row-major rows × cols): the trainable copy if any, and the packed one.
+    /// Callers check that the base is f32 (`packed`) first; a quantized base is left as is.
     package func restoreRowMajor(_ w: UnsafePointer<Float>) {
         if let t = weight { t.update(from: w, count: count) }
-        packed.repack(from: w)
+        packed?.repack(from: w)
     }
 }
