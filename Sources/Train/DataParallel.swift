@@ -15,6 +15,9 @@ package struct TrainerCollectives {
     /// Copies `bytes` bytes of rank `root`'s buffer into every other rank's buffer.
     package var broadcast: (_ buffer: UnsafeMutableRawPointer, _ bytes: Int, _ root: Int) throws -> Void
 
+    /// Floats per gradient bucket (the C ABI uses `Trainer.bucketFloats`; tests use small odd ones).
+    package var bucketFloats = Trainer.bucketFloats
+
     /// Ranks the exact integer reduction supports (base-4096 digits summed in float32).
     package static let maxWorldSize = 4096
 
@@ -71,6 +74,7 @@ extension Trainer {
         guard c.worldSize >= 1, c.worldSize <= TrainerCollectives.maxWorldSize else {
             throw BatchCoreError.invalid("world size \(c.worldSize) outside 1...\(TrainerCollectives.maxWorldSize)")
         }
+        guard c.bucketFloats >= 1, c.bucketFloats <= 1 << 30 else { throw BatchCoreError.invalid("bucket of \(c.bucketFloats) floats") }
         guard c.rank >= 0, c.rank < c.worldSize else { throw BatchCoreError.invalid("rank \(c.rank) outside 0..<\(c.worldSize)") }
         // Every rank adds 1 and its rank: the sums are W and W(W-1)/2 iff the group agrees.
         var probe: [Float] = [1, Float(c.rank)]
@@ -139,18 +143,19 @@ extension Trainer {
             return (g, p.count)
         }
         let total = grads.reduce(0) { $0 + $1.1 }
+        let bucket = c.bucketFloats
         var staging: UnsafeMutablePointer<Float>?
         defer { staging?.deallocate() }
         var tensor = 0, offset = 0   // where the next bucket starts
         var start = 0
         while start < total {
-            let n = min(Self.bucketFloats, total - start)
+            let n = min(bucket, total - start)
             while offset == grads[tensor].1 { tensor += 1; offset = 0 }
             if grads[tensor].1 - offset >= n {
                 try callReduce(c, grads[tensor].0 + offset, n)
                 offset += n
             } else {
-                if staging == nil { staging = .allocate(capacity: Self.bucketFloats) }
+                if staging == nil { staging = .allocate(capacity: bucket) }
                 let s = staging!
                 var (ti, off, k) = (tensor, offset, 0)
                 while k < n {
