@@ -41,7 +41,7 @@ package struct TrainerCollectives {
 /// shorter); a bucket inside one tensor is reduced in place, one spanning tensors through
 /// a staging buffer. The order and the sizes depend only on the model, so the reduction
 /// (and its float sums) do not depend on timing. Per step: ceil(P / bucketFloats) gradient
-/// calls of together 4·P bytes, plus one 12-float call for the totals.
+/// calls of together 4·P bytes, plus one 14-float call for the totals.
 ///
 /// Data: with `accumulationSteps` = a, a global step is a × worldSize micro-batches of the
 /// packer; rank r runs micro-batches r·a ..< (r+1)·a of it. A run on W ranks with
