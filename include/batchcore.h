@@ -1247,6 +1247,79 @@ bc_status bc_trainer_save_checkpoint(bc_trainer *trainer, const bc_optimizer *op
  */
 bc_status bc_trainer_load_checkpoint(bc_trainer *trainer, bc_optimizer *opt, const char *dir);
 
+/* ------------------------------------------------------------------------- */
+/* Data-parallel training: collectives supplied by the caller                */
+/* ------------------------------------------------------------------------- */
+
+/**
+ * Data-parallel training over W processes ("ranks") without linking a communication
+ * library: the caller passes an all-reduce and a broadcast (MPI_Allreduce/MPI_Bcast,
+ * NCCL, sockets, ...); examples/mpi wires them to Open MPI. Every rank loads the same
+ * model, creates a trainer with the same params and an optimizer with the same
+ * hyperparameters, calls bc_trainer_set_collectives, then runs the same sequence of
+ * trainer calls (SPMD):
+ *
+ *   bc_collectives c; bc_collectives_default(&c, sizeof c);
+ *   c.rank = rank; c.world_size = size; c.user = comm;
+ *   c.allreduce_sum_f32 = my_allreduce; c.broadcast = my_bcast;
+ *   bc_trainer_set_collectives(t, &c);            // checks the group and equal weights
+ *   bc_trainer_load_data(t, path, &dp, &info);     // every rank: the same file
+ *   while (bc_trainer_train_step(t, opt, NULL, &r, NULL) == BC_OK) { ... }
+ *   bc_trainer_save_checkpoint(t, opt, dir);       // rank 0 writes, the others return BC_OK
+ *
+ * Data: a global step is accumulation_steps x world_size micro-batches of the shuffled
+ * data; rank r runs micro-batches r*accumulation_steps ..< (r+1)*accumulation_steps of
+ * it (a rank may get none at the very end of the data). So W ranks with accumulation a
+ * take the same steps as 1 process with accumulation a*W (up to float summation order).
+ * bc_trainer_micro_batch works too: each rank passes its own batches.
+ *
+ * Step (bc_trainer_step / bc_trainer_train_step): the step's loss sum, target, token and
+ * micro-batch counts are summed over the ranks first (counts exactly), so the loss is
+ * normalised by the GLOBAL number of target tokens; then every gradient is summed:
+ * the trainable tensors' gradients, in bc_trainer_get_tensor order, form one array of
+ * P floats, cut into buckets of BC_ALLREDUCE_BUCKET_FLOATS (the last shorter), one
+ * allreduce_sum_f32 call each, in that fixed order (results do not depend on timing).
+ * Then every rank takes the same optimizer step. Per step: ceil(P / bucket) + 1 calls,
+ * 4 x P bytes of gradients. totals (bc_train_result) are the global sums.
+ *
+ * A callback that returns non-zero fails the call with BC_E_IO: the weights, the
+ * optimizer state and the step count are unchanged and the pending gradients are
+ * discarded (as for a skipped step). The library never waits by itself: a rank that
+ * stops calling leaves the others inside the caller's collective (abort the group on
+ * any error, e.g. MPI_Abort). Checkpoints: rank 0 writes; a checkpoint resumes on any
+ * number of ranks with the same global batch (accumulation_steps x world_size) — load
+ * it on every rank (after bc_trainer_set_collectives and bc_trainer_load_data).
+ */
+typedef struct bc_collectives {
+    uint32_t struct_size;          /**< sizeof(bc_collectives) */
+    int32_t rank;                  /**< this process, 0 ..< world_size (0) */
+    int32_t world_size;            /**< ranks, 1 ... 4096 (1) */
+    uint32_t reserved0;            /**< 0 */
+    /** Sums buf[0 ..< n] element-wise over all ranks, in place on every rank; 0 = success. */
+    int (*allreduce_sum_f32)(float *buf, size_t n, void *user);
+    /** Copies `bytes` bytes of rank `root`'s buf into every rank's buf; 0 = success. */
+    int (*broadcast)(void *buf, size_t bytes, int root, void *user);
+    void *user;                    /**< passed to the callbacks */
+} bc_collectives;
+
+/** Floats per gradient all-reduce bucket (16 MiB). */
+#define BC_ALLREDUCE_BUCKET_FLOATS 4194304
+
+/** Fills *out: rank 0 of 1, NULL callbacks; size = sizeof(*out). */
+bc_status bc_collectives_default(bc_collectives *out, size_t size);
+
+/**
+ * Joins the trainer to a data-parallel group (c NULL: leaves it; one process again).
+ * Collective: every rank calls it. Checks, through the callbacks, that every rank passed
+ * the same world_size and a distinct rank, and that every rank's trainable tensors are
+ * bit-equal to rank 0's (a digest is broadcast from rank 0; a mismatch fails on every
+ * rank with BC_E_INVALID_ARGUMENT). The callbacks and user must stay valid until the
+ * trainer is freed or leaves the group. Errors: NULL callbacks, rank/world_size out of
+ * range, BC_E_BAD_STATE after bc_trainer_load_data or with pending micro-batches,
+ * BC_E_IO when a callback fails. A failed call changes nothing.
+ */
+bc_status bc_trainer_set_collectives(bc_trainer *trainer, const bc_collectives *c);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

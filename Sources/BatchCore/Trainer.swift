@@ -220,14 +220,16 @@ public func bc_trainer_step(_ trainer: OpaquePointer?, _ opt: OpaquePointer?, _ 
         try requireRegistered(t.trainer, in: o)
         pending = t.trainer.pending
         do {
-            let (_, report) = try t.trainer.step(o, options: OptimizerStepOptions(gradScale: p.grad_scale,
-                                                                                 maxGradNorm: p.max_grad_norm))
+            let (stepTotals, report) = try t.trainer.step(o, options: OptimizerStepOptions(gradScale: p.grad_scale,
+                                                                                          maxGradNorm: p.max_grad_norm))
+            pending = stepTotals   // data-parallel: summed over the ranks
             if let out {
                 try writeSized(bc_optim_step_result(struct_size: 0, reserved0: 0, grad_norm: report.gradNorm,
                                                     clip_coef: report.clipCoefficient, step: report.step, skipped: 0,
                                                     reserved1: 0), to: out, "bc_optim_step_result")
             }
         } catch let e as BatchCoreError where e.kind == .nonFinite {
+            pending = t.trainer.lastStepTotals
             skipped = bc_optim_step_result(struct_size: 0, reserved0: 0, grad_norm: o.lastGradNorm, clip_coef: 1,
                                            step: o.groups.first?.step ?? 0, skipped: 1, reserved1: 0)
             throw e

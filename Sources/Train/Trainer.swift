@@ -82,6 +82,10 @@ package final class Trainer {
     package internal(set) var stepCount = 0
     /// Training tokens processed by `trainStep`.
     package internal(set) var tokensSeen = 0
+    /// Data-parallel training: the caller's all-reduce/broadcast (DataParallel.swift); nil: one process.
+    package internal(set) var collectives: TrainerCollectives?
+    /// The totals of the last `step` (summed over the ranks when data-parallel), also when skipped.
+    package private(set) var lastStepTotals = TrainingTotals()
 
     /// The trainable tensors of a full fine-tune: every tensor of the model.
     static func selectParameters(_ w: ModelWeights, _ o: TrainerOptions) -> [ModelParameter] { w.parameters }
@@ -166,8 +170,10 @@ package final class Trainer {
     @discardableResult
     package func step(_ optimizer: Optimizer, options o: OptimizerStepOptions = .init()) throws
         -> (totals: TrainingTotals, report: OptimizerStepReport) {
-        let totals = pending
+        var totals = pending
         defer { discardGradients() }
+        if collectives != nil { totals = try allReduceStep(totals) }   // global totals, summed gradients
+        lastStepTotals = totals
         guard totals.targets > 0 else { throw BatchCoreError.badState("the step has no target token (no micro-batch with a target since the last step)") }
         guard totals.lossSum.isFinite else {
             throw BatchCoreError(.nonFinite, "non-finite loss (\(totals.lossSum)); step skipped, weights unchanged")

@@ -17,8 +17,10 @@ import Glibc
 extension Trainer {
     package static let checkpointFormat = "batchcore-trainer-checkpoint"
 
-    /// Writes the checkpoint to `dir` (created or replaced).
+    /// Writes the checkpoint to `dir` (created or replaced). Data-parallel: only rank 0
+    /// writes (every rank holds the same state); other ranks return without writing.
     package func saveCheckpoint(_ dir: String, optimizer: Optimizer?) throws {
+        guard rank == 0 else { return }
         let tmp = dir + ".tmp-\(getpid())"
         try? removeDirectory(tmp)
         guard mkdir(tmp, 0o755) == 0 else { throw BatchCoreError.io("cannot create \(tmp): \(String(cString: strerror(errno)))") }
@@ -38,6 +40,7 @@ extension Trainer {
             o["tokens"] = .int(Int64(tokensSeen))
             o["micro_batch_tokens"] = .int(Int64(options.microBatchTokens))
             o["accumulation_steps"] = .int(Int64(options.accumulationSteps))
+            o["world_size"] = .int(Int64(worldSize))
             o["optimizer"] = .bool(optimizer != nil)
             if let d = data {
                 var data = JSONObject()
@@ -71,9 +74,11 @@ extension Trainer {
             throw BatchCoreError.format("\(dir) is not a batchcore trainer checkpoint (version 1)")
         }
         let step = try int(json["step"], "step"), tokens = try int(json["tokens"], "tokens", 0...Int.max / 2)
+        // Data-parallel: any number of ranks resumes, as long as the global batch (accumulation x ranks) is the same.
+        let savedWorld = json["world_size"] == nil ? 1 : try int(json["world_size"], "world_size", 1...TrainerCollectives.maxWorldSize)
         guard try int(json["micro_batch_tokens"], "micro_batch_tokens") == options.microBatchTokens,
-              try int(json["accumulation_steps"], "accumulation_steps") == options.accumulationSteps else {
-            throw BatchCoreError.invalid("checkpoint: made with other micro-batch tokens or accumulation steps than this trainer's")
+              try int(json["accumulation_steps"], "accumulation_steps") * savedWorld == globalAccumulationSteps else {
+            throw BatchCoreError.invalid("checkpoint: made with other micro-batch tokens or accumulation steps x ranks than this trainer's")
         }
         var packer: MicroBatchPacker?
         if let d = json["data"] {
@@ -86,7 +91,7 @@ extension Trainer {
             }
             let position = DataPosition(epoch: try int(d["epoch"], "epoch"), index: try int(d["index"], "index"))
             current.packer = try MicroBatchPacker(dataset: current.train, tokenBudget: options.microBatchTokens,
-                                                  accumulationSteps: options.accumulationSteps, seed: current.seed,
+                                                  accumulationSteps: globalAccumulationSteps, seed: current.seed,
                                                   epochs: current.epochs,
                                                   overBudget: current.options.overLength == .truncate ? .truncate : .error,
                                                   position: position)

@@ -36,7 +36,7 @@ extension Trainer {
         }
         let overBudget: MicroBatchPacker.OverBudget = options.overLength == .truncate ? .truncate : .error
         let packer = try MicroBatchPacker(dataset: all, tokenBudget: self.options.microBatchTokens,
-                                          accumulationSteps: self.options.accumulationSteps, seed: seed, epochs: epochs,
+                                          accumulationSteps: globalAccumulationSteps, seed: seed, epochs: epochs,
                                           overBudget: overBudget)
         var counter = packer
         var steps = 0
@@ -67,7 +67,7 @@ extension Trainer {
         guard let step = d.packer.nextStep() else { return false }
         discardGradients()
         do {
-            for mb in step.microBatches { try microBatch(mb.batch, targets: mb.targets) }
+            for mb in localMicroBatches(step.microBatches) { try microBatch(mb.batch, targets: mb.targets) }
         } catch {
             discardGradients()
             throw error

@@ -229,6 +229,13 @@ static void test_thread_local(void) {
     CHECK(strcmp(bc_last_error(), saved) == 0);
 }
 
+/* A one-rank group's collectives: nothing to sum or copy. */
+static int one_rank_allreduce(float *buf, size_t n, void *user) { (void)buf; (void)n; (void)user; return 0; }
+static int one_rank_broadcast(void *buf, size_t bytes, int root, void *user) {
+    (void)buf; (void)bytes; (void)user;
+    return root == 0 ? 0 : 1;
+}
+
 /* Every fallible trainer call, on the tiny Hugging Face fixture model. */
 static void test_trainer(const char *fixtures, const char *dir) {
     char model_dir[4096], data[700], ckpt[700], out[700];
@@ -290,6 +297,11 @@ static void test_trainer(const char *fixtures, const char *dir) {
     KEEPS(bc_trainer_micro_batch(t, &b, NULL));
     KEEPS(bc_trainer_discard(t));
     KEEPS(bc_trainer_sync(t));
+    bc_collectives col;
+    KEEPS(bc_collectives_default(&col, sizeof col));
+    col.allreduce_sum_f32 = one_rank_allreduce;
+    col.broadcast = one_rank_broadcast;
+    KEEPS(bc_trainer_set_collectives(t, &col));
     KEEPS(bc_trainer_load_data(t, data, &dp, &info));
     KEEPS(bc_trainer_load_eval(t, data, &dp, &info));
     KEEPS(bc_trainer_train_step(t, opt, NULL, &r, NULL));
