@@ -82,6 +82,8 @@ package final class Trainer {
     package internal(set) var stepCount = 0
     /// Training tokens processed by `trainStep`.
     package internal(set) var tokensSeen = 0
+    /// Batch-size control and the gradient noise scale (TrainerBatchSize.swift).
+    package internal(set) var batch = TrainerBatchState()
 
     /// The trainable tensors of a full fine-tune: every tensor of the model.
     static func selectParameters(_ w: ModelWeights, _ o: TrainerOptions) -> [ModelParameter] { w.parameters }
@@ -171,7 +173,7 @@ package final class Trainer {
         var opts = o
         opts.gradScale = o.gradScale / Double(totals.targets)
         opts.checkFinite = true
-        let report = try optimizer.step(opts)
+        let report = try withBatchLearningRate(optimizer) { try optimizer.step(opts) }
         try syncWeights()
         return (totals, report)
     }
@@ -180,6 +182,7 @@ package final class Trainer {
     package func discardGradients() {
         for p in parameters { p.gradient?.update(repeating: 0, count: p.count) }
         pending = TrainingTotals()
+        batch.pendingLRScale = nil
     }
 
     /// Makes products use the trainable copies' current values (after an optimizer

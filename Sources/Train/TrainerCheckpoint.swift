@@ -39,6 +39,7 @@ extension Trainer {
             o["micro_batch_tokens"] = .int(Int64(options.microBatchTokens))
             o["accumulation_steps"] = .int(Int64(options.accumulationSteps))
             o["optimizer"] = .bool(optimizer != nil)
+            o["batch_size"] = batchCheckpoint()
             if let d = data {
                 var data = JSONObject()
                 data["seed"] = .string(String(d.seed))
@@ -92,6 +93,7 @@ extension Trainer {
                                                   position: position)
             packer = current.packer
         }
+        let batchState = try readBatchCheckpoint(json["batch_size"])
         let st = try SafetensorsFile(path: dir + "/weights.safetensors")
         guard st.tensors.count == parameters.count else {
             throw BatchCoreError.format("checkpoint has \(st.tensors.count) tensors, the trainer \(parameters.count)")
@@ -113,6 +115,7 @@ extension Trainer {
         if let packer { data?.packer = packer }
         stepCount = step
         tokensSeen = tokens
+        if let batchState { batch = batchState }
     }
 }
 
