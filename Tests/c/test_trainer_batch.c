@@ -35,13 +35,15 @@ int main(int argc, char **argv) {
     if (!model) return 1;
     bc_trainer_params tp;
     bc_trainer_params_default(&tp, sizeof tp);
-    tp.micro_batch_tokens = 48;
+    tp.micro_batch_tokens = 24; /* ~20 targets a micro-batch, well below the noise scale (~100) */
     tp.accumulation_steps = 2;
     bc_trainer *t = NULL;
     CHECK_OK(bc_trainer_create(model, &tp, &t));
     bc_train_data_params dp;
     bc_train_data_params_default(&dp, sizeof dp);
     dp.epochs = 3;
+    dp.max_tokens = 24;
+    dp.truncate = 1;
     CHECK_OK(bc_trainer_load_data(t, data, &dp, NULL));
     bc_optimizer *opt = NULL;
     CHECK_OK(bc_optimizer_create(BC_OPTIM_SGD, &opt));
@@ -106,10 +108,13 @@ int main(int argc, char **argv) {
         CHECK(st.next_micro_batches >= st.micro_batches && st.next_micro_batches <= 2 * st.micro_batches &&
               st.next_micro_batches <= 16);
         if (st.next_micro_batches > st.micro_batches) grew++;
+        if (getenv("BC_TEST_VERBOSE")) printf("step %d: %lld mb, %lld/%lld targets, g2 %g tr %g B %g next %lld\n", s, (long long)st.micro_batches, (long long)st.small_targets, (long long)st.big_targets, st.grad_sq, st.trace, st.noise_scale, (long long)st.next_micro_batches);
         /* The pending state after the step is empty: the batch changes only here. */
         CHECK_OK(bc_trainer_pending(t, &pend));
         CHECK(pend.micro_batches == 0);
         bc_optim_hparams now;
+        memset(&now, 0, sizeof now);
+        now.struct_size = sizeof now;
         CHECK_OK(bc_optimizer_get_hparams(opt, g, &now));
         CHECK(now.lr == 0.05);
         prev_next = st.next_micro_batches;
