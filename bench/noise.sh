@@ -5,7 +5,7 @@
 # and a markdown table of the estimate and the chosen batch over the steps (from the
 # run's JSON lines). No plot: the table is the result (matplotlib is not needed).
 #
-#   bench/noise.sh                        # the settings below (~12 min on 2 cores under load 12)
+#   bench/noise.sh                        # the settings below (~10 min at 8 tok/s: 2 cores under load 12)
 #   NOISE_BYTES=8000 bench/noise.sh       # a quick end-to-end check
 #
 # Environment:
@@ -13,7 +13,7 @@
 #                  rebuilding when NOISE_REUSE=1 and it holds bin/batchcore)
 #   BENCH_OUT      where results go (default: $BENCH_PREFIX/results)
 #   BATCHCORE_MODEL  the GGUF model (default: tools/fetch-model.sh)
-#   NOISE_BYTES (45000, ~10.6K tokens)  NOISE_TOKENS (128: micro-batch tokens = document length)
+#   NOISE_BYTES (20000, ~4.7K tokens)  NOISE_TOKENS (128: micro-batch tokens = document length)
 #   NOISE_MIN (2)  NOISE_MAX (8)  NOISE_LR (1e-4)  NOISE_EMA (0.9)  NOISE_WARMUP (3)
 #   NOISE_THREADS (0 = all cores)
 set -euo pipefail
@@ -32,7 +32,7 @@ else
 fi
 
 model=${BATCHCORE_MODEL:-$("$repo/tools/fetch-model.sh")}
-bytes=${NOISE_BYTES:-45000} tokens=${NOISE_TOKENS:-128}
+bytes=${NOISE_BYTES:-20000} tokens=${NOISE_TOKENS:-128}
 min=${NOISE_MIN:-2} max=${NOISE_MAX:-8} lr=${NOISE_LR:-1e-4} ema=${NOISE_EMA:-0.9} warmup=${NOISE_WARMUP:-3}
 threads=${NOISE_THREADS:-0}
 head -c "$bytes" "$here/data/pp_train.txt" > "$out/noise_train.txt"
