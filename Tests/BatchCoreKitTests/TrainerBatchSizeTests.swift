@@ -27,7 +27,7 @@ import Testing
         let data = try TrainerRunTests.dataFile(lines: 160, seed: UInt64.random(in: 1...1 << 40))
         defer { unlink(data) }
         let (t, tokenizer) = try Self.trainer(accumulation: 2)
-        _ = try t.loadData(path: data, tokenizer: tokenizer, options: DataLoadOptions(maxTokens: 48), evalFraction: 0,
+        _ = try t.loadData(path: data, tokenizer: tokenizer, options: DataLoadOptions(maxTokens: 48, overLength: .truncate), evalFraction: 0,
                            seed: 5, epochs: 4)
         var c = BatchSizeOptions()
         c.mode = .noise
@@ -96,7 +96,7 @@ import Testing
         let data = try TrainerRunTests.dataFile(lines: 60, seed: UInt64.random(in: 1...1 << 40))
         defer { unlink(data) }
         let (t, tokenizer) = try Self.trainer(accumulation: 3)
-        _ = try t.loadData(path: data, tokenizer: tokenizer, options: DataLoadOptions(maxTokens: 48), evalFraction: 0,
+        _ = try t.loadData(path: data, tokenizer: tokenizer, options: DataLoadOptions(maxTokens: 48, overLength: .truncate), evalFraction: 0,
                            seed: 1, epochs: 1)
         let opt = Optimizer(algorithm: .adamw)
         try t.register(in: opt, group: try opt.addGroup(OptimizerHyperparameters.defaults(for: .adamw)))
@@ -119,7 +119,7 @@ import Testing
         defer { unlink(data); _ = try? FileManager.default.removeItem(atPath: dir) }
         func run(_ steps: Int, save: Int?, resume: Bool) throws -> [BatchSizeStats] {
             let (t, tokenizer) = try Self.trainer(accumulation: 2)
-            _ = try t.loadData(path: data, tokenizer: tokenizer, options: DataLoadOptions(maxTokens: 48), evalFraction: 0,
+            _ = try t.loadData(path: data, tokenizer: tokenizer, options: DataLoadOptions(maxTokens: 48, overLength: .truncate), evalFraction: 0,
                                seed: 3, epochs: 3)
             var c = BatchSizeOptions()
             c.mode = .noise
