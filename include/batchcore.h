@@ -1316,9 +1316,96 @@ bc_status bc_collectives_default(bc_collectives *out, size_t size);
  * rank with BC_E_INVALID_ARGUMENT). The callbacks and user must stay valid until the
  * trainer is freed or leaves the group. Errors: NULL callbacks, rank/world_size out of
  * range, BC_E_BAD_STATE after bc_trainer_load_data or with pending micro-batches,
- * BC_E_IO when a callback fails. A failed call changes nothing.
+ * BC_E_IO when a callback fails, BC_E_UNSUPPORTED while a batch-size control other
+ * than fixed is set (bc_trainer_set_batch_control). A failed call changes nothing.
  */
 bc_status bc_trainer_set_collectives(bc_trainer *trainer, const bc_collectives *c);
+
+/* ------------------------------------------------------------------------- */
+/* Batch size control                                                        */
+/* ------------------------------------------------------------------------- */
+
+/**
+ * Gradient noise scale. Every data step (bc_trainer_train_step) of two or more
+ * micro-batches measures the "simple" noise scale B_simple = tr(Sigma) / |G|^2
+ * (McCandlish et al. 2018, "An Empirical Model of Large-Batch Training", A.1) at no
+ * extra forward or backward: after the first micro-batch the gradient accumulator holds
+ * that micro-batch's gradient (one read pass gives |G_small|^2, no copy) and at the end
+ * of the step the whole step's (|G_big|^2, a second read pass). The unbiased estimates
+ *   |G|^2    = (B_big |G_big|^2 - B_small |G_small|^2) / (B_big - B_small)
+ *   tr(Sigma) = (|G_small|^2 - |G_big|^2) / (1/B_small - 1/B_big)
+ * are each smoothed by an exponential moving average (noise_ema) and B_simple is the
+ * ratio of the averages. Batch sizes count TARGET TOKENS: B_small = targets of the
+ * first micro-batch, B_big = targets of the step, so B_simple is in target tokens.
+ *
+ * Batch-size controller: how many micro-batches the next data step accumulates,
+ * decided only at step boundaries (after a step's micro-batches). kappa = micro-batches
+ * of the step / accumulation_steps (the base batch); the optimizer's learning rate of
+ * that step is multiplied by lr_scaling(kappa) inside bc_trainer_step and restored
+ * after it (bc_optimizer_set_lr keeps setting the BASE rate). For a model EMA, pass the
+ * step's kappa to bc_ema_update (decay^kappa). Only the data path
+ * (bc_trainer_train_step) is controlled; bc_trainer_micro_batch / bc_trainer_step run
+ * what the caller gives. With a ramp or the noise mode the batch only grows, so
+ * bc_train_progress.steps (counted at accumulation_steps) is an upper bound.
+ * The state (next micro-batches, the averages) is kept in checkpoints.
+ */
+typedef enum bc_batch_mode {
+    BC_BATCH_FIXED = 0,  /**< accumulation_steps micro-batches every step */
+    BC_BATCH_RAMP = 1,   /**< n(s) = min + floor((max - min) * s / ramp_steps) for step s < ramp_steps, then max */
+    BC_BATCH_NOISE = 2   /**< start at accumulation_steps in [min, max]; after warmup_steps estimates grow to
+                              ceil(B_simple / targets per micro-batch), at most doubling per step, never shrinking */
+} bc_batch_mode;
+
+typedef enum bc_lr_scaling {
+    BC_LR_SCALE_NONE = 0,   /**< the rate stays */
+    BC_LR_SCALE_LINEAR = 1, /**< lr * kappa (SGD) */
+    BC_LR_SCALE_SQRT = 2    /**< lr * sqrt(kappa) (Adam family) */
+} bc_lr_scaling;
+
+typedef struct bc_batch_control {
+    uint32_t struct_size;          /**< sizeof(bc_batch_control) */
+    int32_t mode;                  /**< a bc_batch_mode (FIXED) */
+    uint32_t min_micro_batches;    /**< lower bound, >= 1; NOISE: >= 2 (1) */
+    uint32_t max_micro_batches;    /**< upper bound, >= min, <= 65536 (1) */
+    int64_t ramp_steps;            /**< RAMP: steps from min to max, >= 1 (0) */
+    int32_t lr_scaling;            /**< a bc_lr_scaling (NONE) */
+    uint32_t warmup_steps;         /**< NOISE: estimates before the batch changes (3) */
+    double noise_ema;              /**< EMA decay of both estimates, 0 <= d < 1 (0.9) */
+} bc_batch_control;
+
+/** Fills *out with the defaults above; size = sizeof(*out). */
+bc_status bc_batch_control_default(bc_batch_control *out, size_t size);
+
+/**
+ * Sets the trainer's batch-size control (NULL: the defaults) and resets the noise-scale
+ * averages. Only at a step boundary: BC_E_BAD_STATE with micro-batches pending.
+ * Errors: bad bounds or mode, NOISE with min < 2, RAMP with ramp_steps 0, BC_E_UNSUPPORTED
+ * for a mode other than fixed (or LR scaling) on a data-parallel trainer (ranks would have
+ * to agree on each batch; not supported yet).
+ */
+bc_status bc_trainer_set_batch_control(bc_trainer *trainer, const bc_batch_control *control);
+
+/** What the last data step measured and decided (NaN where unknown: see the fields). */
+typedef struct bc_batch_stats {
+    uint32_t struct_size;          /**< set by the caller: sizeof(bc_batch_stats) */
+    uint32_t reserved0;            /**< 0 */
+    int64_t step;                  /**< the step described (bc_train_progress.step after it); 0: none yet */
+    int64_t micro_batches;         /**< micro-batches that step accumulated */
+    int64_t next_micro_batches;    /**< what the next data step will accumulate */
+    int64_t small_targets;         /**< B_small: target tokens of the first micro-batch */
+    int64_t big_targets;           /**< B_big: target tokens of the step */
+    double small_sq_norm;          /**< |G_small|^2 (mean gradient per target); NaN with one micro-batch */
+    double big_sq_norm;            /**< |G_big|^2; NaN with one micro-batch */
+    double grad_sq;                /**< this step's unbiased |G|^2 estimate (may be < 0); NaN as above */
+    double trace;                  /**< this step's unbiased tr(Sigma) estimate; NaN as above */
+    double grad_sq_ema;            /**< the averages (bias-corrected); NaN before the first estimate */
+    double trace_ema;
+    double noise_scale;            /**< B_simple = trace_ema / grad_sq_ema in target tokens; NaN while unknown or grad_sq_ema <= 0 */
+    double kappa;                  /**< micro_batches / accumulation_steps */
+    double lr_scale;               /**< the factor the step's learning rate got */
+} bc_batch_stats;
+
+bc_status bc_trainer_get_batch_stats(const bc_trainer *trainer, bc_batch_stats *out);
 
 #ifdef __cplusplus
 } /* extern "C" */

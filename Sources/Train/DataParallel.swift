@@ -71,6 +71,10 @@ extension Trainer {
         guard data == nil else { throw BatchCoreError.badState("set the collectives before loading data (the data is sharded by rank)") }
         guard pending.microBatches == 0 else { throw BatchCoreError.badState("micro-batches are pending: step or discard them first") }
         guard let c else { collectives = nil; return }
+        guard batch.controller == nil else {
+            throw BatchCoreError(.unsupported, "data-parallel training with batch-size control is not supported yet "
+                                 + "(every rank would have to agree on the next batch): set a fixed batch first")
+        }
         guard c.worldSize >= 1, c.worldSize <= TrainerCollectives.maxWorldSize else {
             throw BatchCoreError.invalid("world size \(c.worldSize) outside 1...\(TrainerCollectives.maxWorldSize)")
         }

@@ -86,6 +86,8 @@ package final class Trainer {
     package internal(set) var collectives: TrainerCollectives?
     /// The totals of the last `step` (summed over the ranks when data-parallel), also when skipped.
     package private(set) var lastStepTotals = TrainingTotals()
+    /// Batch-size control and the gradient noise scale (TrainerBatchSize.swift).
+    package internal(set) var batch = TrainerBatchState()
 
     /// The trainable tensors of a full fine-tune: every tensor of the model.
     static func selectParameters(_ w: ModelWeights, _ o: TrainerOptions) -> [ModelParameter] { w.parameters }
@@ -181,7 +183,7 @@ package final class Trainer {
         var opts = o
         opts.gradScale = o.gradScale / Double(totals.targets)
         opts.checkFinite = true
-        let report = try optimizer.step(opts)
+        let report = try withBatchLearningRate(optimizer) { try optimizer.step(opts) }
         try syncWeights()
         return (totals, report)
     }
@@ -190,6 +192,7 @@ package final class Trainer {
     package func discardGradients() {
         for p in parameters { p.gradient?.update(repeating: 0, count: p.count) }
         pending = TrainingTotals()
+        batch.pendingLRScale = nil
     }
 
     /// Makes products use the trainable copies' current values (after an optimizer

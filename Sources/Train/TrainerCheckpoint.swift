@@ -42,6 +42,7 @@ extension Trainer {
             o["accumulation_steps"] = .int(Int64(options.accumulationSteps))
             o["world_size"] = .int(Int64(worldSize))
             o["optimizer"] = .bool(optimizer != nil)
+            o["batch_size"] = batchCheckpoint()
             if let d = data {
                 var data = JSONObject()
                 data["seed"] = .string(String(d.seed))
@@ -97,6 +98,7 @@ extension Trainer {
                                                   position: position)
             packer = current.packer
         }
+        let batchState = try readBatchCheckpoint(json["batch_size"])
         let st = try SafetensorsFile(path: dir + "/weights.safetensors")
         guard st.tensors.count == parameters.count else {
             throw BatchCoreError.format("checkpoint has \(st.tensors.count) tensors, the trainer \(parameters.count)")
@@ -118,6 +120,7 @@ extension Trainer {
         if let packer { data?.packer = packer }
         stepCount = step
         tokensSeen = tokens
+        if let batchState { batch = batchState }
     }
 }
 

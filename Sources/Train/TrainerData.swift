@@ -64,10 +64,20 @@ extension Trainer {
     /// error the gradients are discarded and the position stays.
     package func accumulateNextStep() throws -> Bool {
         guard var d = data else { throw BatchCoreError.badState("no training data: load it first") }
-        guard let step = d.packer.nextStep() else { return false }
+        guard let step = d.packer.nextStep(microBatches: nextMicroBatches) else { return false }
         discardGradients()
+        // |G_small|²: after the first micro-batch the accumulator holds exactly its
+        // summed-loss gradient, so one read pass over it gives the small batch's norm
+        // (no copy); the end of the step gives the big one (`finishDataStep`).
+        var smallSum: Double?
         do {
-            for mb in localMicroBatches(step.microBatches) { try microBatch(mb.batch, targets: mb.targets) }
+            // Data-parallel: this rank's share of the global step; the pair (first local
+            // micro-batch, local step) feeds the noise estimate.
+            let local = localMicroBatches(step.microBatches)
+            for (i, mb) in local.enumerated() {
+                try microBatch(mb.batch, targets: mb.targets)
+                if i == 0, local.count > 1 { smallSum = GradientNoiseScale.squaredNorm(gradientsOf: parameters) }
+            }
         } catch {
             discardGradients()
             throw error
@@ -75,6 +85,9 @@ extension Trainer {
         data = d
         stepCount += 1
         tokensSeen += step.microBatches.reduce(0) { $0 + $1.tokenCount }
+        let local = localMicroBatches(step.microBatches)
+        finishDataStep(microBatches: local.count, smallTargets: local.first?.targetCount ?? 0,
+                       smallSum: smallSum, bigTargets: local.reduce(0) { $0 + $1.targetCount })
         return true
     }
 

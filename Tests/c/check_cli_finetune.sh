@@ -24,6 +24,11 @@
 #    and adapter bytes; resuming with other --lora options (or none) is refused; bad
 #    --lora specs (unknown key, r=0, bad or repeated target, repeated key, ...) exit 2
 #    with a message and create nothing;
+#  - --batch-control noise: every step record has the noise scale and the micro-batches;
+#    a step's micro-batches are what the record before chose (next_micro_batches), in
+#    [min, max], never shrinking, at most doubling; kappa = micro-batches / --accumulation
+#    and lr = --lr x sqrt(kappa) (AdamW); the progress line shows batch and noise; the
+#    batch grows on this data; a fixed run reports a noise scale with --accumulation 2;
 #  - bad options exit 2; --help names every option.
 set -uo pipefail
 set -m # background jobs get the default SIGINT disposition (not ignored)
@@ -83,7 +88,7 @@ else
     [ -n "$steps" ] && [ "$steps" = "$total" ] && [ "$steps" -gt 4 ] || bad "summary steps '$steps' of '$total'"
     # Every line of stdout is a record of a documented kind; one step record per step.
     num='-?[0-9][-+0-9.eE]*'
-    step_re="^\\{\"step\":[0-9]+,\"steps\":$total,\"epoch\":[0-9]+,\"loss\":$num,\"tokens\":[1-9][0-9]*,\"targets\":[1-9][0-9]*,\"lr\":$num,\"grad_norm\":$num,\"tokens_per_s\":$num,\"seconds\":$num(,\"skipped\":true)?\\}$"
+    step_re="^\\{\"step\":[0-9]+,\"steps\":$total,\"epoch\":[0-9]+,\"loss\":$num,\"tokens\":[1-9][0-9]*,\"targets\":[1-9][0-9]*,\"lr\":$num,\"micro_batches\":[1-9][0-9]*,\"next_micro_batches\":[1-9][0-9]*,\"small_targets\":[0-9]+,\"kappa\":$num,\"noise_scale\":($num|null),\"grad_sq\":($num|null),\"trace\":($num|null),\"grad_norm\":$num,\"tokens_per_s\":$num,\"seconds\":$num(,\"skipped\":true)?\\}$"
     eval_re="^\\{\"step\":[0-9]+,\"(eval|forget)_loss\":$num,\"(eval|forget)_ppl\":$num,\"(eval|forget)_targets\":[1-9][0-9]*\\}$"
     other_re='^\{"(memory|data|summary)":\{.*\}\}$'
     n_step=$(grep -cE "$step_re" "$tmp/full.out")
@@ -273,6 +278,33 @@ run skip finetune "${common[@]}" --data "$tmp/badline.jsonl" --out "$tmp/skip" -
 [ "$rc" -eq 0 ] || bad "--skip-invalid: exit $rc: $(cat "$tmp/skip.err")"
 grep -q '"data":{"examples":39,.*"skipped":1,' "$tmp/skip.out" || bad "--skip-invalid: data record $(grep '"data"' "$tmp/skip.out")"
 
+# ---------------------------------------------------------------- batch size control
+run noise finetune "${common[@]}" --data "$tmp/train.jsonl" --out "$tmp/noise" --epochs 6 --accumulation 2 \
+    --batch-control noise --max-micro-batches 8 --noise-warmup 1
+if [ "$rc" -ne 0 ]; then
+    bad "--batch-control noise: exit $rc: $(cat "$tmp/noise.err")"
+else
+    # step, micro_batches, next_micro_batches, kappa, lr, noise_scale of every step record.
+    grep '^{"step":[0-9]*,"steps"' "$tmp/noise.out" |
+        sed 's/.*"step":\([0-9]*\),.*"lr":\([^,]*\),"micro_batches":\([0-9]*\),"next_micro_batches":\([0-9]*\),.*"kappa":\([^,]*\),"noise_scale":\([^,]*\),.*/\1 \3 \4 \5 \2 \6/' \
+        > "$tmp/noise.tab"
+    [ -s "$tmp/noise.tab" ] || bad "--batch-control noise: no step records"
+    why=$(awk 'BEGIN { prev = 2; grew = 0; finite = 0 }
+        { if ($2 != prev) print "step " $1 ": " $2 " micro-batches, chosen " prev;
+          if ($3 < $2 || $3 > 2 * $2 || $3 > 8 || $2 < 2) print "step " $1 ": next " $3 " after " $2;
+          if ($4 != $2 / 2) print "step " $1 ": kappa " $4;
+          want = 3e-3 * sqrt($2 / 2); if ($5 < want * (1 - 1e-9) || $5 > want * (1 + 1e-9)) print "step " $1 ": lr " $5 ", want " want;
+          if ($6 != "null") finite++; if ($3 > $2) grew = 1; prev = $3 }
+        END { if (!grew) print "the batch never grew"; if (finite < NR / 2) print finite " finite noise scales in " NR " steps" }' "$tmp/noise.tab")
+    [ -z "$why" ] || bad "--batch-control noise: $why"
+    grep -q 'batch [0-9]*x128  noise ' "$tmp/noise.err" || bad "--batch-control noise: no batch/noise on the progress line"
+    grep -q '^batch: noise, 2\.\.8 micro-batches' "$tmp/noise.err" || bad "--batch-control noise: no batch statement"
+fi
+run fixed2 finetune "${common[@]}" --data "$tmp/train.jsonl" --out "$tmp/fixed2" --accumulation 2 -q
+[ "$rc" -eq 0 ] || bad "--accumulation 2: exit $rc: $(cat "$tmp/fixed2.err")"
+grep -q '"micro_batches":2,"next_micro_batches":2,"small_targets":[1-9][0-9]*,"kappa":1,"noise_scale":' "$tmp/fixed2.out" ||
+    bad "--accumulation 2: step records without the noise estimate: $(grep -m1 '"step"' "$tmp/fixed2.out")"
+
 # ---------------------------------------------------------------- memory limit
 run memlimit finetune "${common[@]}" --data "$tmp/train.jsonl" --out "$tmp/mem" --memory-limit 1K
 [ "$rc" -eq 1 ] || bad "--memory-limit 1K: exit $rc, want 1"
@@ -281,7 +313,10 @@ grep -qi 'batchcore: create trainer: .*memory' "$tmp/memlimit.err" || bad "--mem
 
 # ---------------------------------------------------------------- usage errors
 for args in "--optimizer nope" "--schedule nope" "--lr -1" "--format gguf-q4" "--eval-fraction 1" "--epochs 0" \
-    "--frobnicate" "--chat-targets some" "--micro-batch-tokens 0" "--memory-limit 0" "--lr"; do
+    "--frobnicate" "--chat-targets some" "--micro-batch-tokens 0" "--memory-limit 0" "--lr" \
+    "--batch-control nope" "--min-micro-batches 2" "--batch-control noise --ramp-steps 4" \
+    "--batch-control ramp --min-micro-batches 4 --max-micro-batches 2" "--batch-control noise --noise-ema 1" \
+    "--batch-control noise --lr-scaling cubic"; do
     # shellcheck disable=SC2086
     run usage finetune -m "$model" --data "$tmp/train.jsonl" --out "$tmp/u" $args
     [ "$rc" -eq 2 ] || bad "finetune $args: exit $rc, want 2"
@@ -299,7 +334,8 @@ run help finetune --help
 for opt in -m --model --data --out --eval --eval-fraction --forget-eval --optimizer --lr --weight-decay --schedule \
     --warmup-steps --min-lr --decay-steps --max-grad-norm --micro-batch-tokens --accumulation --epochs --seed \
     --recompute --memory-limit --checkpoint-every --resume --format --max-tokens --truncate --skip-invalid \
-    --chat-targets --eval-every --threads --quiet --lora rslora alpha= targets= seed= gate up down adapter_config.json adapter_model.safetensors adamw adam sgd lion lamb adagrad rmsprop adabrake constant cosine \
+    --chat-targets --eval-every --threads --quiet --batch-control --min-micro-batches --max-micro-batches \
+    --ramp-steps --lr-scaling --noise-ema --noise-warmup noise_scale micro_batches --lora rslora alpha= targets= seed= gate up down adapter_config.json adapter_model.safetensors adamw adam sgd lion lamb adagrad rmsprop adabrake constant cosine \
     linear wsd gguf-f32 gguf-f16 hf 130 143; do
     grep -qe "$opt\b" "$tmp/help.out" || bad "finetune --help does not mention $opt"
 done

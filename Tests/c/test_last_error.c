@@ -306,6 +306,13 @@ static void test_trainer(const char *fixtures, const char *dir) {
     KEEPS(bc_trainer_load_eval(t, data, &dp, &info));
     KEEPS(bc_trainer_train_step(t, opt, NULL, &r, NULL));
     KEEPS(bc_trainer_get_progress(t, &pr));
+    bc_batch_control bcc;
+    bc_batch_stats bst;
+    memset(&bst, 0, sizeof bst);
+    bst.struct_size = sizeof bst;
+    KEEPS(bc_batch_control_default(&bcc, sizeof bcc));
+    KEEPS(bc_trainer_set_batch_control(t, &bcc));
+    KEEPS(bc_trainer_get_batch_stats(t, &bst));
     KEEPS(bc_trainer_evaluate_data(t, NULL, NULL, &r));
     KEEPS(bc_trainer_save_checkpoint(t, opt, ckpt));
     KEEPS(bc_trainer_load_checkpoint(t, opt, ckpt));

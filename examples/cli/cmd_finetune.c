@@ -27,6 +27,9 @@ static void finetune_usage(FILE *out) {
             "                          [--max-tokens N] [--truncate] [--skip-invalid]\n"
             "                          [--chat-targets assistant|all] [--eval-every N] [-t THREADS] [-q]\n"
             "                          [--lora r=R[,alpha=A][,targets=T,...][,rslora][,seed=N]]\n"
+            "                          [--batch-control fixed|ramp|noise] [--min-micro-batches N]\n"
+            "                          [--max-micro-batches N] [--ramp-steps N] [--lr-scaling none|linear|sqrt]\n"
+            "                          [--noise-ema D] [--noise-warmup N]\n"
             "\n"
             "Full fine-tuning of MODEL (every tensor trained) on the examples of TRAIN, then the\n"
             "trained model is written to DIR; with --lora, LoRA: low-rank adapters on the frozen\n"
@@ -52,7 +55,11 @@ static void finetune_usage(FILE *out) {
             "  {\"data\":{\"examples\":N,\"tokens\":N,\"targets\":N,\"truncated\":N,\"skipped\":N,\n"
             "           \"eval_examples\":N,\"steps\":N}}\n"
             "  {\"step\":S,\"steps\":T,\"epoch\":E,\"loss\":L,\"tokens\":N,\"targets\":N,\"lr\":R,\n"
-            "   \"grad_norm\":G,\"tokens_per_s\":X,\"seconds\":D}              every step; a step with a\n"
+            "   \"micro_batches\":M,\"next_micro_batches\":M,\"small_targets\":N,\"kappa\":K,\n"
+            "   \"noise_scale\":B|null,\"grad_sq\":G2|null,\"trace\":TR|null,\n"
+            "   \"grad_norm\":G,\"tokens_per_s\":X,\"seconds\":D}              every step; lr is the rate\n"
+            "   the step used (x lr scaling of kappa); noise_scale is B_simple in target tokens\n"
+            "   (tr(Sigma)/|G|^2, smoothed; null with one micro-batch per step); a step with a\n"
             "   non-finite loss or gradient is skipped (weights untouched) and has \"skipped\":true\n"
             "  {\"step\":S,\"eval_loss\":L,\"eval_ppl\":P,\"eval_targets\":N}  every evaluation\n"
             "  {\"step\":S,\"forget_loss\":L,\"forget_ppl\":P,\"forget_targets\":N}\n"
@@ -131,6 +138,18 @@ static void finetune_usage(FILE *out) {
             "                              e.g. --lora r=16,alpha=32,targets=q,k,v,o,gate,up,down\n"
             "                              An unknown key, a bad value or a repeated key or target is\n"
             "                              a usage error; --format does not apply.\n"
+            "      --batch-control MODE    micro-batches per step: fixed (--accumulation), ramp (linear\n"
+            "                              from --min- to --max-micro-batches over --ramp-steps) or noise\n"
+            "                              (grow toward the measured noise scale B_simple, at most x2 per\n"
+            "                              step, never shrinking); changed only between steps (default fixed)\n"
+            "      --min-micro-batches N   lower bound (default: --accumulation; noise: at least 2)\n"
+            "      --max-micro-batches N   upper bound (default 8 x the lower bound)\n"
+            "      --ramp-steps N          ramp length in steps (default: a quarter of the run)\n"
+            "      --lr-scaling RULE       a step of kappa = micro-batches / --accumulation gets lr x kappa\n"
+            "                              (linear), lr x sqrt(kappa) (sqrt) or lr (none); default linear\n"
+            "                              for sgd, sqrt for the others\n"
+            "      --noise-ema D           EMA decay of the noise-scale estimates, 0 <= D < 1 (default 0.9)\n"
+            "      --noise-warmup N        noise: estimates before the batch changes (default 3)\n"
             "  -t, --threads N             threads; 0 = all cores (default 0)\n"
             "  -h, --help                  this help\n"
             "\n"
@@ -165,7 +184,14 @@ typedef struct finetune_opts {
     double lora_alpha;
     int lora_rslora;
     unsigned long long lora_seed;
+    /* --batch-control: BC_BATCH_FIXED = as before. */
+    int batch_mode, lr_scaling; /* lr_scaling -1: by the optimizer (sgd linear, others sqrt) */
+    long min_micro_batches, max_micro_batches, ramp_steps, noise_warmup;
+    double noise_ema;
 } finetune_opts;
+
+static const char *const batch_modes[] = {"fixed", "ramp", "noise"};
+static const char *const lr_scalings[] = {"none", "linear", "sqrt"};
 
 
 static const struct {
@@ -346,6 +372,22 @@ static int finetune_option(const char *a, const char *v, finetune_opts *o, int *
     else if (strcmp(a, "--memory-limit") == 0) *ok = *ok && parse_bytes(v, &o->memory_limit);
     else if (strcmp(a, "--checkpoint-every") == 0) *ok = *ok && cli_parse_long(v, &o->checkpoint_every) && o->checkpoint_every >= 0;
     else if (strcmp(a, "--eval-every") == 0) *ok = *ok && cli_parse_long(v, &o->eval_every) && o->eval_every >= 0;
+    else if (strcmp(a, "--batch-control") == 0) {
+        int found = 0;
+        for (int k = 0; k < 3; k++) if (strcmp(v, batch_modes[k]) == 0) { o->batch_mode = k; found = 1; }
+        *ok = *ok && found;
+    } else if (strcmp(a, "--lr-scaling") == 0) {
+        int found = 0;
+        for (int k = 0; k < 3; k++) if (strcmp(v, lr_scalings[k]) == 0) { o->lr_scaling = k; found = 1; }
+        *ok = *ok && found;
+    } else if (strcmp(a, "--min-micro-batches") == 0)
+        *ok = *ok && cli_parse_long(v, &o->min_micro_batches) && o->min_micro_batches >= 1 && o->min_micro_batches <= 65536;
+    else if (strcmp(a, "--max-micro-batches") == 0)
+        *ok = *ok && cli_parse_long(v, &o->max_micro_batches) && o->max_micro_batches >= 1 && o->max_micro_batches <= 65536;
+    else if (strcmp(a, "--ramp-steps") == 0) *ok = *ok && cli_parse_long(v, &o->ramp_steps) && o->ramp_steps >= 1;
+    else if (strcmp(a, "--noise-warmup") == 0)
+        *ok = *ok && cli_parse_long(v, &o->noise_warmup) && o->noise_warmup >= 0 && o->noise_warmup <= 1000000;
+    else if (strcmp(a, "--noise-ema") == 0) *ok = *ok && parse_double(v, &o->noise_ema) && o->noise_ema >= 0 && o->noise_ema < 1;
     else if (strcmp(a, "--max-tokens") == 0)
         *ok = *ok && cli_parse_long(v, &o->max_tokens) && o->max_tokens >= 0 && o->max_tokens <= INT32_MAX;
     else if (strcmp(a, "-t") == 0 || strcmp(a, "--threads") == 0)
@@ -442,6 +484,10 @@ static char *options_line(const finetune_opts *o) {
             if (o->lora_targets & lora_targets[k].bit) { fprintf(f, "%s%s", first ? "" : "+", lora_targets[k].name); first = 0; }
         fprintf(f, ",rslora=%d,seed=%llu", o->lora_rslora, o->lora_seed);
     }
+    if (o->batch_mode != BC_BATCH_FIXED) /* absent when fixed: older run.json files stay valid */
+        fprintf(f, " batch=%s,min=%ld,max=%ld,ramp=%ld,lr_scaling=%s,ema=%.17g,warmup=%ld", batch_modes[o->batch_mode],
+                o->min_micro_batches, o->max_micro_batches, o->ramp_steps, lr_scalings[o->lr_scaling], o->noise_ema,
+                o->noise_warmup);
     if (fclose(f) != 0) { free(s); return NULL; }
     return s;
 }
@@ -646,6 +692,10 @@ int cmd_finetune(int argc, char **argv) {
     o.accumulation = 1;
     o.epochs = 1;
     o.weights_format = -1; /* by the model's format */
+    o.batch_mode = BC_BATCH_FIXED;
+    o.lr_scaling = -1;
+    o.noise_ema = 0.9;
+    o.noise_warmup = 3;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -686,6 +736,26 @@ int cmd_finetune(int argc, char **argv) {
     if (o.decay_steps && o.schedule_kind != BC_LR_WSD) {
         fprintf(stderr, "batchcore finetune: --decay-steps applies to --schedule wsd only\n");
         return EXIT_USAGE;
+    }
+
+    if (o.batch_mode == BC_BATCH_FIXED && (o.min_micro_batches || o.max_micro_batches || o.ramp_steps || o.lr_scaling >= 0)) {
+        fprintf(stderr, "batchcore finetune: --min/--max-micro-batches, --ramp-steps and --lr-scaling need --batch-control ramp or noise\n");
+        return EXIT_USAGE;
+    }
+    if (o.ramp_steps && o.batch_mode != BC_BATCH_RAMP) {
+        fprintf(stderr, "batchcore finetune: --ramp-steps applies to --batch-control ramp only\n");
+        return EXIT_USAGE;
+    }
+    if (o.batch_mode != BC_BATCH_FIXED) {
+        if (!o.min_micro_batches) o.min_micro_batches = o.accumulation;
+        if (o.batch_mode == BC_BATCH_NOISE && o.min_micro_batches < 2) o.min_micro_batches = 2;
+        if (!o.max_micro_batches) o.max_micro_batches = 8 * o.min_micro_batches > 65536 ? 65536 : 8 * o.min_micro_batches;
+        if (o.max_micro_batches < o.min_micro_batches) {
+            fprintf(stderr, "batchcore finetune: --max-micro-batches %ld is below the lower bound %ld\n", o.max_micro_batches,
+                    o.min_micro_batches);
+            return EXIT_USAGE;
+        }
+        if (o.lr_scaling < 0) o.lr_scaling = o.algorithm == BC_OPTIM_SGD ? BC_LR_SCALE_LINEAR : BC_LR_SCALE_SQRT;
     }
 
     /* The output format follows the model's unless given; GGUF output needs GGUF metadata
@@ -825,6 +895,23 @@ int cmd_finetune(int argc, char **argv) {
         if ((st = bc_trainer_load_eval(trainer, o.eval, &ep, &ei)) != BC_OK) { cli_report("--eval", st); rc = EXIT_FAIL; goto out; }
     }
     print_data(&di, o.eval ? &ei : NULL, mo.quiet);
+    if (o.batch_mode != BC_BATCH_FIXED) {
+        bc_batch_control bc;
+        if ((st = bc_batch_control_default(&bc, sizeof bc)) != BC_OK) { cli_report("batch control defaults", st); rc = EXIT_FAIL; goto out; }
+        bc.mode = o.batch_mode;
+        bc.min_micro_batches = (uint32_t)o.min_micro_batches;
+        bc.max_micro_batches = (uint32_t)o.max_micro_batches;
+        bc.ramp_steps = o.batch_mode == BC_BATCH_RAMP ? (o.ramp_steps ? o.ramp_steps : (di.steps / 4 > 0 ? di.steps / 4 : 1)) : 0;
+        bc.lr_scaling = o.lr_scaling;
+        bc.noise_ema = o.noise_ema;
+        bc.warmup_steps = (uint32_t)o.noise_warmup;
+        if ((st = bc_trainer_set_batch_control(trainer, &bc)) != BC_OK) { cli_report("--batch-control", st); rc = EXIT_FAIL; goto out; }
+        if (!mo.quiet)
+            fprintf(stderr, "batch: %s, %u..%u micro-batches of %ld tokens (base %ld), learning rate x %s(kappa); "
+                            "the step count above is an upper bound\n",
+                    batch_modes[o.batch_mode], bc.min_micro_batches, bc.max_micro_batches, o.micro_batch_tokens,
+                    o.accumulation, lr_scalings[o.lr_scaling]);
+    }
     const int64_t eval_examples = o.eval ? ei.examples : di.eval_examples;
 
     /* The learning-rate schedule over the run's steps, checked before anything runs. */
@@ -906,6 +993,10 @@ int cmd_finetune(int argc, char **argv) {
         int skipped = st == BC_E_NON_FINITE;
         if (st != BC_OK && !skipped) { clear_line(&r); cli_report("training step", st); rc = EXIT_FAIL; goto out; }
         if ((st = bc_trainer_get_progress(trainer, &pr)) != BC_OK) { cli_report("progress", st); rc = EXIT_FAIL; goto out; }
+        bc_batch_stats bs;
+        memset(&bs, 0, sizeof bs);
+        bs.struct_size = sizeof bs;
+        if ((st = bc_trainer_get_batch_stats(trainer, &bs)) != BC_OK) { cli_report("batch stats", st); rc = EXIT_FAIL; goto out; }
         if (skipped && pr.step == before_step && pr.tokens == before_tokens && pr.example == before_example &&
             pr.epoch == before_epoch) {
             clear_line(&r);
@@ -921,7 +1012,16 @@ int cmd_finetune(int argc, char **argv) {
         printf("{\"step\":%lld,\"steps\":%lld,\"epoch\":%lld,\"loss\":", (long long)step, (long long)pr.steps, (long long)pr.epoch);
         json_write_number(stdout, tot.loss);
         printf(",\"tokens\":%lld,\"targets\":%lld,\"lr\":", (long long)tot.tokens, (long long)tot.targets);
-        json_write_number(stdout, lr);
+        json_write_number(stdout, lr * bs.lr_scale); /* the rate the step used */
+        printf(",\"micro_batches\":%lld,\"next_micro_batches\":%lld,\"small_targets\":%lld,\"kappa\":",
+               (long long)bs.micro_batches, (long long)bs.next_micro_batches, (long long)bs.small_targets);
+        json_write_number(stdout, bs.kappa);
+        fputs(",\"noise_scale\":", stdout);
+        json_write_number(stdout, bs.noise_scale);
+        fputs(",\"grad_sq\":", stdout);
+        json_write_number(stdout, bs.grad_sq);
+        fputs(",\"trace\":", stdout);
+        json_write_number(stdout, bs.trace);
         fputs(",\"grad_norm\":", stdout);
         json_write_number(stdout, sr.grad_norm);
         fputs(",\"tokens_per_s\":", stdout);
@@ -939,8 +1039,12 @@ int cmd_finetune(int argc, char **argv) {
                 clear_line(&r);
                 fprintf(stderr, "step %lld: non-finite loss or gradient: skipped (weights unchanged)\n", (long long)step);
             }
-            fprintf(stderr, "%sstep %lld/%lld  loss %.4f  %.0f tok/s  lr %.3g  grad norm %.3g  ETA %s%s", r.tty ? "\r" : "",
-                    (long long)step, (long long)pr.steps, tot.loss, rate, lr, sr.grad_norm, eta, r.tty ? "    " : "\n");
+            char noise[32];
+            if (isfinite(bs.noise_scale)) snprintf(noise, sizeof noise, "%.0f", bs.noise_scale);
+            else snprintf(noise, sizeof noise, "-");
+            fprintf(stderr, "%sstep %lld/%lld  loss %.4f  %.0f tok/s  lr %.3g  grad norm %.3g  batch %lldx%ld  noise %s  ETA %s%s",
+                    r.tty ? "\r" : "", (long long)step, (long long)pr.steps, tot.loss, rate, lr * bs.lr_scale, sr.grad_norm,
+                    (long long)bs.micro_batches, o.micro_batch_tokens, noise, eta, r.tty ? "    " : "\n");
             fflush(stderr);
             r.line_shown = 1;
         }

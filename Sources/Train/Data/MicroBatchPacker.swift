@@ -151,11 +151,15 @@ package struct MicroBatchPacker: Sendable {
 
     /// The next optimizer step: the next `accumulationSteps` micro-batches (fewer at the
     /// very end of the data) and their total target count; nil when finished.
-    package mutating func nextStep() -> TrainingStep? {
+    package mutating func nextStep() -> TrainingStep? { nextStep(microBatches: accumulationSteps) }
+
+    /// The next step of `microBatches` micro-batches (a batch-size controller's choice;
+    /// fewer at the very end of the data); nil when finished.
+    package mutating func nextStep(microBatches count: Int) -> TrainingStep? {
         let start = position
         var batches: [MicroBatch] = []
         var n = 0
-        while batches.count < accumulationSteps, let b = nextMicroBatch() {
+        while batches.count < max(count, 1), let b = nextMicroBatch() {
             n += b.targetCount
             batches.append(b)
         }
