@@ -937,7 +937,7 @@ bc_status bc_engine_get_metrics(const bc_engine *engine, bc_engine_metrics *metr
 /**
  * Loads the PEFT adapter directory `dir` (NUL-terminated) for `model`; *out receives a
  * handle freed with bc_adapter_free. Errors: NULL arguments (BC_E_INVALID_ARGUMENT);
- * BC_E_IO (files missing or unreadable); BC_E_FORMAT (bad JSON, r outside 1..1024, a
+ * BC_E_NOT_FOUND (a file missing), BC_E_IO (unreadable); BC_E_FORMAT (bad JSON, r outside 1..1024, a
  * missing or extra tensor, a tensor whose shape does not match r and the model's
  * projection, non-finite values, a truncated or hostile safetensors file);
  * BC_E_UNSUPPORTED (PEFT features batchcore does not implement: DoRA, bias,

@@ -115,7 +115,7 @@ int main(int argc, char **argv) {
     CHECK_ERR(bc_adapter_load(NULL, d1, &bad), BC_E_INVALID_ARGUMENT);
     CHECK_ERR(bc_adapter_load(model, NULL, &bad), BC_E_INVALID_ARGUMENT);
     CHECK_ERR(bc_adapter_load(model, d1, NULL), BC_E_INVALID_ARGUMENT);
-    CHECK_ERR(bc_adapter_load(model, "/nonexistent/bc-adapter", &bad), BC_E_IO);
+    CHECK_ERR(bc_adapter_load(model, "/nonexistent/bc-adapter", &bad), BC_E_NOT_FOUND);
     CHECK(bad == NULL);
     bc_adapter_free(NULL);
 
