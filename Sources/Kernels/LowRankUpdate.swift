@@ -17,13 +17,36 @@ package enum LowRankUpdate {
     @inline(__always)
     package static func row(x: UnsafePointer<Float>, a: UnsafePointer<Float>, bT: UnsafePointer<Float>, rank: Int,
                             cols: Int, rows: Int, scale: Float, y: UnsafeMutablePointer<Float>, u: UnsafeMutablePointer<Float>) {
-        for j in 0..<rank {
+        // Four latents at a time (four independent FMA chains sharing each x load); each
+        // latent's chain is the same whichever group it falls in.
+        @inline(__always) func finish(_ acc: Vec16) -> Float {
+            var s: Float = 0
+            for k in 0..<16 { s += acc[k] }
+            return scale * s
+        }
+        var j = 0
+        while j + 4 <= rank {
+            let a0 = a + j * cols, a1 = a0 + cols, a2 = a1 + cols, a3 = a2 + cols
+            var c0 = Vec16(repeating: 0), c1 = c0, c2 = c0, c3 = c0
+            forEachBlock16(cols) { i, lanes in
+                let xv = load16(x, i, lanes)
+                c0 = fma16(load16(a0, i, lanes), xv, c0)
+                c1 = fma16(load16(a1, i, lanes), xv, c1)
+                c2 = fma16(load16(a2, i, lanes), xv, c2)
+                c3 = fma16(load16(a3, i, lanes), xv, c3)
+            }
+            u[j] = finish(c0)
+            u[j + 1] = finish(c1)
+            u[j + 2] = finish(c2)
+            u[j + 3] = finish(c3)
+            j += 4
+        }
+        while j < rank {
             let aj = a + j * cols
             var acc = Vec16(repeating: 0)
             forEachBlock16(cols) { i, lanes in acc = fma16(load16(aj, i, lanes), load16(x, i, lanes), acc) }
-            var s: Float = 0
-            for k in 0..<16 { s += acc[k] }
-            u[j] = scale * s
+            u[j] = finish(acc)
+            j += 1
         }
         forEachBlock16(rows) { o, lanes in
             var acc = Vec16(repeating: 0)
