@@ -8,8 +8,10 @@
  * The adapters are PEFT directories written by a LoRA trainer (bc_trainer_save_adapter)
  * with random non-zero B, then loaded with bc_adapter_load. Requests: prompts of P
  * random token ids (seeded), greedy, ignore_eos: exactly G tokens each; all submitted at
- * t = 0. Output tokens/s = generated tokens / wall time of the whole run. Prints one
- * RESULT line per setup and round and a summary of the median per setup.
+ * t = 0. Output tokens/s = generated tokens / wall time of the whole run; also tokens per
+ * CPU second of the process (CLOCK_PROCESS_CPUTIME_ID, all threads), which a loaded
+ * machine distorts less than wall time. Prints one RESULT line per setup and round and a
+ * summary of the medians per setup.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "bench_util.h"
@@ -18,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define NREQ 64
@@ -49,8 +52,14 @@ static void write_adapter(bc_model *model, const char *dir, uint32_t rank, uint3
 }
 
 /* One run: 64 requests, request i with adapters[i % k] (k = 0: none). Returns output tok/s. */
+static double cpu_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
 static double run(bc_model *model, int32_t prompts[NREQ][1024], int prompt_len, int gen, bc_adapter **adapters, int k,
-                  int64_t *preemptions) {
+                  int64_t *preemptions, double *per_cpu_second) {
     bc_engine_params ep;
     CHECK(bc_engine_params_default(&ep, sizeof ep));
     ep.kv_bytes = 1LL << 30;
@@ -60,7 +69,7 @@ static double run(bc_model *model, int32_t prompts[NREQ][1024], int prompt_len, 
     bc_sampling_params sp;
     CHECK(bc_sampling_params_default(&sp, sizeof sp));
     sp.temperature = 0;
-    double t0 = now();
+    double t0 = now(), c0 = cpu_now();
     for (int i = 0; i < NREQ; i++) {
         bc_request_params rp;
         CHECK(bc_request_params_default(&rp, sizeof rp));
@@ -82,6 +91,7 @@ static double run(bc_model *model, int32_t prompts[NREQ][1024], int prompt_len, 
         } while (got == 256);
     }
     double wall = now() - t0;
+    *per_cpu_second = (double)generated / (cpu_now() - c0);
     bc_engine_metrics m;
     memset(&m, 0, sizeof m);
     m.struct_size = sizeof m;
@@ -143,21 +153,23 @@ int main(int argc, char **argv) {
     }
     (void)adapter_bytes;
     const int setups[4] = {0, 1, 8, 32};
-    double tps[4][50];
+    double tps[4][50], tpc[4][50];
     for (int r = 0; r < rounds; r++) {
         for (int s = 0; s < 4; s++) {
             int64_t pre = 0;
-            tps[s][r] = run(model, prompts, prompt_len, gen, adapters, setups[s], &pre);
-            printf("RESULT round=%d adapters=%d rank=%d targets=0x%x requests=%d prompt=%d gen=%d output_tok_s=%.1f preemptions=%lld\n",
-                   r, setups[s], rank, targets, NREQ, prompt_len, gen, tps[s][r], (long long)pre);
+            tps[s][r] = run(model, prompts, prompt_len, gen, adapters, setups[s], &pre, &tpc[s][r]);
+            printf("RESULT round=%d adapters=%d rank=%d targets=0x%x requests=%d prompt=%d gen=%d output_tok_s=%.1f "
+                   "output_tok_per_cpu_s=%.2f preemptions=%lld\n",
+                   r, setups[s], rank, targets, NREQ, prompt_len, gen, tps[s][r], tpc[s][r], (long long)pre);
             fflush(stdout);
         }
     }
-    double base = median(tps[0], rounds);
-    printf("SUMMARY (median of %d rounds, output tok/s)\n", rounds);
+    double base = median(tps[0], rounds), base_cpu = median(tpc[0], rounds);
+    printf("SUMMARY (median of %d rounds)\n", rounds);
     for (int s = 0; s < 4; s++) {
-        double m = median(tps[s], rounds);
-        printf("adapters=%-2d  %.1f tok/s  %.3fx of no adapter\n", setups[s], m, m / base);
+        double m = median(tps[s], rounds), c = median(tpc[s], rounds);
+        printf("adapters=%-2d  %.1f tok/s (%.3fx of no adapter)  %.2f tok/CPU-s (%.3fx)\n", setups[s], m, m / base, c,
+               c / base_cpu);
     }
     for (int a = 0; a < MAXK; a++) bc_adapter_free(adapters[a]);
     bc_model_free(model);
