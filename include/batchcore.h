@@ -766,6 +766,9 @@ bc_status bc_generate(bc_context *ctx, const char *prompt, const bc_generate_par
  */
 typedef struct bc_engine bc_engine;
 
+/** A LoRA adapter loaded for serving (see "LoRA adapters (serving)" below). */
+typedef struct bc_adapter bc_adapter;
+
 typedef struct bc_engine_params {
     uint32_t struct_size;        /**< sizeof(bc_engine_params) */
     int32_t max_batched_tokens;  /**< tokens per step (decodes + prefill chunks); default 512 */
@@ -801,6 +804,11 @@ typedef struct bc_request_params {
     int32_t n_stop_strings;
     int32_t reserved2;           /**< 0 */
     uint64_t user_tag;           /**< echoed in events */
+    /** LoRA adapter the request runs with (NULL: the base model; default NULL). The request
+     *  holds its own reference, so the caller may bc_adapter_free it while the request runs. */
+    const bc_adapter *adapter;
+    float adapter_scale;         /**< factor on the adapter's own scale (lora_alpha / r); default 1 */
+    int32_t reserved3;           /**< 0 */
 } bc_request_params;
 
 /** Fills *out with defaults; size = sizeof(*out). */
@@ -917,6 +925,53 @@ typedef struct bc_engine_metrics {
 
 /** Engine-wide metrics (writing only metrics->struct_size bytes). */
 bc_status bc_engine_get_metrics(const bc_engine *engine, bc_engine_metrics *metrics);
+
+/* ------------------------------------------------------------------------- */
+/* LoRA adapters (serving)                                                   */
+/* ------------------------------------------------------------------------- */
+/*
+ * A LoRA adapter is a Hugging Face PEFT directory (adapter_config.json with peft_type
+ * "LORA", r, lora_alpha, use_rslora, target_modules among q_proj ... down_proj;
+ * adapter_model.safetensors with every lora_A/lora_B of the model's layers) loaded for
+ * one model. It is applied per sequence of a context (bc_context_set_adapter) or per
+ * engine request (bc_request_params.adapter), with a scale multiplying its own.
+ *
+ * One bc_decode or bc_engine_step mixes rows of any adapters and of none: every
+ * projection stays ONE matrix product over all rows, then each adapter's low-rank
+ * update scale * (lora_alpha/r) * B·A·x is added to its own rows only (rows grouped by
+ * adapter, as S-LoRA / Punica's SGMV), so a sequence's output does not depend on its
+ * batch-mates. The prefix cache never shares KV across adapters or scales.
+ *
+ * Adapters are reference counted like models: contexts (per sequence) and engine
+ * requests hold a reference, so bc_adapter_free may be called while they still use it;
+ * its memory (float32 A and B) is released with the last reference. An adapter is
+ * immutable: share it between threads, contexts and engines of its model.
+ */
+
+/**
+ * Loads the PEFT adapter directory `dir` (NUL-terminated) for `model`; *out receives a
+ * handle freed with bc_adapter_free. Errors: NULL arguments (BC_E_INVALID_ARGUMENT);
+ * BC_E_NOT_FOUND (a file missing), BC_E_IO (unreadable); BC_E_FORMAT (bad JSON, r outside 1..1024, a
+ * missing or extra tensor, a tensor whose shape does not match r and the model's
+ * projection, non-finite values, a truncated or hostile safetensors file);
+ * BC_E_UNSUPPORTED (PEFT features batchcore does not implement: DoRA, bias,
+ * fan_in_fan_out, layers_to_transform, modules_to_save, other target modules).
+ */
+bc_status bc_adapter_load(const bc_model *model, const char *dir, bc_adapter **out);
+
+/** Releases the caller's reference; NULL is a no-op. */
+void bc_adapter_free(bc_adapter *adapter);
+
+/**
+ * Sets the adapter (NULL: none, the base model) and scale of sequence seq_id of ctx for
+ * the following bc_decode calls (and bc_context_seq_attach_prefix, which then matches
+ * only prefixes cached under the same adapter and scale). The sequence must hold no
+ * positions (new, removed, or truncated to 0); a forked child takes its parent's
+ * adapter. The context keeps a reference to the adapter. Errors: NULL ctx, negative
+ * seq_id, non-finite scale, an adapter loaded for another model (BC_E_INVALID_ARGUMENT);
+ * BC_E_BAD_STATE when the sequence holds positions.
+ */
+bc_status bc_context_set_adapter(bc_context *ctx, int32_t seq_id, const bc_adapter *adapter, float scale);
 
 /* ------------------------------------------------------------------------- */
 /* Training: full fine-tuning of a loaded model                              */

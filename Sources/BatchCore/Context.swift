@@ -126,7 +126,7 @@ public func bc_context_seq_fork(_ ctx: OpaquePointer?, _ parent: Int32, _ child:
     abiCall {
         let c = try object(ctx, as: InferenceContext.self, "ctx")
         guard parent >= 0, child >= 0 else { throw BatchCoreError.invalid("seq ids must be >= 0") }
-        try c.cache.fork(parent: Int(parent), child: Int(child))
+        try c.fork(parent: Int(parent), child: Int(child))
     }
 }
 
@@ -145,7 +145,7 @@ public func bc_context_seq_attach_prefix(_ ctx: OpaquePointer?, _ seq: Int32, _ 
         if let bad = prompt.first(where: { $0 < 0 || Int($0) >= vocab }) {
             throw BatchCoreError.invalid("token \(bad) is outside the vocabulary")
         }
-        nCached.pointee = Int32(try c.cache.attachPrefix(sequence: Int(seq), prompt: prompt))
+        nCached.pointee = Int32(try c.attachPrefix(sequence: Int(seq), prompt: prompt))
     }
 }
 

@@ -41,7 +41,7 @@ private var defaultRequestParams: bc_request_params {
     bc_request_params(
         struct_size: UInt32(MemoryLayout<bc_request_params>.size), max_tokens: 128, n: 1, priority: 0, ignore_eos: 0,
         reserved0: 0, stop_tokens: nil, n_stop_tokens: 0, reserved1: 0, stop_strings: nil, n_stop_strings: 0, reserved2: 0,
-        user_tag: 0)
+        user_tag: 0, adapter: nil, adapter_scale: 1, reserved3: 0)
 }
 
 @c @implementation
@@ -100,7 +100,9 @@ private func request(_ tokens: [Int32], _ params: UnsafePointer<bc_request_param
     }
     return GenerationRequest(prompt: tokens, sampling: s, maxTokens: Int(p.max_tokens), stopTokens: stopTokens,
                              stopStrings: stopStrings, priority: Int(p.priority), n: Int(p.n),
-                             ignoreEndOfGeneration: p.ignore_eos != 0, tag: p.user_tag)
+                             ignoreEndOfGeneration: p.ignore_eos != 0, tag: p.user_tag,
+                             adapter: p.adapter.map { Unmanaged<ServingAdapter>.fromOpaque(UnsafeRawPointer($0)).takeUnretainedValue() },
+                             adapterScale: p.adapter_scale)
 }
 
 @c @implementation

@@ -62,7 +62,8 @@ public func bc_generate(_ ctx: OpaquePointer?, _ prompt: UnsafePointer<CChar>?, 
         let callback = g.callback, user = g.user_data
         let r = try Generator.generate(
             model: c.model, cache: c.cache, sequence: Int(g.seq_id), prompt: tokens, sampling: s,
-            maxTokens: Int(g.max_tokens), stopAtEndOfGeneration: g.stop_at_eog != 0
+            maxTokens: Int(g.max_tokens), stopAtEndOfGeneration: g.stop_at_eog != 0,
+            adapter: c.sequenceAdapters[Int(g.seq_id)]
         ) { token, text in
             guard let callback else { return true }
             // NUL-terminated for convenience, though piece_len is the length.

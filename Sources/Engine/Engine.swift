@@ -96,6 +96,10 @@ package final class Engine {
         guard spec.maxTokens >= 1 else { throw BatchCoreError.invalid("max_tokens must be >= 1") }
         guard spec.n >= 1, spec.n <= 128 else { throw BatchCoreError.invalid("n must be in 1...128") }
         try spec.sampling.validate()
+        if let a = spec.adapter {
+            guard a.model === model else { throw BatchCoreError.invalid("the adapter was loaded for another model") }
+            guard spec.adapterScale.isFinite else { throw BatchCoreError.invalid("adapter scale \(spec.adapterScale) is not finite") }
+        }
         let vocab = model.config.vocabSize
         if let bad = spec.prompt.first(where: { $0 < 0 || Int($0) >= vocab }) {
             throw BatchCoreError.invalid("prompt token \(bad) is outside the vocabulary")
@@ -286,7 +290,7 @@ package final class Engine {
             guard budget > 0, seqBudget > 0 else { return 0 }
             let admitting = !s.inCache
             if admitting {
-                let reused = try cache.attachPrefix(sequence: s.cacheID, prompt: s.tokens)
+                let reused = try cache.attachPrefix(sequence: s.cacheID, prompt: s.tokens, adapter: r.spec.adapterKey)
                 s.inCache = true
                 s.computed = reused
                 if s.generated == 0 { s.cachedPrompt = reused }
@@ -344,8 +348,9 @@ package final class Engine {
         }
         let vocab = model.config.vocabSize
         var logits = [Float](repeating: 0, count: max(1, batch.logitRows) * vocab)
+        let adapters = try rowAdapters(plan.rows.map { $0.request.spec })
         try logits.withUnsafeMutableBufferPointer {
-            try model.transformer.forward(batch, cache: cache, logits: $0.baseAddress)
+            try model.transformer.forward(batch, cache: cache, logits: $0.baseAddress, adapters: adapters)
         }
         var done: [Sequence: Int] = [:]
         for row in plan.rows { done[row.seq, default: 0] += 1 }

@@ -1,3 +1,5 @@
+import BCModel
+
 /// One generation request.
 package struct GenerationRequest: Sendable {
     package var prompt: [Int32]
@@ -16,9 +18,14 @@ package struct GenerationRequest: Sendable {
     /// Caller's opaque tag, carried by every event of this request (the engine keeps
     /// it only inside the request, so it lives and dies with it).
     package var tag: UInt64
+    /// The serving adapter the request runs with (nil: the base model) and the factor
+    /// applied on top of the adapter's own scale. The request holds the adapter alive.
+    package var adapter: ServingAdapter?
+    package var adapterScale: Float
 
     package init(prompt: [Int32], sampling: SamplingParams = .greedy, maxTokens: Int = 128, stopTokens: Set<Int32> = [],
-                stopStrings: [String] = [], priority: Int = 0, n: Int = 1, ignoreEndOfGeneration: Bool = false, tag: UInt64 = 0) {
+                stopStrings: [String] = [], priority: Int = 0, n: Int = 1, ignoreEndOfGeneration: Bool = false, tag: UInt64 = 0,
+                adapter: ServingAdapter? = nil, adapterScale: Float = 1) {
         self.prompt = prompt
         self.sampling = sampling
         self.maxTokens = maxTokens
@@ -28,7 +35,12 @@ package struct GenerationRequest: Sendable {
         self.n = n
         self.ignoreEndOfGeneration = ignoreEndOfGeneration
         self.tag = tag
+        self.adapter = adapter
+        self.adapterScale = adapterScale
     }
+
+    /// The prefix-cache key of the request's adapter (0: the base model).
+    package var adapterKey: UInt64 { adapter?.cacheKey(scale: adapterScale) ?? 0 }
 }
 
 package enum FinishReason: Int32, Sendable {

@@ -36,6 +36,7 @@ package enum Generator {
 
     package static func generate(model: LanguageModel, cache: KVCache, sequence: Int, prompt: [Int32],
                                 sampling: SamplingParams, maxTokens: Int, stopAtEndOfGeneration: Bool = true,
+                                adapter: (adapter: ServingAdapter, scale: Float)? = nil,
                                 onToken: (Int32, String) -> Bool) throws -> GenerationResult {
         guard !prompt.isEmpty else { throw BatchCoreError.invalid("the prompt has no tokens") }
         guard maxTokens >= 0 else { throw BatchCoreError.invalid("max tokens must be >= 0") }
@@ -48,7 +49,18 @@ package enum Generator {
         var result = GenerationResult(promptTokens: prompt.count)
         var logits = [Float](repeating: 0, count: vocab)
         // A new sequence starts from the longest cached prefix of its prompt.
-        let reused = start == 0 ? try cache.reusePrefix(sequence: sequence, prompt: prompt) : 0
+        // (Under an adapter, only prefixes cached under the same adapter and scale.)
+        let reused: Int
+        if start == 0, let adapter, let paged = cache as? PagedKVCache {
+            reused = try paged.attachPrefix(sequence: sequence, prompt: prompt, adapter: adapter.adapter.cacheKey(scale: adapter.scale))
+        } else {
+            reused = start == 0 ? try cache.reusePrefix(sequence: sequence, prompt: prompt) : 0
+        }
+        /// The sequence's adapter on every row of a batch.
+        func adapters(_ batch: TokenBatch) throws -> BatchAdapters? {
+            guard let adapter else { return nil }
+            return try BatchAdapters(perRow: Array(repeating: adapter, count: batch.count), model: model)
+        }
         result.cachedPromptTokens = reused
         var batch = TokenBatch()
         for i in reused..<prompt.count {
@@ -57,7 +69,7 @@ package enum Generator {
         var history = prompt
         var decoder = StreamingDecoder(tokenizer: model.tokenizer)
         let t0 = monotonicSeconds()
-        try logits.withUnsafeMutableBufferPointer { try model.transformer.forward(batch, cache: cache, logits: $0.baseAddress) }
+        try logits.withUnsafeMutableBufferPointer { try model.transformer.forward(batch, cache: cache, logits: $0.baseAddress, adapters: adapters(batch)) }
         let t1 = monotonicSeconds()
         result.promptSeconds = t1 - t0
         while result.generatedTokens < maxTokens {
@@ -78,7 +90,7 @@ package enum Generator {
             if result.generatedTokens == maxTokens { break }
             batch = TokenBatch()
             batch.append(token, position: start + history.count - 1, sequence: sequence, logits: true)
-            try logits.withUnsafeMutableBufferPointer { try model.transformer.forward(batch, cache: cache, logits: $0.baseAddress) }
+            try logits.withUnsafeMutableBufferPointer { try model.transformer.forward(batch, cache: cache, logits: $0.baseAddress, adapters: adapters(batch)) }
         }
         let rest = decoder.finish()
         if !rest.isEmpty { _ = onToken(-1, rest) }

@@ -6,6 +6,8 @@ package final class InferenceContext {
     package let model: LanguageModel
     package let cache: PagedKVCache
     package let maxPositions: Int
+    /// Sequence id → its serving adapter and scale (`setAdapter`); absent: the base model.
+    package internal(set) var sequenceAdapters: [Int: (adapter: ServingAdapter, scale: Float)] = [:]
 
     /// Default KV budget when the caller sets none.
     package static let defaultBudgetBytes = 1 << 30
@@ -33,7 +35,7 @@ package final class InferenceContext {
         for p in batch.positions where p >= maxPositions {
             throw BatchCoreError.invalid("position \(p) is beyond n_ctx \(maxPositions)")
         }
-        try model.transformer.forward(batch, cache: cache, logits: logits)
+        try decodeWithAdapters(batch, logits: logits)
     }
 }
 

@@ -64,13 +64,22 @@ package final class Transformer {
     ///
     /// The KV cache is driven by `ServingKV` (check, reserve, store, gather, commit); the
     /// layers are the same functions the cache-free `forward(documents:)` runs.
-    package func forward(_ batch: TokenBatch, cache: KVCache, logits: UnsafeMutablePointer<Float>?) throws {
+    ///
+    /// `adapters`: each row's serving adapter (`BatchAdapters`, one entry per batch row):
+    /// every projection stays one base product over all rows, then each adapter group's
+    /// low-rank updates are added to its rows; batch invariance holds as above.
+    package func forward(_ batch: TokenBatch, cache: KVCache, logits: UnsafeMutablePointer<Float>?,
+                        adapters: BatchAdapters? = nil) throws {
+        if let adapters, adapters.rowCount != batch.count {
+            throw BatchCoreError.invalid("adapters for \(adapters.rowCount) rows of a batch of \(batch.count)")
+        }
+        let serving = adapters?.isEmpty == false ? adapters : nil
         let kv = try ServingKV(batch: batch, cache: cache, config: config)
         try kv.reserve()
         let rows = logits == nil ? [] : (0..<batch.count).filter { batch.wantLogits[$0] }
         let a = workspaces.take()
         defer { workspaces.give(a) }
-        try layers(tokens: batch.tokens, positions: batch.positions, logitRows: rows.count, kv: kv, a)
+        try layers(tokens: batch.tokens, positions: batch.positions, logitRows: rows.count, kv: kv, a, serving: serving)
         kv.commit()
         if let logits, let x = a.finalResidual, let normed = a.outputNormed {
             outputHead(x, rows: rows, normed: normed, logits: logits)
@@ -102,9 +111,10 @@ package final class Transformer {
 
     /// Embedding, rotation tables and every decoder layer (`attentionBlock`, `mlpBlock`)
     /// over T = tokens.count rows into `a`; the final residual is `a.finalResidual`.
-    /// `adapters`: apply the training adapters (`project`).
+    /// `adapters`: apply the training adapters (`project`); `serving`: each row's
+    /// serving adapter (`BatchAdapters.apply` after each base product).
     func layers(tokens: [Int32], positions: [Int], logitRows: Int, kv: KVSource,
-                        _ a: ForwardActivations, adapters: Bool = false) throws {
+                        _ a: ForwardActivations, adapters: Bool = false, serving: BatchAdapters? = nil) throws {
         let n = tokens.count, hd = config.headDim
         try a.prepare(config, rows: n, logitRows: logitRows)
         guard let ropeTable = a.ropeTable else { throw BatchCoreError(.internal, "activations without a rotation table") }
@@ -113,8 +123,8 @@ package final class Transformer {
         for i in 0..<n { rope.table(position: positions[i], into: ropeTable + i * hd) }
         for (l, w) in weights.layers.enumerated() {
             let set = a[l]
-            try attentionBlock(layer: l, w, set, rows: n, ropeTable: ropeTable, kv: kv, adapters: adapters)
-            try mlpBlock(w, set, rows: n, adapters: adapters)
+            try attentionBlock(layer: l, w, set, rows: n, ropeTable: ropeTable, kv: kv, adapters: adapters, serving: serving)
+            try mlpBlock(w, set, rows: n, adapters: adapters, layer: l, serving: serving)
         }
     }
 }

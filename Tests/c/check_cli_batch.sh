@@ -171,6 +171,55 @@ recs[3]["error"]["message"] == "\x27seed\x27 must be an integer in [0, 184467440
 "max_tokens" in recs[8]["error"]["message"]
 ' values
 
+# LoRA adapters: a PEFT directory (r 2 on q_proj, random A and B) written here; requests
+# name it with "adapter"; unknown names and non-strings are error records; requests
+# with and without the adapter run in the same engine.
+n_layer=$(env -i "$cli" info -m "$model" --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["layers"])')
+n_embd=$(env -i "$cli" info -m "$model" --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["embedding"])')
+mkdir -p "$tmp/adapter"
+python3 - "$tmp/adapter" "$n_layer" "$n_embd" <<'PY'
+import json, random, struct, sys
+d, layers, dim = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+random.seed(1)
+tensors, blobs, off = {}, [], 0
+for l in range(layers):
+    for part, shape in (("lora_A", [2, dim]), ("lora_B", [dim, 2])):
+        name = f"base_model.model.model.layers.{l}.self_attn.q_proj.{part}.weight"
+        n = shape[0] * shape[1]
+        blobs.append(struct.pack(f"<{n}f", *[random.uniform(-0.5, 0.5) for _ in range(n)]))
+        tensors[name] = {"dtype": "F32", "shape": shape, "data_offsets": [off, off + 4 * n]}
+        off += 4 * n
+header = json.dumps(tensors).encode()
+with open(d + "/adapter_model.safetensors", "wb") as f:
+    f.write(struct.pack("<Q", len(header)) + header + b"".join(blobs))
+json.dump({"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj"]},
+          open(d + "/adapter_config.json", "w"))
+PY
+{
+    echo '{"prompt": "Once upon a time", "max_tokens": 6, "temperature": 0, "adapter": "a"}'
+    echo '{"prompt": "Once upon a time", "max_tokens": 6, "temperature": 0}'
+    echo '{"prompt": "Once upon a time", "max_tokens": 6, "temperature": 0, "adapter": "zz"}'
+    echo '{"prompt": "Once upon a time", "max_tokens": 6, "temperature": 0, "adapter": 5}'
+    echo '{"prompt": "Once upon a time", "max_tokens": 6, "temperature": 0, "adapter": "a", "adapter_scale": 1}'
+    echo '{"prompt": "Once upon a time", "max_tokens": 6, "temperature": 0, "adapter": "a", "adapter_scale": 0}'
+} > "$tmp/adapter.jsonl"
+run_batch adapter --adapter "a=$tmp/adapter"
+[ "$rc" -eq 0 ] || { bad "adapter: exit $rc"; cat "$tmp/adapter.err"; }
+expect '
+sorted(recs) == list(range(1, 7))
+"choices" in recs[1] and "choices" in recs[2] and "choices" in recs[5] and "choices" in recs[6]
+"unknown adapter" in recs[3]["error"]["message"]
+"adapter" in recs[4]["error"]["message"]
+recs[1]["choices"][0]["text"] == recs[5]["choices"][0]["text"]
+recs[6]["choices"][0]["text"] == recs[2]["choices"][0]["text"]
+recs[1]["choices"][0]["text"] != recs[2]["choices"][0]["text"]
+' adapter
+cp "$tmp/adapter.jsonl" "$tmp/adapter2.jsonl"
+run_batch adapter2 --adapter "no-equals-sign"
+[ "$rc" -eq 2 ] || bad "adapter: --adapter without NAME= exits $rc, not 2"
+run_batch adapter2 --adapter "a=$tmp/missing"
+[ "$rc" -eq 1 ] || bad "adapter: a missing adapter directory exits $rc, not 1"
+
 # --help documents the three shapes.
 help=$(env -i "$cli" batch --help)
 for word in '"line"' 'partial failure' 'preempted' '--stream' 'duplicate id' 'SIGINT' 'SIGTERM' '130' '143'; do

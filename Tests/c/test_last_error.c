@@ -339,6 +339,18 @@ static void test_trainer(const char *fixtures, const char *dir) {
         snprintf(rm2, sizeof rm2, "rm -rf '%s' '%s' '%s'", gguf, merged, soup);
         if (system(rm2) != 0) CHECK(0);
         bc_trainer_free(t);
+        /* Serving the adapter. */
+        bc_adapter *ad = NULL;
+        KEEPS(bc_adapter_load(model, adapter, &ad));
+        bc_context_params acp;
+        bc_context_params_default(&acp, sizeof acp);
+        acp.kv_bytes = 1 << 22;
+        acp.n_ctx = 64;
+        bc_context *actx = NULL;
+        bc_context_create(model, &acp, &actx);
+        KEEPS(bc_context_set_adapter(actx, 0, ad, 0.5f));
+        KEEPS_VOID(bc_adapter_free(ad));
+        bc_context_free(actx);
         char rm[800];
         snprintf(rm, sizeof rm, "rm -rf '%s'", adapter);
         if (system(rm) != 0) CHECK(0);

@@ -14,11 +14,13 @@
 
 #define MAX_STOP_STRINGS 16
 #define MAX_N 128
+#define MAX_ADAPTERS 64
 
 static void batch_usage(FILE *out) {
     fprintf(out,
             "usage: batchcore batch [-m MODEL] [--max-batched-tokens N] [--max-seqs N] [--kv-bytes N]\n"
-            "                       [--static] [--stream] [--max-tokens N] [-t THREADS] [-q]\n"
+            "                       [--static] [--stream] [--max-tokens N] [--adapter NAME=DIR]...\n"
+            "                       [-t THREADS] [-q]\n"
             "                       < requests.jsonl > results.jsonl\n"
             "\n"
             "Reads every request (one JSON object per line) from stdin, submits them all to the\n"
@@ -56,6 +58,10 @@ static void batch_usage(FILE *out) {
             "  Set temperature 1, top_p 1, top_k 0, min_p 0 for OpenAI's plain sampling.\n"
             "  priority           integer, higher first; when any request sets it, the engine\n"
             "                     schedules by priority instead of first-come-first-served\n"
+            "  adapter            name of a LoRA adapter given with --adapter NAME=DIR (default:\n"
+            "                     none, the base model); requests of different adapters and of\n"
+            "                     none run in the same engine steps\n"
+            "  adapter_scale      factor on the adapter's own scale (lora_alpha / r) (default 1)\n"
             "Generation also stops at the model's end-of-generation token (finish_reason \"stop\").\n"
             "\n"
             "records: exactly one line per non-blank input line, of one of two kinds. Every\n"
@@ -93,6 +99,8 @@ static void batch_usage(FILE *out) {
             "                              the rest drain. Always schedules by priority (equal\n"
             "                              priorities: first come, first served)\n"
             "      --max-tokens N          default max_tokens of requests without one (default 128)\n"
+            "      --adapter NAME=DIR      load the PEFT LoRA adapter directory DIR as NAME (repeatable,\n"
+            "                              up to 64); requests choose it with \"adapter\": \"NAME\"\n"
             "  -t, --threads N             threads; 0 = all cores (default 0)\n"
             "  -h, --help                  this help\n"
             "\n"
@@ -122,6 +130,7 @@ typedef struct request {
     json_value *messages; /* borrowed from tree until formatted */
     bc_request_params rp;
     bc_sampling_params sp;
+    char *adapter;       /* the "adapter" name (malloc'd), or NULL */
     char *stops[MAX_STOP_STRINGS];
     int n_stops;
     json_value *tree;
@@ -297,6 +306,13 @@ static void parse_request(request *r, const char *line, size_t len, const bc_sam
         if (!((float)d > 0)) { r->error = fmt_error("'repetition_penalty' must be > 0%s%s", "", ""); return; }
         r->sp.repetition_penalty = (float)d;
     }
+    if (!get_number(r, "adapter_scale", -1e6, 1e6, 0, &d, &present)) return;
+    if (present) r->rp.adapter_scale = (float)d;
+    const json_value *adapter = json_get(r->tree, "adapter");
+    if (adapter && adapter->type != JSON_NULL) {
+        if (adapter->type != JSON_STRING) { r->error = fmt_error("'adapter' must be a string (a --adapter NAME)%s%s", "", ""); return; }
+        r->adapter = dup_text(adapter->text, strlen(adapter->text));
+    }
     const json_value *seed = json_get(r->tree, "seed");
     if (seed && seed->type != JSON_NULL) {
         /* Exact through the source text; an integral value written otherwise (1e3, 5.0)
@@ -445,6 +461,7 @@ static void free_request(request *r) {
     free(r->error);
     free(r->prompt);
     free(r->tokens);
+    free(r->adapter);
     for (int k = 0; k < r->n_stops; k++) free(r->stops[k]);
     json_free(r->tree);
     if (r->texts)
@@ -623,6 +640,9 @@ int cmd_batch(int argc, char **argv) {
     cli_model_opts mo = {NULL, 0};
     long threads = 0, max_tokens = 128;
     int stream = 0;
+    const char *adapter_arg[MAX_ADAPTERS];
+    bc_adapter *adapters[MAX_ADAPTERS] = {NULL};
+    int n_adapters = 0;
     bc_engine_params ep;
     bc_status st = bc_engine_params_default(&ep, sizeof ep);
     if (st != BC_OK) { cli_report("engine defaults", st); return EXIT_FAIL; }
@@ -651,6 +671,12 @@ int cmd_batch(int argc, char **argv) {
             ok = ok && cli_parse_long(v, &max_tokens) && max_tokens >= 1 && max_tokens <= INT32_MAX;
         } else if (strcmp(a, "-t") == 0 || strcmp(a, "--threads") == 0) {
             ok = ok && cli_parse_long(v, &threads) && threads >= 0 && threads <= 4096;
+        } else if (strcmp(a, "--adapter") == 0) {
+            const char *eq = v ? strchr(v, '=') : NULL;
+            ok = ok && eq && eq > v && eq[1] != '\0' && n_adapters < MAX_ADAPTERS;
+            for (int k = 0; ok && k < n_adapters; k++)
+                if (strncmp(adapter_arg[k], v, (size_t)(eq - v) + 1) == 0) ok = 0; /* a repeated NAME */
+            if (ok) adapter_arg[n_adapters++] = v;
         } else {
             fprintf(stderr, "batchcore batch: unknown option '%s'\n", a);
             batch_usage(stderr);
@@ -708,6 +734,13 @@ int cmd_batch(int argc, char **argv) {
     }
     if ((st = bc_set_num_threads((int32_t)threads)) != BC_OK) { cli_report("set threads", st); rc = EXIT_FAIL; goto out; }
     if ((rc = cli_load_model(&mo, &model)) != EXIT_OK) goto out;
+    for (int k = 0; k < n_adapters; k++) {
+        if ((st = bc_adapter_load(model, strchr(adapter_arg[k], '=') + 1, &adapters[k])) != BC_OK) {
+            fprintf(stderr, "batchcore batch: --adapter %s: %s: %s\n", adapter_arg[k], bc_status_string(st), cli_error_text());
+            rc = EXIT_FAIL;
+            goto out;
+        }
+    }
     /* Streaming cannot know in advance whether a later line sets a priority: it always
      * schedules by priority, which with equal priorities is first-come-first-served. */
     if (lr.uses_priority || stream) ep.policy = 1;
@@ -730,6 +763,15 @@ int cmd_batch(int argc, char **argv) {
                 char *err = NULL;
                 r->prompt = format_chat(model, r->messages, &err);
                 if (!r->prompt) { r->error = err; r->valid = 0; }
+            }
+            if (r->valid && r->adapter) {
+                size_t n = strlen(r->adapter);
+                for (int a = 0; a < n_adapters; a++)
+                    if (strncmp(adapter_arg[a], r->adapter, n) == 0 && adapter_arg[a][n] == '=') r->rp.adapter = adapters[a];
+                if (!r->rp.adapter) {
+                    r->error = fmt_error("unknown adapter '%s' (not given with --adapter NAME=DIR)%s", r->adapter, "");
+                    r->valid = 0;
+                }
             }
             if (r->valid) {
                 r->texts = (char **)calloc((size_t)r->rp.n, sizeof *r->texts);
@@ -886,6 +928,7 @@ out:
     free(lr.buf);
     free(events);
     bc_engine_free(engine);
+    for (int k = 0; k < n_adapters; k++) bc_adapter_free(adapters[k]);
     bc_model_free(model);
     return rc;
 }

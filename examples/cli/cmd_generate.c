@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -10,7 +11,7 @@ static void generate_usage(FILE *out) {
     fprintf(out,
             "usage: batchcore generate [-m MODEL] [-p PROMPT] [-n N] [--temp T] [--top-k K] [--top-p P]\n"
             "                          [--min-p P] [--repeat-penalty R] [--seed S] [--chat]\n"
-            "                          [--system TEXT] [-c N] [-t THREADS] [-q]\n"
+            "                          [--system TEXT] [--adapter DIR] [--adapter-scale S] [-c N] [-t THREADS] [-q]\n"
             "\n"
             "Generates a continuation of PROMPT (without -p: all of stdin, which must not\n"
             "contain a NUL byte) and streams it to stdout as it is produced, then a newline\n"
@@ -36,6 +37,9 @@ static void generate_usage(FILE *out) {
             "                     same text)\n"
             "      --chat         wrap the prompt with the chat template as the user's message\n"
             "      --system TEXT  system message of the conversation (implies --chat)\n"
+            "      --adapter DIR  apply the PEFT LoRA adapter directory DIR (adapter_config.json +\n"
+            "                     adapter_model.safetensors) to the model\n"
+            "      --adapter-scale S  factor on the adapter's own scale lora_alpha / r (default 1)\n"
             "  -c, --ctx-size N   context length in tokens; 0 = the model's (default 0)\n"
             "  -t, --threads N    threads; 0 = all cores (default 0)\n"
             "  -h, --help         this help\n"
@@ -62,7 +66,9 @@ static double rate(int32_t tokens, double seconds) { return seconds > 0 ? (doubl
 
 int cmd_generate(int argc, char **argv) {
     cli_model_opts mo = {NULL, 0};
-    const char *prompt_arg = NULL, *system = NULL;
+    const char *prompt_arg = NULL, *system = NULL, *adapter_dir = NULL;
+    float adapter_scale = 1;
+    bc_adapter *adapter = NULL;
     long max_tokens = 128, threads = 0, n_ctx = 0;
     int chat = 0;
     bc_sampling_params sp;
@@ -80,6 +86,8 @@ int cmd_generate(int argc, char **argv) {
         int ok = v != NULL;
         if (strcmp(a, "-p") == 0 || strcmp(a, "--prompt") == 0) prompt_arg = v;
         else if (strcmp(a, "--system") == 0) { system = v; chat = 1; }
+        else if (strcmp(a, "--adapter") == 0) adapter_dir = v;
+        else if (strcmp(a, "--adapter-scale") == 0) ok = ok && cli_parse_float(v, &adapter_scale) && isfinite(adapter_scale);
         else if (strcmp(a, "-n") == 0 || strcmp(a, "--max-tokens") == 0)
             ok = ok && cli_parse_long(v, &max_tokens) && max_tokens >= 1 && max_tokens <= INT32_MAX;
         else if (strcmp(a, "--top-k") == 0) {
@@ -143,6 +151,10 @@ int cmd_generate(int argc, char **argv) {
     if ((st = bc_context_params_default(&cp, sizeof cp)) != BC_OK) { cli_report("context params", st); rc = EXIT_FAIL; goto done; }
     cp.n_ctx = (int32_t)n_ctx;
     if ((st = bc_context_create(model, &cp, &ctx)) != BC_OK) { cli_report("create context", st); rc = EXIT_FAIL; goto done; }
+    if (adapter_dir) {
+        if ((st = bc_adapter_load(model, adapter_dir, &adapter)) != BC_OK) { cli_report("load adapter", st); rc = EXIT_FAIL; goto done; }
+        if ((st = bc_context_set_adapter(ctx, 0, adapter, adapter_scale)) != BC_OK) { cli_report("set adapter", st); rc = EXIT_FAIL; goto done; }
+    }
 
     bc_generate_params gp;
     if ((st = bc_generate_params_default(&gp, sizeof gp)) != BC_OK) { cli_report("generate params", st); rc = EXIT_FAIL; goto done; }
@@ -172,6 +184,7 @@ int cmd_generate(int argc, char **argv) {
     if (cli_stop_signal()) rc = 128 + cli_stop_signal();
 done:
     bc_context_free(ctx);
+    bc_adapter_free(adapter);
     bc_model_free(model);
     free(prompt);
     free(user);

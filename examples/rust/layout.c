@@ -72,6 +72,9 @@ int main(void) {
     FIELD(bc_request_params, n_stop_strings);
     FIELD(bc_request_params, reserved2);
     FIELD(bc_request_params, user_tag);
+    FIELD(bc_request_params, adapter);
+    FIELD(bc_request_params, adapter_scale);
+    FIELD(bc_request_params, reserved3);
 
     SIZE(bc_event);
     FIELD(bc_event, kind);

@@ -12,12 +12,15 @@ extension Transformer {
     ///
     /// `kv` stores the batch's new keys/values after the projection and provides the views
     /// attention reads (`KVSource`); nothing here knows whether that is a cache.
-    /// `adapters`: apply the projections' training adapters (before RoPE on q and k).
+    /// `adapters`: apply the projections' training adapters (before RoPE on q and k);
+    /// `serving`: each row's serving adapter, likewise after each base product.
     func attentionBlock(layer: Int, _ w: LayerWeights, _ a: LayerActivations, rows n: Int,
-                        ropeTable: UnsafePointer<Float>, kv: KVSource, adapters: Bool = false) throws {
+                        ropeTable: UnsafePointer<Float>, kv: KVSource, adapters: Bool = false,
+                        serving: BatchAdapters? = nil) throws {
         let c = config, d = c.embeddingDim, hd = c.headDim, qkvDim = d + 2 * c.kvDim
         rmsNorm(a.input, w.attentionNorm, a.attentionNormed, rstd: a.attentionRstd, rows: n)
         try project(a.attentionNormed, w.qkv, a.qkv, tokens: n, adapters: adapters)
+        serving?.apply(layer: layer, .qkv, x: a.attentionNormed, ldx: d, y: a.qkv, ldy: qkvDim)
         for i in 0..<n {
             let row = a.qkv + i * qkvDim
             rope.apply(row, heads: c.headCount, table: ropeTable + i * hd)
@@ -35,6 +38,7 @@ extension Transformer {
             }
         }
         try project(a.attention, w.wo, a.projected, tokens: n, adapters: adapters)
+        serving?.apply(layer: layer, .wo, x: a.attention, ldx: d, y: a.projected, ldy: d)
         residualAdd(a.projected, from: a.input, into: a.mid, n * d)
     }
 

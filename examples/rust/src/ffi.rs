@@ -118,6 +118,9 @@ pub struct bc_request_params {
     pub n_stop_strings: i32,
     pub reserved2: i32,
     pub user_tag: u64,
+    pub adapter: *const c_void,
+    pub adapter_scale: f32,
+    pub reserved3: i32,
 }
 
 #[repr(C)]

@@ -303,7 +303,8 @@ fn print_layout() {
     layout!(bc_engine_params; struct_size, max_batched_tokens, max_seqs, policy, n_ctx, reserved0, kv_bytes, kv_type,
             static_batching);
     layout!(bc_request_params; struct_size, max_tokens, n, priority, ignore_eos, reserved0, stop_tokens,
-            n_stop_tokens, reserved1, stop_strings, n_stop_strings, reserved2, user_tag);
+            n_stop_tokens, reserved1, stop_strings, n_stop_strings, reserved2, user_tag, adapter, adapter_scale,
+            reserved3);
     layout!(bc_event; kind, index, request_id, user_tag, token, logprob, text, text_len, finish_reason, prompt_tokens,
             cached_prompt_tokens, generated_tokens, ttft_seconds, itl_seconds, total_seconds, message);
     layout!(bc_engine_metrics; struct_size, reserved0, steps, submitted, finished, waiting, running, preemptions,
