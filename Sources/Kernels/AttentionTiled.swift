@@ -1,19 +1,26 @@
 import CSupport
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One query row of `Attention.rows`: its `heads` query heads at `q` (head h at q + h·hd),
 /// the positions lo..<visible it reads, and where its heads' outputs go (head h at
-/// out + h·hd).
+/// out + h·hd). `stats` (training): where head h's softmax statistics go — the max
+/// scaled score at stats[2h], the log-sum-exp at stats[2h + 1] (`groupWithStats`'s).
 package struct AttentionQuery {
     package let q: UnsafePointer<Float>
     package let out: UnsafeMutablePointer<Float>
     package let lo: Int
     package let visible: Int
+    package let stats: UnsafeMutablePointer<Float>?
 
-    package init(q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, lo: Int, visible: Int) {
+    package init(q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, lo: Int, visible: Int,
+                 stats: UnsafeMutablePointer<Float>? = nil) {
         self.q = q
         self.out = out
         self.lo = lo
         self.visible = visible
+        self.stats = stats
     }
 
     @inline(__always) var count: Int { max(0, visible - lo) }
@@ -50,6 +57,8 @@ extension Attention {
     /// in memory between tiles does not change its bits. So the result is bit-identical
     /// to `group`'s, whatever the tile boundaries, the segmentation, which rows share the
     /// block and on which thread: determinism and batch invariance carry over unchanged.
+    ///
+    /// With `stats`, a row also gets `groupWithStats`'s statistics (the same bits).
     ///
     /// `queries`: the rows, each with its own lo..<visible (causal, sliding windows); `kv`,
     /// `offset`, `hd`, `scale` as in `group`; `scores` holds `tiledScratch` floats.
@@ -108,7 +117,13 @@ extension Attention {
 
         // 2. Softmax of each (row, head).
         for (i, r) in queries.enumerated() where r.count > 0 {
-            for h in 0..<heads { VectorMath.softmax(scores + base[i] + h * r.count, r.count) }
+            for h in 0..<heads {
+                let (m, sum) = VectorMath.softmax(scores + base[i] + h * r.count, r.count)
+                if let st = r.stats {
+                    st[2 * h] = m
+                    st[2 * h + 1] = m + log(sum)
+                }
+            }
             r.out.update(repeating: 0, count: heads * hd)
         }
 
