@@ -21,7 +21,7 @@ import Glibc
 ///
 /// The forward of each (row, kv head) is `Attention.group`'s arithmetic exactly (same
 /// scores, softmax and P·V, so the output is bit-identical to the serving path's) plus
-/// the statistics. Backward recomputes P_j = exp(s_j − logSumExp) from the same scores and
+/// the statistics, run as `Attention.rows` over blocks of a document's rows. Backward recomputes P_j = exp(s_j − logSumExp) from the same scores and
 ///
 ///     dP_j = dO·v_j,  D = Σ_j P_j·dP_j,  dS_j = P_j·(dP_j − D)
 ///     dq   = scale · Σ_j dS_j·k_j,  dk_j += scale · dS_j·q,  dv_j += P_j·dO
@@ -66,22 +66,36 @@ package enum AttentionTraining {
         let d = heads * hd, kvd = kvHeads * hd, stride = d + 2 * kvd, group = heads / kvHeads
         let scale = 1 / Float(hd).squareRoot()
         var views: [KVView] = []
-        var rowDoc: [(doc: Int, position: Int)] = []
-        rowDoc.reserveCapacity(rows)
+        // Blocks of up to 16 consecutive rows of one document (Attention.rows reads each
+        // key/value tile once per block); any cut gives the same bits.
+        var blocks: [(doc: Int, first: Int, count: Int)] = []
         for (k, doc) in docs.enumerated() {
             let keys = qkv + doc.first * stride + d
             views.append(KVView(segments: [KVSegment(keys: keys, values: keys + kvd, start: 0, count: doc.count)],
                                 rowStride: stride))
-            for p in 0..<doc.count { rowDoc.append((k, p)) }
+            var p = 0
+            while p < doc.count {
+                let n = min(doc.count - p, max(1, min(16, (1 << 18) / (group * (p + 16)))))
+                blocks.append((k, p, n))
+                p += n
+            }
         }
-        Parallel.forEach(rows * kvHeads) { item in
-            let i = item / kvHeads, g = item % kvHeads
-            let (doc, p) = rowDoc[i]
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: group * (p + 1)) { buf in
-                Attention.groupWithStats(q: qkv + i * stride + g * group * hd, heads: group, kv: views[doc],
-                                         offset: g * hd, headDim: hd, visible: p + 1, scale: scale,
-                                         scores: buf.baseAddress!, out: out + i * d + g * group * hd,
-                                         stats: stats + (i * heads + g * group) * 2, prefetchRows: p == 0)
+        // Latest blocks (the most positions) first.
+        Parallel.forEach(blocks.count * kvHeads) { item in
+            let block = blocks[blocks.count - 1 - item / kvHeads], g = item % kvHeads
+            let row0 = docs[block.doc].first + block.first
+            withUnsafeTemporaryAllocation(of: AttentionQuery.self, capacity: block.count) { queries in
+                for k in 0..<block.count {
+                    let i = row0 + k
+                    queries.initializeElement(at: k, to: AttentionQuery(
+                        q: qkv + i * stride + g * group * hd, out: out + i * d + g * group * hd,
+                        lo: 0, visible: block.first + k + 1, stats: stats + (i * heads + g * group) * 2))
+                }
+                let qs = UnsafeBufferPointer(queries)
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: max(1, Attention.tiledScratch(qs, heads: group))) {
+                    Attention.rows(qs, heads: group, kv: views[block.doc], offset: g * hd, headDim: hd, scale: scale,
+                                   scores: $0.baseAddress!)
+                }
             }
         }
     }

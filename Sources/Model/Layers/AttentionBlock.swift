@@ -42,28 +42,78 @@ extension Transformer {
         residualAdd(a.projected, from: a.input, into: a.mid, n * d)
     }
 
-    /// Causal attention of `work`'s rows (`Attention.group`; GQA: query head h reads kv
-    /// head h / group): one work item per (row, kv head) — the query heads sharing a kv
-    /// head run together while its keys/values are in cache — spread over the worker
-    /// threads in ONE parallel job. q: row i's query heads at q + i·qStride (head h at
-    /// + h·headDim); out: row i's heads at out + i·d. Each row's result is independent of
-    /// the batch (see `Attention`).
+    /// Causal attention of `work`'s rows (GQA: query head h reads kv head h / group): one
+    /// work item per (block of rows, kv head) — the query heads sharing a kv head run
+    /// together while its keys/values are in cache — spread over the worker threads in ONE
+    /// parallel job. A block is consecutive rows of one view (a prompt chunk's rows):
+    /// `Attention.rows` reads each key/value tile once for all of them; a row alone (a
+    /// decode step) runs `Attention.group`. q: row i's query heads at q + i·qStride (head
+    /// h at + h·headDim); out: row i's heads at out + i·d. Both kernels give each row the
+    /// bits of `Attention.group` on that row alone, so the result is independent of the
+    /// batch, the blocks and the thread count (see `Attention`).
     func attend(_ work: AttentionWork, q: UnsafePointer<Float>, qStride: Int, out: UnsafeMutablePointer<Float>) {
         let c = config, d = c.embeddingDim, hd = c.headDim
         let scale = 1 / Float(hd).squareRoot()
         let group = c.headCount / c.kvHeadCount, kvHeads = c.kvHeadCount
         let rows = work.rows, views = work.views, window = work.window
-        Parallel.forEach(rows.count * kvHeads) { item in
-            let row = rows[item / kvHeads], kvHead = item % kvHeads
-            let i = row.row, p = row.position
-            let lo = window.map { max(0, p - $0 + 1) } ?? 0, visible = p + 1
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: max(1, group * (visible - lo))) { buf in
-                Attention.group(q: q + i * qStride + kvHead * group * hd, heads: group, kv: views[row.view],
-                                offset: kvHead * hd, headDim: hd, lo: lo, visible: visible, scale: scale,
-                                scores: buf.baseAddress!, out: out + i * d + kvHead * group * hd,
-                                prefetchRows: row.first)
+        func range(_ row: AttentionRow) -> (lo: Int, visible: Int) {
+            (window.map { max(0, row.position - $0 + 1) } ?? 0, row.position + 1)
+        }
+        let blocks = Self.attentionBlocks(rows, group: group, range: range)
+        // Latest blocks (the most positions) first: the long items do not end the job alone.
+        Parallel.forEach(blocks.count * kvHeads) { item in
+            let block = blocks[blocks.count - 1 - item / kvHeads], kvHead = item % kvHeads
+            let first = rows[block.lowerBound], kv = views[first.view]
+            if block.count == 1 {
+                let (lo, visible) = range(first), i = first.row
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: max(1, group * (visible - lo))) { buf in
+                    Attention.group(q: q + i * qStride + kvHead * group * hd, heads: group, kv: kv,
+                                    offset: kvHead * hd, headDim: hd, lo: lo, visible: visible, scale: scale,
+                                    scores: buf.baseAddress!, out: out + i * d + kvHead * group * hd,
+                                    prefetchRows: first.first)
+                }
+                return
+            }
+            withUnsafeTemporaryAllocation(of: AttentionQuery.self, capacity: block.count) { queries in
+                for (k, r) in block.enumerated() {
+                    let row = rows[r], (lo, visible) = range(row)
+                    let rowQ = q + row.row * qStride + kvHead * group * hd
+                    let rowOut = out + row.row * d + kvHead * group * hd
+                    queries.initializeElement(at: k, to: AttentionQuery(q: rowQ, out: rowOut, lo: lo, visible: visible))
+                }
+                let qs = UnsafeBufferPointer(queries)
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: max(1, Attention.tiledScratch(qs, heads: group))) {
+                    Attention.rows(qs, heads: group, kv: kv, offset: kvHead * hd, headDim: hd, scale: scale,
+                                   scores: $0.baseAddress!)
+                }
             }
         }
+    }
+
+    /// Rows per block of `attend`, at most; and the score floats a block may hold (its
+    /// scratch: group · Σ positions read), so a block's scores stay near L2.
+    static let attentionBlockRows = 16
+    static let attentionBlockScores = 1 << 18
+
+    /// `rows` cut into blocks of consecutive rows of the same view, each at most
+    /// `attentionBlockRows` rows and `attentionBlockScores` score floats (a row alone may
+    /// exceed it). Any cut gives the same bits; this one only shapes the work.
+    static func attentionBlocks(_ rows: [AttentionRow], group: Int,
+                                range: (AttentionRow) -> (lo: Int, visible: Int)) -> [Range<Int>] {
+        var blocks: [Range<Int>] = []
+        var start = 0, scores = 0
+        for (k, row) in rows.enumerated() {
+            let (lo, visible) = range(row), n = group * max(0, visible - lo)
+            if k > start && (row.view != rows[start].view || k - start == attentionBlockRows
+                             || scores + n > attentionBlockScores) {
+                blocks.append(start..<k)
+                start = k
+                scores = 0
+            }
+            scores += n
+        }
+        if start < rows.count { blocks.append(start..<rows.count) }
+        return blocks
     }
 
     /// y[i] = RMSNorm(x[i]) · g for i < rows ([rows × d]); rstd[i] = 1/rms(x[i]) when

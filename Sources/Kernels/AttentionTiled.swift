@@ -1,0 +1,213 @@
+import CSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One query row of `Attention.rows`: its `heads` query heads at `q` (head h at q + h·hd),
+/// the positions lo..<visible it reads, and where its heads' outputs go (head h at
+/// out + h·hd). `stats` (training): where head h's softmax statistics go — the max
+/// scaled score at stats[2h], the log-sum-exp at stats[2h + 1] (`groupWithStats`'s).
+package struct AttentionQuery {
+    package let q: UnsafePointer<Float>
+    package let out: UnsafeMutablePointer<Float>
+    package let lo: Int
+    package let visible: Int
+    package let stats: UnsafeMutablePointer<Float>?
+
+    package init(q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, lo: Int, visible: Int,
+                 stats: UnsafeMutablePointer<Float>? = nil) {
+        self.q = q
+        self.out = out
+        self.lo = lo
+        self.visible = visible
+        self.stats = stats
+    }
+
+    @inline(__always) var count: Int { max(0, visible - lo) }
+}
+
+extension Attention {
+    /// Positions per key/value tile of `rows`: a tile's keys (or values) of one kv head
+    /// (tile · hd floats; 16 KB at hd 64) stay in L1 while every row of the block reads them.
+    package static let tilePositions = 64
+
+    /// Scratch floats `rows` needs for `queries` with `heads` heads each:
+    /// heads · Σ (visible − lo).
+    package static func tiledScratch(_ queries: UnsafeBufferPointer<AttentionQuery>, heads: Int) -> Int {
+        var n = 0
+        for r in queries { n += r.count }
+        return heads * n
+    }
+
+    /// `group` for SEVERAL query rows reading the same `kv` (the rows of a prompt chunk
+    /// and the query heads of a GQA group), tiled so each key/value tile is read from
+    /// memory once for all of them instead of once per row:
+    ///
+    ///     1. scores: for each tile of `tilePositions` keys, for each row, for each head:
+    ///        s[r][h][p − lo_r] = scale · q_rh·k_p  (the tile stays in L1 across the rows)
+    ///     2. softmax of each (row, head)'s scores: VectorMath.softmax, as `group` does
+    ///     3. P·V: for each tile of values, for each 64-lane column chunk, for each row and
+    ///        head: the chunk's four 16-lane sums are loaded from `out`, extended by the
+    ///        tile's positions in ascending order, and stored back.
+    ///
+    /// Every output value is produced by EXACTLY the float operations of `group` on that
+    /// row alone, in the same order: a score is one dot8 (or dot) chain of its own
+    /// position; softmax is the same call on the same contiguous scores; a P·V sum is the
+    /// same chain of fused multiply-adds over ascending positions — parking a partial sum
+    /// in memory between tiles does not change its bits. So the result is bit-identical
+    /// to `group`'s, whatever the tile boundaries, the segmentation, which rows share the
+    /// block and on which thread: determinism and batch invariance carry over unchanged.
+    ///
+    /// With `stats`, a row also gets `groupWithStats`'s statistics (the same bits).
+    ///
+    /// `queries`: the rows, each with its own lo..<visible (causal, sliding windows); `kv`,
+    /// `offset`, `hd`, `scale` as in `group`; `scores` holds `tiledScratch` floats.
+    package static func rows(_ queries: UnsafeBufferPointer<AttentionQuery>, heads: Int, kv: KVView, offset: Int,
+                             headDim hd: Int, scale: Float, scores: UnsafeMutablePointer<Float>) {
+        let tile = tilePositions, kvStride = kv.rowStride
+        var lo = Int.max, hi = 0
+        for r in queries where r.count > 0 {
+            lo = min(lo, r.lo)
+            hi = max(hi, r.visible)
+        }
+        // Row r's scores, head h: scores + base[r] + h · count_r.
+        var base = [Int](repeating: 0, count: queries.count)
+        var next = 0
+        for (i, r) in queries.enumerated() {
+            base[i] = next
+            next += heads * r.count
+            if r.count == 0 { r.out.update(repeating: 0, count: heads * hd) }
+        }
+        guard lo < hi else { return }
+
+        // 1. Scores, tile by tile.
+        forEachTile(kv, lo: lo, hi: hi, tile: tile) { seg, a, b, next in
+            if let next { prefetchTile(seg.keys, seg.start, kvStride, offset, hd, next) }
+            for (i, r) in queries.enumerated() {
+                let ra = max(a, r.lo), rb = min(b, r.visible)
+                if ra >= rb { continue }
+                let n = r.count, row = scores + base[i]
+                var k = seg.keys + (ra - seg.start) * kvStride + offset
+                #if arch(x86_64)
+                if hd % 8 == 0 {
+                    var p = ra
+                    while p < rb {
+                        let count = min(8, rb - p)
+                        for h in 0..<heads {
+                            let s = dot8(r.q + h * hd, k, kvStride, count, hd) * scale
+                            let dst = row + h * n + (p - r.lo)
+                            if count == 8 {
+                                UnsafeMutableRawPointer(dst).storeBytes(of: s, as: SIMD8<Float>.self)
+                            } else {
+                                for j in 0..<count { dst[j] = s[j] }
+                            }
+                        }
+                        k += 8 * kvStride
+                        p += 8
+                    }
+                    continue
+                }
+                #endif
+                for p in ra..<rb {
+                    for h in 0..<heads { row[h * n + p - r.lo] = dot(r.q + h * hd, k, hd) * scale }
+                    k += kvStride
+                }
+            }
+        }
+
+        // 2. Softmax of each (row, head).
+        for (i, r) in queries.enumerated() where r.count > 0 {
+            for h in 0..<heads {
+                let (m, sum) = VectorMath.softmax(scores + base[i] + h * r.count, r.count)
+                if let st = r.stats {
+                    st[2 * h] = m
+                    st[2 * h + 1] = m + log(sum)
+                }
+            }
+            r.out.update(repeating: 0, count: heads * hd)
+        }
+
+        // 3. P·V, tile by tile, the partial sums parked in `out`.
+        forEachTile(kv, lo: lo, hi: hi, tile: tile) { seg, a, b, next in
+            if let next { prefetchTile(seg.values, seg.start, kvStride, offset, hd, next) }
+            var c = 0
+            while c < hd {
+                let l0 = min(16, hd - c), l1 = min(16, max(0, hd - c - 16))
+                let l2 = min(16, max(0, hd - c - 32)), l3 = min(16, max(0, hd - c - 48))
+                for (i, r) in queries.enumerated() {
+                    let ra = max(a, r.lo), rb = min(b, r.visible)
+                    if ra >= rb { continue }
+                    let vFirst = UnsafePointer(seg.values + (ra - seg.start) * kvStride + offset + c)
+                    for h in 0..<heads {
+                        let w = scores + base[i] + h * r.count, wlo = r.lo
+                        let o = r.out + h * hd
+                        var a0 = load16(o, c, l0)
+                        var a1 = l1 > 0 ? load16(o, c + 16, l1) : a0
+                        var a2 = l2 > 0 ? load16(o, c + 32, l2) : a0
+                        var a3 = l3 > 0 ? load16(o, c + 48, l3) : a0
+                        var v = vFirst
+                        if l3 == 16 {
+                            for p in ra..<rb {
+                                let s = w[p - wlo]
+                                a0 = fma16(s, load16(v, 0, 16), a0)
+                                a1 = fma16(s, load16(v, 16, 16), a1)
+                                a2 = fma16(s, load16(v, 32, 16), a2)
+                                a3 = fma16(s, load16(v, 48, 16), a3)
+                                v += kvStride
+                            }
+                        } else {
+                            for p in ra..<rb {
+                                let s = w[p - wlo]
+                                a0 = fma16(s, load16(v, 0, l0), a0)
+                                if l1 > 0 { a1 = fma16(s, load16(v, 16, l1), a1) }
+                                if l2 > 0 { a2 = fma16(s, load16(v, 32, l2), a2) }
+                                if l3 > 0 { a3 = fma16(s, load16(v, 48, l3), a3) }
+                                v += kvStride
+                            }
+                        }
+                        store16(a0, o, c, l0)
+                        if l1 > 0 { store16(a1, o, c + 16, l1) }
+                        if l2 > 0 { store16(a2, o, c + 32, l2) }
+                        if l3 > 0 { store16(a3, o, c + 48, l3) }
+                    }
+                }
+                c += 64
+            }
+        }
+    }
+
+    /// Calls body(segment, a, b, next) for the tiles a..<b of positions lo..<hi in
+    /// ascending order: each segment's part cut at multiples of `tile` (absolute
+    /// positions, so the cuts never depend on which rows ask); next: the following
+    /// tile's positions when it lies in the same segment.
+    @inline(__always)
+    static func forEachTile(_ kv: KVView, lo: Int, hi: Int, tile: Int,
+                            _ body: (KVSegment, Int, Int, Range<Int>?) -> Void) {
+        for seg in kv.segments {
+            let a = max(lo, seg.start), b = min(hi, seg.start + seg.count)
+            var t = a
+            while t < b {
+                let end = min(b, (t / tile + 1) * tile)
+                body(seg, t, end, end < b ? end..<min(b, end + tile) : nil)
+                t = end
+            }
+        }
+    }
+
+    /// Requests (into L2) the hd floats at `offset` of the rows of positions `range` of a
+    /// segment whose position `segStart` is at `rows` (rows `stride` floats apart).
+    @inline(__always)
+    static func prefetchTile(_ rows: UnsafePointer<Float>, _ segStart: Int, _ stride: Int, _ offset: Int, _ hd: Int,
+                             _ range: Range<Int>) {
+        let rowBytes = hd * 4
+        for p in range {
+            let r = UnsafeRawPointer(rows + (p - segStart) * stride + offset)
+            var c = 0
+            while c < rowBytes {
+                bc_internal_prefetch_l2(r + c)
+                c += 64
+            }
+            bc_internal_prefetch_l2(r + rowBytes - 4)
+        }
+    }
+}
