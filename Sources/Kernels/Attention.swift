@@ -167,26 +167,8 @@ package enum Attention {
                 for seg in segments {
                     let a = max(lo, seg.start), b = min(visible, seg.start + seg.count)
                     if a >= b { continue }
-                    var v = UnsafePointer(seg.values + (a - seg.start) * kvStride + offset + c)
-                    if l3 == 16 {
-                        for p in a..<b {
-                            let s = w[p - lo]
-                            a0 = fma16(s, load16(v, 0, 16), a0)
-                            a1 = fma16(s, load16(v, 16, 16), a1)
-                            a2 = fma16(s, load16(v, 32, 16), a2)
-                            a3 = fma16(s, load16(v, 48, 16), a3)
-                            v += kvStride
-                        }
-                    } else {
-                        for p in a..<b {
-                            let s = w[p - lo]
-                            a0 = fma16(s, load16(v, 0, l0), a0)
-                            if l1 > 0 { a1 = fma16(s, load16(v, 16, l1), a1) }
-                            if l2 > 0 { a2 = fma16(s, load16(v, 32, l2), a2) }
-                            if l3 > 0 { a3 = fma16(s, load16(v, 48, l3), a3) }
-                            v += kvStride
-                        }
-                    }
+                    accumulateValues(w - lo, a, b, UnsafePointer(seg.values + (a - seg.start) * kvStride + offset + c),
+                                     kvStride, l0, l1, l2, l3, &a0, &a1, &a2, &a3)
                 }
                 let o = out + h * hd
                 store16(a0, o, c, l0)
@@ -195,6 +177,35 @@ package enum Attention {
                 if l3 > 0 { store16(a3, o, c + 48, l3) }
             }
             c += 64
+        }
+    }
+
+    /// a0..a3 += Σ_{p in a..<b} w[p] · v_p[0..<64] (lane counts l0..l3 ≤ 16; v: row a's
+    /// first value, rows kvStride apart), positions ascending: the one P·V run both the
+    /// per-row and the tiled kernels use, so their sums are the same float operations.
+    @inline(__always)
+    static func accumulateValues(_ w: UnsafePointer<Float>, _ a: Int, _ b: Int, _ first: UnsafePointer<Float>,
+                                 _ kvStride: Int, _ l0: Int, _ l1: Int, _ l2: Int, _ l3: Int,
+                                 _ a0: inout Vec16, _ a1: inout Vec16, _ a2: inout Vec16, _ a3: inout Vec16) {
+        var v = first
+        if l3 == 16 {
+            for p in a..<b {
+                let s = w[p]
+                a0 = fma16(s, load16(v, 0, 16), a0)
+                a1 = fma16(s, load16(v, 16, 16), a1)
+                a2 = fma16(s, load16(v, 32, 16), a2)
+                a3 = fma16(s, load16(v, 48, 16), a3)
+                v += kvStride
+            }
+        } else {
+            for p in a..<b {
+                let s = w[p]
+                a0 = fma16(s, load16(v, 0, l0), a0)
+                if l1 > 0 { a1 = fma16(s, load16(v, 16, l1), a1) }
+                if l2 > 0 { a2 = fma16(s, load16(v, 32, l2), a2) }
+                if l3 > 0 { a3 = fma16(s, load16(v, 48, l3), a3) }
+                v += kvStride
+            }
         }
     }
 }

@@ -145,26 +145,7 @@ extension Attention {
                         var a1 = l1 > 0 ? load16(o, c + 16, l1) : a0
                         var a2 = l2 > 0 ? load16(o, c + 32, l2) : a0
                         var a3 = l3 > 0 ? load16(o, c + 48, l3) : a0
-                        var v = vFirst
-                        if l3 == 16 {
-                            for p in ra..<rb {
-                                let s = w[p - wlo]
-                                a0 = fma16(s, load16(v, 0, 16), a0)
-                                a1 = fma16(s, load16(v, 16, 16), a1)
-                                a2 = fma16(s, load16(v, 32, 16), a2)
-                                a3 = fma16(s, load16(v, 48, 16), a3)
-                                v += kvStride
-                            }
-                        } else {
-                            for p in ra..<rb {
-                                let s = w[p - wlo]
-                                a0 = fma16(s, load16(v, 0, l0), a0)
-                                if l1 > 0 { a1 = fma16(s, load16(v, 16, l1), a1) }
-                                if l2 > 0 { a2 = fma16(s, load16(v, 32, l2), a2) }
-                                if l3 > 0 { a3 = fma16(s, load16(v, 48, l3), a3) }
-                                v += kvStride
-                            }
-                        }
+                        accumulateValues(w - wlo, ra, rb, vFirst, kvStride, l0, l1, l2, l3, &a0, &a1, &a2, &a3)
                         store16(a0, o, c, l0)
                         if l1 > 0 { store16(a1, o, c + 16, l1) }
                         if l2 > 0 { store16(a2, o, c + 32, l2) }

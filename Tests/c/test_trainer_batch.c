@@ -5,30 +5,19 @@
  * restored after each step (the update itself is checked in TrainerBatchSizeTests), and bad controls refused with nothing changed. */
 #define _POSIX_C_SOURCE 200809L
 #include "check.h"
+#include "train_helpers.h"
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
 
-static const char *words[] = {"the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "Away", "big"};
-
-static void write_data(const char *path, int lines, unsigned seed) {
-    FILE *f = fopen(path, "w");
-    for (int i = 1; i <= lines; i++) {
-        fputs("{\"text\": \"", f);
-        int n = 3 + (int)((seed = seed * 1103515245u + 12345u) >> 16) % 8;
-        for (int k = 0; k < n; k++) fprintf(f, "%s%s", k ? " " : "", words[((seed = seed * 1103515245u + 12345u) >> 16) % 12]);
-        fputs(".\"}\n", f);
-    }
-    fclose(f);
-}
 
 int main(int argc, char **argv) {
     if (argc < 2) return 2;
     char model_dir[4096], data[128];
     snprintf(model_dir, sizeof model_dir, "%s/train/tiny_tied", argv[1]);
     snprintf(data, sizeof data, "/tmp/bc-tbatch-%ld.jsonl", (long)getpid());
-    write_data(data, 200, (unsigned)getpid());
+    write_word_lines(data, 200, (unsigned)getpid(), 8, 0);
 
     bc_model *model = NULL;
     CHECK_OK(bc_model_load(model_dir, NULL, &model));

@@ -11,6 +11,7 @@
  *    world sizes disagree, weights that differ between ranks, after load_data. */
 #define _POSIX_C_SOURCE 200809L
 #include "check.h"
+#include "train_helpers.h"
 #include <math.h>
 #include <stddef.h>
 #include <pthread.h>
@@ -18,18 +19,6 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-static bc_train_batch make_batch(const int32_t *tokens, const int32_t *targets, uint32_t n,
-                                 const uint32_t *lengths, uint32_t docs) {
-    bc_train_batch b;
-    memset(&b, 0, sizeof b);
-    b.struct_size = sizeof b;
-    b.n_tokens = n;
-    b.tokens = tokens;
-    b.targets = targets;
-    b.document_lengths = lengths;
-    b.n_documents = docs;
-    return b;
-}
 
 /* ---------------------------------------------------------------- fake collectives */
 typedef struct {
@@ -122,8 +111,6 @@ static void run2(void *(*fn)(void *), rank_job *j) {
 }
 
 /* ---------------------------------------------------------------- trainers */
-typedef struct { bc_model *model; bc_trainer *t; bc_optimizer *opt; } run_t;
-
 static int open_run(run_t *r, const char *model_dir, uint32_t accum) {
     bc_trainer_params tp;
     bc_trainer_params_default(&tp, sizeof tp);
@@ -146,11 +133,6 @@ static int open_run(run_t *r, const char *model_dir, uint32_t accum) {
     return 0;
 }
 
-static void close_run(run_t *r) {
-    bc_optimizer_free(r->opt);
-    bc_trainer_free(r->t);
-    bc_model_free(r->model);
-}
 
 static float *weights_of(bc_trainer *t, size_t *n) {
     uint32_t count = 0;
@@ -194,25 +176,13 @@ static int same_bits(bc_trainer *a, bc_trainer *b) {
     return same;
 }
 
-static void write_data(const char *path) {
-    static const char *words[] = {"the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "Away", "big"};
-    unsigned seed = 5;
-    FILE *f = fopen(path, "w");
-    for (int i = 0; i < 24; i++) {
-        fputs("{\"text\": \"", f);
-        int n = 3 + (int)((seed = seed * 1103515245u + 12345u) >> 16) % 6;
-        for (int k = 0; k < n; k++) fprintf(f, "%s%s", k ? " " : "", words[((seed = seed * 1103515245u + 12345u) >> 16) % 12]);
-        fputs(".\"}\n", f);
-    }
-    fclose(f);
-}
 
 int main(int argc, char **argv) {
     if (argc < 2) return 2;
     char model_dir[4096], data[128];
     snprintf(model_dir, sizeof model_dir, "%s/train/tiny_tied", argv[1]);
     snprintf(data, sizeof data, "/tmp/bc-dp-%ld.jsonl", (long)getpid());
-    write_data(data);
+    write_word_lines(data, 24, 5, 6, 0);
 
     fake_world w;
     memset(&w, 0, sizeof w);

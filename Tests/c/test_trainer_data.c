@@ -5,26 +5,12 @@
  * bit-identical to the uninterrupted one), saving as Hugging Face. */
 #define _POSIX_C_SOURCE 200809L
 #include "check.h"
+#include "train_helpers.h"
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
 
-static const char *words[] = {"the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "Away", "big"};
-
-static void write_data(const char *path, int lines, unsigned seed, int bad_line) {
-    FILE *f = fopen(path, "w");
-    for (int i = 1; i <= lines; i++) {
-        if (i == bad_line) { fputs("{\"text\": oops}\n", f); continue; }
-        fputs("{\"text\": \"", f);
-        int n = 3 + (int)((seed = seed * 1103515245u + 12345u) >> 16) % 8;
-        for (int k = 0; k < n; k++) fprintf(f, "%s%s", k ? " " : "", words[((seed = seed * 1103515245u + 12345u) >> 16) % 12]);
-        fputs(".\"}\n", f);
-    }
-    fclose(f);
-}
-
-typedef struct { bc_model *model; bc_trainer *t; bc_optimizer *opt; } run_t;
 
 static int open_run(run_t *r, const char *model_dir, const char *data, bc_train_data_info *info) {
     bc_trainer_params tp;
@@ -52,11 +38,6 @@ static int open_run(run_t *r, const char *model_dir, const char *data, bc_train_
     return 0;
 }
 
-static void close_run(run_t *r) {
-    bc_optimizer_free(r->opt);
-    bc_trainer_free(r->t);
-    bc_model_free(r->model);
-}
 
 static void weights_of(bc_trainer *t, float **out, size_t *n) {
     uint32_t count = 0;
@@ -84,8 +65,8 @@ int main(int argc, char **argv) {
     snprintf(bad, sizeof bad, "/tmp/bc-tdata-bad-%ld.jsonl", (long)getpid());
     snprintf(ckpt, sizeof ckpt, "/tmp/bc-tckpt-%ld", (long)getpid());
     snprintf(hf, sizeof hf, "/tmp/bc-thf-%ld", (long)getpid());
-    write_data(data, 40, 1, 0);
-    write_data(bad, 10, 2, 7);
+    write_word_lines(data, 40, 1, 8, 0);
+    write_word_lines(bad, 10, 2, 8, 7);
 
     bc_train_data_info info;
     memset(&info, 0, sizeof info);

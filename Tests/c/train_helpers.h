@@ -1,5 +1,6 @@
-/* Helpers the trainer C tests share: a micro-batch description and the last-token
- * logits of a fresh context (what inference sees of the model's current weights). */
+/* Helpers the trainer C tests share: a micro-batch description, the last-token logits
+ * of a fresh context (what inference sees of the model's current weights), a data file
+ * of random words the tiny fixture's tokenizer knows, and a trainer + model + optimizer. */
 #ifndef BC_TEST_TRAIN_HELPERS_H
 #define BC_TEST_TRAIN_HELPERS_H
 
@@ -8,7 +9,7 @@
 #include <stdlib.h>
 
 /* A bc_train_batch over caller arrays; lengths NULL (docs 0) = one document. */
-static bc_train_batch make_batch(const int32_t *tokens, const int32_t *targets, uint32_t n,
+static inline bc_train_batch make_batch(const int32_t *tokens, const int32_t *targets, uint32_t n,
                                  const uint32_t *lengths, uint32_t docs) {
     bc_train_batch b;
     memset(&b, 0, sizeof b);
@@ -22,7 +23,7 @@ static bc_train_batch make_batch(const int32_t *tokens, const int32_t *targets, 
 }
 
 /* The logits of the last of `n` tokens decoded as one sequence in a new context. */
-static void last_logits(bc_model *model, const int32_t *tokens, int n, float *out, int vocab) {
+static inline void last_logits(bc_model *model, const int32_t *tokens, int n, float *out, int vocab) {
     bc_context *ctx = NULL;
     int32_t *pos = (int32_t *)malloc(sizeof(int32_t) * (size_t)n), *seq = (int32_t *)malloc(sizeof(int32_t) * (size_t)n);
     int8_t *want = (int8_t *)malloc((size_t)n);
@@ -45,7 +46,7 @@ static void last_logits(bc_model *model, const int32_t *tokens, int n, float *ou
 /* Runs micro-batch `b` with 1 and then 2 threads from zero gradients and checks that
  * tensor `index`'s gradient is the same bits; leaves the 2-thread gradient pending and
  * the thread count at its default. *r receives the micro-batch's result. */
-static void check_gradient_thread_invariance(bc_trainer *t, uint32_t index, const bc_train_batch *b,
+static inline void check_gradient_thread_invariance(bc_trainer *t, uint32_t index, const bc_train_batch *b,
                                              bc_train_result *r) {
     bc_trainer_tensor tt;
     memset(&tt, 0, sizeof tt);
@@ -62,6 +63,33 @@ static void check_gradient_thread_invariance(bc_trainer *t, uint32_t index, cons
     CHECK(memcmp(g1, tt.grad, sizeof(float) * (size_t)tt.count) == 0);
     CHECK_OK(bc_set_num_threads(0));
     free(g1);
+}
+
+/* Writes `lines` JSONL lines {"text": "w w w."} of 3 .. 2 + span random words (an LCG
+ * from seed; the tiny fixture's tokenizer knows every character). Line bad_line
+ * (1-based; 0 = none) is malformed JSON. */
+static inline void write_word_lines(const char *path, int lines, unsigned seed, int span, int bad_line) {
+    static const char *words[] = {"the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "Away", "big"};
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (!f) return;
+    for (int i = 1; i <= lines; i++) {
+        if (i == bad_line) { fputs("{\"text\": oops}\n", f); continue; }
+        fputs("{\"text\": \"", f);
+        int n = 3 + (int)((seed = seed * 1103515245u + 12345u) >> 16) % span;
+        for (int k = 0; k < n; k++) fprintf(f, "%s%s", k ? " " : "", words[((seed = seed * 1103515245u + 12345u) >> 16) % 12]);
+        fputs(".\"}\n", f);
+    }
+    fclose(f);
+}
+
+/* A trainer with its model and optimizer (the tests' open_run fill it). */
+typedef struct { bc_model *model; bc_trainer *t; bc_optimizer *opt; } run_t;
+
+static inline void close_run(run_t *r) {
+    bc_optimizer_free(r->opt);
+    bc_trainer_free(r->t);
+    bc_model_free(r->model);
 }
 
 #endif
