@@ -107,8 +107,10 @@ extension Trainer {
     }
 
     /// This rank's micro-batches of a global step (`globalAccumulationSteps` of them, fewer
-    /// at the end of the data: a rank may get none).
+    /// at the end of the data: a rank may get none). One process: all of them (a batch-size
+    /// controller may ask for more than `accumulationSteps`).
     package func localMicroBatches(_ all: [MicroBatch]) -> ArraySlice<MicroBatch> {
+        guard collectives != nil else { return all[...] }
         let a = options.accumulationSteps
         let lo = min(all.count, rank * a), hi = min(all.count, lo + a)
         return all[lo..<hi]

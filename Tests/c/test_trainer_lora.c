@@ -40,7 +40,8 @@ static long file_size(const char *path) {
 int main(int argc, char **argv) {
     bc_model *model = NULL;
     bc_model_info info;
-    if (load_default_model(argc, argv, &model, &info)) return 1;
+    /* f32 weights: the test full-fine-tunes and merges, which need them (native blocks are frozen). */
+    if (load_default_model_weights(argc, argv, BC_MODEL_WEIGHTS_F32, &model, &info)) return 1;
     const int vocab = info.n_vocab;
     int32_t tokens[N], targets[N];
     uint64_t s = 777;

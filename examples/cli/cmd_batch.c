@@ -637,7 +637,7 @@ static void show_progress(progress *pg, bc_engine *engine, long done, long total
 }
 
 int cmd_batch(int argc, char **argv) {
-    cli_model_opts mo = {NULL, 0};
+    cli_model_opts mo = {NULL, 0, 0};
     long threads = 0, max_tokens = 128;
     int stream = 0;
     const char *adapter_arg[MAX_ADAPTERS];

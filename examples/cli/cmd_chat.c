@@ -102,7 +102,7 @@ static int32_t message_tokens(bc_model *model, const char *system, const char *m
 }
 
 int cmd_chat(int argc, char **argv) {
-    cli_model_opts mo = {NULL, 0};
+    cli_model_opts mo = {NULL, 0, 0};
     const char *system = NULL;
     long max_tokens = 256, threads = 0, n_ctx = 0;
     int verbose = 0;

@@ -679,7 +679,7 @@ static int evaluate(run *r, const char *path, int64_t step, const char *prefix, 
 }
 
 int cmd_finetune(int argc, char **argv) {
-    cli_model_opts mo = {NULL, 0};
+    cli_model_opts mo = {NULL, 0, 0};
     finetune_opts o;
     memset(&o, 0, sizeof o);
     o.optimizer = "adamw";

@@ -65,7 +65,7 @@ static int32_t on_token(int32_t token, const char *piece, size_t piece_len, void
 static double rate(int32_t tokens, double seconds) { return seconds > 0 ? (double)tokens / seconds : 0.0; }
 
 int cmd_generate(int argc, char **argv) {
-    cli_model_opts mo = {NULL, 0};
+    cli_model_opts mo = {NULL, 0, 0};
     const char *prompt_arg = NULL, *system = NULL, *adapter_dir = NULL;
     float adapter_scale = 1;
     bc_adapter *adapter = NULL;

@@ -23,7 +23,7 @@ static void info_usage(FILE *out) {
 }
 
 int cmd_info(int argc, char **argv) {
-    cli_model_opts mo = {NULL, 0};
+    cli_model_opts mo = {NULL, 0, 0};
     int json = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -101,7 +101,7 @@ static void tokenize_usage(FILE *out) {
 }
 
 int cmd_tokenize(int argc, char **argv) {
-    cli_model_opts mo = {NULL, 0};
+    cli_model_opts mo = {NULL, 0, 0};
     int json = 0, add_special = 1, parse_special = 0;
     int first_text = argc;
     for (int i = 1; i < argc; i++) {
