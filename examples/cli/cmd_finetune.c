@@ -61,6 +61,7 @@ static void finetune_usage(FILE *out) {
             "   the step used (x lr scaling of kappa); noise_scale is B_simple in target tokens\n"
             "   (tr(Sigma)/|G|^2, smoothed; null with one micro-batch per step); a step with a\n"
             "   non-finite loss or gradient is skipped (weights untouched) and has \"skipped\":true\n"
+            "   (--gradient-delay D: the first D steps apply nothing and have \"applied\":false)\n"
             "  {\"step\":S,\"eval_loss\":L,\"eval_ppl\":P,\"eval_targets\":N}  every evaluation\n"
             "  {\"step\":S,\"forget_loss\":L,\"forget_ppl\":P,\"forget_targets\":N}\n"
             "  {\"summary\":{\"steps\":S,\"total_steps\":T,\"tokens\":N,\"seconds\":D,\"skipped_steps\":K,\n"
@@ -583,10 +584,12 @@ static double ppl(double loss) { return isfinite(loss) ? exp(loss) : NAN; }
 
 static void print_memory(const bc_trainer_memory *m, const finetune_opts *o, int quiet) {
     printf("{\"memory\":{\"model_weights\":%llu,\"trainable_copies\":%llu,\"gradients\":%llu,\"activations\":%llu,"
-           "\"backward_buffers\":%llu,\"optimizer_state\":%llu,\"added\":%llu}}\n",
+           "\"backward_buffers\":%llu,\"optimizer_state\":%llu,",
            (unsigned long long)m->model_weights, (unsigned long long)m->trainable_copies, (unsigned long long)m->gradients,
            (unsigned long long)m->activations, (unsigned long long)m->backward_buffers,
-           (unsigned long long)m->optimizer_state, (unsigned long long)m->added);
+           (unsigned long long)m->optimizer_state);
+    if (m->delayed_gradients) printf("\"delayed_gradients\":%llu,", (unsigned long long)m->delayed_gradients);
+    printf("\"added\":%llu}}\n", (unsigned long long)m->added);
     fflush(stdout);
     if (quiet) return;
     if (o->lora_rank) {
@@ -599,9 +602,12 @@ static void print_memory(const bc_trainer_memory *m, const finetune_opts *o, int
     }
     fprintf(stderr,
             "memory: model weights %.1f MiB (loaded) + trainable copies %.1f + gradients %.1f + activations %.1f"
-            " + backward buffers %.1f + optimizer state %.1f = %.1f MiB added\n",
+            " + backward buffers %.1f + optimizer state %.1f",
             mib(m->model_weights), mib(m->trainable_copies), mib(m->gradients), mib(m->activations),
-            mib(m->backward_buffers), mib(m->optimizer_state), mib(m->added));
+            mib(m->backward_buffers), mib(m->optimizer_state));
+    if (m->delayed_gradients) fprintf(stderr, " + delayed gradients %.1f (--gradient-delay %ld)", mib(m->delayed_gradients),
+                                      o->gradient_delay);
+    fprintf(stderr, " = %.1f MiB added\n", mib(m->added));
 }
 
 static void print_data(const bc_train_data_info *d, const bc_train_data_info *e, int quiet) {
@@ -1034,7 +1040,8 @@ int cmd_finetune(int argc, char **argv) {
         fputs(",\"tokens_per_s\":", stdout);
         if (isfinite(tps)) printf("%.1f", tps);
         else fputs("null", stdout);
-        printf(",\"seconds\":%.4f%s}\n", dt, skipped ? ",\"skipped\":true" : "");
+        printf(",\"seconds\":%.4f%s%s}\n", dt, skipped ? ",\"skipped\":true" : "",
+               o.gradient_delay && !skipped && !sr.applied ? ",\"applied\":false" : "");
         fflush(stdout);
         if (ferror(stdout)) { fprintf(stderr, "batchcore finetune: writing to stdout failed\n"); rc = EXIT_FAIL; goto out; }
         if (!mo.quiet) {
