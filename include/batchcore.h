@@ -1150,7 +1150,8 @@ bc_status bc_trainer_micro_batch(bc_trainer *trainer, const bc_train_batch *batc
  * t's all-reduce with step t+1's compute makes (the overlap itself is not built).
  * BC_OPTIM_ADABRAKE (alpha 0.5) is the recommended optimizer there. A non-finite
  * gradient is refused when pushed (BC_E_NON_FINITE, the FIFO unchanged). Checkpoints
- * save the FIFO; bc_trainer_discard does not empty it.
+ * save the FIFO (resuming needs the same gradient_delay: BC_E_INVALID_ARGUMENT
+ * otherwise, nothing changed); bc_trainer_discard does not empty it.
  */
 bc_status bc_trainer_step(bc_trainer *trainer, bc_optimizer *opt, const bc_optim_step_params *params,
                           bc_train_result *totals, bc_optim_step_result *result);
