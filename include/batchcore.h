@@ -272,6 +272,10 @@ typedef struct bc_optim_step_result {
     int64_t step;           /**< steps taken (group 0) after this call */
     int32_t skipped;        /**< 1 if the step was skipped because of a non-finite gradient */
     int32_t reserved1;      /**< 0 */
+    /* Appended (gradient delay). */
+    int32_t applied;        /**< 1 if a gradient was applied; 0 when skipped, and during the first
+                                 gradient_delay steps of bc_trainer_step (bc_trainer_params) */
+    int32_t reserved2;      /**< 0 */
 } bc_optim_step_result;
 
 /**
@@ -1025,6 +1029,10 @@ typedef struct bc_trainer_params {
     uint32_t lora_targets;         /**< BC_LORA_* bits: the projections of every layer that get an adapter (BC_LORA_Q | BC_LORA_V) */
     int32_t use_rslora;            /**< 1: scale alpha / sqrt(rank) (rsLoRA) (0) */
     uint64_t lora_seed;            /**< seed of the adapters' A initialisation (PEFT's: uniform in +-1/sqrt(in); B = 0) (0) */
+    /* Gradient delay (appended). */
+    uint32_t gradient_delay;       /**< asynchronous mode: 0 = off (0); 1..64: each bc_trainer_step applies the
+                                        gradient of D = gradient_delay steps before (see bc_trainer_step) */
+    uint32_t reserved1;            /**< 0 */
 } bc_trainer_params;
 
 /** LoRA target modules (bc_trainer_params.lora_targets), PEFT's q_proj ... down_proj. */
@@ -1048,6 +1056,7 @@ typedef struct bc_trainer_memory {
     uint64_t backward_buffers;
     uint64_t optimizer_state;      /**< optimizer_slots x 4 bytes x parameters */
     uint64_t added;                /**< everything but model_weights: what must fit in memory_limit */
+    uint64_t delayed_gradients;    /**< (appended) gradient_delay x gradients: the delay FIFO */
 } bc_trainer_memory;
 
 /** The estimate for `model` with `params` (NULL: defaults), allocating nothing. */
@@ -1131,6 +1140,18 @@ bc_status bc_trainer_micro_batch(bc_trainer *trainer, const bc_train_batch *batc
  * gradients. totals (the step's loss) and result may be NULL. A non-finite loss or
  * gradient skips the step: BC_E_NON_FINITE, weights and optimizer state unchanged,
  * the gradients discarded; totals is still filled. No pending target: BC_E_BAD_STATE.
+ *
+ * Gradient delay (bc_trainer_params.gradient_delay = D > 0, asynchronous mode): the
+ * step's gradient g_t (after the all-reduce when data-parallel) goes into a FIFO of D
+ * gradients, and the step applies g_{t-D}, the gradient computed on the weights of D
+ * steps before, scaled by params->grad_scale / ITS OWN target count. The first D steps
+ * apply nothing (result->applied = 0; weights and optimizer state unchanged; totals
+ * still reports this step's loss). This is the update a deployment that overlaps step
+ * t's all-reduce with step t+1's compute makes (the overlap itself is not built).
+ * BC_OPTIM_ADABRAKE (alpha 0.5) is the recommended optimizer there. A non-finite
+ * gradient is refused when pushed (BC_E_NON_FINITE, the FIFO unchanged). Checkpoints
+ * save the FIFO (resuming needs the same gradient_delay: BC_E_INVALID_ARGUMENT
+ * otherwise, nothing changed); bc_trainer_discard does not empty it.
  */
 bc_status bc_trainer_step(bc_trainer *trainer, bc_optimizer *opt, const bc_optim_step_params *params,
                           bc_train_result *totals, bc_optim_step_result *result);

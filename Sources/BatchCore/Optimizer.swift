@@ -166,7 +166,7 @@ public func bc_optimizer_step(_ opt: OpaquePointer?, _ params: UnsafePointer<bc_
     if let result, let report {
         let r = bc_optim_step_result(struct_size: 0, reserved0: 0, grad_norm: report.gradNorm,
                                      clip_coef: report.clipCoefficient, step: report.step, skipped: skipped ? 1 : 0,
-                                     reserved1: 0)
+                                     reserved1: 0, applied: skipped ? 0 : 1, reserved2: 0)
         _ = try? writeSized(r, to: result, "bc_optim_step_result")
     }
     return status
@@ -190,7 +190,7 @@ public func bc_optimizer_info(_ opt: OpaquePointer?, _ groups: UnsafeMutablePoin
 public func bc_optim_step_result_default(_ out: UnsafeMutablePointer<bc_optim_step_result>?, _ size: Int) -> bc_status {
     abiCall {
         try writeDefault(bc_optim_step_result(struct_size: 0, reserved0: 0, grad_norm: .nan, clip_coef: 1, step: 0,
-                                              skipped: 0, reserved1: 0), out, size, "bc_optim_step_result")
+                                              skipped: 0, reserved1: 0, applied: 0, reserved2: 0), out, size, "bc_optim_step_result")
     }
 }
 

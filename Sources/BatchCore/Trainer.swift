@@ -37,13 +37,14 @@ private var defaultTrainerParams: bc_trainer_params {
                              micro_batch_tokens: UInt32(o.microBatchTokens), accumulation_steps: UInt32(o.accumulationSteps),
                              recompute: o.recompute ? 1 : 0, optimizer_slots: UInt32(o.optimizerSlots), reserved0: 0,
                              memory_limit: 0, lora_rank: 0, lora_alpha: 16, lora_targets: LoRATarget.q.bit | LoRATarget.v.bit,
-                             use_rslora: 0, lora_seed: 0)
+                             use_rslora: 0, lora_seed: 0, gradient_delay: 0, reserved1: 0)
 }
 
 private func trainerOptions(_ params: UnsafePointer<bc_trainer_params>?) throws -> TrainerOptions {
     let p = try readParams(params, defaults: defaultTrainerParams, "bc_trainer_params")
     guard p.recompute == 0 || p.recompute == 1 else { throw BatchCoreError.invalid("recompute is \(p.recompute); use 0 or 1") }
     guard p.reserved0 == 0 else { throw BatchCoreError.invalid("bc_trainer_params.reserved0 must be 0") }
+    guard p.reserved1 == 0 else { throw BatchCoreError.invalid("bc_trainer_params.reserved1 must be 0") }
     guard p.memory_limit <= UInt64(Int.max) else { throw BatchCoreError.invalid("memory_limit \(p.memory_limit) is too large") }
     var o = TrainerOptions()
     o.microBatchTokens = Int(p.micro_batch_tokens)
@@ -51,6 +52,7 @@ private func trainerOptions(_ params: UnsafePointer<bc_trainer_params>?) throws 
     o.recompute = p.recompute != 0
     o.optimizerSlots = Int(p.optimizer_slots)
     o.memoryLimit = p.memory_limit == 0 ? nil : Int(p.memory_limit)
+    o.gradientDelay = Int(p.gradient_delay)   // TrainerOptions.validate checks the bound
     if p.lora_rank > 0 {
         guard p.use_rslora == 0 || p.use_rslora == 1 else { throw BatchCoreError.invalid("use_rslora is \(p.use_rslora); use 0 or 1") }
         guard p.lora_rank <= UInt32(LoRASlot.maxRank) else {
@@ -132,7 +134,8 @@ public func bc_trainer_estimate(_ model: OpaquePointer?, _ params: UnsafePointer
         let v = bc_trainer_memory(struct_size: 0, reserved0: 0, model_weights: UInt64(e.modelWeights),
                                   trainable_copies: UInt64(e.trainableCopies), gradients: UInt64(e.gradients),
                                   activations: UInt64(e.activations), backward_buffers: UInt64(e.backwardBuffers),
-                                  optimizer_state: UInt64(e.optimizerState), added: UInt64(e.added))
+                                  optimizer_state: UInt64(e.optimizerState), added: UInt64(e.added),
+                                  delayed_gradients: UInt64(e.delayedGradients))
         try writeSized(v, to: out, "bc_trainer_memory")
     }
 }
@@ -226,12 +229,14 @@ public func bc_trainer_step(_ trainer: OpaquePointer?, _ opt: OpaquePointer?, _ 
             if let out {
                 try writeSized(bc_optim_step_result(struct_size: 0, reserved0: 0, grad_norm: report.gradNorm,
                                                     clip_coef: report.clipCoefficient, step: report.step, skipped: 0,
-                                                    reserved1: 0), to: out, "bc_optim_step_result")
+                                                    reserved1: 0, applied: t.trainer.lastStepApplied ? 1 : 0,
+                                                    reserved2: 0), to: out, "bc_optim_step_result")
             }
         } catch let e as BatchCoreError where e.kind == .nonFinite {
             pending = t.trainer.lastStepTotals
             skipped = bc_optim_step_result(struct_size: 0, reserved0: 0, grad_norm: o.lastGradNorm, clip_coef: 1,
-                                           step: o.groups.first?.step ?? 0, skipped: 1, reserved1: 0)
+                                           step: o.groups.first?.step ?? 0, skipped: 1, reserved1: 0,
+                                           applied: 0, reserved2: 0)
             throw e
         }
     }

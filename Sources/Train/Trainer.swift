@@ -20,6 +20,9 @@ package struct TrainerOptions: Equatable, Sendable {
     /// LoRA: train low-rank adapters of this shape on the frozen, packed base (only the
     /// adapters' A and B are parameters); nil: full fine-tuning.
     package var lora: LoRAConfig? = nil
+    /// Asynchronous mode: each step applies the gradient of D steps ago (0 = off,
+    /// at most 64; TrainerDelay.swift states the rule).
+    package var gradientDelay = 0
 
     package init() {}
 
@@ -34,6 +37,9 @@ package struct TrainerOptions: Equatable, Sendable {
             throw BatchCoreError.invalid("optimizer slots \(optimizerSlots) outside 0...8")
         }
         if let m = memoryLimit, m < 0 { throw BatchCoreError.invalid("memory limit \(m) is negative") }
+        guard gradientDelay >= 0, gradientDelay <= GradientDelayQueue.maxDelay else {
+            throw BatchCoreError.invalid("gradient delay \(gradientDelay) outside 0...\(GradientDelayQueue.maxDelay)")
+        }
         try lora?.validate()
     }
 }
@@ -88,6 +94,8 @@ package final class Trainer {
     package private(set) var lastStepTotals = TrainingTotals()
     /// Batch-size control and the gradient noise scale (TrainerBatchSize.swift).
     package internal(set) var batch = TrainerBatchState()
+    /// Gradient delay (TrainerDelay.swift).
+    let delayState: TrainerDelayState
 
     /// The trainable tensors of a full fine-tune: every tensor of the model.
     static func selectParameters(_ w: ModelWeights, _ o: TrainerOptions) -> [ModelParameter] { w.parameters }
@@ -107,8 +115,9 @@ package final class Trainer {
             throw BatchCoreError(.outOfMemory, "training needs \(mib(memory.added)) MiB beyond the model's "
                 + "\(mib(memory.modelWeights)) MiB (trainable copies \(mib(memory.trainableCopies)), gradients "
                 + "\(mib(memory.gradients)), activations \(mib(memory.activations)), backward buffers "
-                + "\(mib(memory.backwardBuffers)), optimizer state \(mib(memory.optimizerState))); "
-                + "\(mib(limit)) MiB are available — use fewer micro-batch tokens or recompute (checkpointing)")
+                + "\(mib(memory.backwardBuffers)), optimizer state \(mib(memory.optimizerState)), delayed gradients "
+                + "\(mib(memory.delayedGradients))); "
+                + "\(mib(limit)) MiB are available — use fewer micro-batch tokens, recompute (checkpointing) or a smaller gradient delay")
         }
         let wasTrainable = model.weights.parameters.contains { $0.gradient != nil }
             || model.weights.projections.contains { !$0.trainingAdapters.isEmpty }
@@ -129,6 +138,7 @@ package final class Trainer {
         self.memory = memory
         self.activations = activations
         parameters = adapters?.parameters ?? Self.selectParameters(model.weights, options)
+        delayState = TrainerDelayState(delay: options.gradientDelay, floats: parameters.reduce(0) { $0 + $1.count })
     }
 
     deinit {
@@ -174,16 +184,21 @@ package final class Trainer {
         -> (totals: TrainingTotals, report: OptimizerStepReport) {
         var totals = pending
         defer { discardGradients() }
+        delayState.lastApplied = false
         if collectives != nil { totals = try allReduceStep(totals) }   // global totals, summed gradients
         lastStepTotals = totals
         guard totals.targets > 0 else { throw BatchCoreError.badState("the step has no target token (no micro-batch with a target since the last step)") }
         guard totals.lossSum.isFinite else {
             throw BatchCoreError(.nonFinite, "non-finite loss (\(totals.lossSum)); step skipped, weights unchanged")
         }
+        if let q = delayState.queue {
+            return (totals, try delayedStep(q, optimizer, totals: totals, options: o))
+        }
         var opts = o
         opts.gradScale = o.gradScale / Double(totals.targets)
         opts.checkFinite = true
         let report = try withBatchLearningRate(optimizer) { try optimizer.step(opts) }
+        delayState.lastApplied = true
         try syncWeights()
         return (totals, report)
     }

@@ -10,6 +10,7 @@ import Glibc
 ///
 ///     weights.safetensors   every trainable tensor, F32, GGUF names, our row layout (exact bits)
 ///     optimizer.state       the optimizer's state file (`Optimizer.saveState`), when given
+///     delayed.safetensors   gradient delay: the FIFO's gradients, oldest first (TrainerDelay.swift)
 ///     trainer.json          format/version, step, tokens, the data's seed/epochs/position and
 ///                           fingerprint (examples, tokens, targets), micro-batch options
 ///
@@ -33,6 +34,8 @@ extension Trainer {
             }
             try withExtendedLifetime(self) { try w.write(to: tmp + "/weights.safetensors") }
             if let optimizer { try optimizer.saveState(to: tmp + "/optimizer.state") }
+            let delayed = try delayCheckpoint()
+            if let delayed { try withExtendedLifetime(self) { try delayed.1.write(to: tmp + "/delayed.safetensors") } }
             var o = JSONObject()
             o["format"] = .string(Self.checkpointFormat)
             o["version"] = .int(1)
@@ -43,6 +46,7 @@ extension Trainer {
             o["world_size"] = .int(Int64(worldSize))
             o["optimizer"] = .bool(optimizer != nil)
             o["batch_size"] = batchCheckpoint()
+            if let delayed { o["gradient_delay"] = delayed.0 }
             if let d = data {
                 var data = JSONObject()
                 data["seed"] = .string(String(d.seed))
@@ -99,6 +103,7 @@ extension Trainer {
             packer = current.packer
         }
         let batchState = try readBatchCheckpoint(json["batch_size"])
+        let delayed = try readDelayCheckpoint(json["gradient_delay"], dir: dir)
         let st = try SafetensorsFile(path: dir + "/weights.safetensors")
         guard st.tensors.count == parameters.count else {
             throw BatchCoreError.format("checkpoint has \(st.tensors.count) tensors, the trainer \(parameters.count)")
@@ -121,6 +126,7 @@ extension Trainer {
         stepCount = step
         tokensSeen = tokens
         if let batchState { batch = batchState }
+        try restoreDelay(delayed)
     }
 }
 

@@ -22,9 +22,11 @@ package struct TrainerMemory: Equatable, Sendable {
     package var backwardBuffers = 0
     /// Optimizer state (slots · 4·P), for the optimizer named when estimating.
     package var optimizerState = 0
+    /// The gradient-delay FIFO: D gradient sets (D · 4·P; TrainerDelay.swift).
+    package var delayedGradients = 0
 
     /// Bytes the trainer adds to the loaded model.
-    package var added: Int { trainableCopies + gradients + activations + backwardBuffers + optimizerState }
+    package var added: Int { trainableCopies + gradients + activations + backwardBuffers + optimizerState + delayedGradients }
     /// Everything, the model's own weights included.
     package var total: Int { modelWeights + added }
 
@@ -55,6 +57,9 @@ package struct TrainerMemory: Equatable, Sendable {
         activations = a * 4
         backwardBuffers = g * 4
         optimizerState = max(0, optimizerSlots) * values * 4
+        let (d, o) = max(0, options.gradientDelay).multipliedReportingOverflow(by: gradients)
+        guard !o else { throw BatchCoreError(.outOfMemory, "a gradient delay of \(options.gradientDelay) steps does not fit in memory") }
+        delayedGradients = d
     }
 
     /// MemAvailable of /proc/meminfo in bytes, or nil when it cannot be read.

@@ -29,6 +29,8 @@
 #    [min, max], never shrinking, at most doubling; kappa = micro-batches / --accumulation
 #    and lr = --lr x sqrt(kappa) (AdamW); the progress line shows batch and noise; the
 #    batch grows on this data; a fixed run reports a noise scale with --accumulation 2;
+#  - --gradient-delay 2: the memory statement has delayed_gradients = 2 x gradients, the
+#    first 2 step records (only those) have "applied":false; --gradient-delay 65 exits 2;
 #  - bad options exit 2; --help names every option.
 set -uo pipefail
 set -m # background jobs get the default SIGINT disposition (not ignored)
@@ -305,6 +307,16 @@ run fixed2 finetune "${common[@]}" --data "$tmp/train.jsonl" --out "$tmp/fixed2"
 grep -q '"micro_batches":2,"next_micro_batches":2,"small_targets":[1-9][0-9]*,"kappa":1,"noise_scale":' "$tmp/fixed2.out" ||
     bad "--accumulation 2: step records without the noise estimate: $(grep -m1 '"step"' "$tmp/fixed2.out")"
 
+# ---------------------------------------------------------------- gradient delay
+run delay finetune "${common[@]}" --data "$tmp/train.jsonl" --out "$tmp/delay" --gradient-delay 2 --optimizer adabrake -q
+[ "$rc" -eq 0 ] || bad "--gradient-delay 2: exit $rc: $(cat "$tmp/delay.err")"
+dg=$(grep '^{"memory":' "$tmp/delay.out" | sed -n 's/.*"gradients":\([0-9]*\).*"delayed_gradients":\([0-9]*\).*/\1 \2/p')
+# shellcheck disable=SC2086
+set -- $dg
+[ "${2:-x}" = "$((2 * ${1:-0}))" ] || bad "--gradient-delay 2: memory statement '$dg', want delayed_gradients = 2 x gradients"
+na=$(grep '"applied":false' "$tmp/delay.out" | sed 's/^{"step":\([0-9]*\),.*/\1/' | tr '\n' ' ')
+[ "$na" = "1 2 " ] || bad "--gradient-delay 2: \"applied\":false on steps '$na', want '1 2 '"
+
 # ---------------------------------------------------------------- memory limit
 run memlimit finetune "${common[@]}" --data "$tmp/train.jsonl" --out "$tmp/mem" --memory-limit 1K
 [ "$rc" -eq 1 ] || bad "--memory-limit 1K: exit $rc, want 1"
@@ -316,7 +328,7 @@ for args in "--optimizer nope" "--schedule nope" "--lr -1" "--format gguf-q4" "-
     "--frobnicate" "--chat-targets some" "--micro-batch-tokens 0" "--memory-limit 0" "--lr" \
     "--batch-control nope" "--min-micro-batches 2" "--batch-control noise --ramp-steps 4" \
     "--batch-control ramp --min-micro-batches 4 --max-micro-batches 2" "--batch-control noise --noise-ema 1" \
-    "--batch-control noise --lr-scaling cubic"; do
+    "--batch-control noise --lr-scaling cubic" "--gradient-delay 65" "--gradient-delay -1"; do
     # shellcheck disable=SC2086
     run usage finetune -m "$model" --data "$tmp/train.jsonl" --out "$tmp/u" $args
     [ "$rc" -eq 2 ] || bad "finetune $args: exit $rc, want 2"
@@ -335,7 +347,7 @@ for opt in -m --model --data --out --eval --eval-fraction --forget-eval --optimi
     --warmup-steps --min-lr --decay-steps --max-grad-norm --micro-batch-tokens --accumulation --epochs --seed \
     --recompute --memory-limit --checkpoint-every --resume --format --max-tokens --truncate --skip-invalid \
     --chat-targets --eval-every --threads --quiet --batch-control --min-micro-batches --max-micro-batches \
-    --ramp-steps --lr-scaling --noise-ema --noise-warmup noise_scale micro_batches --lora rslora alpha= targets= seed= gate up down adapter_config.json adapter_model.safetensors adamw adam sgd lion lamb adagrad rmsprop adabrake constant cosine \
+    --ramp-steps --lr-scaling --noise-ema --noise-warmup --gradient-delay noise_scale micro_batches --lora rslora alpha= targets= seed= gate up down adapter_config.json adapter_model.safetensors adamw adam sgd lion lamb adagrad rmsprop adabrake constant cosine \
     linear wsd gguf-f32 gguf-f16 hf 130 143; do
     grep -qe "$opt\b" "$tmp/help.out" || bad "finetune --help does not mention $opt"
 done

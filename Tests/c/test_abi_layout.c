@@ -48,7 +48,7 @@ static void test_no_padding(void) {
     CHECK(sizeof(bc_event) == 4 * 2 + 8 * 2 + 4 + 4 + 8 + 8 + 4 * 4 + 8 * 3 + 8);
     CHECK(sizeof(bc_optim_hparams) == 4 + 4 + 11 * 8 + 8 * 4);
     CHECK(sizeof(bc_optim_step_params) == 4 + 4 + 8 + 8 + 4 + 4);
-    CHECK(sizeof(bc_optim_step_result) == 4 + 4 + 8 + 8 + 8 + 4 + 4);
+    CHECK(sizeof(bc_optim_step_result) == 4 + 4 + 8 + 8 + 8 + 4 + 4 + 4 + 4);
     CHECK(sizeof(bc_lr_schedule) == 4 + 4 + 8 * 5);
     CHECK(sizeof(bc_model_params) == 4 + 4 + F(bc_model_params, progress) + F(bc_model_params, progress_user_data) + 4 + 4);
     CHECK(sizeof(bc_model_info) == 4 + 32 + 4 + 8 + 7 * 4 + 4 + 4 * 4 + 8 + 64);
@@ -60,8 +60,8 @@ static void test_no_padding(void) {
     CHECK(sizeof(bc_engine_params) == 4 * 6 + 8 + 4 * 2);
     CHECK(sizeof(bc_request_params) == 4 * 6 + 8 + 4 * 2 + 8 + 4 * 2 + 8 + 8 + 4 * 2);
     CHECK(sizeof(bc_engine_metrics) == 4 + 4 + 8 * 13);
-    CHECK(sizeof(bc_trainer_params) == 4 * 6 + 8 + 4 * 4 + 8);
-    CHECK(sizeof(bc_trainer_memory) == 4 + 4 + 7 * 8);
+    CHECK(sizeof(bc_trainer_params) == 4 * 6 + 8 + 4 * 4 + 8 + 4 + 4);
+    CHECK(sizeof(bc_trainer_memory) == 4 + 4 + 8 * 8);
     CHECK(sizeof(bc_trainer_tensor) == 4 + 4 + 3 * sizeof(void *) + 3 * 8);
     CHECK(sizeof(bc_train_batch) == 4 + 4 + 3 * sizeof(void *) + 4 + 4);
     CHECK(sizeof(bc_train_result) == 4 + 4 + 5 * 8);

@@ -24,7 +24,7 @@ static void finetune_usage(FILE *out) {
             "                          [--max-grad-norm G] [--micro-batch-tokens N] [--accumulation N]\n"
             "                          [--epochs N] [--seed S] [--recompute] [--memory-limit BYTES]\n"
             "                          [--checkpoint-every N] [--resume] [--format gguf-f32|gguf-f16|hf]\n"
-            "                          [--max-tokens N] [--truncate] [--skip-invalid]\n"
+            "                          [--max-tokens N] [--truncate] [--skip-invalid] [--gradient-delay D]\n"
             "                          [--chat-targets assistant|all] [--eval-every N] [-t THREADS] [-q]\n"
             "                          [--lora r=R[,alpha=A][,targets=T,...][,rslora][,seed=N]]\n"
             "                          [--batch-control fixed|ramp|noise] [--min-micro-batches N]\n"
@@ -61,6 +61,7 @@ static void finetune_usage(FILE *out) {
             "   the step used (x lr scaling of kappa); noise_scale is B_simple in target tokens\n"
             "   (tr(Sigma)/|G|^2, smoothed; null with one micro-batch per step); a step with a\n"
             "   non-finite loss or gradient is skipped (weights untouched) and has \"skipped\":true\n"
+            "   (--gradient-delay D: the first D steps apply nothing and have \"applied\":false)\n"
             "  {\"step\":S,\"eval_loss\":L,\"eval_ppl\":P,\"eval_targets\":N}  every evaluation\n"
             "  {\"step\":S,\"forget_loss\":L,\"forget_ppl\":P,\"forget_targets\":N}\n"
             "  {\"summary\":{\"steps\":S,\"total_steps\":T,\"tokens\":N,\"seconds\":D,\"skipped_steps\":K,\n"
@@ -109,6 +110,9 @@ static void finetune_usage(FILE *out) {
             "      --accumulation N        micro-batches per optimizer step (default 1)\n"
             "      --epochs N              passes over the training set (default 1)\n"
             "      --seed S                shuffle seed, an unsigned integer (default 0)\n"
+            "      --gradient-delay D      asynchronous mode: each step applies the gradient of D steps\n"
+            "                              before (0..64, default 0 = off; the first D steps apply\n"
+            "                              nothing; memory D x gradients). Use --optimizer adabrake.\n"
             "      --recompute             activation checkpointing: recompute each layer's forward\n"
             "                              in backward (less memory, slower)\n"
             "      --memory-limit BYTES    memory the trainer may add to the model (suffix K, M, G:\n"
@@ -174,7 +178,7 @@ typedef struct finetune_opts {
     const char *schedule;
     int schedule_kind;
     long warmup, decay_steps, micro_batch_tokens, accumulation, epochs, checkpoint_every, eval_every;
-    long max_tokens, threads;
+    long max_tokens, threads, gradient_delay;
     unsigned long long seed, memory_limit;
     int recompute, resume, truncate, skip_invalid, chat_all;
     const char *format;
@@ -369,6 +373,8 @@ static int finetune_option(const char *a, const char *v, finetune_opts *o, int *
         *ok = *ok && cli_parse_long(v, &o->accumulation) && o->accumulation >= 1 && o->accumulation <= INT32_MAX;
     else if (strcmp(a, "--epochs") == 0) *ok = *ok && cli_parse_long(v, &o->epochs) && o->epochs >= 1 && o->epochs <= INT32_MAX;
     else if (strcmp(a, "--seed") == 0) *ok = *ok && cli_parse_u64(v, &o->seed);
+    else if (strcmp(a, "--gradient-delay") == 0)
+        *ok = *ok && cli_parse_long(v, &o->gradient_delay) && o->gradient_delay >= 0 && o->gradient_delay <= 64;
     else if (strcmp(a, "--memory-limit") == 0) *ok = *ok && parse_bytes(v, &o->memory_limit);
     else if (strcmp(a, "--checkpoint-every") == 0) *ok = *ok && cli_parse_long(v, &o->checkpoint_every) && o->checkpoint_every >= 0;
     else if (strcmp(a, "--eval-every") == 0) *ok = *ok && cli_parse_long(v, &o->eval_every) && o->eval_every >= 0;
@@ -477,6 +483,7 @@ static char *options_line(const finetune_opts *o) {
     fprintf(f, " skip_invalid=%d chat_targets=%s eval_fraction=", o->skip_invalid, o->chat_all ? "all" : "assistant");
     if (o->have_eval_fraction) fprintf(f, "%.17g", o->eval_fraction);
     else fputs("0", f);
+    if (o->gradient_delay) fprintf(f, " gradient_delay=%ld", o->gradient_delay);   /* absent when 0, as below */
     if (o->lora_rank) { /* absent for a full fine-tune: run.json files of those stay valid */
         fprintf(f, " lora=r=%u,alpha=%.9g,targets=", o->lora_rank, (double)(float)o->lora_alpha);
         int first = 1;
@@ -577,10 +584,12 @@ static double ppl(double loss) { return isfinite(loss) ? exp(loss) : NAN; }
 
 static void print_memory(const bc_trainer_memory *m, const finetune_opts *o, int quiet) {
     printf("{\"memory\":{\"model_weights\":%llu,\"trainable_copies\":%llu,\"gradients\":%llu,\"activations\":%llu,"
-           "\"backward_buffers\":%llu,\"optimizer_state\":%llu,\"added\":%llu}}\n",
+           "\"backward_buffers\":%llu,\"optimizer_state\":%llu,",
            (unsigned long long)m->model_weights, (unsigned long long)m->trainable_copies, (unsigned long long)m->gradients,
            (unsigned long long)m->activations, (unsigned long long)m->backward_buffers,
-           (unsigned long long)m->optimizer_state, (unsigned long long)m->added);
+           (unsigned long long)m->optimizer_state);
+    if (m->delayed_gradients) printf("\"delayed_gradients\":%llu,", (unsigned long long)m->delayed_gradients);
+    printf("\"added\":%llu}}\n", (unsigned long long)m->added);
     fflush(stdout);
     if (quiet) return;
     if (o->lora_rank) {
@@ -593,9 +602,12 @@ static void print_memory(const bc_trainer_memory *m, const finetune_opts *o, int
     }
     fprintf(stderr,
             "memory: model weights %.1f MiB (loaded) + trainable copies %.1f + gradients %.1f + activations %.1f"
-            " + backward buffers %.1f + optimizer state %.1f = %.1f MiB added\n",
+            " + backward buffers %.1f + optimizer state %.1f",
             mib(m->model_weights), mib(m->trainable_copies), mib(m->gradients), mib(m->activations),
-            mib(m->backward_buffers), mib(m->optimizer_state), mib(m->added));
+            mib(m->backward_buffers), mib(m->optimizer_state));
+    if (m->delayed_gradients) fprintf(stderr, " + delayed gradients %.1f (--gradient-delay %ld)", mib(m->delayed_gradients),
+                                      o->gradient_delay);
+    fprintf(stderr, " = %.1f MiB added\n", mib(m->added));
 }
 
 static void print_data(const bc_train_data_info *d, const bc_train_data_info *e, int quiet) {
@@ -843,6 +855,7 @@ int cmd_finetune(int argc, char **argv) {
     tp.micro_batch_tokens = (uint32_t)o.micro_batch_tokens;
     tp.accumulation_steps = (uint32_t)o.accumulation;
     tp.recompute = o.recompute;
+    tp.gradient_delay = (uint32_t)o.gradient_delay;
     tp.memory_limit = o.memory_limit;
     tp.lora_rank = o.lora_rank;
     if (o.lora_rank) {
@@ -1027,7 +1040,8 @@ int cmd_finetune(int argc, char **argv) {
         fputs(",\"tokens_per_s\":", stdout);
         if (isfinite(tps)) printf("%.1f", tps);
         else fputs("null", stdout);
-        printf(",\"seconds\":%.4f%s}\n", dt, skipped ? ",\"skipped\":true" : "");
+        printf(",\"seconds\":%.4f%s%s}\n", dt, skipped ? ",\"skipped\":true" : "",
+               o.gradient_delay && !skipped && !sr.applied ? ",\"applied\":false" : "");
         fflush(stdout);
         if (ferror(stdout)) { fprintf(stderr, "batchcore finetune: writing to stdout failed\n"); rc = EXIT_FAIL; goto out; }
         if (!mo.quiet) {
