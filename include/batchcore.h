@@ -783,6 +783,15 @@ typedef struct bc_engine_params {
     int64_t kv_bytes;            /**< KV budget in bytes; 0 = 1 GiB */
     int32_t kv_type;             /**< a bc_kv_type; default BC_KV_F32 */
     int32_t static_batching;     /**< 1 = admit new requests only when none runs (for comparisons) */
+    /** Bytes of LoRA adapter weights kept resident for this engine's requests; 0 = unlimited
+     *  (default). When a request needs an adapter whose weights were released and the budget
+     *  would be passed, the least-recently-used adapter that no running request uses releases
+     *  its weights (its handle stays valid; it is read again from its directory when a request
+     *  needs it; if that fails — files deleted or changed — the request finishes with
+     *  BC_FINISH_ERROR and the engine goes on). Only adapters in use carry the resident bytes
+     *  past the budget. A request whose adapter alone exceeds it is refused at submit
+     *  (BC_E_INVALID_ARGUMENT). Negative: BC_E_INVALID_ARGUMENT. */
+    int64_t adapter_bytes;
 } bc_engine_params;
 
 /** Fills *out with defaults; size = sizeof(*out). */
@@ -925,6 +934,9 @@ typedef struct bc_engine_metrics {
     int64_t kv_used_bytes;
     int64_t kv_total_bytes;
     double prefix_hit_rate;
+    int64_t adapter_resident_bytes; /**< resident weight bytes of the adapters this engine's requests used */
+    int64_t adapter_loads;      /**< adapter weights read again by this engine (after evictions) */
+    int64_t adapter_evictions;  /**< adapter weights released by this engine's adapter_bytes budget */
 } bc_engine_metrics;
 
 /** Engine-wide metrics (writing only metrics->struct_size bytes). */

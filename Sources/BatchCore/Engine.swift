@@ -34,7 +34,8 @@ final class EngineHandle {
 
 private let defaultEngineParams = bc_engine_params(
     struct_size: UInt32(MemoryLayout<bc_engine_params>.size), max_batched_tokens: 512, max_seqs: 64, policy: 0,
-    n_ctx: 0, reserved0: 0, kv_bytes: 0, kv_type: Int32(BC_KV_F32.rawValue), static_batching: 0)
+    n_ctx: 0, reserved0: 0, kv_bytes: 0, kv_type: Int32(BC_KV_F32.rawValue), static_batching: 0,
+    adapter_bytes: 0)
 
 /// A fresh copy per use: a global constant of a C struct holding pointers is not Sendable.
 private var defaultRequestParams: bc_request_params {
@@ -63,14 +64,17 @@ public func bc_engine_create(_ model: OpaquePointer?, _ params: UnsafePointer<bc
         let p = try readParams(params, defaults: defaultEngineParams, "bc_engine_params")
         guard let storage = KVStorageType(rawValue: p.kv_type) else { throw BatchCoreError.invalid("unknown kv_type \(p.kv_type)") }
         guard let policy = SchedulingPolicy(rawValue: p.policy) else { throw BatchCoreError.invalid("unknown policy \(p.policy)") }
-        guard p.n_ctx >= 0, p.kv_bytes >= 0 else { throw BatchCoreError.invalid("n_ctx and kv_bytes must be >= 0") }
+        guard p.n_ctx >= 0, p.kv_bytes >= 0, p.adapter_bytes >= 0 else {
+            throw BatchCoreError.invalid("n_ctx, kv_bytes and adapter_bytes must be >= 0")
+        }
         let nctx = p.n_ctx == 0 ? m.config.contextLength : Int(p.n_ctx)
         guard nctx <= m.config.contextLength else { throw BatchCoreError.invalid("n_ctx \(nctx) exceeds the model's \(m.config.contextLength)") }
         let cache = try PagedKVCache(kvDim: m.config.kvDim, layout: .full(layerCount: m.config.layerCount, storage: storage),
                                      budgetBytes: p.kv_bytes == 0 ? InferenceContext.defaultBudgetBytes : Int(p.kv_bytes),
                                      maxLength: nctx)
         let options = EngineOptions(maxBatchedTokens: Int(p.max_batched_tokens), maxSequences: Int(p.max_seqs),
-                                    policy: policy, staticBatching: p.static_batching != 0)
+                                    policy: policy, staticBatching: p.static_batching != 0,
+                                    adapterBytes: Int(p.adapter_bytes))
         out.pointee = retainHandle(EngineHandle(engine: try Engine(model: m, cache: cache, options: options)))
     }
 }
@@ -238,7 +242,8 @@ public func bc_engine_get_metrics(_ engine: OpaquePointer?, _ metrics: UnsafeMut
             waiting: Int64(m.waiting), running: Int64(m.running), preemptions: Int64(m.preemptions),
             generated_tokens: Int64(m.generatedTokens), batched_tokens: Int64(m.batchedTokens), busy_seconds: m.busySeconds,
             tokens_per_second: m.tokensPerSecond, kv_used_bytes: Int64(m.kvUsedBytes), kv_total_bytes: Int64(m.kvTotalBytes),
-            prefix_hit_rate: m.prefixHitRate)
+            prefix_hit_rate: m.prefixHitRate, adapter_resident_bytes: Int64(m.adapterResidentBytes),
+            adapter_loads: Int64(m.adapterLoads), adapter_evictions: Int64(m.adapterEvictions))
         try writeSized(v, to: out, "bc_engine_metrics")
     }
 }

@@ -76,11 +76,15 @@ package final class Engine {
     /// Static batching: the current fixed group (runs until all its requests finish).
     private var staticGroup: Set<UInt64> = []
     package private(set) var metrics = EngineMetrics()
+    /// The adapter budget: which adapters stay resident (see `AdapterResidency`).
+    let adapterResidency: AdapterResidency
 
     package init(model: LanguageModel, cache: PagedKVCache, options: EngineOptions = .init()) throws {
         guard options.maxBatchedTokens > 0, options.maxSequences > 0 else {
             throw BatchCoreError.invalid("max_batched_tokens and max_seqs must be > 0")
         }
+        guard options.adapterBytes >= 0 else { throw BatchCoreError.invalid("adapter_bytes must be >= 0") }
+        adapterResidency = AdapterResidency(budget: options.adapterBytes)
         self.model = model
         self.cache = cache
         self.options = options
@@ -115,8 +119,6 @@ package final class Engine {
             throw BatchCoreError(.kvFull, "prompt (\(spec.prompt.count)) + max_tokens (\(spec.maxTokens)) need \(positions) "
                 + "positions of KV cache; the KV budget of \(cache.budgetBytes) bytes holds fewer even with nothing else running")
         }
-        let id = nextID
-        nextID += 1
         var seqs: [Sequence] = []
         for i in 0..<spec.n {
             var params = spec.sampling
@@ -124,6 +126,9 @@ package final class Engine {
             seqs.append(Sequence(index: i, cacheID: nextCacheID + i, tokens: spec.prompt,
                                  sampler: try Sampler(params: params), decoder: StreamingDecoder(tokenizer: model.tokenizer)))
         }
+        if let a = spec.adapter { try adapterResidency.admit(a) }
+        let id = nextID
+        nextID += 1
         nextCacheID += spec.n
         requests[id] = Request(id: id, spec: spec, arrival: arrivals, submitTime: Generator.monotonicSeconds(), seqs: seqs)
         arrivals += 1
@@ -190,6 +195,17 @@ package final class Engine {
                 }
                 break
             }
+            // The step's adapters must be resident (within the adapter budget); a request
+            // whose adapter cannot be read again finishes with an error and the step is
+            // planned again without it.
+            let failed = adapterResidency.prepare(plan.rows.compactMap { $0.request.spec.adapter }, pinned: runningAdapters())
+            if !failed.isEmpty {
+                for id in plan.requests.sorted() {
+                    guard let r = requests[id], let a = r.spec.adapter, let e = failed[ObjectIdentifier(a)] else { continue }
+                    fail(r, "the adapter could not be loaded again: \((e as? BatchCoreError)?.message ?? "\(e)")")
+                }
+                continue
+            }
             do {
                 try run(plan)
                 processed = plan.rows.count
@@ -212,6 +228,8 @@ package final class Engine {
                 break
             }
         }
+        // Adapters of requests that finished in this step are idle now: back within the budget.
+        adapterResidency.trim(pinned: runningAdapters())
         metrics.steps += 1
         metrics.batchedTokens += processed
         metrics.busySeconds += Generator.monotonicSeconds() - t0
@@ -474,6 +492,11 @@ package final class Engine {
         for s in r.seqs where !s.finished { finish(r, s, .error, message: message) }
     }
 
+    /// The adapters of requests with a sample in the KV cache (running).
+    private func runningAdapters() -> Set<ObjectIdentifier> {
+        Set(requests.values.compactMap { r in r.spec.adapter.flatMap { a in r.seqs.contains { $0.inCache } ? ObjectIdentifier(a) : nil } })
+    }
+
     private func holdsKV(_ r: Request) -> Bool { r.active.contains { $0.inCache && cache.length(of: $0.cacheID) > 0 } }
 
     /// Preempts the lowest-priority, latest-arrived request holding KV other than the
@@ -526,6 +549,9 @@ package final class Engine {
         metrics.kvUsedBytes = st.bytesUsed
         metrics.kvTotalBytes = st.bytesTotal
         metrics.prefixHitRate = st.hitRate
+        metrics.adapterResidentBytes = adapterResidency.residentBytes
+        metrics.adapterLoads = adapterResidency.loads
+        metrics.adapterEvictions = adapterResidency.evictions
         metrics.waiting = requests.values.filter { r in r.active.allSatisfy { $0.computed == 0 } }.count
         metrics.running = requests.count - metrics.waiting
     }

@@ -93,13 +93,16 @@ package struct EngineOptions: Sendable {
     /// Static batching (for comparison benchmarks): admit a group of up to
     /// `maxSequences` requests only when no request is running.
     package var staticBatching = false
+    /// Bytes of serving-adapter weights kept resident (`AdapterResidency`); 0 = unlimited.
+    package var adapterBytes = 0
 
     package init(maxBatchedTokens: Int = 512, maxSequences: Int = 64, policy: SchedulingPolicy = .fcfs,
-                staticBatching: Bool = false) {
+                staticBatching: Bool = false, adapterBytes: Int = 0) {
         self.maxBatchedTokens = maxBatchedTokens
         self.maxSequences = maxSequences
         self.policy = policy
         self.staticBatching = staticBatching
+        self.adapterBytes = adapterBytes
     }
 }
 
@@ -118,5 +121,9 @@ package struct EngineMetrics: Sendable, Equatable {
     package var kvUsedBytes = 0
     package var kvTotalBytes = 0
     package var prefixHitRate = 0.0
+    /// Resident bytes of the adapters this engine tracks; its reloads and evictions.
+    package var adapterResidentBytes = 0
+    package var adapterLoads = 0
+    package var adapterEvictions = 0
     package var tokensPerSecond: Double { busySeconds > 0 ? Double(generatedTokens) / busySeconds : 0 }
 }

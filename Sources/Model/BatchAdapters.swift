@@ -11,6 +11,8 @@ import BCKernels
 package struct BatchAdapters {
     package struct Group {
         package let adapter: ServingAdapter
+        /// The adapter's weights, held for the pass (reloaded if they were evicted).
+        package let weights: ServingAdapter.Weights
         package let scale: Float
         /// Batch rows, ascending.
         package var rows: [Int]
@@ -23,7 +25,8 @@ package struct BatchAdapters {
     package let rowCount: Int
 
     /// Groups `perRow` (one entry per batch row; nil = the base model). Throws
-    /// `.invalidArgument` for an adapter loaded for another model or a non-finite scale.
+    /// `.invalidArgument` for an adapter loaded for another model or a non-finite scale;
+    /// an evicted adapter is read again (`ServingAdapter.weights`, its errors).
     package init(perRow: [(adapter: ServingAdapter, scale: Float)?], model: LanguageModel) throws {
         rowCount = perRow.count
         var index: [UInt64: Int] = [:]
@@ -36,10 +39,10 @@ package struct BatchAdapters {
                 groups[g].rows.append(i)
             } else if index[key] == nil {
                 index[key] = groups.count
-                groups.append(Group(adapter: adapter, scale: scale, rows: [i]))
+                groups.append(Group(adapter: adapter, weights: try adapter.weights(), scale: scale, rows: [i]))
             } else {
                 // A key collision (never for distinct ids in practice): a group of its own.
-                groups.append(Group(adapter: adapter, scale: scale, rows: [i]))
+                groups.append(Group(adapter: adapter, weights: try adapter.weights(), scale: scale, rows: [i]))
             }
             adaptedRows += 1
         }
@@ -59,7 +62,7 @@ package struct BatchAdapters {
         items.reserveCapacity(adaptedRows)
         var maxRank = 1
         for (g, group) in groups.enumerated() {
-            let parts = group.adapter.parts[layer][projection.rawValue]
+            let parts = group.weights.parts[layer][projection.rawValue]
             if parts.isEmpty { continue }
             for p in parts { maxRank = max(maxRank, p.rank) }
             for r in group.rows { items.append((g, r)) }
@@ -70,7 +73,7 @@ package struct BatchAdapters {
             let (g, i) = items[k]
             let group = groups[g]
             withUnsafeTemporaryAllocation(of: Float.self, capacity: maxRank) { u in
-                for p in group.adapter.parts[layer][projection.rawValue] {
+                for p in group.weights.parts[layer][projection.rawValue] {
                     LowRankUpdate.row(x: x + i * ldx, a: p.a, bT: p.bT, rank: p.rank, cols: p.cols, rows: p.rows,
                                       scale: group.scale * p.scale, y: y + i * ldy + p.firstRow, u: u.baseAddress!)
                 }

@@ -101,6 +101,9 @@ static void batch_usage(FILE *out) {
             "      --max-tokens N          default max_tokens of requests without one (default 128)\n"
             "      --adapter NAME=DIR      load the PEFT LoRA adapter directory DIR as NAME (repeatable,\n"
             "                              up to 64); requests choose it with \"adapter\": \"NAME\"\n"
+            "      --adapter-bytes N       adapter weight budget in bytes: idle adapters are released\n"
+            "                              least-recently-used first and reread when needed (default 0:\n"
+            "                              unlimited)\n"
             "  -t, --threads N             threads; 0 = all cores (default 0)\n"
             "  -h, --help                  this help\n"
             "\n"
@@ -667,6 +670,10 @@ int cmd_batch(int argc, char **argv) {
             unsigned long long u = 0;
             ok = ok && cli_parse_u64(v, &u) && u >= 1 && u <= (unsigned long long)INT64_MAX;
             ep.kv_bytes = (int64_t)u;
+        } else if (strcmp(a, "--adapter-bytes") == 0) {
+            unsigned long long u = 0;
+            ok = ok && cli_parse_u64(v, &u) && u <= (unsigned long long)INT64_MAX;
+            ep.adapter_bytes = (int64_t)u;
         } else if (strcmp(a, "--max-tokens") == 0) {
             ok = ok && cli_parse_long(v, &max_tokens) && max_tokens >= 1 && max_tokens <= INT32_MAX;
         } else if (strcmp(a, "-t") == 0 || strcmp(a, "--threads") == 0) {
