@@ -15,6 +15,8 @@ int main(void) {
     FIELD(bc_model_params, reserved0);
     FIELD(bc_model_params, progress);
     FIELD(bc_model_params, progress_user_data);
+    FIELD(bc_model_params, weights);
+    FIELD(bc_model_params, reserved1);
 
     SIZE(bc_model_info);
     FIELD(bc_model_info, struct_size);
@@ -33,6 +35,8 @@ int main(void) {
     FIELD(bc_model_info, eos_token);
     FIELD(bc_model_info, add_bos);
     FIELD(bc_model_info, reserved1);
+    FIELD(bc_model_info, weight_bytes);
+    FIELD(bc_model_info, weight_types);
 
     SIZE(bc_sampling_params);
     FIELD(bc_sampling_params, struct_size);
@@ -57,6 +61,7 @@ int main(void) {
     FIELD(bc_engine_params, kv_bytes);
     FIELD(bc_engine_params, kv_type);
     FIELD(bc_engine_params, static_batching);
+    FIELD(bc_engine_params, adapter_bytes);
 
     SIZE(bc_request_params);
     FIELD(bc_request_params, struct_size);
@@ -110,5 +115,8 @@ int main(void) {
     FIELD(bc_engine_metrics, kv_used_bytes);
     FIELD(bc_engine_metrics, kv_total_bytes);
     FIELD(bc_engine_metrics, prefix_hit_rate);
+    FIELD(bc_engine_metrics, adapter_resident_bytes);
+    FIELD(bc_engine_metrics, adapter_loads);
+    FIELD(bc_engine_metrics, adapter_evictions);
     return 0;
 }

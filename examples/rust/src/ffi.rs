@@ -49,6 +49,8 @@ pub struct bc_model_params {
     pub reserved0: u32,
     pub progress: bc_progress_callback,
     pub progress_user_data: *mut c_void,
+    pub weights: i32,
+    pub reserved1: i32,
 }
 
 #[repr(C)]
@@ -70,6 +72,8 @@ pub struct bc_model_info {
     pub eos_token: i32,
     pub add_bos: i32,
     pub reserved1: i32,
+    pub weight_bytes: i64,
+    pub weight_types: [c_char; 64],
 }
 
 #[repr(C)]
@@ -100,6 +104,7 @@ pub struct bc_engine_params {
     pub kv_bytes: i64,
     pub kv_type: i32,
     pub static_batching: i32,
+    pub adapter_bytes: i64,
 }
 
 #[repr(C)]
@@ -162,6 +167,9 @@ pub struct bc_engine_metrics {
     pub kv_used_bytes: i64,
     pub kv_total_bytes: i64,
     pub prefix_hit_rate: f64,
+    pub adapter_resident_bytes: i64,
+    pub adapter_loads: i64,
+    pub adapter_evictions: i64,
 }
 
 extern "C" {

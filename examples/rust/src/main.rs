@@ -295,13 +295,13 @@ fn print_layout() {
             $( println!("{} {} {}", stringify!($t), stringify!($f), std::mem::offset_of!(ffi::$t, $f)); )*
         }};
     }
-    layout!(bc_model_params; struct_size, reserved0, progress, progress_user_data);
+    layout!(bc_model_params; struct_size, reserved0, progress, progress_user_data, weights, reserved1);
     layout!(bc_model_info; struct_size, architecture, reserved0, n_params, n_layer, n_embd, n_head, n_head_kv, n_ff,
-            n_vocab, n_ctx_train, rope_freq_base, bos_token, eos_token, add_bos, reserved1);
+            n_vocab, n_ctx_train, rope_freq_base, bos_token, eos_token, add_bos, reserved1, weight_bytes, weight_types);
     layout!(bc_sampling_params; struct_size, temperature, top_k, top_p, min_p, repetition_penalty, frequency_penalty,
             presence_penalty, penalty_last_n, reserved0, seed);
     layout!(bc_engine_params; struct_size, max_batched_tokens, max_seqs, policy, n_ctx, reserved0, kv_bytes, kv_type,
-            static_batching);
+            static_batching, adapter_bytes);
     layout!(bc_request_params; struct_size, max_tokens, n, priority, ignore_eos, reserved0, stop_tokens,
             n_stop_tokens, reserved1, stop_strings, n_stop_strings, reserved2, user_tag, adapter, adapter_scale,
             reserved3);
@@ -309,7 +309,7 @@ fn print_layout() {
             cached_prompt_tokens, generated_tokens, ttft_seconds, itl_seconds, total_seconds, message);
     layout!(bc_engine_metrics; struct_size, reserved0, steps, submitted, finished, waiting, running, preemptions,
             generated_tokens, batched_tokens, busy_seconds, tokens_per_second, kv_used_bytes, kv_total_bytes,
-            prefix_hit_rate);
+            prefix_hit_rate, adapter_resident_bytes, adapter_loads, adapter_evictions);
 }
 
 fn run() -> Result<bool> {
