@@ -29,6 +29,18 @@ package struct BatchSizeStats: Equatable, Sendable {
     package var kappa = 1.0
     package var lrScale = 1.0
     package init() {}
+
+    /// Equal when every field has the same bits (a NaN estimate equals a NaN one: a
+    /// resumed run must reproduce "no estimate yet" too).
+    package static func == (a: Self, b: Self) -> Bool {
+        let ints = [a.step, a.microBatches, a.nextMicroBatches, a.smallTargets, a.bigTargets]
+            == [b.step, b.microBatches, b.nextMicroBatches, b.smallTargets, b.bigTargets]
+        let da = [a.smallSquaredNorm, a.bigSquaredNorm, a.gradSquared, a.trace, a.gradSquaredAverage,
+                  a.traceAverage, a.noiseScale, a.kappa, a.lrScale]
+        let db = [b.smallSquaredNorm, b.bigSquaredNorm, b.gradSquared, b.trace, b.gradSquaredAverage,
+                  b.traceAverage, b.noiseScale, b.kappa, b.lrScale]
+        return ints && da.map(\.bitPattern) == db.map(\.bitPattern)
+    }
 }
 
 /// The trainer's batch-size state: the controller (nil: fixed at `accumulationSteps`,
