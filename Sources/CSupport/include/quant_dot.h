@@ -202,5 +202,107 @@ BC_QUANT_FN void bc_quant_dot4_q4_1(const uint8_t *w, const bc_q8a_block *a, int
     out[3] = bc_quant_hsum(acc3) + s3;
 }
 
+/* ---- AVX-512 VNNI (chosen at run time; bc_quant_has_avx512_vnni) ----
+ * Tiles of 4 weight rows × 8 (or 4) tokens: out[t*ldo + r] == bc_quant_dot_*(w + r*ldw,
+ * a + t*lda, nb) bit for bit. Each 512-bit accumulator holds two tokens' 8-lane float
+ * accumulators (lanes 0..7 token 2p, 8..15 token 2p+1); per block the int32 lanes are
+ * the same exact sums of 4 consecutive products as AVX2's maddubs+madd (vpdpbusd sums
+ * u8×s8 in groups of 4; signed weights are offset to unsigned and the offset's exact
+ * contribution −c·Σq is the accumulator's start), the scale is the same float product
+ * d_w·d_a, and the same fused multiply-add adds it into the same lane, in ascending
+ * block order; the lanes are then summed by bc_quant_hsum. */
+#include <cpuid.h>
+
+/* 1 when the CPU and OS support AVX512F, BW, VL and VNNI (zmm state enabled). */
+static inline int bc_quant_has_avx512_vnni(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return 0; /* OSXSAVE */
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & 0xE6u) != 0xE6u) return 0; /* XMM, YMM, opmask, ZMM_Hi256, Hi16_ZMM */
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    const int f = (b >> 16) & 1, bw = (b >> 30) & 1, vl = (b >> 31) & 1, vnni = (c >> 11) & 1;
+    return f && bw && vl && vnni;
+}
+
+#define BC_QUANT_FN512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"))) static inline
+
+BC_QUANT_FN512 __m512i bc_quant_pair_q(const bc_q8a_block *x, const bc_q8a_block *y) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)x->q)),
+                              _mm256_loadu_si256((const __m256i *)y->q), 1);
+}
+
+BC_QUANT_FN512 __m512 bc_quant_pair_f(float x, float y) {
+    return _mm512_mask_blend_ps((__mmask16)0xFF00, _mm512_set1_ps(x), _mm512_set1_ps(y));
+}
+
+BC_QUANT_FN512 void bc_quant_pair_store(__m512 acc, float *o0, float *o1, float s0, float s1) {
+    const __m256 lo = _mm512_castps512_ps256(acc);
+    const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1));
+    *o0 = bc_quant_hsum(lo) + s0;
+    *o1 = bc_quant_hsum(hi) + s1;
+}
+
+/* A tile of 4 weight rows (row r at w + r*ldw) × 2*P tokens (token t's blocks at
+ * a + t*lda), P = 2 or 4: out[t*ldo + r] = dot(row r, token t). fmt: 0 Q8_0, 1 Q4_0,
+ * 2 Q4_1. Q4_1's Σ m·s terms of the 8 (or 4) tokens of a row go in one vector, by the
+ * fused multiply-add the one-row function's `summs += m * s` compiles to. */
+__attribute__((always_inline)) BC_QUANT_FN512 void bc_quant_tile_avx512(
+    const int fmt, const int P, const uint8_t *w, int64_t ldw, const bc_q8a_block *a, int64_t lda, int64_t nb,
+    float *out, int64_t ldo) {
+    const int64_t bs = fmt == 0 ? 34 : (fmt == 1 ? 18 : 20);
+    __m512 acc[4][4];
+    __m256 sm[4];
+    for (int r = 0; r < 4; r++) {
+        for (int p = 0; p < P; p++) acc[r][p] = _mm512_setzero_ps();
+        sm[r] = _mm256_setzero_ps();
+    }
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i off = _mm512_set1_epi8(fmt == 0 ? (char)0x80 : 8); /* weight offset c (u8) */
+    for (int64_t i = 0; i < nb; i++) {
+        __m512i q[4], c[4];
+        __m512 d[4];
+        float sv[8] = {0};
+        for (int p = 0; p < P; p++) {
+            const bc_q8a_block *x = a + (2 * p) * lda + i, *y = a + (2 * p + 1) * lda + i;
+            q[p] = bc_quant_pair_q(x, y);
+            d[p] = bc_quant_pair_f(x->d, y->d);
+            /* −c·Σ of each group of 4 activations: the offset's exact contribution */
+            c[p] = fmt != 2 ? _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, off, q[p])) : zero;
+            sv[2 * p] = x->s;
+            sv[2 * p + 1] = y->s;
+        }
+        const __m256 s8 = _mm256_loadu_ps(sv);
+        for (int r = 0; r < 4; r++) {
+            const uint8_t *b = w + r * ldw + bs * i;
+            __m256i qx;
+            if (fmt == 0) qx = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(b + 2)), _mm256_set1_epi8((char)0x80));
+            else qx = bc_quant_nibbles(b + (fmt == 1 ? 2 : 4));
+            const __m512i x = _mm512_broadcast_i64x4(qx);
+            const __m512 dw = _mm512_set1_ps(bc_quant_half(b));
+            for (int p = 0; p < P; p++)
+                acc[r][p] = _mm512_fmadd_ps(_mm512_mul_ps(dw, d[p]), _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(c[p], x, q[p])), acc[r][p]);
+            if (fmt == 2) sm[r] = _mm256_fmadd_ps(_mm256_set1_ps(bc_quant_half(b + 2)), s8, sm[r]);
+        }
+    }
+    for (int r = 0; r < 4; r++) {
+        float s[8];
+        _mm256_storeu_ps(s, sm[r]);
+        for (int p = 0; p < P; p++)
+            bc_quant_pair_store(acc[r][p], out + (2 * p) * ldo + r, out + (2 * p + 1) * ldo + r, s[2 * p], s[2 * p + 1]);
+    }
+}
+
+#define BC_QUANT_TILE(name, fmt, P) \
+    BC_QUANT_FN512 void name(const uint8_t *w, int64_t ldw, const bc_q8a_block *a, int64_t lda, int64_t nb, \
+                             float *out, int64_t ldo) { bc_quant_tile_avx512(fmt, P, w, ldw, a, lda, nb, out, ldo); }
+BC_QUANT_TILE(bc_quant_tile4x8_q8_0_avx512, 0, 4)
+BC_QUANT_TILE(bc_quant_tile4x8_q4_0_avx512, 1, 4)
+BC_QUANT_TILE(bc_quant_tile4x8_q4_1_avx512, 2, 4)
+BC_QUANT_TILE(bc_quant_tile4x4_q8_0_avx512, 0, 2)
+BC_QUANT_TILE(bc_quant_tile4x4_q4_0_avx512, 1, 2)
+BC_QUANT_TILE(bc_quant_tile4x4_q4_1_avx512, 2, 2)
+#undef BC_QUANT_TILE
+
 #endif /* __x86_64__ */
 #endif
