@@ -7,8 +7,7 @@
  * the same bits; prints the best of the interleaved reps in GMAC/s (MAC = one weight ×
  * activation product).
  *   clang -O2 -I Sources/CSupport/include bench/quant_gemm_bench.c -o /tmp/qgb && /tmp/qgb [reps]
- * Use clang: the library's C is compiled by clang (Swift's importer); GCC 12 compiles the
- * generic tile (arrays of accumulators) into slower code (same bits, no speed-up). */
+ * (clang compiles the library's C, through Swift's importer; GCC gives the same bits.) */
 #include "quant_dot.h"
 #include <stdio.h>
 #include <stdlib.h>

@@ -55,7 +55,7 @@ package enum QuantGEMM {
         #if arch(x86_64)
         if tokens <= 0 || w.rows == 0 { return }
         let nb = w.blocksPerRow
-        let wide = kernel == .best && hasAVX512
+        let wide = kernel == .best && hasAVX512 && tokens >= 4  // decode (1–3 tokens) keeps the AVX2 loop
         withUnsafeTemporaryAllocation(of: bc_q8a_block.self, capacity: tokens * nb) { buf in
             guard let a = buf.baseAddress else { return }
             quantizeActivations(x, ldx: ldx, tokens: tokens, blocks: nb, into: a)
