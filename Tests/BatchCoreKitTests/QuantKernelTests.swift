@@ -185,6 +185,112 @@ import Testing
         }
     }
 
+    /// Every kernel `multiply` may use (AVX2 four-token groups, AVX-512 VNNI 4×4 tiles,
+    /// their row and token tails) gives the bits of the one-token AVX2 kernel
+    /// (`bc_quant_dot_*`) for each output, with 1 to 3 threads, row counts that are odd
+    /// and not multiples of 4 or 32, and 1…70 tokens (tails of 4-token groups and of the
+    /// 64-token work blocks); `.best` and `.avx2` agree.
+    @Test(arguments: QuantFormat.allCases)
+    func kernelsMatchOneTokenKernelBitForBit(_ format: QuantFormat) throws {
+        var g = SplitMix64(state: 0x71E5 &+ UInt64(format.rawValue))
+        defer { try? Parallel.setThreadCount(0) }
+        for (rows, nb) in [(37, 5), (4, 1), (70, 18)] {
+            let cols = 32 * nb
+            let bytes = Self.randomBlocks(format, rows: rows, cols: cols, &g)
+            let w = try bytes.withUnsafeBytes { try QuantizedWeights(format: format, rows: rows, cols: cols, bytes: $0) }
+            let maxTokens = 70
+            let x = Self.randomActivations(maxTokens * cols, &g)
+            var acts = [bc_q8a_block](repeating: bc_q8a_block(), count: maxTokens * nb)
+            x.withUnsafeBufferPointer { xb in
+                for t in 0..<maxTokens { bc_quant_q8a_row(xb.baseAddress! + t * cols, &acts[t * nb], Int64(nb)) }
+            }
+            // The reference: each output alone by the one-token kernel.
+            var ref = [Float](repeating: 0, count: maxTokens * rows)
+            bytes.withUnsafeBytes { raw in
+                let base = raw.bindMemory(to: UInt8.self).baseAddress!
+                acts.withUnsafeBufferPointer { ab in
+                    for t in 0..<maxTokens {
+                        for o in 0..<rows {
+                            let row = base + o * w.rowBytes, act = ab.baseAddress! + t * nb
+                            switch format {
+                            case .q8_0: ref[t * rows + o] = bc_quant_dot_q8_0(row, act, Int64(nb))
+                            case .q4_0: ref[t * rows + o] = bc_quant_dot_q4_0(row, act, Int64(nb))
+                            case .q4_1: ref[t * rows + o] = bc_quant_dot_q4_1(row, act, Int64(nb))
+                            }
+                        }
+                    }
+                }
+            }
+            for tokens in [1, 3, 4, 5, 8, 12, 13, 64, 67, 70] {
+                let want = ref[0..<(tokens * rows)].map(\.bitPattern)
+                for threads in [1, 2, 3] {
+                    try Parallel.setThreadCount(threads)
+                    for kernel in [QuantGEMM.Kernel.best, .avx2] {
+                        var y = [Float](repeating: .nan, count: tokens * rows)
+                        x.withUnsafeBufferPointer { xb in
+                            y.withUnsafeMutableBufferPointer {
+                                QuantGEMM.multiply(xb.baseAddress!, ldx: cols, tokens: tokens, w, $0.baseAddress!, ldy: rows,
+                                                   kernel: kernel)
+                            }
+                        }
+                        #expect(y.map(\.bitPattern) == want,
+                                "\(format.name) \(rows)×\(cols), \(tokens) tokens, \(threads) threads, \(kernel)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// The AVX-512 tiles themselves (4 rows × 8 and × 4 tokens) against the one-token
+    /// kernel on strided activations and outputs (skipped on a CPU without AVX-512 VNNI,
+    /// where `multiply` never calls them).
+    @Test(arguments: QuantFormat.allCases, [4, 8])
+    func avx512TileMatchesOneTokenKernel(_ format: QuantFormat, _ tokens: Int) throws {
+        guard QuantGEMM.hasAVX512 else { return }
+        var g = SplitMix64(state: 0x512 &+ UInt64(format.rawValue) &+ UInt64(tokens))
+        for nb in [1, 2, 7, 18] {
+            let cols = 32 * nb, rows = 4
+            let bytes = Self.randomBlocks(format, rows: rows, cols: cols, &g)
+            let w = try bytes.withUnsafeBytes { try QuantizedWeights(format: format, rows: rows, cols: cols, bytes: $0) }
+            let x = Self.randomActivations(tokens * cols, &g)
+            let lda = nb + 3  // activation stride > one row
+            var acts = [bc_q8a_block](repeating: bc_q8a_block(), count: tokens * lda)
+            x.withUnsafeBufferPointer { xb in
+                for t in 0..<tokens { bc_quant_q8a_row(xb.baseAddress! + t * cols, &acts[t * lda], Int64(nb)) }
+            }
+            let ldo = 7
+            var out = [Float](repeating: .nan, count: tokens * ldo)
+            bytes.withUnsafeBytes { raw in
+                let base = raw.bindMemory(to: UInt8.self).baseAddress!
+                acts.withUnsafeBufferPointer { ab in
+                    let a = ab.baseAddress!
+                    let stride = Int64(w.rowBytes), la = Int64(lda), n = Int64(nb), lo = Int64(ldo)
+                    switch (format, tokens) {
+                    case (.q8_0, 8): bc_quant_tile4x8_q8_0_avx512(base, stride, a, la, n, &out, lo)
+                    case (.q4_0, 8): bc_quant_tile4x8_q4_0_avx512(base, stride, a, la, n, &out, lo)
+                    case (.q4_1, 8): bc_quant_tile4x8_q4_1_avx512(base, stride, a, la, n, &out, lo)
+                    case (.q8_0, _): bc_quant_tile4x4_q8_0_avx512(base, stride, a, la, n, &out, lo)
+                    case (.q4_0, _): bc_quant_tile4x4_q4_0_avx512(base, stride, a, la, n, &out, lo)
+                    case (.q4_1, _): bc_quant_tile4x4_q4_1_avx512(base, stride, a, la, n, &out, lo)
+                    }
+                    for t in 0..<tokens {
+                        for r in 0..<4 {
+                            let row = base + r * w.rowBytes, act = a + t * lda
+                            let want: Float
+                            switch format {
+                            case .q8_0: want = bc_quant_dot_q8_0(row, act, Int64(nb))
+                            case .q4_0: want = bc_quant_dot_q4_0(row, act, Int64(nb))
+                            case .q4_1: want = bc_quant_dot_q4_1(row, act, Int64(nb))
+                            }
+                            #expect(out[t * ldo + r].bitPattern == want.bitPattern, "\(format.name) nb \(nb) token \(t) row \(r)")
+                        }
+                    }
+                }
+            }
+            #expect(out.enumerated().allSatisfy { $0.offset % ldo < 4 || $0.element.isNaN }, "writes only its 4 output columns")
+        }
+    }
+
     @Test(arguments: QuantFormat.allCases)
     func inputGradientMatchesFloat64(_ format: QuantFormat) throws {
         var g = SplitMix64(state: 0x6AD &+ UInt64(format.rawValue))

@@ -202,5 +202,144 @@ BC_QUANT_FN void bc_quant_dot4_q4_1(const uint8_t *w, const bc_q8a_block *a, int
     out[3] = bc_quant_hsum(acc3) + s3;
 }
 
+/* ---- AVX-512 VNNI (chosen at run time; bc_quant_has_avx512_vnni) ----
+ * Tiles of 4 weight rows × 8 (or 4) tokens: out[t*ldo + r] == bc_quant_dot_*(w + r*ldw,
+ * a + t*lda, nb) bit for bit. Each 512-bit accumulator holds two tokens' 8-lane float
+ * accumulators (lanes 0..7 token 2p, 8..15 token 2p+1); per block the int32 lanes are
+ * the same exact sums of 4 consecutive products as AVX2's maddubs+madd (vpdpbusd sums
+ * u8×s8 in groups of 4; signed weights are offset to unsigned and the offset's exact
+ * contribution −c·Σq is the accumulator's start), the scale is the same float product
+ * d_w·d_a, and the same fused multiply-add adds it into the same lane, in ascending
+ * block order; the lanes are then summed by bc_quant_hsum. */
+#include <cpuid.h>
+
+/* 1 when the CPU and OS support AVX512F, BW, VL and VNNI (zmm state enabled). */
+static inline int bc_quant_has_avx512_vnni(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return 0; /* OSXSAVE */
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & 0xE6u) != 0xE6u) return 0; /* XMM, YMM, opmask, ZMM_Hi256, Hi16_ZMM */
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    const int f = (b >> 16) & 1, bw = (b >> 30) & 1, vl = (b >> 31) & 1, vnni = (c >> 11) & 1;
+    return f && bw && vl && vnni;
+}
+
+#define BC_QUANT_FN512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"))) static inline
+
+BC_QUANT_FN512 __m512i bc_quant_pair_q(const bc_q8a_block *x, const bc_q8a_block *y) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)x->q)),
+                              _mm256_loadu_si256((const __m256i *)y->q), 1);
+}
+
+BC_QUANT_FN512 __m512 bc_quant_pair_f(float x, float y) {
+    return _mm512_mask_blend_ps((__mmask16)0xFF00, _mm512_set1_ps(x), _mm512_set1_ps(y));
+}
+
+BC_QUANT_FN512 void bc_quant_pair_store(__m512 acc, float *o0, float *o1, float s0, float s1) {
+    const __m256 lo = _mm512_castps512_ps256(acc);
+    const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1));
+    *o0 = bc_quant_hsum(lo) + s0;
+    *o1 = bc_quant_hsum(hi) + s1;
+}
+
+/* A tile of 4 weight rows (row r at w + r*ldw) × 2*P tokens (token t's blocks at
+ * a + t*lda), P = 2 or 4: out[t*ldo + r] = dot(row r, token t). fmt: 0 Q8_0, 1 Q4_0,
+ * 2 Q4_1. Q4_1's Σ m·s terms of the 8 (or 4) tokens of a row go in one vector, by the
+ * fused multiply-add the one-row function's `summs += m * s` compiles to. */
+/* Written out without arrays or inner loops: the compiler that builds it for Swift does
+ * not unroll them, and accumulators in memory halve the speed. */
+#define BC_QUANT_TILE_ROW(r)                                                                              \
+    {                                                                                                    \
+        const uint8_t *b = w + r * ldw + bs * i;                                                         \
+        __m256i qx;                                                                                      \
+        if (fmt == 0) qx = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(b + 2)), flip);         \
+        else qx = bc_quant_nibbles(b + (fmt == 1 ? 2 : 4));                                              \
+        const __m512i x = _mm512_broadcast_i64x4(qx);                                                    \
+        const __m512 dw = _mm512_set1_ps(bc_quant_half(b));                                              \
+        acc##r##0 = _mm512_fmadd_ps(_mm512_mul_ps(dw, d0), _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(c0, x, q0)), acc##r##0); \
+        acc##r##1 = _mm512_fmadd_ps(_mm512_mul_ps(dw, d1), _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(c1, x, q1)), acc##r##1); \
+        if (P == 4) {                                                                                    \
+            acc##r##2 = _mm512_fmadd_ps(_mm512_mul_ps(dw, d2), _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(c2, x, q2)), acc##r##2); \
+            acc##r##3 = _mm512_fmadd_ps(_mm512_mul_ps(dw, d3), _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(c3, x, q3)), acc##r##3); \
+        }                                                                                                \
+        if (fmt == 2) sm##r = _mm256_fmadd_ps(_mm256_set1_ps(bc_quant_half(b + 2)), s8, sm##r);          \
+    }
+
+#define BC_QUANT_TILE_STORE(r)                                                                            \
+    {                                                                                                    \
+        float s[8];                                                                                      \
+        _mm256_storeu_ps(s, sm##r);                                                                      \
+        bc_quant_pair_store(acc##r##0, out + r, out + ldo + r, s[0], s[1]);                              \
+        bc_quant_pair_store(acc##r##1, out + 2 * ldo + r, out + 3 * ldo + r, s[2], s[3]);                \
+        if (P == 4) {                                                                                    \
+            bc_quant_pair_store(acc##r##2, out + 4 * ldo + r, out + 5 * ldo + r, s[4], s[5]);            \
+            bc_quant_pair_store(acc##r##3, out + 6 * ldo + r, out + 7 * ldo + r, s[6], s[7]);            \
+        }                                                                                                \
+    }
+
+__attribute__((always_inline)) BC_QUANT_FN512 void bc_quant_tile_avx512(
+    const int fmt, const int P, const uint8_t *w, int64_t ldw, const bc_q8a_block *a, int64_t lda, int64_t nb,
+    float *out, int64_t ldo) {
+    const int64_t bs = fmt == 0 ? 34 : (fmt == 1 ? 18 : 20);
+    const __m512 z = _mm512_setzero_ps();
+    __m512 acc00 = z, acc01 = z, acc02 = z, acc03 = z, acc10 = z, acc11 = z, acc12 = z, acc13 = z;
+    __m512 acc20 = z, acc21 = z, acc22 = z, acc23 = z, acc30 = z, acc31 = z, acc32 = z, acc33 = z;
+    __m256 sm0 = _mm256_setzero_ps(), sm1 = sm0, sm2 = sm0, sm3 = sm0;
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i off = _mm512_set1_epi8(fmt == 0 ? (char)0x80 : 8); /* weight offset c (u8) */
+    const __m256i flip = _mm256_set1_epi8((char)0x80);
+    const bc_q8a_block *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda;
+    const bc_q8a_block *a4 = a + 4 * lda, *a5 = a + 5 * lda, *a6 = a + 6 * lda, *a7 = a + 7 * lda;
+    for (int64_t i = 0; i < nb; i++) {
+        const __m512i q0 = bc_quant_pair_q(a0 + i, a1 + i), q1 = bc_quant_pair_q(a2 + i, a3 + i);
+        const __m512 d0 = bc_quant_pair_f(a0[i].d, a1[i].d), d1 = bc_quant_pair_f(a2[i].d, a3[i].d);
+        __m512i q2 = zero, q3 = zero;
+        __m512 d2 = z, d3 = z;
+        if (P == 4) {
+            q2 = bc_quant_pair_q(a4 + i, a5 + i);
+            q3 = bc_quant_pair_q(a6 + i, a7 + i);
+            d2 = bc_quant_pair_f(a4[i].d, a5[i].d);
+            d3 = bc_quant_pair_f(a6[i].d, a7[i].d);
+        }
+        /* −c·Σ of each group of 4 activations: the offset's exact contribution */
+        __m512i c0 = zero, c1 = zero, c2 = zero, c3 = zero;
+        if (fmt != 2) {
+            c0 = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, off, q0));
+            c1 = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, off, q1));
+            if (P == 4) {
+                c2 = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, off, q2));
+                c3 = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, off, q3));
+            }
+        }
+        __m256 s8 = _mm256_setzero_ps();
+        if (fmt == 2) {
+            s8 = P == 4 ? _mm256_setr_ps(a0[i].s, a1[i].s, a2[i].s, a3[i].s, a4[i].s, a5[i].s, a6[i].s, a7[i].s)
+                        : _mm256_setr_ps(a0[i].s, a1[i].s, a2[i].s, a3[i].s, 0, 0, 0, 0);
+        }
+        BC_QUANT_TILE_ROW(0)
+        BC_QUANT_TILE_ROW(1)
+        BC_QUANT_TILE_ROW(2)
+        BC_QUANT_TILE_ROW(3)
+    }
+    BC_QUANT_TILE_STORE(0)
+    BC_QUANT_TILE_STORE(1)
+    BC_QUANT_TILE_STORE(2)
+    BC_QUANT_TILE_STORE(3)
+}
+#undef BC_QUANT_TILE_ROW
+#undef BC_QUANT_TILE_STORE
+
+#define BC_QUANT_TILE(name, fmt, P) \
+    BC_QUANT_FN512 void name(const uint8_t *w, int64_t ldw, const bc_q8a_block *a, int64_t lda, int64_t nb, \
+                             float *out, int64_t ldo) { bc_quant_tile_avx512(fmt, P, w, ldw, a, lda, nb, out, ldo); }
+BC_QUANT_TILE(bc_quant_tile4x8_q8_0_avx512, 0, 4)
+BC_QUANT_TILE(bc_quant_tile4x8_q4_0_avx512, 1, 4)
+BC_QUANT_TILE(bc_quant_tile4x8_q4_1_avx512, 2, 4)
+BC_QUANT_TILE(bc_quant_tile4x4_q8_0_avx512, 0, 2)
+BC_QUANT_TILE(bc_quant_tile4x4_q4_0_avx512, 1, 2)
+BC_QUANT_TILE(bc_quant_tile4x4_q4_1_avx512, 2, 2)
+#undef BC_QUANT_TILE
+
 #endif /* __x86_64__ */
 #endif

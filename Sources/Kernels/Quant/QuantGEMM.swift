@@ -12,9 +12,11 @@ import CSupport
 /// llama.cpp's vec_dot_q4_1_q8_1 does. The error against the float product is bounded
 /// per block b by (d_b/2)·Σ_{k∈b}|W[o][k]| (rounding to the nearest int8 step).
 ///
-/// y[t][o] is `dot(row o, quantized x[t])`, computed alone or in a group of four tokens
-/// by the same operations (quant_dot.h): the same bits whatever the other tokens of the
-/// batch, the thread count or how rows are split (batch invariance).
+/// y[t][o] is `dot(row o, quantized x[t])`, computed alone, in a group of four tokens
+/// (AVX2) or in a tile of 4 rows × 8 or 4 tokens (AVX-512 VNNI, chosen at run time) by the same
+/// exact integer block sums and the same float operations in the same order
+/// (quant_dot.h): the same bits whatever the other tokens of the batch, the kernel, the
+/// thread count or how rows are split (batch invariance).
 package enum QuantGEMM {
     /// Output rows per work item.
     static let rowsPerItem = 32
@@ -30,12 +32,30 @@ package enum QuantGEMM {
         #endif
     }
 
+    /// Which dot-product kernels `multiply` uses (tests force each; all give the same bits).
+    package enum Kernel: Sendable {
+        /// AVX-512 VNNI tiles of 4 rows × 8 (then 4) tokens when this CPU has them, else `.avx2`.
+        case best
+        /// AVX2: one row × four tokens, then one token at a time.
+        case avx2
+    }
+
+    /// Whether this CPU (and OS) runs the AVX-512 VNNI tiles (checked once).
+    package static let hasAVX512: Bool = {
+        #if arch(x86_64)
+        return bc_quant_has_avx512_vnni() != 0
+        #else
+        return false
+        #endif
+    }()
+
     /// y[t][o] for t < tokens (row strides `ldx` ≥ cols, `ldy` ≥ rows).
     package static func multiply(_ x: UnsafePointer<Float>, ldx: Int, tokens: Int, _ w: QuantizedWeights,
-                                _ y: UnsafeMutablePointer<Float>, ldy: Int) {
+                                _ y: UnsafeMutablePointer<Float>, ldy: Int, kernel: Kernel = .best) {
         #if arch(x86_64)
         if tokens <= 0 || w.rows == 0 { return }
         let nb = w.blocksPerRow
+        let wide = kernel == .best && hasAVX512 && tokens >= 4  // decode (1–3 tokens) keeps the AVX2 loop
         withUnsafeTemporaryAllocation(of: bc_q8a_block.self, capacity: tokens * nb) { buf in
             guard let a = buf.baseAddress else { return }
             quantizeActivations(x, ldx: ldx, tokens: tokens, blocks: nb, into: a)
@@ -46,39 +66,80 @@ package enum QuantGEMM {
             Parallel.forEach(groups * blocks) { item in
                 let r0 = (item % groups) * rowsPerItem, r1 = min(w.rows, r0 + rowsPerItem)
                 let t0 = (item / groups) * tokensPerBlock, t1 = min(tokens, t0 + tokensPerBlock)
-                for r in r0..<r1 {
-                    let row = base + r * rowBytes
-                    var t = t0
-                    // Four tokens per pass over the row (the same bits as one at a time).
-                    withUnsafeTemporaryAllocation(of: Float.self, capacity: 4) { four in
-                        guard let o = four.baseAddress else { return }
-                        while t + 4 <= t1 {
-                            let act = UnsafePointer(a + t * nb)
+                var r = r0
+                if wide {
+                    // Tiles of 4 rows × 8 tokens, then 4 × 4, then a row at a time (the
+                    // same bits as one row and token at a time).
+                    let t8 = t0 + (t1 - t0) / 8 * 8, t4 = t0 + (t1 - t0) / 4 * 4, ldw = Int64(rowBytes), ldo = Int64(ldy)
+                    while r + 4 <= r1 {
+                        let rows = base + r * rowBytes
+                        var t = t0
+                        while t < t8 {
+                            let act = UnsafePointer(a + t * nb), out = y + t * ldy + r
                             switch format {
-                            case .q8_0: bc_quant_dot4_q8_0(row, act, n, n, o)
-                            case .q4_0: bc_quant_dot4_q4_0(row, act, n, n, o)
-                            case .q4_1: bc_quant_dot4_q4_1(row, act, n, n, o)
+                            case .q8_0: bc_quant_tile4x8_q8_0_avx512(rows, ldw, act, n, n, out, ldo)
+                            case .q4_0: bc_quant_tile4x8_q4_0_avx512(rows, ldw, act, n, n, out, ldo)
+                            case .q4_1: bc_quant_tile4x8_q4_1_avx512(rows, ldw, act, n, n, out, ldo)
                             }
-                            for j in 0..<4 { y[(t + j) * ldy + r] = o[j] }
-                            t += 4
+                            t += 8
                         }
-                    }
-                    while t < t1 {
-                        let act = UnsafePointer(a + t * nb)
-                        let v: Float
-                        switch format {
-                        case .q8_0: v = bc_quant_dot_q8_0(row, act, n)
-                        case .q4_0: v = bc_quant_dot_q4_0(row, act, n)
-                        case .q4_1: v = bc_quant_dot_q4_1(row, act, n)
+                        if t < t4 {
+                            let act = UnsafePointer(a + t * nb), out = y + t * ldy + r
+                            switch format {
+                            case .q8_0: bc_quant_tile4x4_q8_0_avx512(rows, ldw, act, n, n, out, ldo)
+                            case .q4_0: bc_quant_tile4x4_q4_0_avx512(rows, ldw, act, n, n, out, ldo)
+                            case .q4_1: bc_quant_tile4x4_q4_1_avx512(rows, ldw, act, n, n, out, ldo)
+                            }
                         }
-                        y[t * ldy + r] = v
-                        t += 1
+                        for rr in r..<(r + 4) { rowByTokens(base + rr * rowBytes, format, a, nb, t4, t1, y + rr, ldy) }
+                        r += 4
                     }
+                }
+                while r < r1 {
+                    rowByTokens(base + r * rowBytes, format, a, nb, t0, t1, y + r, ldy)
+                    r += 1
                 }
             }
         }
         #endif
     }
+
+    #if arch(x86_64)
+    /// y[t·ldy] = dot(row, activations of token t) for t0 ≤ t < t1 with the AVX2 kernels:
+    /// four tokens per pass over the row, then one at a time (the same bits either way).
+    @inline(__always)
+    static func rowByTokens(_ row: UnsafePointer<UInt8>, _ format: QuantFormat, _ a: UnsafeMutablePointer<bc_q8a_block>,
+                            _ nb: Int, _ t0: Int, _ t1: Int, _ y: UnsafeMutablePointer<Float>, _ ldy: Int) {
+        let n = Int64(nb)
+        var t = t0
+        if t + 4 <= t1 {
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: 4) { four in
+                guard let o = four.baseAddress else { return }
+                while t + 4 <= t1 {
+                    let act = UnsafePointer(a + t * nb)
+                    switch format {
+                    case .q8_0: bc_quant_dot4_q8_0(row, act, n, n, o)
+                    case .q4_0: bc_quant_dot4_q4_0(row, act, n, n, o)
+                    case .q4_1: bc_quant_dot4_q4_1(row, act, n, n, o)
+                    }
+                    for j in 0..<4 { y[(t + j) * ldy] = o[j] }
+                    t += 4
+                }
+            }
+        }
+        while t < t1 {
+            let act = UnsafePointer(a + t * nb)
+            let v: Float
+            switch format {
+            case .q8_0: v = bc_quant_dot_q8_0(row, act, n)
+            case .q4_0: v = bc_quant_dot_q4_0(row, act, n)
+            case .q4_1: v = bc_quant_dot_q4_1(row, act, n)
+            }
+            y[t * ldy] = v
+            t += 1
+        }
+    }
+    #endif
 
     #if arch(x86_64)
     /// Quantizes rows x[t][0..<32·blocks] into `blocks` activation blocks each, at
