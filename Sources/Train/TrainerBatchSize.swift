@@ -123,6 +123,11 @@ extension Trainer {
         batch.pendingLRScale = nil
         guard scale != 1 else { return try body() }
         let saved = optimizer.groups.map(\.hyper.lr)
+        // Check every scaled rate first, so a bad one changes nothing; restoring the saved
+        // (valid) rates cannot fail.
+        for lr in saved where !(lr * scale).isFinite {
+            throw BatchCoreError.invalid("learning rate \(lr) x batch factor \(scale) is not finite")
+        }
         for (g, lr) in saved.enumerated() { try optimizer.setLearningRate(lr * scale, group: g) }
         defer { for (g, lr) in saved.enumerated() { try? optimizer.setLearningRate(lr, group: g) } }
         return try body()
