@@ -11,8 +11,8 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 status=0
 bad() { echo "check_cli_defaults: $*"; status=1; }
-batch_text() { # JSON request on stdin -> the first choice's text (+ newline, as generate ends it)
-    env -i "$cli" batch -m "$model" -q -t 1 | python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["choices"][0]["text"])'
+batch_text() { # JSON request on stdin -> the first choice's text (+ a newline unless it ends with one, as generate ends it)
+    env -i "$cli" batch -m "$model" -q -t 1 | python3 -c 'import json,sys; t=json.loads(sys.stdin.read())["choices"][0]["text"]; sys.stdout.write(t if t.endswith("\n") else t + "\n")'
 }
 
 prompt="The history of the city of"

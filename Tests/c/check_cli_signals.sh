@@ -112,7 +112,7 @@ check_records "$tmp/req6.jsonl" "$tmp/out2.jsonl" "batch (SIGINT while reading)"
 
 # ---------------------------------------------------------------- generate
 : > "$tmp/gen.txt"
-"$cli" generate -m "$model" -q --temp 0 -n 2000 -p "Write a long essay about the sea." > "$tmp/gen.txt" 2> "$tmp/gen.err" &
+"$cli" generate -m "$model" -q --temp 0 -n 2000 -p "Once upon a time, in a small village by the sea," > "$tmp/gen.txt" 2> "$tmp/gen.err" &
 pid=$!
 wait_nonempty "$tmp/gen.txt" 60 || bad "generate: no output within 60 s"
 sleep 0.3

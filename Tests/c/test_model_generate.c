@@ -579,7 +579,12 @@ int main(int argc, char **argv) {
     if (rc) return rc;
     bc_model *model = NULL;
     double t0 = now_seconds();
-    CHECK_OK(bc_model_load(model_path, NULL, &model));
+    /* The fixtures are llama.cpp's F32 reference: load the weights as f32 (native
+     * quantized blocks quantize activations too, and follow another greedy path). */
+    bc_model_params mp;
+    CHECK_OK(bc_model_params_default(&mp, sizeof mp));
+    mp.weights = BC_MODEL_WEIGHTS_F32;
+    CHECK_OK(bc_model_load(model_path, &mp, &model));
     if (!model) {
         fprintf(stderr, "FAIL: cannot load %s\n", model_path);
         return 1;
