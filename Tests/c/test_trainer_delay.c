@@ -10,6 +10,7 @@
  *  - a checkpoint saved with a full FIFO resumes bit-identically in a fresh trainer. */
 #define _POSIX_C_SOURCE 200809L
 #include "check.h"
+#include "train_helpers.h"
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -19,21 +20,6 @@
 #define STEPS 6
 #define D 2
 #define MAXN 48
-
-static bc_train_batch make_batch(const int32_t *tokens, const int32_t *targets, uint32_t n,
-                                 const uint32_t *lengths, uint32_t docs) {
-    bc_train_batch b;
-    memset(&b, 0, sizeof b);
-    b.struct_size = sizeof b;
-    b.n_tokens = n;
-    b.tokens = tokens;
-    b.targets = targets;
-    b.document_lengths = lengths;
-    b.n_documents = docs;
-    return b;
-}
-
-typedef struct { bc_model *model; bc_trainer *t; bc_optimizer *opt; } run_t;
 
 static int open_run(run_t *r, const char *model_dir, uint32_t delay) {
     bc_trainer_params tp;
@@ -54,12 +40,6 @@ static int open_run(run_t *r, const char *model_dir, uint32_t delay) {
     CHECK_OK(bc_optimizer_add_group(r->opt, &hp, &g));
     CHECK_OK(bc_trainer_register(r->t, r->opt, g));
     return 0;
-}
-
-static void close_run(run_t *r) {
-    bc_optimizer_free(r->opt);
-    bc_trainer_free(r->t);
-    bc_model_free(r->model);
 }
 
 /* All trainable values (or gradients) of t, concatenated; *n floats. */
