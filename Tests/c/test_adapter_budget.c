@@ -8,6 +8,7 @@
  * the new fields' defaults, a negative budget and an adapter larger than the budget. */
 #define _POSIX_C_SOURCE 200809L
 #include "check.h"
+#include "adapter_helpers.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,35 +16,6 @@
 
 #define MAX_NEW 6
 #define NREQ 6
-
-static void write_adapter(bc_model *model, const char *dir, uint64_t seed) {
-    bc_trainer_params tp;
-    CHECK_OK(bc_trainer_params_default(&tp, sizeof tp));
-    tp.lora_rank = 4;
-    tp.lora_alpha = 32;
-    tp.lora_targets = BC_LORA_ALL;
-    tp.lora_seed = seed;
-    tp.micro_batch_tokens = 64;
-    bc_trainer *t = NULL;
-    CHECK_OK(bc_trainer_create(model, &tp, &t));
-    if (!t) return;
-    uint32_t count = 0;
-    CHECK_OK(bc_trainer_tensor_count(t, &count));
-    uint64_t s = seed * 0x9E3779B97F4A7C15ULL + 1;
-    for (uint32_t i = 0; i < count; i++) {
-        bc_trainer_tensor tt;
-        memset(&tt, 0, sizeof tt);
-        tt.struct_size = sizeof tt;
-        CHECK_OK(bc_trainer_get_tensor(t, i, &tt));
-        if (!strstr(tt.name, "lora_B")) continue;
-        for (int64_t k = 0; k < tt.count; k++) {
-            s = s * 6364136223846793005ULL + 1442695040888963407ULL;
-            tt.values[k] = ((float)((s >> 40) & 0xFFFF) / 65536.0f - 0.5f) * 2.0f;
-        }
-    }
-    CHECK_OK(bc_trainer_save_adapter(t, dir));
-    bc_trainer_free(t);
-}
 
 typedef struct {
     int32_t tokens[NREQ + 4][MAX_NEW];
@@ -117,7 +89,7 @@ int main(int argc, char **argv) {
     char dirs[3][200];
     for (int k = 0; k < 3; k++) {
         snprintf(dirs[k], sizeof dirs[k], "/tmp/bc-adapter-budget-%d-%d", (int)getpid(), k);
-        write_adapter(model, dirs[k], 31 + (uint64_t)k);
+        write_random_adapter(model, dirs[k], 31 + (uint64_t)k, 32.0f, BC_LORA_ALL, 2.0f);
     }
     bc_adapter *a[3] = {NULL, NULL, NULL};
     for (int k = 0; k < 3; k++) CHECK_OK(bc_adapter_load(model, dirs[k], &a[k]));

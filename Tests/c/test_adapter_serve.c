@@ -5,6 +5,7 @@
  * freed while their requests run; bc_context_set_adapter; the argument and file errors. */
 #define _POSIX_C_SOURCE 200809L
 #include "check.h"
+#include "adapter_helpers.h"
 #include "model_path.h"
 #include <stdint.h>
 #include <stdio.h>
@@ -13,35 +14,6 @@
 
 #define MAX_NEW 8
 #define NREQ 6
-
-/* Writes a rank-4 q/v adapter with random B (seeded) into dir. */
-static void write_adapter(bc_model *model, const char *dir, uint64_t seed) {
-    bc_trainer_params tp;
-    CHECK_OK(bc_trainer_params_default(&tp, sizeof tp));
-    tp.lora_rank = 4;
-    tp.lora_alpha = 8;
-    tp.lora_seed = seed;
-    tp.micro_batch_tokens = 64;
-    bc_trainer *t = NULL;
-    CHECK_OK(bc_trainer_create(model, &tp, &t));
-    if (!t) return;
-    uint32_t count = 0;
-    CHECK_OK(bc_trainer_tensor_count(t, &count));
-    uint64_t s = seed * 0x9E3779B97F4A7C15ULL + 1;
-    for (uint32_t i = 0; i < count; i++) {
-        bc_trainer_tensor tt;
-        memset(&tt, 0, sizeof tt);
-        tt.struct_size = sizeof tt;
-        CHECK_OK(bc_trainer_get_tensor(t, i, &tt));
-        if (!strstr(tt.name, "lora_B")) continue;
-        for (int64_t k = 0; k < tt.count; k++) {
-            s = s * 6364136223846793005ULL + 1442695040888963407ULL;
-            tt.values[k] = ((float)((s >> 40) & 0xFFFF) / 65536.0f - 0.5f) * 0.1f;
-        }
-    }
-    CHECK_OK(bc_trainer_save_adapter(t, dir));
-    bc_trainer_free(t);
-}
 
 typedef struct {
     int32_t tokens[NREQ][MAX_NEW];
@@ -106,8 +78,8 @@ int main(int argc, char **argv) {
     char d1[300], d2[300];
     snprintf(d1, sizeof d1, "%s-a", dir);
     snprintf(d2, sizeof d2, "%s-b", dir);
-    write_adapter(model, d1, 11);
-    write_adapter(model, d2, 12);
+    write_random_adapter(model, d1, 11, 8.0f, 0, 0.1f); /* rank 4 on q, v (default targets) */
+    write_random_adapter(model, d2, 12, 8.0f, 0, 0.1f);
 
     bc_adapter *a1 = NULL, *a2 = NULL, *bad = NULL;
     CHECK_OK(bc_adapter_load(model, d1, &a1));
