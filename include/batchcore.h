@@ -1452,11 +1452,11 @@ typedef enum bc_lr_scaling {
 
 typedef struct bc_batch_control {
     uint32_t struct_size;          /**< sizeof(bc_batch_control) */
-    int32_t mode;                  /**< a bc_batch_mode (FIXED) */
+    int32_t mode;                  /**< a bc_batch_mode; default FIXED */
     uint32_t min_micro_batches;    /**< lower bound, >= 1; NOISE: >= 2 (1) */
     uint32_t max_micro_batches;    /**< upper bound, >= min, <= 65536 (1) */
     int64_t ramp_steps;            /**< RAMP: steps from min to max, >= 1 (0) */
-    int32_t lr_scaling;            /**< a bc_lr_scaling (NONE) */
+    int32_t lr_scaling;            /**< a bc_lr_scaling; default NONE */
     uint32_t warmup_steps;         /**< NOISE: estimates before the batch changes (3) */
     double noise_ema;              /**< EMA decay of both estimates, 0 <= d < 1 (0.9) */
 } bc_batch_control;
