@@ -24,7 +24,7 @@ import Testing
     /// accumulated gradient; and the SGD update is exactly −lr·κ·g/targets (κ =
     /// micro-batches / 2), with the optimizer's rate back at the base after the step.
     @Test func noiseControllerScalesBatchAndLearningRate() throws {
-        let data = try TrainerRunTests.dataFile(lines: 160, seed: UInt64.random(in: 1...1 << 40))
+        let data = try TrainerRunTests.dataFile(lines: 400, seed: UInt64.random(in: 1...1 << 40))
         defer { unlink(data) }
         let (t, tokenizer) = try Self.trainer(accumulation: 2)
         _ = try t.loadData(path: data, tokenizer: tokenizer, options: DataLoadOptions(maxTokens: 48, overLength: .truncate), evalFraction: 0,
@@ -42,7 +42,8 @@ import Testing
         try t.register(in: opt, group: try opt.addGroup(h))
         var seen: [Int] = []
         var finite = 0
-        for step in 1...8 {
+        var grew = false
+        for step in 1...12 {
             let planned = t.nextMicroBatches
             #expect(try t.accumulateNextStep())
             #expect(t.pending.microBatches == planned)
@@ -57,6 +58,15 @@ import Testing
             #expect(s.kappa == Double(planned) / 2 && s.lrScale == s.kappa)
             // The next step's choice is made now; pending work does not change it.
             #expect(s.nextMicroBatches == t.nextMicroBatches)
+            // ... and it is the controller's rule applied to this step's estimate: toward
+            // ⌈B_simple / targets per micro-batch⌉, at most doubling, never shrinking, in [2, 16].
+            var want = planned
+            if s.noiseScale.isFinite {
+                let goal = Int(min(16, (s.noiseScale / (Double(s.bigTargets) / Double(planned))).rounded(.up)))
+                want = min(max(min(max(planned, goal), 2 * planned), 2), 16)
+            }
+            #expect(s.nextMicroBatches == want, "step \(step): B_simple \(s.noiseScale), \(s.bigTargets) targets")
+            if want > planned { grew = true }
             #expect(throws: BatchCoreError.self) { try t.setBatchControl(c) }   // not at a boundary
             var big = 0.0
             var grads: [[Float]] = []
@@ -84,9 +94,13 @@ import Testing
             #expect(worst < 1e-5, "step \(step): SGD update off by \(worst) (lr scale \(s.lrScale))")
             seen.append(planned)
         }
-        // The tiny model's noise scale (hundreds of targets) exceeds 2 micro-batches of
-        // ~40 targets, so the controller grows, never shrinks, within the bounds.
-        #expect(finite >= 4 && seen.last! > 2, "\(seen), \(finite) finite estimates")
+        // Whether the tiny model's noise scale on this run's random data exceeds the
+        // current batch is data-dependent (the rule is checked every step above, growth
+        // itself deterministically in GradientNoiseScaleTests); the choices never shrink,
+        // at most double and stay within the bounds, and a grown choice is what ran next.
+        print("noise controller: micro-batches \(seen), \(finite) finite estimates, grew \(grew)")
+        #expect(finite >= 1, "\(seen), \(finite) finite estimates")
+        #expect(!grew || seen.last! > 2)
         #expect(zip(seen, seen.dropFirst()).allSatisfy { $0 <= $1 && $1 <= 2 * $0 } && seen.allSatisfy { $0 <= 16 })
     }
 
