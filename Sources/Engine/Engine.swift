@@ -17,9 +17,6 @@ package final class Engine {
     package let model: LanguageModel
     package let cache: PagedKVCache
     package var options: EngineOptions
-    /// An empty cache of the same shape and budget, never written: asked at submit
-    /// whether a request could fit even alone (it allocates nothing).
-    private let capacity: PagedKVCache
 
     final class Sequence {
         let index: Int
@@ -88,8 +85,6 @@ package final class Engine {
         self.model = model
         self.cache = cache
         self.options = options
-        capacity = try PagedKVCache(kvDim: cache.kvDim, layout: cache.layout, budgetBytes: cache.budgetBytes,
-                                    maxLength: cache.maxLength, prefixCaching: false)
     }
 
     // MARK: requests
@@ -113,9 +108,9 @@ package final class Engine {
         }
         // A request the whole KV budget cannot hold even alone would never run: refuse it
         // now. A sample stores at most the prompt and all its tokens but the last; the
-        // cache judges whether that fits (an empty one of the same shape and budget).
+        // cache's own reservation plan judges whether that fits an empty cache.
         let positions = spec.prompt.count + spec.maxTokens - 1
-        guard capacity.canReserve([KVGrowth(sequence: 0, length: positions)]) else {
+        guard cache.fitsAlone(length: positions) else {
             throw BatchCoreError(.kvFull, "prompt (\(spec.prompt.count)) + max_tokens (\(spec.maxTokens)) need \(positions) "
                 + "positions of KV cache; the KV budget of \(cache.budgetBytes) bytes holds fewer even with nothing else running")
         }

@@ -49,8 +49,11 @@ struct KVReservationPlan {
 
 extension PagedKVCache {
     /// Plans `reserve(growth)` without changing anything; throws `.kvFull` when the
-    /// batch does not fit (and `.invalid` for a negative length).
-    func plan(_ growth: [KVGrowth]) throws -> KVReservationPlan {
+    /// batch does not fit (and `.invalid` for a negative length). `onEmptyCache` plans
+    /// against an empty cache of the same shape and budget instead of the current state
+    /// (no sequences, no free or cached blocks, the whole budget as headroom): whether
+    /// the batch could ever fit with nothing else held.
+    func plan(_ growth: [KVGrowth], onEmptyCache: Bool = false) throws -> KVReservationPlan {
         var want: [Int: Int] = [:]
         for item in growth {
             guard item.length >= 0 else { throw BatchCoreError.invalid("sequence \(item.sequence): length \(item.length) < 0") }
@@ -64,8 +67,8 @@ extension PagedKVCache {
         plan.growth = want.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
         // The simulated pools: free and cached counts, budget headroom, and reference
         // changes of shared blocks copied so far.
-        var free = pools.map(\.freeCount), cached = pools.map(\.cachedCount)
-        var headroom = budgetBytes - allocatedBytes
+        var free = pools.map { onEmptyCache ? 0 : $0.freeCount }, cached = pools.map { onEmptyCache ? 0 : $0.cachedCount }
+        var headroom = onEmptyCache ? budgetBytes : budgetBytes - allocatedBytes
         var copied: [[BlockID: Int32]] = Array(repeating: [:], count: pools.count)
 
         /// Releases free-listed, then cached blocks' memory until `bytes` fit.
@@ -91,7 +94,7 @@ extension PagedKVCache {
         }
 
         for (s, length) in plan.growth {
-            let seq = sequences[s]
+            let seq = onEmptyCache ? nil : sequences[s]
             if seq == nil { plan.created.append(s) }
             if layout.storage != .f32 {
                 plan.scratchFloats = max(plan.scratchFloats, (length + bs - 1) / bs * bs * kvDim * 2)

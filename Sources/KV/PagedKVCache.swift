@@ -144,6 +144,18 @@ package final class PagedKVCache: KVCache {
         }
     }
 
+    /// Whether one sequence of `length` positions fits in an EMPTY cache of this shape and
+    /// budget, i.e. whether it could ever run here (the engine refuses it at submit
+    /// otherwise). Reads only the layout and budget: the same answer in any state.
+    package func fitsAlone(length: Int) -> Bool {
+        do {
+            _ = try plan([KVGrowth(sequence: 0, length: length)], onEmptyCache: true)
+            return true
+        } catch {
+            return false
+        }
+    }
+
     /// Bytes that freeing free-listed and evicting cached blocks would give back.
     private var reclaimableBytes: Int { pools.reduce(0) { $0 + ($1.freeCount + $1.cachedCount) * $1.blockBytes } }
 

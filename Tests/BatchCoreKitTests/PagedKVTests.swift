@@ -213,6 +213,16 @@ import Testing
             }
             let before = try Self.snapshot(cache, dim: dim)
             let predicted = cache.canReserve(growth)
+            // Whether one sequence could ever fit (asked by the engine at submit) is the
+            // answer of an empty cache of the same shape and budget, whatever this one holds.
+            let alone = 1 + rnd(bs * 30)
+            let empty = try PagedKVCache(kvDim: dim, layout: layout, budgetBytes: cache.budgetBytes)
+            var emptyFits = true
+            do { try empty.reserve([KVGrowth(sequence: 7, length: alone)]) } catch let e as BatchCoreError {
+                #expect(e.kind == .kvFull)
+                emptyFits = false
+            }
+            #expect(cache.fitsAlone(length: alone) == emptyFits, "\(name) step \(step): fitsAlone(\(alone)) != \(emptyFits)")
             #expect(try Self.snapshot(cache, dim: dim) == before, "\(name) step \(step): canReserve changed the cache")
             do {
                 try cache.reserve(growth)
