@@ -28,7 +28,7 @@ import BCCore
 /// ProjectionBench`; OpenBLAS: bench/sgemm_bench.c.
 package enum ProjectionBackward {
     /// Output rows (tokens for dX, rows of W for dW) per work item: 8 micro-panels of 6;
-    /// 24 when that leaves fewer than 4 items per thread.
+    /// 192 when that still leaves 4 items per thread, 24 when 48 leaves fewer.
     static let rowsPerItem = 48
     /// Widest work item in output columns (32 register tiles): wide items amortise A's
     /// packing (a transpose for dX) over many B panels.
@@ -129,11 +129,14 @@ package enum ProjectionBackward {
                                    packB: (Int, Int, Int, Int, UnsafeMutablePointer<Float>) -> Void) {
         // Tiling (never changes a value, see the type's doc). Few output rows (≤ 192, e.g.
         // the head's dX over a logit chunk): one row item, so B (there the whole W) streams
-        // from memory once; columns in 2 items per thread. Otherwise rows of 48 when there
-        // are enough of them, else 24, and columns split evenly into items of at most 512,
+        // from memory once; columns in 2 items per thread. Otherwise rows of 192 when there
+        // are enough of them (many output rows, e.g. dW of the head or the MLP: each item
+        // packs B again, so fewer, taller items pack it less often), else 48, else 24, and
+        // columns split evenly into items of at most 512,
         // more of them (down to 64 wide) while there are fewer than 4 items per thread.
         let threads = Parallel.threadCount
         let rowsPerItem = m <= 192 ? (m + 5) / 6 * 6
+            : (m + 191) / 192 >= 4 * threads ? 4 * Self.rowsPerItem
             : (m + 47) / 48 >= 4 * threads ? Self.rowsPerItem : Self.rowsPerItem / 2
         let rowItems = (m + rowsPerItem - 1) / rowsPerItem
         let itemsWanted = rowItems == 1 ? 2 * threads : 4 * threads

@@ -354,7 +354,7 @@ extension ProjectionAttentionBackwardTests {
 
 extension ProjectionAttentionBackwardTests {
     /// dX (overwrite and accumulate) and dW on shapes that take every tiling of
-    /// `ProjectionBackward` (one row item for ≤ 192 output rows, items of 24 and of 48
+    /// `ProjectionBackward` (one row item for ≤ 192 output rows, items of 24, 48 and 192
     /// rows, several column items, 6-row and 16-column edge tiles, reduction blocks with
     /// a tail, the 8-wide packing of dYᵀ) vs float64 with the float32 summation bound, and
     /// the same bits with 1, 2 and 3 threads.
