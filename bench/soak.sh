@@ -12,7 +12,8 @@
 #   - run 0: VmRSS (sampled from /proc/PID/status every 0.25 s) stays flat after
 #     warm-up: the peak of the second half of the run is within 10% (+8 MB) of the peak
 #     of the first half's second quarter.
-#   bench/soak.sh [--requests N] [--runs R] [--kv-bytes B] [--threads T] [--seed S]
+#   bench/soak.sh [--requests N] [--runs R] [--kv-bytes B] [--threads T] [--seed S] [--bound S]
+#   (--bound: seconds a run may take, default 900; raise it on a loaded machine)
 # Environment: SOAK_PREFIX (an install prefix with bin/batchcore; default: make install
 # into a temp dir), SOAK_OUT (logs; default a temp dir). Prints a markdown table.
 set -uo pipefail
@@ -26,7 +27,8 @@ while [ $# -gt 0 ]; do
         --kv-bytes) kv=$2; shift 2 ;;
         --threads) threads=$2; shift 2 ;;
         --seed) seed=$2; shift 2 ;;
-        *) sed -n '2,16p' "$0"; exit 2 ;;
+        --bound) bound=$2; shift 2 ;;
+        *) sed -n '2,17p' "$0"; exit 2 ;;
     esac
 done
 log() { echo "[soak] $*" >&2; }
