@@ -2,7 +2,10 @@
 # Quantized weights: decode/prefill tok/s and memory of the default model (SmolLM2-135M
 # Q4_1 GGUF) held natively (Q4_1/Q8_0 blocks, int8 activations) vs dequantized to
 # float32 in batchcore, vs llama.cpp running the same Q4_1 file (llama-cpp-python).
-#   bench/quant.sh [--quick]
+#   bench/quant.sh [--quick] [MODEL.gguf ...]
+# With model files (e.g. /work/models-k/SmolLM2-135M-Instruct.Q4_K_M.gguf) each is run
+# native and f32 (and by llama.cpp), rows labelled by the file's type (the name's last
+# dotted part); without, the default model.
 # Environment: BENCH_PREFIX (install prefix; default a temp dir), BENCH_THREADS (2),
 # BENCH_PYTHON (a python with llama_cpp; default python3, installed if missing),
 # BENCH_NO_LLAMA=1 (skip llama.cpp). Prints a markdown table (bench/README.md).
@@ -10,7 +13,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 reps=3
-[ "${1:-}" = "--quick" ] && reps=1
+if [ "${1:-}" = "--quick" ]; then reps=1; shift; fi
 prefix=${BENCH_PREFIX:-$(mktemp -d /tmp/batchcore-quant.XXXXXX)}
 out=$prefix/results
 mkdir -p "$out"
@@ -21,27 +24,34 @@ log() { echo "[quant.sh] $*" >&2; }
 log "building batchcore into $prefix"
 make -C "$repo" install PREFIX="$prefix" >"$out/build.log" 2>&1 || { tail -20 "$out/build.log" >&2; exit 1; }
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
-model=$("$repo/tools/fetch-model.sh")
+if [ $# -gt 0 ]; then models=("$@"); else models=("$("$repo/tools/fetch-model.sh")"); fi
 # shellcheck disable=SC2046
 cc -std=c99 -O2 -Wall -Wextra -Werror $(pkg-config --cflags batchcore) -o "$prefix/quant_bench" \
     "$here/quant_bench.c" $(pkg-config --libs batchcore) -lm
 res="$out/quant_results.txt"
 {
     echo "# machine: nproc=$(nproc), CPU: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), threads=$threads, reps=$reps"
-    echo "# batchcore: $(pkg-config --modversion batchcore), model: $(basename "$model")"
+    echo "# batchcore: $(pkg-config --modversion batchcore), models: $(for m in "${models[@]}"; do basename "$m"; done | tr '\n' ' ')"
+    echo "# load: $(uptime)"
 } >"$res"
-for w in native f32; do
-    log "batchcore, weights $w"
-    LD_LIBRARY_PATH="$prefix/lib" "$prefix/quant_bench" "$model" --weights "$w" --threads "$threads" --reps "$reps" | tee -a "$res"
-done
-if [ "${BENCH_NO_LLAMA:-0}" != 1 ]; then
-    if ! "$py" -c "import llama_cpp, numpy" 2>/dev/null; then
-        log "installing llama-cpp-python==0.3.36 (compiles llama.cpp; ~10 min the first time)"
-        "$py" -m pip install -q "llama-cpp-python==0.3.36" numpy
-    fi
-    log "llama.cpp, the same Q4_1 file"
-    "$py" "$here/quant_llama.py" "$model" --threads "$threads" --reps "$reps" | tee -a "$res"
+if [ "${BENCH_NO_LLAMA:-0}" != 1 ] && ! "$py" -c "import llama_cpp, numpy" 2>/dev/null; then
+    log "installing llama-cpp-python==0.3.36 (compiles llama.cpp; ~10 min the first time)"
+    "$py" -m pip install -q "llama-cpp-python==0.3.36" numpy
 fi
+for model in "${models[@]}"; do
+    label=""
+    [ $# -gt 0 ] && label=$(basename "$model" .gguf) && label=${label##*.}
+    for w in native f32; do
+        log "batchcore, $(basename "$model"), weights $w"
+        LD_LIBRARY_PATH="$prefix/lib" "$prefix/quant_bench" "$model" --weights "$w" --threads "$threads" --reps "$reps" \
+            ${label:+--label "$label"} | tee -a "$res"
+    done
+    if [ "${BENCH_NO_LLAMA:-0}" != 1 ]; then
+        log "llama.cpp, the same file"
+        "$py" "$here/quant_llama.py" "$model" --threads "$threads" --reps "$reps" \
+            | sed "s/impl=/impl=${label:+$label:}/" | tee -a "$res"
+    fi
+done
 # One row per implementation: decode tok/s after 128/512-token prompts, prefill tok/s, memory.
 awk '
 /^RESULT/ {

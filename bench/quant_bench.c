@@ -1,7 +1,8 @@
-/* batchcore quantized-weights benchmark: the default model held natively (Q4_1/Q8_0
- * blocks, int8 activations) or dequantized to float32, through the public C ABI.
- *   quant_bench MODEL.gguf [--weights native|f32] [--threads N] [--reps R] [--decode N]
- * Prints RESULT lines (see bench/quant.sh):
+/* batchcore quantized-weights benchmark: a GGUF model held natively (its ggml blocks or
+ * 16-bit values resident, int8 activations for the block formats) or dequantized to
+ * float32, through the public C ABI.
+ *   quant_bench MODEL.gguf [--weights native|f32] [--threads N] [--reps R] [--decode N] [--label L]
+ * Prints RESULT lines (see bench/quant.sh; with --label, impl=L:batchcore-<weights>):
  *   RESULT impl=batchcore-<weights> kind=prefill n=<prompt> tok_s=..
  *   RESULT impl=batchcore-<weights> kind=decode n=<prompt> tok_s=..   (batch 1, greedy, after the prompt)
  *   RESULT impl=batchcore-<weights> kind=memory weight_mib=.. load_rss_mib=.. peak_rss_mib=..
@@ -39,16 +40,18 @@ static double median(double *v, int n) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: quant_bench MODEL.gguf [--weights native|f32] [--threads N] [--reps R] [--decode N]\n");
+        fprintf(stderr, "usage: quant_bench MODEL.gguf [--weights native|f32] [--threads N] [--reps R] [--decode N] [--label L]\n");
         return 2;
     }
     int threads = 2, reps = 3, n_decode = 64;
+    const char *label = NULL;
     const char *weights = "native";
     for (int i = 2; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--decode")) n_decode = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--weights")) weights = argv[i + 1];
+        else if (!strcmp(argv[i], "--label")) label = argv[i + 1];
     }
     if (strcmp(weights, "native") && strcmp(weights, "f32")) {
         fprintf(stderr, "quant_bench: --weights native|f32\n");
@@ -100,13 +103,14 @@ int main(int argc, char **argv) {
             dt[r] = now() - t;
             bc_context_free(ctx);
         }
-        printf("RESULT impl=batchcore-%s kind=prefill n=%d threads=%d tok_s=%.1f\n", weights, n, threads, n / median(pt, reps));
-        printf("RESULT impl=batchcore-%s kind=decode n=%d threads=%d tok_s=%.1f\n", weights, n, threads,
+        printf("RESULT impl=%s%sbatchcore-%s kind=prefill n=%d threads=%d tok_s=%.1f\n", label ? label : "", label ? ":" : "", weights, n, threads, n / median(pt, reps));
+        printf("RESULT impl=%s%sbatchcore-%s kind=decode n=%d threads=%d tok_s=%.1f\n", label ? label : "", label ? ":" : "", weights, n, threads,
                n_decode / median(dt, reps));
         fflush(stdout);
         free(tokens); free(pos); free(seq); free(pt); free(dt);
     }
-    printf("RESULT impl=batchcore-%s kind=memory weight_mib=%.1f load_rss_mib=%.0f peak_rss_mib=%.0f\n", weights,
+    printf("RESULT impl=%s%sbatchcore-%s kind=memory weight_mib=%.1f load_rss_mib=%.0f peak_rss_mib=%.0f\n",
+           label ? label : "", label ? ":" : "", weights,
            (double)info.weight_bytes / 1048576.0, load_rss, status_mib("VmHWM"));
     free(logits);
     bc_model_free(model);

@@ -403,9 +403,10 @@ bc_status bc_ema_copy(const bc_ema *ema, uint32_t tensor_id, float *dst, int64_t
 /* ------------------------------------------------------------------------- */
 /*
  * A model is a Llama-family decoder loaded from a GGUF file (F32, F16, BF16, Q8_0,
- * Q4_0 and Q4_1 tensors; by default Q8_0/Q4_0/Q4_1 projections stay in their blocks
- * and products quantize activations to int8 per block of 32, everything else is
- * dequantized to float32; see bc_model_params.weights) with its byte-level BPE
+ * Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K tensors; by default projections stay in
+ * the file's format: the block formats' products quantize activations to int8 per
+ * block of 32, F16/BF16 rows are converted on the fly; F32 and 1-D tensors are float32;
+ * see bc_model_params.weights) with its byte-level BPE
  * tokenizer. A model is immutable after load: share one model between threads and
  * contexts. Contexts keep a reference, so a model may be freed while contexts
  * created from it are still alive (it is released with the last of them).
@@ -426,7 +427,7 @@ typedef struct bc_model_params {
 
 /** How a loaded model holds its weights (bc_model_params.weights). */
 typedef enum bc_model_weights {
-    BC_MODEL_WEIGHTS_NATIVE = 0,   /**< Q8_0/Q4_0/Q4_1 projections stay quantized (inference only) */
+    BC_MODEL_WEIGHTS_NATIVE = 0,   /**< projections stay in the file's block or 16-bit format (inference only) */
     BC_MODEL_WEIGHTS_F32 = 1       /**< every tensor dequantized to float32 (required to train the model) */
 } bc_model_weights;
 

@@ -60,12 +60,17 @@ public func bc_model_get_info(_ model: OpaquePointer?, _ info: UnsafeMutablePoin
         v.add_bos = m.tokenizer.addBOS ? 1 : 0
         let storage = m.transformer.weights.storageByType
         v.weight_bytes = Int64(storage.reduce(0) { $0 + $1.bytes })
-        let types = storage.sorted { $0.bytes > $1.bytes }
+        let entries = storage.sorted { $0.bytes > $1.bytes }
             .map { t -> String in
                 let tenths = (t.bytes * 10 + 524_288) / 1_048_576
                 return "\(t.type):\(tenths / 10).\(tenths % 10)MiB"
-            }.joined(separator: " ")
+            }
         withUnsafeMutableBytes(of: &v.weight_types) { buf in
+            // Whole entries only, largest first, as many as fit (k-quant files list up to 6).
+            var types = ""
+            for e in entries where types.utf8.count + (types.isEmpty ? 0 : 1) + e.utf8.count <= buf.count - 1 {
+                types += (types.isEmpty ? "" : " ") + e
+            }
             let bytes = Array(types.utf8.prefix(buf.count - 1))
             buf.copyBytes(from: bytes)
             buf[bytes.count] = 0

@@ -1,7 +1,7 @@
 /// ggml tensor element types, with the raw values GGUF files store (ggml.h's
 /// `enum ggml_type`). Every value ggml has assigned is listed so names print; only
 /// types with a `layout` can be read from a GGUF file, and only F32, F16, BF16,
-/// Q8_0, Q4_0 and Q4_1 can be dequantized by `dequantize(type:data:count:into:)`.
+/// Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K can be dequantized by `dequantize(type:data:count:into:)`.
 package enum GGMLType: UInt32, CaseIterable, CustomStringConvertible, Sendable {
     case f32 = 0
     case f16 = 1
@@ -145,7 +145,7 @@ package enum GGMLType: UInt32, CaseIterable, CustomStringConvertible, Sendable {
     /// Whether `dequantize(type:data:count:into:)` supports this type.
     package var canDequantize: Bool {
         switch self {
-        case .f32, .f16, .bf16, .q8_0, .q4_0, .q4_1: true
+        case .f32, .f16, .bf16, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q5_K, .q6_K: true
         default: false
         }
     }

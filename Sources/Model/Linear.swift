@@ -73,10 +73,17 @@ package final class Linear {
     /// Values in W.
     package var count: Int { rows * cols }
 
-    /// The base weight's type name ("F32", "Q4_1", ...) and the bytes it holds.
+    /// The base weight's type name ("F32", "Q4_1", "Q5_0+Q8_0" for a stack of
+    /// formats, ...) and the bytes it holds.
     package var storage: (type: String, bytes: Int) {
-        if let quantized { return (quantized.format.name, quantized.byteCount) }
+        if let quantized { return (quantized.typeName, quantized.byteCount) }
         return ("F32", count * 4)
+    }
+
+    /// The bytes the base weight holds per type name, each name once.
+    package var storageParts: [(type: String, bytes: Int)] {
+        if let quantized { return quantized.bytesByFormat }
+        return [("F32", count * 4)]
     }
 
     // MARK: Products
@@ -192,7 +199,7 @@ package final class Linear {
     package func makeTrainable() throws {
         if weight != nil { return }
         guard let packed else {
-            throw BatchCoreError(.unsupported, "training needs float32 weights: this projection is held as \(quantized?.format.name ?? "?") (load the model with weights = f32, CLI --dequantize)")
+            throw BatchCoreError(.unsupported, "training needs float32 weights: this projection is held as \(quantized?.typeName ?? "?") (load the model with weights = f32, CLI --dequantize)")
         }
         let w = try Memory.allocateFloats(count, fill: 0)
         let g: UnsafeMutablePointer<Float>

@@ -23,7 +23,8 @@ package struct LayerWeights {
     package var projections: [Linear] { [qkv, wo, gateUp, down] }
 }
 
-/// All weights of a Llama-family model. Projections stored as Q8_0, Q4_0 or Q4_1 stay
+/// All weights of a Llama-family model. Projections stored in a `QuantFormat` (Q8_0,
+/// Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K; one per part of a stack) stay
 /// in their blocks (`WeightMode.native`, see `Linear.quantized`); every other tensor,
 /// and all of them with `WeightMode.float32`, is dequantized to float32 at load. Projections
 /// (and the token embedding, which is the output head when tied: lookups gather rows
@@ -88,7 +89,7 @@ package final class ModelWeights {
     /// projection and norm gain (the tied embedding counted once), sorted by type name.
     package var storageByType: [(type: String, bytes: Int)] {
         var byType: [String: Int] = [:]
-        for m in projections { byType[m.storage.type, default: 0] += m.storage.bytes }
+        for m in projections { for (type, bytes) in m.storageParts { byType[type, default: 0] += bytes } }
         let vectors = [outputNorm] + layers.flatMap { [$0.attentionNorm, $0.ffnNorm] }
         byType["F32", default: 0] += vectors.reduce(0) { $0 + $1.count * 4 }
         return byType.map { ($0.key, $0.value) }.sorted { $0.type < $1.type }
@@ -165,9 +166,9 @@ package final class ModelWeights {
     }
 
     /// Loads the tensors of `config` from a GGUF file, checking every shape against the
-    /// config. `weights`: `.native` keeps a projection whose parts are all stored in one
-    /// `QuantFormat` in that format (copied, the file is not kept); `.float32`
-    /// dequantizes everything.
+    /// config. `weights`: `.native` keeps a projection whose parts are all stored in
+    /// `QuantFormat`s in those formats, part by part (copied, the file is not kept);
+    /// `.float32` dequantizes everything.
     package convenience init(gguf: GGUFFile, config c: ModelConfig, weights mode: WeightMode = .native,
                              progress: ((Double) -> Void)? = nil) throws {
         func quantized(_ t: LlamaTensor, _ layer: Int) throws -> Linear? {
@@ -183,14 +184,18 @@ package final class ModelWeights {
                 }
                 infos.append(info)
             }
-            guard let format = QuantFormat(rawValue: infos[0].type.rawValue), infos.allSatisfy({ $0.type == infos[0].type }),
-                  t.shape(c).cols % QuantFormat.blockValues == 0 else { return nil }
-            let cols = t.shape(c).cols, rowBytes = cols / QuantFormat.blockValues * format.blockBytes
-            let rows = parts.reduce(0) { $0 + $1.shape(c).rows }
-            let q = try QuantizedWeights(format: format, rows: rows, cols: cols) { dst in
+            // Each part keeps its own format (Q4_K_M files mix Q4_K, Q6_K, Q5_0, Q8_0 in one
+            // stack); a part of any other type makes the whole projection float32.
+            let cols = t.shape(c).cols
+            var formats: [QuantFormat] = []
+            for info in infos {
+                guard let f = QuantFormat(rawValue: info.type.rawValue), cols % f.blockValues == 0 else { return nil }
+                formats.append(f)
+            }
+            let q = try QuantizedWeights(parts: zip(formats, parts).map { ($0, $1.shape(c).rows) }, cols: cols) { dst in
                 var offset = 0
-                for (p, info) in zip(parts, infos) {
-                    let bytes = p.shape(c).rows * rowBytes
+                for ((p, info), f) in zip(zip(parts, infos), formats) {
+                    let bytes = p.shape(c).rows * (cols / f.blockValues * f.blockBytes)
                     let data = try gguf.tensorData(info.name)
                     guard data.count >= bytes, let src = data.baseAddress else {
                         throw BatchCoreError.format("tensor '\(info.name)' has \(data.count) bytes, expected \(bytes)")

@@ -247,7 +247,7 @@ private func attempt(_ bytes: [UInt8], _ label: @autoclosure () -> String) -> Ou
         try w.addTensor(name: "a", dims: [5, 3, 2, 2], floats: floats)
         let specs: [(String, [Int], GGMLType)] = [
             ("h", [7], .f16), ("bf", [3, 3], .bf16), ("q8", [64, 3], .q8_0),
-            ("q40", [32, 2, 2], .q4_0), ("q41", [96], .q4_1), ("q4k", [256], .q4_K), ("i32", [5], .i32),
+            ("q40", [32, 2, 2], .q4_0), ("q41", [96], .q4_1), ("q2k", [256], .q2_K), ("i32", [5], .i32),
         ]
         var raw: [String: [UInt8]] = [:]
         for (name, dims, type) in specs {
@@ -270,8 +270,8 @@ private func attempt(_ bytes: [UInt8], _ label: @autoclosure () -> String) -> Ou
             #expect(t.offset % alignment == 0)
             #expect(Array(try f.tensorData(name)) == raw[name]!)
         }
-        #expect(throws: BatchCoreError(.unsupported, "GGUF: tensor q4k has type Q4_K, which cannot be dequantized")) {
-            _ = try f.dequantizeTensor("q4k")
+        #expect(throws: BatchCoreError(.unsupported, "GGUF: tensor q2k has type Q2_K, which cannot be dequantized")) {
+            _ = try f.dequantizeTensor("q2k")
         }
     }
 
@@ -442,8 +442,10 @@ private func attempt(_ bytes: [UInt8], _ label: @autoclosure () -> String) -> Ou
         #expect(kind(.q4_1, 32, 19) == .invalidArgument)
         #expect(kind(.f32, -1, 40) == .invalidArgument)
         #expect(kind(.f32, 11, 40) == .invalidArgument)
-        #expect(kind(.q4_K, 256, 40) == .unsupported)
-        #expect(kind(.q5_0, 32, 22) == .unsupported)
+        #expect(kind(.q2_K, 256, 40) == .unsupported)
+        #expect(kind(.iq4_NL, 32, 18) == .unsupported)
+        #expect(kind(.q4_K, 256, 40) == .invalidArgument)  // 144 bytes needed
+        #expect(kind(.q6_K, 255, 40) == .invalidArgument)
     }
 }
 

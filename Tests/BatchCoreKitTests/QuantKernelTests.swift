@@ -18,6 +18,9 @@ import Testing
 /// - a product, against the exact float64 product with the unquantized activations:
 ///   the rounding bound Σ_b (d_a,b / 2)·Σ_{k∈b}|W_k| plus the tolerance above.
 @Suite struct QuantKernelTests {
+    /// The 32-value formats of quant_dot.h (the others: KQuantKernelTests).
+    static let legacy: [QuantFormat] = [.q4_0, .q4_1, .q8_0]
+
     /// Random blocks for `rows` × `cols` of `format` (fresh data every call: scales of
     /// both signs, all nibble/int8 values, Q8_0's −128 included).
     static func randomBlocks(_ format: QuantFormat, rows: Int, cols: Int, _ g: inout SplitMix64) -> [UInt8] {
@@ -28,7 +31,7 @@ import Testing
             switch format {
             case .q8_0: for _ in 0..<32 { bytes.append(UInt8(truncatingIfNeeded: g.next() >> 56)) }
             case .q4_0: for _ in 0..<16 { bytes.append(UInt8(truncatingIfNeeded: g.next() >> 56)) }
-            case .q4_1:
+            default:  // .q4_1
                 half(g.uniform() * 0.2)
                 for _ in 0..<16 { bytes.append(UInt8(truncatingIfNeeded: g.next() >> 56)) }
             }
@@ -94,7 +97,7 @@ import Testing
         }
     }
 
-    @Test(arguments: QuantFormat.allCases)
+    @Test(arguments: QuantKernelTests.legacy)
     func copyRowMatchesFormatsDequantize(_ format: QuantFormat) throws {
         var g = SplitMix64(state: 0xD0 &+ UInt64(format.rawValue))
         let rows = 13, cols = 32 * 7
@@ -109,7 +112,7 @@ import Testing
         #expect(w.byteCount == rows * cols / 32 * format.blockBytes)
     }
 
-    @Test(arguments: QuantFormat.allCases)
+    @Test(arguments: QuantKernelTests.legacy)
     func productMatchesFloat64(_ format: QuantFormat) throws {
         var g = SplitMix64(state: 0x9A17 &+ UInt64(format.rawValue))
         for (rows, nb, tokens) in [(37, 1, 1), (45, 7, 5), (33, 18, 67), (1, 3, 2)] {
@@ -135,7 +138,7 @@ import Testing
                             switch format {
                             case .q8_0: qw = Double(Int8(bitPattern: blk[blk.startIndex + 2 + j]))
                             case .q4_0: let v = blk[blk.startIndex + 2 + j % 16]; qw = Double(Int(j < 16 ? v & 15 : v >> 4) - 8)
-                            case .q4_1: let v = blk[blk.startIndex + 4 + j % 16]; qw = Double(j < 16 ? v & 15 : v >> 4)
+                            default: let v = blk[blk.startIndex + 4 + j % 16]; qw = Double(j < 16 ? v & 15 : v >> 4)
                             }
                             isum += qw * Double(acts[b].q[j])
                             isumAbs += abs(qw * Double(acts[b].q[j]))
@@ -164,7 +167,7 @@ import Testing
     }
 
     /// A token's outputs are the same bits alone, in any batch, at any thread count.
-    @Test(arguments: QuantFormat.allCases)
+    @Test(arguments: QuantKernelTests.legacy)
     func batchAndThreadInvariant(_ format: QuantFormat) throws {
         var g = SplitMix64(state: 0x1B17 &+ UInt64(format.rawValue))
         let rows = 77, cols = 32 * 9, tokens = 70
@@ -190,7 +193,7 @@ import Testing
     /// (`bc_quant_dot_*`) for each output, with 1 to 3 threads, row counts that are odd
     /// and not multiples of 4 or 32, and 1…70 tokens (tails of 4-token groups and of the
     /// 64-token work blocks); `.best` and `.avx2` agree.
-    @Test(arguments: QuantFormat.allCases)
+    @Test(arguments: QuantKernelTests.legacy)
     func kernelsMatchOneTokenKernelBitForBit(_ format: QuantFormat) throws {
         var g = SplitMix64(state: 0x71E5 &+ UInt64(format.rawValue))
         defer { try? Parallel.setThreadCount(0) }
@@ -211,11 +214,11 @@ import Testing
                 acts.withUnsafeBufferPointer { ab in
                     for t in 0..<maxTokens {
                         for o in 0..<rows {
-                            let row = base + o * w.rowBytes, act = ab.baseAddress! + t * nb
+                            let row = base + o * w.segments[0].rowBytes, act = ab.baseAddress! + t * nb
                             switch format {
                             case .q8_0: ref[t * rows + o] = bc_quant_dot_q8_0(row, act, Int64(nb))
                             case .q4_0: ref[t * rows + o] = bc_quant_dot_q4_0(row, act, Int64(nb))
-                            case .q4_1: ref[t * rows + o] = bc_quant_dot_q4_1(row, act, Int64(nb))
+                            default: ref[t * rows + o] = bc_quant_dot_q4_1(row, act, Int64(nb))
                             }
                         }
                     }
@@ -244,7 +247,7 @@ import Testing
     /// The AVX-512 tiles themselves (4 rows × 8 and × 4 tokens) against the one-token
     /// kernel on strided activations and outputs (skipped on a CPU without AVX-512 VNNI,
     /// where `multiply` never calls them).
-    @Test(arguments: QuantFormat.allCases, [4, 8])
+    @Test(arguments: QuantKernelTests.legacy, [4, 8])
     func avx512TileMatchesOneTokenKernel(_ format: QuantFormat, _ tokens: Int) throws {
         guard QuantGEMM.hasAVX512 else { return }
         var g = SplitMix64(state: 0x512 &+ UInt64(format.rawValue) &+ UInt64(tokens))
@@ -264,23 +267,23 @@ import Testing
                 let base = raw.bindMemory(to: UInt8.self).baseAddress!
                 acts.withUnsafeBufferPointer { ab in
                     let a = ab.baseAddress!
-                    let stride = Int64(w.rowBytes), la = Int64(lda), n = Int64(nb), lo = Int64(ldo)
+                    let stride = Int64(w.segments[0].rowBytes), la = Int64(lda), n = Int64(nb), lo = Int64(ldo)
                     switch (format, tokens) {
                     case (.q8_0, 8): bc_quant_tile4x8_q8_0_avx512(base, stride, a, la, n, &out, lo)
                     case (.q4_0, 8): bc_quant_tile4x8_q4_0_avx512(base, stride, a, la, n, &out, lo)
-                    case (.q4_1, 8): bc_quant_tile4x8_q4_1_avx512(base, stride, a, la, n, &out, lo)
+                    case (_, 8): bc_quant_tile4x8_q4_1_avx512(base, stride, a, la, n, &out, lo)
                     case (.q8_0, _): bc_quant_tile4x4_q8_0_avx512(base, stride, a, la, n, &out, lo)
                     case (.q4_0, _): bc_quant_tile4x4_q4_0_avx512(base, stride, a, la, n, &out, lo)
-                    case (.q4_1, _): bc_quant_tile4x4_q4_1_avx512(base, stride, a, la, n, &out, lo)
+                    default: bc_quant_tile4x4_q4_1_avx512(base, stride, a, la, n, &out, lo)
                     }
                     for t in 0..<tokens {
                         for r in 0..<4 {
-                            let row = base + r * w.rowBytes, act = a + t * lda
+                            let row = base + r * w.segments[0].rowBytes, act = a + t * lda
                             let want: Float
                             switch format {
                             case .q8_0: want = bc_quant_dot_q8_0(row, act, Int64(nb))
                             case .q4_0: want = bc_quant_dot_q4_0(row, act, Int64(nb))
-                            case .q4_1: want = bc_quant_dot_q4_1(row, act, Int64(nb))
+                            default: want = bc_quant_dot_q4_1(row, act, Int64(nb))
                             }
                             #expect(out[t * ldo + r].bitPattern == want.bitPattern, "\(format.name) nb \(nb) token \(t) row \(r)")
                         }
@@ -291,7 +294,7 @@ import Testing
         }
     }
 
-    @Test(arguments: QuantFormat.allCases)
+    @Test(arguments: QuantKernelTests.legacy)
     func inputGradientMatchesFloat64(_ format: QuantFormat) throws {
         var g = SplitMix64(state: 0x6AD &+ UInt64(format.rawValue))
         let rows = 29, cols = 32 * 5, tokens = 37

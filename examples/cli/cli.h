@@ -52,7 +52,8 @@ int cli_model_option(const char *cmd, int argc, char **argv, int *i, cli_model_o
 #define CLI_MODEL_OPTIONS_HELP                                                               \
     "  -m, --model PATH   GGUF model (default: see MODEL below)\n"                          \
     "  -q, --quiet        no loading progress or summary on stderr\n"                      \
-    "      --dequantize   hold all weights as float32 (default: Q8_0/Q4_0/Q4_1 stay quantized)\n"
+    "      --dequantize   hold all weights as float32 (default: block-quantized and\n"            \
+    "                     16-bit weights stay as in the file)\n"
 #define CLI_MODEL_RESOLUTION_HELP                                                            \
     "MODEL: -m PATH, else $BATCHCORE_MODEL, else " CLI_DEFAULT_MODEL "\n"                   \
     "in $BATCHCORE_CACHE, $XDG_CACHE_HOME/batchcore or ~/.cache/batchcore (first set);\n"   \

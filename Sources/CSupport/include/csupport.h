@@ -6,6 +6,8 @@
 /* The quantized-weight dot products (included here so a module cache built before
  * that header existed is invalidated by this file's change). */
 #include "quant_dot.h"
+#include "quant_kdot.h"
+#include "quant_hdot.h"
 
 /* The spin-wait hint (x86 PAUSE): lets a spinning core yield pipeline resources. */
 static inline void bc_internal_spin_pause(void) {

@@ -8,12 +8,20 @@ import CSupport
 ///
 /// Forward quantizes each activation row x[t] per block of 32 to int8
 /// (`bc_quant_q8a_row`: d = amax/127, q = round(x/d)), then takes integer dot products
-/// with the weight blocks (`bc_quant_dot_*` in CSupport/quant_dot.h, AVX2), as
-/// llama.cpp's vec_dot_q4_1_q8_1 does. The error against the float product is bounded
+/// with the weight blocks (`bc_quant_dot_*` in CSupport/quant_dot.h for Q8_0/Q4_0/Q4_1,
+/// `bc_kq_dot` in quant_kdot.h for Q5_0/Q5_1/Q4_K/Q5_K/Q6_K, whose 256-value blocks meet
+/// 8 activation blocks), as llama.cpp's vec_dot_q4_1_q8_1 does (llama.cpp quantizes
+/// activations for the k-quants per 256 with one float scale, Q8_K; one scale per 32 is
+/// never coarser). The error against the float product is bounded
 /// per block b by (d_b/2)·Σ_{k∈b}|W[o][k]| (rounding to the nearest int8 step).
 ///
+/// F16 and BF16 segments skip the activation quantization: each weight is converted
+/// to float32 on the fly and meets x itself (`bc_hq_dot` in quant_hdot.h, F16C), the
+/// only error being float32 accumulation.
+///
 /// y[t][o] is `dot(row o, quantized x[t])`, computed alone, in a group of four tokens
-/// (AVX2) or in a tile of 4 rows × 8 or 4 tokens (AVX-512 VNNI, chosen at run time) by the same
+/// (AVX2, or for quant_kdot.h formats AVX2 or VNNI) or in a tile of 4 rows × 8 or 4
+/// tokens (AVX-512 VNNI, chosen at run time) by the same
 /// exact integer block sums and the same float operations in the same order
 /// (quant_dot.h): the same bits whatever the other tokens of the batch, the kernel, the
 /// thread count or how rows are split (batch invariance).
@@ -49,60 +57,137 @@ package enum QuantGEMM {
         #endif
     }()
 
-    /// y[t][o] for t < tokens (row strides `ldx` ≥ cols, `ldy` ≥ rows).
+    /// y[t][o] for t < tokens (row strides `ldx` ≥ cols, `ldy` ≥ rows), segment by
+    /// segment (`QuantizedWeights.segments`; all formats read the same int8 activations).
     package static func multiply(_ x: UnsafePointer<Float>, ldx: Int, tokens: Int, _ w: QuantizedWeights,
                                 _ y: UnsafeMutablePointer<Float>, ldy: Int, kernel: Kernel = .best) {
         #if arch(x86_64)
         if tokens <= 0 || w.rows == 0 { return }
-        let nb = w.blocksPerRow
+        let nb = w.cols / 32
         let wide = kernel == .best && hasAVX512 && tokens >= 4  // decode (1–3 tokens) keeps the AVX2 loop
-        withUnsafeTemporaryAllocation(of: bc_q8a_block.self, capacity: tokens * nb) { buf in
+        let vnni: Int32 = kernel == .best && hasAVX512 ? 1 : 0
+        // Work items: (segment, first row) groups of `rowsPerItem` rows × token blocks.
+        var groups: [(segment: Int, r0: Int)] = []
+        for (i, seg) in w.segments.enumerated() {
+            var r = 0
+            while r < seg.rows {
+                groups.append((i, r))
+                r += rowsPerItem
+            }
+        }
+        // F16/BF16 segments read x itself; the others its int8 blocks (made only if needed).
+        let needsBlocks = w.segments.contains { !$0.format.isFloat }
+        withUnsafeTemporaryAllocation(of: bc_q8a_block.self, capacity: needsBlocks ? tokens * nb : 1) { buf in
             guard let a = buf.baseAddress else { return }
-            quantizeActivations(x, ldx: ldx, tokens: tokens, blocks: nb, into: a)
-            let groups = (w.rows + rowsPerItem - 1) / rowsPerItem
+            if needsBlocks { quantizeActivations(x, ldx: ldx, tokens: tokens, blocks: nb, into: a) }
             let blocks = (tokens + tokensPerBlock - 1) / tokensPerBlock
-            let base = UnsafePointer(w.data.assumingMemoryBound(to: UInt8.self)), rowBytes = w.rowBytes
-            let format = w.format, n = Int64(nb)
-            Parallel.forEach(groups * blocks) { item in
-                let r0 = (item % groups) * rowsPerItem, r1 = min(w.rows, r0 + rowsPerItem)
-                let t0 = (item / groups) * tokensPerBlock, t1 = min(tokens, t0 + tokensPerBlock)
-                var r = r0
-                if wide {
-                    // Tiles of 4 rows × 8 tokens, then 4 × 4, then a row at a time (the
-                    // same bits as one row and token at a time).
-                    let t8 = t0 + (t1 - t0) / 8 * 8, t4 = t0 + (t1 - t0) / 4 * 4, ldw = Int64(rowBytes), ldo = Int64(ldy)
-                    while r + 4 <= r1 {
-                        let rows = base + r * rowBytes
-                        var t = t0
-                        while t < t8 {
-                            let act = UnsafePointer(a + t * nb), out = y + t * ldy + r
-                            switch format {
-                            case .q8_0: bc_quant_tile4x8_q8_0_avx512(rows, ldw, act, n, n, out, ldo)
-                            case .q4_0: bc_quant_tile4x8_q4_0_avx512(rows, ldw, act, n, n, out, ldo)
-                            case .q4_1: bc_quant_tile4x8_q4_1_avx512(rows, ldw, act, n, n, out, ldo)
-                            }
-                            t += 8
+            let segments = w.segments, groupCount = groups.count
+            let data = UnsafePointer(w.data.assumingMemoryBound(to: UInt8.self))
+            groups.withUnsafeBufferPointer { groups in
+                Parallel.forEach(groupCount * blocks) { item in
+                    let (si, g0) = groups[item % groupCount]
+                    let seg = segments[si]
+                    let base = data + seg.offset, rowBytes = seg.rowBytes, format = seg.format
+                    let yseg = y + seg.firstRow
+                    let r0 = g0, r1 = min(seg.rows, r0 + rowsPerItem)
+                    let t0 = (item / groupCount) * tokensPerBlock, t1 = min(tokens, t0 + tokensPerBlock)
+                    if format.isFloat {
+                        for r in r0..<r1 {
+                            hRowByTokens(base + r * rowBytes, format == .bf16 ? 1 : 0, x, ldx, w.cols, t0, t1, yseg + r, ldy)
                         }
-                        if t < t4 {
-                            let act = UnsafePointer(a + t * nb), out = y + t * ldy + r
-                            switch format {
-                            case .q8_0: bc_quant_tile4x4_q8_0_avx512(rows, ldw, act, n, n, out, ldo)
-                            case .q4_0: bc_quant_tile4x4_q4_0_avx512(rows, ldw, act, n, n, out, ldo)
-                            case .q4_1: bc_quant_tile4x4_q4_1_avx512(rows, ldw, act, n, n, out, ldo)
-                            }
-                        }
-                        for rr in r..<(r + 4) { rowByTokens(base + rr * rowBytes, format, a, nb, t4, t1, y + rr, ldy) }
-                        r += 4
+                        return
                     }
-                }
-                while r < r1 {
-                    rowByTokens(base + r * rowBytes, format, a, nb, t0, t1, y + r, ldy)
-                    r += 1
+                    if let id = format.kdotID {
+                        for r in r0..<r1 {
+                            kRowByTokens(base + r * rowBytes, id, vnni, Int64(seg.blocksPerRow), a, nb, t0, t1, yseg + r, ldy)
+                        }
+                        return
+                    }
+                    var r = r0
+                    if wide {
+                        // Tiles of 4 rows × 8 tokens, then 4 × 4, then a row at a time (the
+                        // same bits as one row and token at a time).
+                        let t8 = t0 + (t1 - t0) / 8 * 8, t4 = t0 + (t1 - t0) / 4 * 4, ldw = Int64(rowBytes), ldo = Int64(ldy)
+                        let n = Int64(nb)
+                        while r + 4 <= r1 {
+                            let rows = base + r * rowBytes
+                            var t = t0
+                            while t < t8 {
+                                let act = UnsafePointer(a + t * nb), out = yseg + t * ldy + r
+                                switch format {
+                                case .q8_0: bc_quant_tile4x8_q8_0_avx512(rows, ldw, act, n, n, out, ldo)
+                                case .q4_0: bc_quant_tile4x8_q4_0_avx512(rows, ldw, act, n, n, out, ldo)
+                                default: bc_quant_tile4x8_q4_1_avx512(rows, ldw, act, n, n, out, ldo)
+                                }
+                                t += 8
+                            }
+                            if t < t4 {
+                                let act = UnsafePointer(a + t * nb), out = yseg + t * ldy + r
+                                switch format {
+                                case .q8_0: bc_quant_tile4x4_q8_0_avx512(rows, ldw, act, n, n, out, ldo)
+                                case .q4_0: bc_quant_tile4x4_q4_0_avx512(rows, ldw, act, n, n, out, ldo)
+                                default: bc_quant_tile4x4_q4_1_avx512(rows, ldw, act, n, n, out, ldo)
+                                }
+                            }
+                            for rr in r..<(r + 4) { rowByTokens(base + rr * rowBytes, format, a, nb, t4, t1, yseg + rr, ldy) }
+                            r += 4
+                        }
+                    }
+                    while r < r1 {
+                        rowByTokens(base + r * rowBytes, format, a, nb, t0, t1, yseg + r, ldy)
+                        r += 1
+                    }
                 }
             }
         }
         #endif
     }
+
+    #if arch(x86_64)
+    /// y[t·ldy] = dot(row, x[t]) for t0 ≤ t < t1 over a 16-bit row (`bf` 1: BF16, 0: F16)
+    /// with quant_hdot.h: four tokens per pass, then one at a time (the same bits).
+    @inline(__always)
+    static func hRowByTokens(_ row: UnsafePointer<UInt8>, _ bf: Int32, _ x: UnsafePointer<Float>, _ ldx: Int, _ cols: Int,
+                             _ t0: Int, _ t1: Int, _ y: UnsafeMutablePointer<Float>, _ ldy: Int) {
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 4) { four in
+            guard let o = four.baseAddress else { return }
+            var t = t0
+            while t + 4 <= t1 {
+                bc_hq_dot(bf, 4, row, x + t * ldx, Int64(ldx), Int64(cols), o)
+                for j in 0..<4 { y[(t + j) * ldy] = o[j] }
+                t += 4
+            }
+            while t < t1 {
+                bc_hq_dot(bf, 1, row, x + t * ldx, 0, Int64(cols), o)
+                y[t * ldy] = o[0]
+                t += 1
+            }
+        }
+    }
+
+    /// y[t·ldy] = dot(row, activations of token t) for t0 ≤ t < t1 with the quant_kdot.h
+    /// kernels (format `id`, `nsb` blocks per row): four tokens per pass over the row,
+    /// then one at a time; `vnni` picks the VNNI variant. The same bits either way.
+    @inline(__always)
+    static func kRowByTokens(_ row: UnsafePointer<UInt8>, _ id: Int32, _ vnni: Int32, _ nsb: Int64,
+                             _ a: UnsafeMutablePointer<bc_q8a_block>, _ nb: Int, _ t0: Int, _ t1: Int,
+                             _ y: UnsafeMutablePointer<Float>, _ ldy: Int) {
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 4) { four in
+            guard let o = four.baseAddress else { return }
+            var t = t0
+            while t + 4 <= t1 {
+                bc_kq_dot(id, vnni, 4, row, a + t * nb, Int64(nb), nsb, o)
+                for j in 0..<4 { y[(t + j) * ldy] = o[j] }
+                t += 4
+            }
+            while t < t1 {
+                bc_kq_dot(id, vnni, 1, row, a + t * nb, Int64(nb), nsb, o)
+                y[t * ldy] = o[0]
+                t += 1
+            }
+        }
+    }
+    #endif
 
     #if arch(x86_64)
     /// y[t·ldy] = dot(row, activations of token t) for t0 ≤ t < t1 with the AVX2 kernels:
@@ -120,7 +205,7 @@ package enum QuantGEMM {
                     switch format {
                     case .q8_0: bc_quant_dot4_q8_0(row, act, n, n, o)
                     case .q4_0: bc_quant_dot4_q4_0(row, act, n, n, o)
-                    case .q4_1: bc_quant_dot4_q4_1(row, act, n, n, o)
+                    default: bc_quant_dot4_q4_1(row, act, n, n, o)
                     }
                     for j in 0..<4 { y[(t + j) * ldy] = o[j] }
                     t += 4
@@ -133,7 +218,7 @@ package enum QuantGEMM {
             switch format {
             case .q8_0: v = bc_quant_dot_q8_0(row, act, n)
             case .q4_0: v = bc_quant_dot_q4_0(row, act, n)
-            case .q4_1: v = bc_quant_dot_q4_1(row, act, n)
+            default: v = bc_quant_dot_q4_1(row, act, n)
             }
             y[t * ldy] = v
             t += 1
