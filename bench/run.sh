@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # batchcore benchmarks.
-#   bench/run.sh [optim] [model] [kv] [engine] [train] [--quick]
-# With no bench name, every bench runs (optim, model, kv, engine, train). --quick uses small sizes.
+#   bench/run.sh [optim] [model] [kv] [engine] [offline] [train] [--quick]
+# With no bench name, every bench runs (optim, model, kv, engine, offline, train). --quick uses small sizes.
 # Environment:
 #   BENCH_PREFIX     install prefix for batchcore (default: a fresh temp dir)
 #   BENCH_OUT        where raw logs and the table go (default: $BENCH_PREFIX/results)
@@ -18,12 +18,12 @@ quick=()
 for arg in "$@"; do
     case "$arg" in
         --quick) quick=(--quick) ;;
-        optim|model|kv|engine|train) benches+=("$arg") ;;
+        optim|model|kv|engine|offline|train) benches+=("$arg") ;;
         -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
-        *) echo "run.sh: unknown argument '$arg' (benches: optim, model, kv, engine, train; flags: --quick)" >&2; exit 2 ;;
+        *) echo "run.sh: unknown argument '$arg' (benches: optim, model, kv, engine, offline, train; flags: --quick)" >&2; exit 2 ;;
     esac
 done
-[ ${#benches[@]} -gt 0 ] || benches=(optim model kv engine train)
+[ ${#benches[@]} -gt 0 ] || benches=(optim model kv engine offline train)
 
 prefix=${BENCH_PREFIX:-$(mktemp -d /tmp/batchcore-bench.XXXXXX)}
 out=${BENCH_OUT:-$prefix/results}
@@ -267,6 +267,31 @@ run_engine() {
     echo
     cat "$out/engine_table.md"
     log "raw results: $res; table: $out/engine_table.md"
+}
+
+# Offline batch mode (issue 16): the same shuffled batch of requests sharing long prefixes,
+# online vs bc_engine_params.offline, both modes in one process, alternating per round.
+run_offline() {
+    local bin="$prefix/offline_bench" res="$out/offline_results.txt" model threads=${BENCH_THREADS:-2}
+    local requests=96 rounds=${BENCH_ROUNDS:-2} max_tokens=32
+    if [ ${#quick[@]} -gt 0 ]; then requests=32; rounds=${BENCH_ROUNDS:-1}; max_tokens=16; fi
+    model=$("$repo/tools/fetch-model.sh")
+    log "compiling offline_bench.c against the installed header (pkg-config batchcore)"
+    # shellcheck disable=SC2046
+    cc -std=c99 -O2 -Wall -Wextra -Werror -pedantic $(pkg-config --cflags batchcore) \
+        -o "$bin" "$here/offline_bench.c" $(pkg-config --libs batchcore) -lm
+    wait_idle
+    {
+        echo "# date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+        echo "# machine: nproc=$(nproc), CPU: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
+        echo "# batchcore: $(pkg-config --modversion batchcore), model: $(basename "$model")"
+        echo "# load before: $(cat /proc/loadavg)"
+    } >"$res"
+    log "running offline_bench: $requests requests, online vs offline, $rounds rounds, $threads threads"
+    "$bin" "$model" --text "$here/pd_text.txt" --requests "$requests" --groups 4 --max-tokens "$max_tokens" \
+        --rounds "$rounds" --threads "$threads" | tee -a "$res"
+    echo "# load after: $(cat /proc/loadavg)" >>"$res"
+    log "raw results: $res"
 }
 
 # Full fine-tuning (forward + backward + AdamW) and forward-only tokens/s, batchcore

@@ -793,6 +793,18 @@ typedef struct bc_engine_params {
      *  past the budget. A request whose adapter alone exceeds it is refused at submit
      *  (BC_E_INVALID_ARGUMENT). Negative: BC_E_INVALID_ARGUMENT. */
     int64_t adapter_bytes;
+    /** 1 = offline batch mode, for a batch submitted before the first bc_engine_step (as
+     *  `batchcore batch --offline` does): requests run in the depth-first order of a prefix
+     *  tree over all live requests' prompts (requests sharing a prefix together, larger
+     *  shared prefixes first; requests of different adapters never share), a request whose
+     *  shared prefix an admitted request is still prefilling waits until it is in the
+     *  prefix cache (so each shared prefix is prefilled once), and each step decodes every
+     *  running sample first, then prefills in that order with the rest of the token budget
+     *  (no short-prompt pass). Outputs are those of the default mode (batch invariance).
+     *  Under policy 1 the order is by priority first. 0 = online (default). With
+     *  static_batching: BC_E_INVALID_ARGUMENT. */
+    int32_t offline;
+    int32_t reserved1;           /**< 0 */
 } bc_engine_params;
 
 /** Fills *out with defaults; size = sizeof(*out). */
@@ -841,7 +853,8 @@ bc_status bc_request_params_default(bc_request_params *out, size_t size);
  * engine or the requests behind it.
  * Scheduling: each step decodes every running sample first, then admits prompts whose
  * rest fits in half of the remaining token budget (so a short request is not held back
- * by a long prefill), then prefills the others in policy order in chunks with what is left.
+ * by a long prefill), then prefills the others in policy order in chunks with what is left
+ * (offline mode: see bc_engine_params.offline).
  */
 bc_status bc_engine_submit(bc_engine *engine, const int32_t *tokens, int32_t n_tokens, const bc_request_params *params,
                            const bc_sampling_params *sampling, uint64_t *request_id);

@@ -72,6 +72,8 @@ package final class Engine {
     private var arrivals = 0
     /// Static batching: the current fixed group (runs until all its requests finish).
     private var staticGroup: Set<UInt64> = []
+    /// Offline mode: the prefix-tree order and the admission holds (`OfflineSchedule`).
+    private var offline = OfflineSchedule()
     package private(set) var metrics = EngineMetrics()
     /// The adapter budget: which adapters stay resident (see `AdapterResidency`).
     let adapterResidency: AdapterResidency
@@ -81,6 +83,9 @@ package final class Engine {
             throw BatchCoreError.invalid("max_batched_tokens and max_seqs must be > 0")
         }
         guard options.adapterBytes >= 0 else { throw BatchCoreError.invalid("adapter_bytes must be >= 0") }
+        guard !(options.offline && options.staticBatching) else {
+            throw BatchCoreError.invalid("offline and static_batching exclude each other")
+        }
         adapterResidency = AdapterResidency(budget: options.adapterBytes)
         self.model = model
         self.cache = cache
@@ -128,6 +133,7 @@ package final class Engine {
         requests[id] = Request(id: id, spec: spec, arrival: arrivals, submitTime: Generator.monotonicSeconds(), seqs: seqs)
         arrivals += 1
         order.append(id)
+        offline.invalidate()
         metrics.submitted += 1
         return id
     }
@@ -249,6 +255,14 @@ package final class Engine {
 
     private func ranked() -> [Request] {
         let live = order.compactMap { requests[$0] }
+        if options.offline {
+            // The prefix tree's depth-first order (within a priority under that policy).
+            offline.prepare(live)
+            let byPriority = options.policy == .priority
+            return live.map { (request: $0, priority: byPriority ? $0.spec.priority : 0, rank: offline.rank($0)) }
+                .sorted { ($0.priority, -$0.rank) > ($1.priority, -$1.rank) }
+                .map(\.request)
+        }
         switch options.policy {
         case .fcfs: return live
         case .priority: return live.sorted { ($0.spec.priority, -$0.arrival) > ($1.spec.priority, -$1.arrival) }
@@ -332,6 +346,24 @@ package final class Engine {
             budget -= chunk
             seqBudget -= 1
             return chunk
+        }
+        if options.offline {
+            // Offline: prefills in the prefix tree's order with all of the rest of the
+            // budget; a request whose shared prefix an admitted request is still
+            // computing waits for it (then attaches it from the cache).
+            var holds = OfflineSchedule.Holds()
+            for r in all where r.seqs.contains(where: \.inCache) {
+                if let s = r.seqs.first(where: { $0.inCache && !$0.finished }) { offline.note(r, computed: s.computed, in: &holds) }
+            }
+            let blockSize = cache.layout.blockSize
+            for (r, s) in waiting {
+                guard budget > 0, seqBudget > 0 else { break }
+                let admitted = r.seqs.contains(where: \.inCache)
+                if !admitted && offline.held(r, blockSize: blockSize, holds: holds) { continue }
+                // Admitted now: s.computed is what it attached from the cache.
+                if try prefill(r, s, limit: .max) > 0 && !admitted { offline.note(r, computed: s.computed, in: &holds) }
+            }
+            return plan
         }
         // Against head-of-line blocking: prompts whose rest fits in half of the prefill
         // budget go first (in policy order, up to that half), so a waiting short request

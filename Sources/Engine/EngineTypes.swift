@@ -95,14 +95,20 @@ package struct EngineOptions: Sendable {
     package var staticBatching = false
     /// Bytes of serving-adapter weights kept resident (`AdapterResidency`); 0 = unlimited.
     package var adapterBytes = 0
+    /// Offline batch mode (`OfflineSchedule`): requests run in a prefix tree's order, each
+    /// shared prefix is prefilled once before the requests sharing it are admitted, and
+    /// prefill chunks take the budget decodes leave in that order (no short-prompt pass).
+    /// Excludes `staticBatching`.
+    package var offline = false
 
     package init(maxBatchedTokens: Int = 512, maxSequences: Int = 64, policy: SchedulingPolicy = .fcfs,
-                staticBatching: Bool = false, adapterBytes: Int = 0) {
+                staticBatching: Bool = false, adapterBytes: Int = 0, offline: Bool = false) {
         self.maxBatchedTokens = maxBatchedTokens
         self.maxSequences = maxSequences
         self.policy = policy
         self.staticBatching = staticBatching
         self.adapterBytes = adapterBytes
+        self.offline = offline
     }
 }
 

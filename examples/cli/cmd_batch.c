@@ -19,13 +19,14 @@
 static void batch_usage(FILE *out) {
     fprintf(out,
             "usage: batchcore batch [-m MODEL] [--max-batched-tokens N] [--max-seqs N] [--kv-bytes N]\n"
-            "                       [--static] [--stream] [--max-tokens N] [--adapter NAME=DIR]...\n"
+            "                       [--static | --stream | --offline] [--max-tokens N] [--adapter NAME=DIR]...\n"
             "                       [-t THREADS] [-q]\n"
             "                       < requests.jsonl > results.jsonl\n"
             "\n"
             "Reads every request (one JSON object per line) from stdin, submits them all to the\n"
             "continuous-batching engine and writes one JSON result line per request to stdout,\n"
-            "in completion order, as soon as all its samples finish. Blank lines are skipped; a\n"
+            "in completion order, as soon as all its samples finish (with --offline: in input\n"
+            "order, each record once it and all before it are done). Blank lines are skipped; a\n"
             "UTF-8 byte order mark before the first line is skipped; a line holding a NUL byte\n"
             "gets an error record. By default all of stdin is read (and every line parsed) before\n"
             "the model loads; with --stream the model loads first and lines are submitted as they\n"
@@ -94,6 +95,12 @@ static void batch_usage(FILE *out) {
             "      --max-seqs N            sequences per step (default 64)\n"
             "      --kv-bytes N            KV cache budget in bytes (default 1 GiB)\n"
             "      --static                static batching: admit new requests only when none runs\n"
+            "      --offline               offline batch mode: after reading all requests, run those\n"
+            "                              sharing a prompt prefix together (a prefix tree over the\n"
+            "                              tokenized prompts, per adapter), prefill each shared prefix\n"
+            "                              once (the prefix cache serves it to the others), decodes\n"
+            "                              first then prefill chunks in the tree's order; the same\n"
+            "                              texts as without it; records in input order\n"
             "      --stream                submit each line as it arrives on stdin instead of after\n"
             "                              EOF; records stream out as requests finish, and at EOF\n"
             "                              the rest drain. Always schedules by priority (equal\n"
@@ -137,6 +144,7 @@ typedef struct request {
     char *stops[MAX_STOP_STRINGS];
     int n_stops;
     json_value *tree;
+    int record;          /* --offline: 1 = its result, 2 = its error record is ready */
     /* results */
     uint64_t engine_id;  /* bc_engine_submit's id once submitted */
     int submitted, done;
@@ -459,6 +467,26 @@ static void write_result(const request *r) {
     fflush(stdout);
 }
 
+/* Records in input order (--offline): a record is held until every earlier line's
+ * record is written. */
+typedef struct record_order {
+    int in_order;
+    size_t next; /* first line whose record is not written yet */
+} record_order;
+
+/* Writes r's record (kind 1: result, 2: error) now, or in input order: marks it ready
+ * and writes the ready records from the first unwritten line on. */
+static void emit_record(record_order *o, request *reqs, size_t count, request *r, int kind) {
+    if (!o->in_order) {
+        if (kind == 1) write_result(r); else write_error(r);
+        return;
+    }
+    r->record = kind;
+    for (; o->next < count && reqs[o->next].record; o->next++) {
+        if (reqs[o->next].record == 1) write_result(&reqs[o->next]); else write_error(&reqs[o->next]);
+    }
+}
+
 static void free_request(request *r) {
     free(r->id_json);
     free(r->error);
@@ -642,7 +670,7 @@ static void show_progress(progress *pg, bc_engine *engine, long done, long total
 int cmd_batch(int argc, char **argv) {
     cli_model_opts mo = {NULL, 0, 0};
     long threads = 0, max_tokens = 128;
-    int stream = 0;
+    int stream = 0, offline = 0;
     const char *adapter_arg[MAX_ADAPTERS];
     bc_adapter *adapters[MAX_ADAPTERS] = {NULL};
     int n_adapters = 0;
@@ -655,6 +683,7 @@ int cmd_batch(int argc, char **argv) {
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { batch_usage(stdout); return EXIT_OK; }
         if (strcmp(a, "--static") == 0) { ep.static_batching = 1; continue; }
         if (strcmp(a, "--stream") == 0) { stream = 1; continue; }
+        if (strcmp(a, "--offline") == 0) { offline = 1; continue; }
         int r = cli_model_option("batch", argc, argv, &i, &mo);
         if (r < 0) return EXIT_USAGE;
         if (r > 0) continue;
@@ -693,6 +722,13 @@ int cmd_batch(int argc, char **argv) {
         i++;
     }
 
+    if (offline && (stream || ep.static_batching)) {
+        fprintf(stderr, "batchcore batch: --offline needs all requests first: not with %s\n", stream ? "--stream" : "--static");
+        batch_usage(stderr);
+        return EXIT_USAGE;
+    }
+    ep.offline = offline;
+
     /* Sampling defaults: the library's (bc_sampling_params_default), the same set as
      * generate and chat use; a request's fields override them one by one. */
     bc_sampling_params sp0;
@@ -716,6 +752,7 @@ int cmd_batch(int argc, char **argv) {
     size_t next = 0; /* first request not yet submitted or reported */
     long long prompt_total = 0, cached_total = 0;
     progress pg = {isatty(STDERR_FILENO), 0, 0, 0};
+    record_order ro = {offline, 0};
     line_reader lr;
     memset(&lr, 0, sizeof lr);
     lr.sp0 = &sp0;
@@ -809,7 +846,7 @@ int cmd_batch(int argc, char **argv) {
             if (!r->error) r->error = fmt_error("out of memory%s%s", "", "");
             if (pg.shown && pg.tty) fprintf(stderr, "\r%78s\r", "");
             pg.shown = 0;
-            write_error(r);
+            emit_record(&ro, lr.reqs, lr.count, r, 2);
             errors++;
             done++;
         }
@@ -871,7 +908,7 @@ int cmd_batch(int argc, char **argv) {
                         cached_total += r->cached_tokens;
                         if (pg.shown && pg.tty) fprintf(stderr, "\r%78s\r", "");
                         pg.shown = 0;
-                        write_result(r);
+                        emit_record(&ro, lr.reqs, lr.count, r, 1);
                         if (r->sample_error) errors++;
                     }
                 }
@@ -896,11 +933,11 @@ stopped:
         if (r->valid) {
             r->ttft = NAN; /* never started: timings null */
             r->total = NAN;
-            write_result(r);
+            emit_record(&ro, lr.reqs, lr.count, r, 1);
             cancelled++;
         } else {
             if (!r->error) r->error = fmt_error("out of memory%s%s", "", "");
-            write_error(r);
+            emit_record(&ro, lr.reqs, lr.count, r, 2);
             errors++;
         }
         done++;
@@ -916,10 +953,10 @@ stopped:
         }
         fprintf(stderr,
                 "batch: %lu requests (%ld errors, %ld cancelled), %lld prompt tokens (%lld cached), %lld generated tokens, "
-                "%.1f tok/s, %.2f s wall, prefix hit rate %.1f%%, %lld preemptions\n",
+                "%.1f tok/s, %.2f s wall, prefix hit rate %.1f%%, %lld preemptions, %lld batched tokens%s\n",
                 (unsigned long)lr.count, errors, cancelled, prompt_total, cached_total, (long long)m.generated_tokens,
                 wall > 0 ? (double)m.generated_tokens / wall : 0.0, wall, 100.0 * m.prefix_hit_rate,
-                (long long)m.preemptions);
+                (long long)m.preemptions, (long long)m.batched_tokens, offline ? " (offline)" : "");
     }
     if (cli_stop_signal()) {
         if (!mo.quiet) fprintf(stderr, "batch: stopped by %s\n", cli_signal_name(cli_stop_signal()));

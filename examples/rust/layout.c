@@ -62,6 +62,8 @@ int main(void) {
     FIELD(bc_engine_params, kv_type);
     FIELD(bc_engine_params, static_batching);
     FIELD(bc_engine_params, adapter_bytes);
+    FIELD(bc_engine_params, offline);
+    FIELD(bc_engine_params, reserved1);
 
     SIZE(bc_request_params);
     FIELD(bc_request_params, struct_size);

@@ -105,6 +105,8 @@ pub struct bc_engine_params {
     pub kv_type: i32,
     pub static_batching: i32,
     pub adapter_bytes: i64,
+    pub offline: i32,
+    pub reserved1: i32,
 }
 
 #[repr(C)]

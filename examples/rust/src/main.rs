@@ -301,7 +301,7 @@ fn print_layout() {
     layout!(bc_sampling_params; struct_size, temperature, top_k, top_p, min_p, repetition_penalty, frequency_penalty,
             presence_penalty, penalty_last_n, reserved0, seed);
     layout!(bc_engine_params; struct_size, max_batched_tokens, max_seqs, policy, n_ctx, reserved0, kv_bytes, kv_type,
-            static_batching, adapter_bytes);
+            static_batching, adapter_bytes, offline, reserved1);
     layout!(bc_request_params; struct_size, max_tokens, n, priority, ignore_eos, reserved0, stop_tokens,
             n_stop_tokens, reserved1, stop_strings, n_stop_strings, reserved2, user_tag, adapter, adapter_scale,
             reserved3);

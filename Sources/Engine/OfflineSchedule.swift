@@ -1,0 +1,59 @@
+/// The engine's offline batch mode (`EngineOptions.offline`; BatchLLM): the requests
+/// are ordered by a prefix tree over all live requests' prompts (`PromptPrefixTree`,
+/// rebuilt when requests were submitted), so the requests sharing a prefix run
+/// together, the larger shared prefixes first; and a request is admitted only once
+/// the prefix it shares with an admitted request is in the cache — computed once, by
+/// the first of them, and then attached by the others (`PagedKVCache.attachPrefix`)
+/// instead of each prefilling it in the same steps.
+///
+/// Holding is safe: a request waits only for an admitted request still prefilling the
+/// shared prefix; that request's prompt holds the whole prefix, so it reaches it unless
+/// it finishes or is preempted — and then it no longer holds anyone back.
+struct OfflineSchedule {
+    private var tree: PromptPrefixTree?
+    /// Request id → index into the tree's input.
+    private var index: [UInt64: Int] = [:]
+
+    /// Requests were added: the tree is rebuilt at the next `prepare`.
+    mutating func invalidate() { tree = nil }
+
+    /// Builds the tree over `requests` (the live ones) when it is stale.
+    mutating func prepare(_ requests: [Engine.Request]) {
+        guard tree == nil else { return }
+        index = [:]
+        for (k, r) in requests.enumerated() { index[r.id] = k }
+        tree = PromptPrefixTree(prompts: requests.map { ($0.spec.adapterKey, $0.spec.prompt) })
+    }
+
+    /// The request's place in the depth-first order (after `prepare`).
+    func rank(_ r: Engine.Request) -> Int {
+        guard let tree, let k = index[r.id] else { return Int.max }
+        return tree.rank[k]
+    }
+
+    /// Per tree node: the fewest positions any admitted request below it has computed.
+    struct Holds {
+        fileprivate var minComputed: [Int: Int] = [:]
+    }
+
+    /// Notes that request `r` is admitted with `computed` positions in the cache.
+    func note(_ r: Engine.Request, computed: Int, in holds: inout Holds) {
+        guard let tree, let k = index[r.id] else { return }
+        for v in tree.sharedPath(of: k) { holds.minComputed[v] = min(holds.minComputed[v] ?? Int.max, computed) }
+    }
+
+    /// Whether request `r` (not admitted) must wait: an admitted request sharing a
+    /// prefix with it has not computed the full blocks of that prefix that `r` could
+    /// attach (the prefix cache never serves a prompt's last token: at most
+    /// prompt − 1 positions).
+    func held(_ r: Engine.Request, blockSize: Int, holds: Holds) -> Bool {
+        guard let tree, let k = index[r.id], !holds.minComputed.isEmpty else { return false }
+        let cap = r.spec.prompt.count - 1
+        for v in tree.sharedPath(of: k) {
+            guard let computed = holds.minComputed[v] else { continue }
+            let shared = min(tree.nodes[v].depth, cap) / blockSize * blockSize
+            if computed < shared { return true }
+        }
+        return false
+    }
+}
