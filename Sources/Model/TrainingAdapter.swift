@@ -93,48 +93,67 @@ extension Linear {
     /// With dropout in this pass (`TrainingAdapter.pass`), x is replaced by the dropped
     /// input xd = mask ⊙ x / (1 − p) (`DropoutOp.forward`) in the first line.
     ///
-    /// Each value is one ascending-order sum of its own row (`Reductions.dot` for u, in
-    /// double; then a float32 chain over the r latents), so a row's result does not
-    /// depend on the other rows or the thread count. Nothing happens with no adapter.
+    /// Both products are `ProjectionBackward.inputGradient` over A and B transposed
+    /// (`AdapterScratch`): every value is ONE float32 fused multiply-add chain in
+    /// ascending order over its reduction index (y's starting from y's value), so a row's
+    /// result does not depend on the other rows or the thread count. Nothing happens
+    /// with no adapter.
     package func forwardTrainingAdapters(_ x: UnsafePointer<Float>, ldx: Int, _ y: UnsafeMutablePointer<Float>, ldy: Int,
                                          tokens: Int) throws {
         guard !trainingAdapters.isEmpty, tokens > 0 else { return }
-        let rMax = trainingAdapters.map(\.slot.rank).max() ?? 1
-        let u = try Memory.allocateFloats(tokens * rMax, fill: 0)
-        defer { free(u) }
-        let xdCount = dropoutScratchCount(tokens: tokens)
-        let xd = xdCount > 0 ? try Memory.allocateFloats(xdCount, fill: 0) : nil
-        defer { free(xd) }
+        let scratch = try AdapterScratch(self, tokens: tokens)
         for t in trainingAdapters {
-            let s = t.slot
-            if let mask = t.pass, let xd {
+            let s = t.slot, u = scratch.u
+            if let mask = t.pass, let xd = scratch.xd {
                 mask.forward(x, ldx: ldx, xd, ldy: cols, rows: tokens, cols: cols)
-                Self.latents(xd, ldx: cols, s, tokens: tokens, u)
+                scratch.latents(xd, ldx: cols, s, tokens: tokens)
             } else {
-                Self.latents(x, ldx: ldx, s, tokens: tokens, u)
+                scratch.latents(x, ldx: ldx, s, tokens: tokens)
             }
-            let rank = s.rank, outRows = s.rows, b = s.b, scale = s.scale, yy = y + t.firstRow
-            forEachRowBlock(tokens, block: 8) { range in
-                for i in range {
-                    let ui = u + i * rank, yi = yy + i * ldy
-                    for o in 0..<outRows {
-                        let bo = b + o * rank
-                        var acc: Float = 0
-                        for j in 0..<rank { acc += bo[j] * ui[j] }
-                        yi[o] += scale * acc
-                    }
-                }
-            }
+            let rank = s.rank, scale = s.scale
+            for i in 0..<(tokens * rank) { u[i] *= scale }
+            // y[:, first ..< first + rows_a] += (s·u) · Bᵀ, Bᵀ [r × rows_a].
+            let bT = scratch.transposed(s.b, rows: s.rows, cols: rank)
+            ProjectionBackward.inputGradient(u, ldDY: rank, tokens: tokens, weight: bT, rows: rank, cols: s.rows,
+                                             y + t.firstRow, ldDX: ldy, accumulate: true)
         }
     }
+}
 
-    /// u[T × r] = x[T × cols] · Aᵀ (row stride r), one double dot per value.
-    static func latents(_ x: UnsafePointer<Float>, ldx: Int, _ s: LoRASlot, tokens: Int, _ u: UnsafeMutablePointer<Float>) {
-        let rank = s.rank, cols = s.cols, a = s.a
-        forEachRowBlock(tokens, block: 8) { range in
-            for i in range {
-                for j in 0..<rank { u[i * rank + j] = Float(Reductions.dot(a + j * cols, x + i * ldx, cols)) }
-            }
-        }
+/// Scratch of one adapter forward or backward call over T tokens of a projection:
+/// u [T × rMax], g [T × rMax], a transposed factor [max(r·cols, rows·r)], and, when some
+/// adapter drops its input in this pass, xd [T × cols]. Freed with the object.
+final class AdapterScratch {
+    let u: UnsafeMutablePointer<Float>
+    let g: UnsafeMutablePointer<Float>
+    let t: UnsafeMutablePointer<Float>
+    let xd: UnsafeMutablePointer<Float>?
+
+    init(_ m: Linear, tokens: Int) throws {
+        let rMax = m.trainingAdapters.map(\.slot.rank).max() ?? 1
+        let tMax = m.trainingAdapters.map { $0.slot.rank * max($0.slot.rows, $0.slot.cols) }.max() ?? 1
+        let xdCount = m.dropoutScratchCount(tokens: tokens)
+        // One allocation: a failure leaves nothing behind.
+        let total = 2 * tokens * rMax + tMax + xdCount
+        let base = try Memory.allocateFloats(total, fill: 0)
+        u = base
+        g = base + tokens * rMax
+        t = g + tokens * rMax
+        xd = xdCount > 0 ? t + tMax : nil
+    }
+
+    deinit { free(u) }
+
+    /// Mᵀ [cols × rows] of a row-major M [rows × cols] in `t`.
+    func transposed(_ m: UnsafePointer<Float>, rows: Int, cols: Int) -> UnsafeMutablePointer<Float> {
+        for r in 0..<rows { for c in 0..<cols { t[c * rows + r] = m[r * cols + c] } }
+        return t
+    }
+
+    /// u[T × r] = x[T × cols] · Aᵀ (row stride r): `ProjectionBackward.inputGradient`
+    /// over Aᵀ [cols × r], one ascending float32 chain over the columns per value.
+    func latents(_ x: UnsafePointer<Float>, ldx: Int, _ s: LoRASlot, tokens: Int) {
+        let aT = transposed(s.a, rows: s.rank, cols: s.cols)
+        ProjectionBackward.inputGradient(x, ldDY: ldx, tokens: tokens, weight: aT, rows: s.cols, cols: s.rank, u, ldDX: s.rank)
     }
 }

@@ -27,39 +27,30 @@ extension Linear {
     package func adapterBackward(x: UnsafePointer<Float>, ldx: Int, dY: UnsafePointer<Float>, ldDY: Int,
                                  dX: UnsafeMutablePointer<Float>?, ldDX: Int, tokens: Int) throws {
         guard !trainingAdapters.isEmpty, tokens > 0 else { return }
-        let rMax = trainingAdapters.map(\.slot.rank).max() ?? 1
-        let u = try Memory.allocateFloats(tokens * rMax, fill: 0)
-        defer { free(u) }
-        let g = try Memory.allocateFloats(tokens * rMax, fill: 0)
-        defer { free(g) }
-        let xdCount = dropoutScratchCount(tokens: tokens)
-        let xd = xdCount > 0 ? try Memory.allocateFloats(xdCount, fill: 0) : nil
-        defer { free(xd) }
+        let scratch = try AdapterScratch(self, tokens: tokens)
+        let u = scratch.u, g = scratch.g
         for t in trainingAdapters {
             let s = t.slot, r = s.rank, scale = s.scale, dYa = dY + t.firstRow
             ProjectionBackward.inputGradient(dYa, ldDY: ldDY, tokens: tokens, weight: s.b, rows: s.rows, cols: r, g, ldDX: r)
             for i in 0..<(tokens * r) { g[i] *= scale }
-            if let mask = t.pass, let xd {
-                if let gradA = s.gradA, let gradB = s.gradB {
-                    mask.forward(x, ldx: ldx, xd, ldy: cols, rows: tokens, cols: cols)
-                    ProjectionBackward.weightGradient(g, ldDY: r, xd, ldX: cols, tokens: tokens, rows: r, cols: cols, gradA)
-                    Self.latents(xd, ldx: cols, s, tokens: tokens, u)
-                    for i in 0..<(tokens * r) { u[i] *= scale }
-                    ProjectionBackward.weightGradient(dYa, ldDY: ldDY, u, ldX: r, tokens: tokens, rows: s.rows, cols: r, gradB)
-                }
-                if let dX {
-                    ProjectionBackward.inputGradient(g, ldDY: r, tokens: tokens, weight: s.a, rows: r, cols: cols, xd, ldDX: cols)
-                    mask.backward(xd, ldDY: cols, dX, ldDX: ldDX, rows: tokens, cols: cols, accumulate: true)
-                }
-                continue
+            // The adapter's input: x, or with dropout in this pass xd = m ⊙ x / (1 − p) (recomputed).
+            var xin = x, ldin = ldx
+            if let mask = t.pass, let xd = scratch.xd {
+                mask.forward(x, ldx: ldx, xd, ldy: cols, rows: tokens, cols: cols)
+                xin = UnsafePointer(xd)
+                ldin = cols
             }
             if let gradA = s.gradA, let gradB = s.gradB {
-                ProjectionBackward.weightGradient(g, ldDY: r, x, ldX: ldx, tokens: tokens, rows: r, cols: cols, gradA)
-                Self.latents(x, ldx: ldx, s, tokens: tokens, u)
+                ProjectionBackward.weightGradient(g, ldDY: r, xin, ldX: ldin, tokens: tokens, rows: r, cols: cols, gradA)
+                scratch.latents(xin, ldx: ldin, s, tokens: tokens)
                 for i in 0..<(tokens * r) { u[i] *= scale }
                 ProjectionBackward.weightGradient(dYa, ldDY: ldDY, u, ldX: r, tokens: tokens, rows: s.rows, cols: r, gradB)
             }
-            if let dX {
+            guard let dX else { continue }
+            if let mask = t.pass, let xd = scratch.xd {
+                ProjectionBackward.inputGradient(g, ldDY: r, tokens: tokens, weight: s.a, rows: r, cols: cols, xd, ldDX: cols)
+                mask.backward(xd, ldDY: cols, dX, ldDX: ldDX, rows: tokens, cols: cols, accumulate: true)
+            } else {
                 ProjectionBackward.inputGradient(g, ldDY: r, tokens: tokens, weight: s.a, rows: r, cols: cols, dX, ldDX: ldDX,
                                                  accumulate: true)
             }
