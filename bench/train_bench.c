@@ -12,7 +12,7 @@
  * Prints one machine-readable line (bench/train_torch.py prints the same for PyTorch):
  *   RESULT impl=batchcore mode=.. docs=.. len=.. threads=.. recompute=.. lora=<rank, 0: full> tokens_per_s=<median>
  *          sec=<median step> peak_rss_mib=.. load_rss_mib=.. steps_rss_mib=.. loss=<last step>
- *          loss0=<first step> params=.. layers=.. embd=.. times=<timed steps, s>
+ *          loss0=<first step> params=.. layers=.. embd=.. times=<timed steps, s> cpu_times=<their CPU s>
  * peak_rss_mib: getrusage(RUSAGE_SELF) ru_maxrss, the whole process; load_rss_mib: VmHWM
  * after loading the model; steps_rss_mib: VmHWM over trainer creation and every step
  * (reset through /proc/self/clear_refs after the load; nan if the kernel refuses).
@@ -25,6 +25,15 @@
 #include "bench_util.h"
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
+
+/* CPU seconds of the whole process (all threads): less distorted by a loaded machine than
+ * wall time at 1 thread (at 2 threads a waiting thread spins and counts). */
+static double cpu_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
 
 /* VmHWM of /proc/self/status in MiB (the peak RSS since the start or the last reset); NaN if unreadable. */
 static double vm_hwm_mib(void) {
@@ -146,19 +155,19 @@ int main(int argc, char **argv) {
     bc_train_result r;
     memset(&r, 0, sizeof r);
     r.struct_size = sizeof r;
-    double times[256], loss0 = NAN;
+    double times[256], cpus[256], loss0 = NAN;
     for (int i = 0; i < warmup + steps; i++) {
-        double t0 = now();
+        double t0 = now(), c0 = cpu_now();
         if (train) {
             CHECK(bc_trainer_micro_batch(t, &b, &r));
             CHECK(bc_trainer_step(t, opt, NULL, &r, NULL));
         } else {
             CHECK(bc_trainer_evaluate(t, &b, &r));
         }
-        double dt = now() - t0;
-        if (i >= warmup) times[i - warmup] = dt;
+        double dt = now() - t0, dc = cpu_now() - c0;
+        if (i >= warmup) { times[i - warmup] = dt; cpus[i - warmup] = dc; }
         if (i == 0) loss0 = r.loss;
-        fprintf(stderr, "# step %d: %.2f s, loss %.4f\n", i, dt, r.loss);
+        fprintf(stderr, "# step %d: %.2f s (%.2f CPU s), loss %.4f\n", i, dt, dc, r.loss);
     }
     const double steps_rss = hwm_ok ? vm_hwm_mib() : NAN;
     double sorted[256];
@@ -175,6 +184,8 @@ int main(int argc, char **argv) {
            train ? "train" : "forward", docs, len, (int)bc_get_num_threads(), recompute, lora, n / med, med, peak, load_rss, steps_rss,
            r.loss, loss0, (long long)info.n_params, info.n_layer, info.n_embd);
     for (int i = 0; i < steps; i++) printf("%s%.3f", i ? "," : "", times[i]);
+    printf(" cpu_times=");
+    for (int i = 0; i < steps; i++) printf("%s%.3f", i ? "," : "", cpus[i]);
     printf("\n");
     bc_optimizer_free(opt); /* NULL in forward mode: a no-op */
     bc_trainer_free(t);

@@ -24,7 +24,7 @@ shifts them: every position but each sequence's last is a target, as in train_be
 Prints one machine-readable line (medians of the timed steps, CLOCK_MONOTONIC):
   RESULT impl=torch mode=.. docs=.. len=.. threads=.. lora=.. tokens_per_s=.. sec=.. peak_rss_mib=..
          load_rss_mib=.. steps_rss_mib=.. loss=..
-         loss0=.. params=.. layers=.. embd=.. times=t1,t2,..
+         loss0=.. params=.. layers=.. embd=.. times=t1,t2,.. cpu_times=c1,c2,.. (process CPU s)
   PEAK impl=torch-sgemm n=2048 threads=2 gflops=.. times=..
 peak_rss_mib: the whole process's peak RSS (getrusage ru_maxrss; the model load included, whose
 GGUF dequantization holds numpy and torch copies at once); load_rss_mib: VmHWM after the load;
@@ -168,9 +168,9 @@ def run_model(a):
     gc.collect()
     load_rss = vm_hwm_mib()
     steps_rss_ok = reset_hwm()
-    times, loss0, loss = [], None, float("nan")
+    times, cpus, loss0, loss = [], [], None, float("nan")
     for i in range(a.warmup + a.steps):
-        t0 = now()
+        t0, c0 = now(), time.process_time()
         if train:
             out = model(input_ids=ids, labels=ids, use_cache=False)
             out.loss.backward()
@@ -181,11 +181,12 @@ def run_model(a):
                 out = model(input_ids=ids, labels=ids, use_cache=False)
         loss = float(out.loss.detach())
         del out
-        dt = now() - t0
+        dt, dc = now() - t0, time.process_time() - c0
         if loss0 is None:
             loss0 = loss
         if i >= a.warmup:
             times.append(dt)
+            cpus.append(dc)
         print(f"# step {i}: {dt:.2f} s, loss {loss:.4f}", file=sys.stderr, flush=True)
     med = statistics.median(times)
     steps_rss = vm_hwm_mib() if steps_rss_ok else float("nan")
@@ -193,7 +194,7 @@ def run_model(a):
           f"tokens_per_s={n / med:.2f} sec={med:.3f} peak_rss_mib={max(peak_rss_mib(), load_rss):.0f} "
           f"load_rss_mib={load_rss:.0f} steps_rss_mib={steps_rss:.0f} loss={loss:.4f} "
           f"loss0={loss0:.4f} params={params} layers={cfg['layers']} embd={cfg['hidden']} "
-          f"times={','.join(f'{t:.3f}' for t in times)}", flush=True)
+          f"times={','.join(f'{t:.3f}' for t in times)} cpu_times={','.join(f'{t:.3f}' for t in cpus)}", flush=True)
 
 
 def main():
