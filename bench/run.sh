@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # batchcore benchmarks.
-#   bench/run.sh [optim] [model] [kv] [engine] [offline] [train] [--quick]
-# With no bench name, every bench runs (optim, model, kv, engine, offline, train). --quick uses small sizes.
+#   bench/run.sh [optim] [model] [kv] [engine] [offline] [train] [lora] [--quick]
+# With no bench name, every bench runs (optim, model, kv, engine, offline, train, lora). --quick uses small sizes.
 # Environment:
 #   BENCH_PREFIX     install prefix for batchcore (default: a fresh temp dir)
 #   BENCH_OUT        where raw logs and the table go (default: $BENCH_PREFIX/results)
@@ -18,12 +18,12 @@ quick=()
 for arg in "$@"; do
     case "$arg" in
         --quick) quick=(--quick) ;;
-        optim|model|kv|engine|offline|train) benches+=("$arg") ;;
+        optim|model|kv|engine|offline|train|lora) benches+=("$arg") ;;
         -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
-        *) echo "run.sh: unknown argument '$arg' (benches: optim, model, kv, engine, offline, train; flags: --quick)" >&2; exit 2 ;;
+        *) echo "run.sh: unknown argument '$arg' (benches: optim, model, kv, engine, offline, train, lora; flags: --quick)" >&2; exit 2 ;;
     esac
 done
-[ ${#benches[@]} -gt 0 ] || benches=(optim model kv engine offline train)
+[ ${#benches[@]} -gt 0 ] || benches=(optim model kv engine offline train lora)
 
 prefix=${BENCH_PREFIX:-$(mktemp -d /tmp/batchcore-bench.XXXXXX)}
 out=${BENCH_OUT:-$prefix/results}
@@ -321,9 +321,10 @@ run_train() {
         echo "# load before: $(cat /proc/loadavg)"
     } >"$res"
     # One side, one configuration, one process; its per-step lines go to a log.
-    train_one() {  # impl mode docs len round
-        local logf="$out/train_$1_$2_$3x$4_r$5.log"
+    train_one() {  # impl mode docs len round [lora rank]
+        local logf="$out/train_$1_$2_$3x$4_r$5${6:+_lora$6}.log"
         local args=("$model" --mode "$2" --docs "$3" --len "$4" --steps "$steps" --warmup "$warmup" --threads "$threads")
+        [ -z "${6:-}" ] || args+=(--lora "$6")
         log "round $5/$rounds: $1 $2 $3x$4"
         if [ "$1" = batchcore ]; then
             "$bin" "${args[@]}" 2>"$logf" | tee -a "$res" || log "WARNING: train_bench failed (see $logf)"
@@ -335,6 +336,14 @@ run_train() {
         python3 "$here/train_torch.py" --peak --threads "$threads" | tee -a "$res"
         for shape in $shapes; do
             d=${shape%x*}; l=${shape#*x}
+            if [ -n "${lora_rank:-}" ]; then
+                if [ $((r % 2)) -eq 1 ]; then
+                    for impl in batchcore torch; do train_one "$impl" train "$d" "$l" "$r" "$lora_rank"; done
+                else
+                    for impl in torch batchcore; do train_one "$impl" train "$d" "$l" "$r" "$lora_rank"; done
+                fi
+                continue
+            fi
             for mode in train forward; do
                 if [ $((r % 2)) -eq 1 ]; then
                     for impl in batchcore torch; do train_one "$impl" "$mode" "$d" "$l" "$r"; done
@@ -350,6 +359,17 @@ run_train() {
     echo
     cat "$out/train_table.md"
     log "raw results: $res; per-step logs: $out/train_*.log; table: $out/train_table.md"
+}
+
+# LoRA training (forward + backward + AdamW over the adapters) tokens/s and peak RSS,
+# batchcore (train_bench.c --lora 16) vs PyTorch + transformers + PEFT (train_torch.py
+# --lora 16: LoraConfig r=16, alpha 32, q,k,v,o,gate,up,down): run_train's procedure
+# (same weights, ids, threads; alternating order per round), results in lora_*.
+run_lora() {
+    need_transformers
+    python3 -c "import peft" 2>/dev/null || { log "installing peft==0.21.2"; python3 -m pip install -q "peft==0.21.2"; }
+    mkdir -p "$out/lora"
+    out="$out/lora" lora_rank=16 run_train
 }
 
 for b in "${benches[@]}"; do

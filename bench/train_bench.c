@@ -1,16 +1,18 @@
 /*
- * train_bench.c — full fine-tuning throughput of batchcore through the public C ABI:
- * forward + backward + AdamW step (mode train) or forward-only loss (mode forward) on
- * micro-batches of DOCS documents x LEN tokens, one micro-batch per step.
+ * train_bench.c — full fine-tuning (or, with --lora R, LoRA) throughput of batchcore
+ * through the public C ABI: forward + backward + AdamW step (mode train) or forward-only
+ * loss (mode forward) on micro-batches of DOCS documents x LEN tokens, one micro-batch
+ * per step. --lora R: rank-R adapters (alpha 2R) on q,k,v,o,gate,up,down of every
+ * layer, the float32 base frozen; AdamW over the adapters only (= train_torch.py --lora R).
  *
  *   cc -std=c99 -O2 $(pkg-config --cflags batchcore) train_bench.c $(pkg-config --libs batchcore) -lm -o train_bench
  *   train_bench MODEL.gguf [--docs 4] [--len 256] [--steps 3] [--warmup 1] [--mode train|forward]
- *               [--recompute] [--threads N]
+ *               [--recompute] [--threads N] [--lora R]
  *
  * Prints one machine-readable line (bench/train_torch.py prints the same for PyTorch):
- *   RESULT impl=batchcore mode=.. docs=.. len=.. threads=.. recompute=.. tokens_per_s=<median>
+ *   RESULT impl=batchcore mode=.. docs=.. len=.. threads=.. recompute=.. lora=<rank, 0: full> tokens_per_s=<median>
  *          sec=<median step> peak_rss_mib=.. load_rss_mib=.. steps_rss_mib=.. loss=<last step>
- *          loss0=<first step> params=.. layers=.. embd=.. times=<timed steps, s>
+ *          loss0=<first step> params=.. layers=.. embd=.. times=<timed steps, s> cpu_times=<their CPU s>
  * peak_rss_mib: getrusage(RUSAGE_SELF) ru_maxrss, the whole process; load_rss_mib: VmHWM
  * after loading the model; steps_rss_mib: VmHWM over trainer creation and every step
  * (reset through /proc/self/clear_refs after the load; nan if the kernel refuses).
@@ -23,6 +25,15 @@
 #include "bench_util.h"
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
+
+/* CPU seconds of the whole process (all threads): less distorted by a loaded machine than
+ * wall time at 1 thread (at 2 threads a waiting thread spins and counts). */
+static double cpu_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
 
 /* VmHWM of /proc/self/status in MiB (the peak RSS since the start or the last reset); NaN if unreadable. */
 static double vm_hwm_mib(void) {
@@ -48,10 +59,10 @@ static int reset_hwm(void) {
 
 int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        fprintf(stderr, "usage: train_bench MODEL [--docs D] [--len L] [--steps S] [--warmup W] [--mode train|forward] [--recompute] [--threads N]\n");
+        fprintf(stderr, "usage: train_bench MODEL [--docs D] [--len L] [--steps S] [--warmup W] [--mode train|forward] [--recompute] [--threads N] [--lora R]\n");
         return argc < 2 ? 2 : 0;
     }
-    int docs = 4, len = 256, steps = 3, warmup = 1, recompute = 0, threads = 0, train = 1;
+    int docs = 4, len = 256, steps = 3, warmup = 1, recompute = 0, threads = 0, train = 1, lora = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--recompute")) { recompute = 1; continue; }
@@ -61,6 +72,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--steps")) steps = atoi(v);
         else if (!strcmp(a, "--warmup")) warmup = atoi(v);
         else if (!strcmp(a, "--threads")) threads = atoi(v);
+        else if (!strcmp(a, "--lora")) lora = atoi(v);
         else if (!strcmp(a, "--mode")) {
             if (!strcmp(v, "train")) train = 1;
             else if (!strcmp(v, "forward")) train = 0;
@@ -69,7 +81,7 @@ int main(int argc, char **argv) {
         else { fprintf(stderr, "train_bench: unknown option %s\n", a); return 2; }
         i++;
     }
-    if (docs < 1 || len < 2 || steps < 1 || steps > 256 || warmup < 0) { fprintf(stderr, "train_bench: bad sizes\n"); return 2; }
+    if (docs < 1 || len < 2 || steps < 1 || steps > 256 || warmup < 0 || lora < 0 || lora > 1024) { fprintf(stderr, "train_bench: bad sizes\n"); return 2; }
     CHECK(bc_set_num_threads(threads));
     bc_model *model = NULL;
     bc_model_params mp; /* training needs float32 weights */
@@ -99,6 +111,11 @@ int main(int argc, char **argv) {
     CHECK(bc_trainer_params_default(&tp, sizeof tp));
     tp.micro_batch_tokens = (uint32_t)n;
     tp.recompute = recompute;
+    if (lora) {
+        tp.lora_rank = (uint32_t)lora;
+        tp.lora_alpha = 2.0f * (float)lora;
+        tp.lora_targets = BC_LORA_ALL;
+    }
     if (!train) tp.optimizer_slots = 0; /* forward only: no optimizer state to budget for */
     bc_trainer_memory mem;
     memset(&mem, 0, sizeof mem);
@@ -138,19 +155,19 @@ int main(int argc, char **argv) {
     bc_train_result r;
     memset(&r, 0, sizeof r);
     r.struct_size = sizeof r;
-    double times[256], loss0 = NAN;
+    double times[256], cpus[256], loss0 = NAN;
     for (int i = 0; i < warmup + steps; i++) {
-        double t0 = now();
+        double t0 = now(), c0 = cpu_now();
         if (train) {
             CHECK(bc_trainer_micro_batch(t, &b, &r));
             CHECK(bc_trainer_step(t, opt, NULL, &r, NULL));
         } else {
             CHECK(bc_trainer_evaluate(t, &b, &r));
         }
-        double dt = now() - t0;
-        if (i >= warmup) times[i - warmup] = dt;
+        double dt = now() - t0, dc = cpu_now() - c0;
+        if (i >= warmup) { times[i - warmup] = dt; cpus[i - warmup] = dc; }
         if (i == 0) loss0 = r.loss;
-        fprintf(stderr, "# step %d: %.2f s, loss %.4f\n", i, dt, r.loss);
+        fprintf(stderr, "# step %d: %.2f s (%.2f CPU s), loss %.4f\n", i, dt, dc, r.loss);
     }
     const double steps_rss = hwm_ok ? vm_hwm_mib() : NAN;
     double sorted[256];
@@ -162,11 +179,13 @@ int main(int argc, char **argv) {
     getrusage(RUSAGE_SELF, &ru);
     double peak = ru.ru_maxrss / 1024.0;
     if (load_rss > peak) peak = load_rss;
-    printf("RESULT impl=batchcore mode=%s docs=%d len=%d threads=%d recompute=%d tokens_per_s=%.2f sec=%.3f "
+    printf("RESULT impl=batchcore mode=%s docs=%d len=%d threads=%d recompute=%d lora=%d tokens_per_s=%.2f sec=%.3f "
            "peak_rss_mib=%.0f load_rss_mib=%.0f steps_rss_mib=%.0f loss=%.4f loss0=%.4f params=%lld layers=%d embd=%d times=",
-           train ? "train" : "forward", docs, len, (int)bc_get_num_threads(), recompute, n / med, med, peak, load_rss, steps_rss,
+           train ? "train" : "forward", docs, len, (int)bc_get_num_threads(), recompute, lora, n / med, med, peak, load_rss, steps_rss,
            r.loss, loss0, (long long)info.n_params, info.n_layer, info.n_embd);
     for (int i = 0; i < steps; i++) printf("%s%.3f", i ? "," : "", times[i]);
+    printf(" cpu_times=");
+    for (int i = 0; i < steps; i++) printf("%s%.3f", i ? "," : "", cpus[i]);
     printf("\n");
     bc_optimizer_free(opt); /* NULL in forward mode: a no-op */
     bc_trainer_free(t);

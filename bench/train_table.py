@@ -13,6 +13,7 @@ FLOP per token (N = parameters, the tied embedding/output matrix counted once: t
 costs nothing, the output head is one d x V product; L = layers, T = sequence (document)
 length, d = model width; causal attention averages T/2 keys, QK^T and PV each 2*(T/2)*d):
   forward: 2*N + 2*L*T*d        train (forward + backward): 6*N + 6*L*T*d
+  train+loraR (frozen base, adapters on every projection): 4*N + 6*L*T*d
 (the AdamW step, norms, SwiGLU, softmax and RoPE are not counted).
 MFU = tokens/s x FLOP per token / sgemm peak.
 """
@@ -23,6 +24,10 @@ import sys
 
 
 def flop_per_token(mode, params, layers, embd, seq):
+    if mode.startswith("train+lora"):
+        # LoRA: forward 2N + the input gradients 2N (no weight gradient of the frozen base);
+        # attention forward + backward as full training; the adapters' products not counted.
+        return 4 * params + 6 * layers * seq * embd
     k = 6 if mode == "train" else 2
     return k * params + k * layers * seq * embd
 
@@ -43,7 +48,8 @@ def main():
         if line.startswith("PEAK "):
             peaks.append(float(kv["gflops"]))
         elif line.startswith("RESULT "):
-            key = (int(kv["docs"]), int(kv["len"]), kv["mode"], kv["impl"])
+            mode = kv["mode"] + (f"+lora{kv['lora']}" if kv.get("lora", "0") != "0" else "")
+            key = (int(kv["docs"]), int(kv["len"]), mode, kv["impl"])
             runs.setdefault(key, []).append(kv)
     peak = max(peaks) if peaks else None
     for h in header:
@@ -57,7 +63,7 @@ def main():
           "| peak RSS PyTorch, MiB | MFU batchcore | MFU PyTorch |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     notes = []
-    shapes = sorted({(d, l, m) for d, l, m, _ in runs}, key=lambda x: (x[0] * x[1], x[2] != "train"))
+    shapes = sorted({(d, l, m) for d, l, m, _ in runs}, key=lambda x: (x[0] * x[1], x[2] != "train", x[2]))
     for docs, seq, mode in shapes:
         cells = {}
         for impl in ("batchcore", "torch"):
@@ -100,7 +106,7 @@ def main():
           "the loss without gradients for forward). Peak RSS: over the steps (VmHWM reset after loading the "
           "model), in parentheses the whole process (getrusage ru_maxrss, the load included; PyTorch's load "
           "dequantizes the GGUF with numpy and holds several copies). FLOP per token = 6N + 6LTd (train), "
-          "2N + 2LTd (forward): N parameters (tied embedding counted once), L layers, T sequence length, "
+          "2N + 2LTd (forward), 4N + 6LTd (train+loraR: no base weight gradient): N parameters (tied embedding counted once), L layers, T sequence length, "
           "d width. MFU = tok/s x FLOP per token / sgemm peak.")
     print()
     for n in notes:

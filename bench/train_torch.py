@@ -9,19 +9,22 @@ LlamaForCausalLM in float32 with eager attention. The SAME token ids as train_be
 shifts them: every position but each sequence's last is a target, as in train_bench.c).
 
   train_torch.py MODEL.gguf [--docs 4] [--len 256] [--steps 3] [--warmup 1]
-                 [--mode train|forward] [--threads 2]
+                 [--mode train|forward] [--threads 2] [--lora R]
       mode train:   loss = model(ids, labels=ids).loss; loss.backward();
                     torch.optim.AdamW (defaults: on CPU the per-tensor for-loop, neither foreach
                     nor fused) .step(); zero_grad(set_to_none=True)
       mode forward: the same loss under torch.no_grad() (model.eval())
+      --lora R:     PEFT LoRA (peft.get_peft_model, LoraConfig(r=R, lora_alpha=2R,
+                    lora_dropout=0, target_modules q,k,v,o,gate,up,down)): the base frozen,
+                    AdamW over the adapters only (= train_bench.c --lora R)
   train_torch.py --peak [--threads 2] [--n 2048] [--reps 10]
       the sgemm peak: torch.mm of two n x n float32 matrices into a preallocated output,
       2 warm-up products, best of --reps; FLOP = 2 n^3.
 
 Prints one machine-readable line (medians of the timed steps, CLOCK_MONOTONIC):
-  RESULT impl=torch mode=.. docs=.. len=.. threads=.. tokens_per_s=.. sec=.. peak_rss_mib=..
+  RESULT impl=torch mode=.. docs=.. len=.. threads=.. lora=.. tokens_per_s=.. sec=.. peak_rss_mib=..
          load_rss_mib=.. steps_rss_mib=.. loss=..
-         loss0=.. params=.. layers=.. embd=.. times=t1,t2,..
+         loss0=.. params=.. layers=.. embd=.. times=t1,t2,.. cpu_times=c1,c2,.. (process CPU s)
   PEAK impl=torch-sgemm n=2048 threads=2 gflops=.. times=..
 peak_rss_mib: the whole process's peak RSS (getrusage ru_maxrss; the model load included, whose
 GGUF dequantization holds numpy and torch copies at once); load_rss_mib: VmHWM after the load;
@@ -144,11 +147,18 @@ def run_model(a):
     ids = torch.tensor(token_ids(n, cfg["vocab"]), dtype=torch.long).view(a.docs, a.len)
     params = sum(p.numel() for p in model.parameters())  # tied head counted once
     train = a.mode == "train"
+    if a.lora:
+        import peft
+        lc = peft.LoraConfig(r=a.lora, lora_alpha=2 * a.lora, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
+                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+        model = peft.get_peft_model(model, lc)
+        print(f"# peft {peft.__version__}: trainable {sum(p.numel() for p in model.parameters() if p.requires_grad)}",
+              flush=True)
     if train:
         model.train()
         # foreach=None, fused=None: torch's defaults, which on CPU are the per-tensor for-loop
         # (torch.optim picks foreach only for CUDA/XPU tensors); ~0.3 s of a multi-second step.
-        opt = torch.optim.AdamW(model.parameters(), **ADAMW_HP)
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], **ADAMW_HP)
     else:
         model.eval()
     print(f"# torch {torch.__version__}, threads {torch.get_num_threads()}, "
@@ -158,9 +168,9 @@ def run_model(a):
     gc.collect()
     load_rss = vm_hwm_mib()
     steps_rss_ok = reset_hwm()
-    times, loss0, loss = [], None, float("nan")
+    times, cpus, loss0, loss = [], [], None, float("nan")
     for i in range(a.warmup + a.steps):
-        t0 = now()
+        t0, c0 = now(), time.process_time()
         if train:
             out = model(input_ids=ids, labels=ids, use_cache=False)
             out.loss.backward()
@@ -171,19 +181,20 @@ def run_model(a):
                 out = model(input_ids=ids, labels=ids, use_cache=False)
         loss = float(out.loss.detach())
         del out
-        dt = now() - t0
+        dt, dc = now() - t0, time.process_time() - c0
         if loss0 is None:
             loss0 = loss
         if i >= a.warmup:
             times.append(dt)
+            cpus.append(dc)
         print(f"# step {i}: {dt:.2f} s, loss {loss:.4f}", file=sys.stderr, flush=True)
     med = statistics.median(times)
     steps_rss = vm_hwm_mib() if steps_rss_ok else float("nan")
-    print(f"RESULT impl=torch mode={a.mode} docs={a.docs} len={a.len} threads={a.threads} "
+    print(f"RESULT impl=torch mode={a.mode} docs={a.docs} len={a.len} threads={a.threads} lora={a.lora} "
           f"tokens_per_s={n / med:.2f} sec={med:.3f} peak_rss_mib={max(peak_rss_mib(), load_rss):.0f} "
           f"load_rss_mib={load_rss:.0f} steps_rss_mib={steps_rss:.0f} loss={loss:.4f} "
           f"loss0={loss0:.4f} params={params} layers={cfg['layers']} embd={cfg['hidden']} "
-          f"times={','.join(f'{t:.3f}' for t in times)}", flush=True)
+          f"times={','.join(f'{t:.3f}' for t in times)} cpu_times={','.join(f'{t:.3f}' for t in cpus)}", flush=True)
 
 
 def main():
@@ -196,6 +207,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--mode", choices=("train", "forward"), default="train")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--lora", type=int, default=0)
     ap.add_argument("--n", type=int, default=2048)
     ap.add_argument("--reps", type=int, default=10)
     a = ap.parse_args()

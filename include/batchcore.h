@@ -1059,6 +1059,13 @@ typedef struct bc_trainer_params {
     uint32_t gradient_delay;       /**< asynchronous mode: 0 = off (0); 1..64: each bc_trainer_step applies the
                                         gradient of D = gradient_delay steps before (see bc_trainer_step) */
     uint32_t reserved1;            /**< 0 */
+    /* LoRA dropout (appended). */
+    float lora_dropout;            /**< PEFT's lora_dropout: in training passes each input value of an adapter's low-rank
+                                        path is dropped with this probability, kept ones scaled by 1/(1-p); 0 <= p < 1 (0).
+                                        Masks are a pure function of (lora_seed, step, micro-batch, layer, module, row,
+                                        column): the same bits on any thread count and after a checkpoint resume.
+                                        bc_trainer_evaluate and inference never drop. Written to adapter_config.json */
+    uint32_t reserved2;            /**< 0 */
 } bc_trainer_params;
 
 /** LoRA target modules (bc_trainer_params.lora_targets), PEFT's q_proj ... down_proj. */

@@ -37,7 +37,8 @@ private var defaultTrainerParams: bc_trainer_params {
                              micro_batch_tokens: UInt32(o.microBatchTokens), accumulation_steps: UInt32(o.accumulationSteps),
                              recompute: o.recompute ? 1 : 0, optimizer_slots: UInt32(o.optimizerSlots), reserved0: 0,
                              memory_limit: 0, lora_rank: 0, lora_alpha: 16, lora_targets: LoRATarget.q.bit | LoRATarget.v.bit,
-                             use_rslora: 0, lora_seed: 0, gradient_delay: 0, reserved1: 0)
+                             use_rslora: 0, lora_seed: 0, gradient_delay: 0, reserved1: 0,
+                             lora_dropout: 0, reserved2: 0)
 }
 
 private func trainerOptions(_ params: UnsafePointer<bc_trainer_params>?) throws -> TrainerOptions {
@@ -45,6 +46,11 @@ private func trainerOptions(_ params: UnsafePointer<bc_trainer_params>?) throws 
     guard p.recompute == 0 || p.recompute == 1 else { throw BatchCoreError.invalid("recompute is \(p.recompute); use 0 or 1") }
     guard p.reserved0 == 0 else { throw BatchCoreError.invalid("bc_trainer_params.reserved0 must be 0") }
     guard p.reserved1 == 0 else { throw BatchCoreError.invalid("bc_trainer_params.reserved1 must be 0") }
+    guard p.reserved2 == 0 else { throw BatchCoreError.invalid("bc_trainer_params.reserved2 must be 0") }
+    guard p.lora_dropout >= 0, p.lora_dropout < 1 else {
+        throw BatchCoreError.invalid("lora_dropout \(p.lora_dropout) outside 0 <= p < 1")
+    }
+    guard p.lora_dropout == 0 || p.lora_rank > 0 else { throw BatchCoreError.invalid("lora_dropout needs lora_rank > 0") }
     guard p.memory_limit <= UInt64(Int.max) else { throw BatchCoreError.invalid("memory_limit \(p.memory_limit) is too large") }
     var o = TrainerOptions()
     o.microBatchTokens = Int(p.micro_batch_tokens)
@@ -68,6 +74,8 @@ private func trainerOptions(_ params: UnsafePointer<bc_trainer_params>?) throws 
         l.rsLoRA = p.use_rslora != 0
         l.targets = targets
         l.seed = p.lora_seed
+        // The float's shortest decimal (0.05f → 0.05, not 0.0500000007), as adapter_config.json shows it.
+        l.dropout = Double("\(p.lora_dropout)") ?? Double(p.lora_dropout)
         o.lora = l
     }
     return o

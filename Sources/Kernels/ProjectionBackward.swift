@@ -33,6 +33,10 @@ package enum ProjectionBackward {
     /// Widest work item in output columns (32 register tiles): wide items amortise A's
     /// packing (a transpose for dX) over many B panels.
     static let maxColsPerItem = 512
+    /// Output rows per work item when there are many output rows (each item packs B
+    /// again), and earlier when B's panels are costly to pack (`inputGradient` from
+    /// `PackedWeights`, the frozen base of LoRA training): 32 micro-panels of 6.
+    static let packedRowsPerItem = 192
     /// Reduction steps per block.
     static let stepsPerBlock = 256
 
@@ -68,8 +72,10 @@ package enum ProjectionBackward {
             return
         }
         let data = UnsafePointer(w.data)
+        // Tall row items (`packedRowsPerItem`): each item transposes its W panels once for
+        // all its rows, so fewer, taller items transpose W fewer times.
         multiplyAccumulate(a: dY, aRow: ldDY, aStep: 1, steps: rows, c: dX, ldc: ldDX, m: tokens, n: cols,
-                           startFromC: accumulate) { s0, count, j, lanes, dst in
+                           startFromC: accumulate, tallRows: true) { s0, count, j, lanes, dst in
             // Panel p holds W[16p + q][k] at data[p·cols·16 + k·16 + q].
             if lanes < 16 { dst.update(repeating: 0, count: 16 * count) }
             for s in 0..<count {
@@ -126,6 +132,7 @@ package enum ProjectionBackward {
     /// exactly as `PackedGEMM.kernel6x16` does.
     static func multiplyAccumulate(a: UnsafePointer<Float>, aRow: Int, aStep: Int, steps: Int,
                                    c: UnsafeMutablePointer<Float>, ldc: Int, m: Int, n: Int, startFromC: Bool,
+                                   tallRows: Bool = false,
                                    packB: (Int, Int, Int, Int, UnsafeMutablePointer<Float>) -> Void) {
         // Tiling (never changes a value, see the type's doc). Few output rows (≤ 192, e.g.
         // the head's dX over a logit chunk): one row item, so B (there the whole W) streams
@@ -135,8 +142,10 @@ package enum ProjectionBackward {
         // columns split evenly into items of at most 512,
         // more of them (down to 64 wide) while there are fewer than 4 items per thread.
         let threads = Parallel.threadCount
+        // Items of `packedRowsPerItem` rows while that leaves 4 row items per thread, or
+        // 2 with `tallRows` (B packed at a cost, e.g. transposed from PackedWeights).
         let rowsPerItem = m <= 192 ? (m + 5) / 6 * 6
-            : (m + 191) / 192 >= 4 * threads ? 4 * Self.rowsPerItem
+            : (m + Self.packedRowsPerItem - 1) / Self.packedRowsPerItem >= (tallRows ? 2 : 4) * threads ? Self.packedRowsPerItem
             : (m + 47) / 48 >= 4 * threads ? Self.rowsPerItem : Self.rowsPerItem / 2
         let rowItems = (m + rowsPerItem - 1) / rowsPerItem
         let itemsWanted = rowItems == 1 ? 2 * threads : 4 * threads

@@ -83,7 +83,7 @@ package final class LoRAAdapterSet {
                     throw BatchCoreError(.internal, "LoRA target \(e.target) is not a projection")
                 }
                 try e.slot.makeTrainable()
-                try m.attachTraining(e.slot, firstRow: first)
+                try m.attachTraining(e.slot, firstRow: first, dropout: config.dropout, layer: e.layer, module: e.target.rawValue)
             }
         } catch {
             detach(from: weights)

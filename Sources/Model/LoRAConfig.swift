@@ -58,11 +58,14 @@ package enum LoRATarget: Int, CaseIterable, Sendable, Comparable {
 /// rank r and alpha per target module (`rankPattern`/`alphaPattern` override the
 /// defaults per module name, as PEFT's rank_pattern/alpha_pattern with module keys),
 /// scale alpha/r or alpha/√r (rsLoRA), the modules of every layer, and the seed of A's
-/// initialisation. No dropout (PEFT's lora_dropout = 0).
+/// initialisation (also the dropout masks' seed). `dropout`: PEFT's lora_dropout, the
+/// probability p of dropping each input value of the low-rank path in training
+/// (`TrainingAdapter`, `DropoutOp`); evaluation and serving never drop.
 package struct LoRAConfig: Equatable, Sendable {
     package var rank = 8
     package var alpha = 16.0
     package var rsLoRA = false
+    package var dropout = 0.0
     package var targets: [LoRATarget] = [.q, .v]
     package var rankPattern: [LoRATarget: Int] = [:]
     package var alphaPattern: [LoRATarget: Double] = [:]
@@ -75,8 +78,10 @@ package struct LoRAConfig: Equatable, Sendable {
     package func scale(_ t: LoRATarget) -> Float { LoRASlot.scale(alpha: alpha(t), rank: rank(t), rsLoRA: rsLoRA) }
 
     /// Throws `.invalidArgument` for a rank outside 1...LoRASlot.maxRank, a non-finite
-    /// alpha, no target, a repeated target, or a pattern for a module not targeted.
+    /// alpha, no target, a repeated target, a pattern for a module not targeted, or a
+    /// dropout outside 0 ≤ p < 1.
     package func validate() throws {
+        guard dropout >= 0, dropout < 1 else { throw BatchCoreError.invalid("LoRA dropout \(dropout) outside 0 ≤ p < 1") }
         guard !targets.isEmpty else { throw BatchCoreError.invalid("LoRA needs at least one target module") }
         guard Set(targets).count == targets.count else { throw BatchCoreError.invalid("LoRA target modules repeat") }
         for t in LoRATarget.allCases {

@@ -7,7 +7,7 @@ import Glibc
 /// Hugging Face PEFT LoRA adapter directories for LlamaForCausalLM:
 ///
 ///     adapter_config.json         peft_type "LORA", task_type "CAUSAL_LM", r, lora_alpha,
-///                                 use_rslora, target_modules, rank_pattern, alpha_pattern,
+///                                 lora_dropout, use_rslora, target_modules, rank_pattern, alpha_pattern,
 ///                                 base_model_name_or_path, ... (the fields PEFT writes)
 ///     adapter_model.safetensors   base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight [r × in]
 ///                                 ....lora_B.weight [out × r], per layer and target module
@@ -54,7 +54,7 @@ extension LoRAAdapterSet {
     }
 
     /// adapter_config.json as PEFT (0.1x) writes it for a LoRA of this shape.
-    func peftConfigJSON(baseModel: String) -> JSONValue {
+    package func peftConfigJSON(baseModel: String) -> JSONValue {
         let targets = config.targets.sorted()
         func pattern<V>(_ p: [LoRATarget: V], _ value: (V) -> JSONValue) -> JSONValue {
             .object(JSONObject(p.keys.sorted().map { ($0.moduleName, value(p[$0]!)) }))
@@ -71,7 +71,7 @@ extension LoRAAdapterSet {
             ("layers_pattern", .null),
             ("layers_to_transform", .null),
             ("lora_alpha", number(config.alpha)),
-            ("lora_dropout", .double(0)),
+            ("lora_dropout", .double(config.dropout)),
             ("modules_to_save", .null),
             ("peft_type", .string("LORA")),
             ("r", .int(Int64(config.rank))),
@@ -100,6 +100,10 @@ extension LoRAAdapterSet {
         if let v = json["use_rslora"], !v.isNull {
             guard let b = v.boolValue else { throw bad("use_rslora is not a boolean") }
             c.rsLoRA = b
+        }
+        if let v = json["lora_dropout"], !v.isNull {
+            guard let p = v.doubleValue, p >= 0, p < 1 else { throw bad("lora_dropout is not a number in 0 ≤ p < 1") }
+            c.dropout = p
         }
         func unsupported(_ key: String, ok: (JSONValue) -> Bool) throws {
             if let v = json[key], !v.isNull, !ok(v) {

@@ -27,6 +27,9 @@ extension Transformer {
     /// micro-batches of an optimizer step, the accumulated gradient is that of the
     /// step's mean loss.
     ///
+    /// `dropout`: the pass's LoRA dropout masks (`LoRADropoutPass`; adapters with
+    /// dropout p > 0 drop their input values, `TrainingAdapter`); nil: no dropout.
+    ///
     ///     forward:  embed → layers (keeping what backward reads, `activations.mode`) →
     ///               output head + CE on the target rows (`outputLoss`)
     ///     backward: output head → layers L−1 … 0 (`mlpBlockBackward`,
@@ -39,8 +42,11 @@ extension Transformer {
     /// Bad input (tokens, targets, documents) throws before anything changes; so does a
     /// workspace that cannot be allocated.
     package func trainingPass(_ batch: DocumentBatch, targets: [Int32], lossScale: Float,
-                              activations a: ForwardActivations, gradients g: LayerGradients) throws -> CrossEntropyTotals {
+                              activations a: ForwardActivations, gradients g: LayerGradients,
+                              dropout: LoRADropoutPass? = nil) throws -> CrossEntropyTotals {
         guard a.isTraining else { throw BatchCoreError.invalid("a training pass needs training activations") }
+        if dropout != nil { for m in weights.projections { m.setTrainingDropout(dropout) } }
+        defer { if dropout != nil { for m in weights.projections { m.setTrainingDropout(nil) } } }
         guard lossScale.isFinite else { throw BatchCoreError.invalid("loss scale \(lossScale) is not finite") }
         let kv = try SelfContainedKV(batch, config: config)
         let rows = try targetRows(batch, targets)

@@ -86,6 +86,9 @@ package final class Trainer {
     package internal(set) var data: TrainerData?
     /// Optimizer steps taken by `trainStep` (restored by a checkpoint).
     package internal(set) var stepCount = 0
+    /// Calls of `step` (taken or skipped; restored by a checkpoint): with the micro-batch
+    /// index it keys the LoRA dropout masks (`LoRADropoutPass`).
+    package internal(set) var stepCalls = 0
     /// Training tokens processed by `trainStep`.
     package internal(set) var tokensSeen = 0
     /// Data-parallel training: the caller's all-reduce/broadcast (DataParallel.swift); nil: one process.
@@ -153,7 +156,8 @@ package final class Trainer {
         guard batch.count <= options.microBatchTokens else {
             throw BatchCoreError.invalid("micro-batch of \(batch.count) tokens; the budget is \(options.microBatchTokens)")
         }
-        let t = try model.trainingPass(batch, targets: targets, lossScale: 1, activations: activations, gradients: gradients)
+        let t = try model.trainingPass(batch, targets: targets, lossScale: 1, activations: activations, gradients: gradients,
+                                       dropout: dropoutPass)
         var out = TrainingTotals()
         out.lossSum = t.lossSum
         out.targets = t.targets
@@ -164,6 +168,14 @@ package final class Trainer {
         pending.tokens += out.tokens
         pending.microBatches += 1
         return out
+    }
+
+    /// The next micro-batch's LoRA dropout masks: (LoRA seed, `stepCalls`, global
+    /// micro-batch index = rank · accumulation steps + this rank's micro-batches so far);
+    /// nil without LoRA dropout.
+    package var dropoutPass: LoRADropoutPass? {
+        guard let l = options.lora, l.dropout > 0 else { return nil }
+        return LoRADropoutPass(seed: l.seed, step: stepCalls, microBatch: rank * options.accumulationSteps + pending.microBatches)
     }
 
     /// Registers every trainable tensor with `optimizer` in `group` (names as GGUF).
@@ -183,7 +195,10 @@ package final class Trainer {
     package func step(_ optimizer: Optimizer, options o: OptimizerStepOptions = .init()) throws
         -> (totals: TrainingTotals, report: OptimizerStepReport) {
         var totals = pending
-        defer { discardGradients() }
+        defer {
+            discardGradients()
+            stepCalls += 1
+        }
         delayState.lastApplied = false
         if collectives != nil { totals = try allReduceStep(totals) }   // global totals, summed gradients
         lastStepTotals = totals

@@ -11,7 +11,7 @@ import Glibc
 ///     weights.safetensors   every trainable tensor, F32, GGUF names, our row layout (exact bits)
 ///     optimizer.state       the optimizer's state file (`Optimizer.saveState`), when given
 ///     delayed.safetensors   gradient delay: the FIFO's gradients, oldest first (TrainerDelay.swift)
-///     trainer.json          format/version, step, tokens, the data's seed/epochs/position and
+///     trainer.json          format/version, step, step calls (LoRA dropout masks), tokens, the data's seed/epochs/position and
 ///                           fingerprint (examples, tokens, targets), micro-batch options
 ///
 /// The directory is replaced as a whole: written beside it, then renamed into place.
@@ -40,6 +40,7 @@ extension Trainer {
             o["format"] = .string(Self.checkpointFormat)
             o["version"] = .int(1)
             o["step"] = .int(Int64(stepCount))
+            o["step_calls"] = .int(Int64(stepCalls))
             o["tokens"] = .int(Int64(tokensSeen))
             o["micro_batch_tokens"] = .int(Int64(options.microBatchTokens))
             o["accumulation_steps"] = .int(Int64(options.accumulationSteps))
@@ -79,6 +80,8 @@ extension Trainer {
             throw BatchCoreError.format("\(dir) is not a batchcore trainer checkpoint (version 1)")
         }
         let step = try int(json["step"], "step"), tokens = try int(json["tokens"], "tokens", 0...Int.max / 2)
+        // Older checkpoints have no step_calls: the data-driven step count was the only one.
+        let calls = json["step_calls"] == nil ? step : try int(json["step_calls"], "step_calls")
         // Data-parallel: any number of ranks resumes, as long as the global batch (accumulation x ranks) is the same.
         let savedWorld = json["world_size"] == nil ? 1 : try int(json["world_size"], "world_size", 1...TrainerCollectives.maxWorldSize)
         guard try int(json["micro_batch_tokens"], "micro_batch_tokens") == options.microBatchTokens,
@@ -124,6 +127,7 @@ extension Trainer {
         discardGradients()
         if let packer { data?.packer = packer }
         stepCount = step
+        stepCalls = calls
         tokensSeen = tokens
         if let batchState { batch = batchState }
         try restoreDelay(delayed)

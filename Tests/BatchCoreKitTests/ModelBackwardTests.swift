@@ -31,8 +31,10 @@ import Testing
     }
 
     /// float64 Llama forward over packed documents: Σ CE over target rows · scale.
+    /// `extra(name, x, rows)`: an optional term added to the projection `name`'s output
+    /// [rows × out] (LoRA with dropout, LoRADropoutTests); nil: none.
     static func referenceLoss(_ c: ModelConfig, _ w: Tensors, tokens: [Int32], documents: [Int], targets: [Int32],
-                              scale: Double) -> Double {
+                              scale: Double, extra: ((String, [Double], Int) -> [Double]?)? = nil) -> Double {
         let d = c.embeddingDim, hd = c.headDim, heads = c.headCount, kvHeads = c.kvHeadCount, kvd = c.kvDim
         let ff = c.feedForwardDim, n = tokens.count, eps = Double(c.rmsEps)
         func norm(_ x: [Double], _ g: [Double]) -> [Double] {
@@ -53,6 +55,7 @@ import Testing
                 for k in 0..<m.cols { s += x[t * m.cols + k] * m.values[o * m.cols + k] }
                 y[t * m.rows + o] = s
             } }
+            if let e = extra?(name, x, rows) { for i in y.indices { y[i] += e[i] } }
             return y
         }
         var positions: [Int] = [], docStart: [Int] = []

@@ -219,8 +219,9 @@ else
     [ "$(field "$tmp/lora.out" model)" = null ] || bad "--lora: summary model $(field "$tmp/lora.out" model), want null"
     [ -d "$tmp/lora/checkpoint" ] || bad "--lora: no checkpoint"
 fi
-# Interrupted and resumed: the same final step, eval loss and adapter as without the stop.
-largs=("${rargs[@]}" --lr 1e-2 --lora "r=4,targets=q,v,down,rslora,seed=3")
+# Interrupted and resumed: the same final step, eval loss and adapter as without the stop
+# (with LoRA dropout: the masks of the resumed steps are the uninterrupted run's).
+largs=("${rargs[@]}" --lr 1e-2 --lora "r=4,targets=q,v,down,rslora,seed=3,dropout=0.1")
 run lref finetune "${largs[@]}" --out "$tmp/lref"
 [ "$rc" -eq 0 ] || bad "uninterrupted --lora run: exit $rc: $(cat "$tmp/lref.err")"
 env -i "$cli" finetune "${largs[@]}" --out "$tmp/lint" > "$tmp/lint.out" 2> "$tmp/lint.err" &
@@ -234,7 +235,8 @@ if [ "$rc" -ne 130 ]; then
     bad "--lora, SIGINT after the first step: exit $rc, want 130 ($lint_steps of $lref_steps steps): $(cat "$tmp/lint.err")"
 else
     [ "$(field "$tmp/lint.out" adapter)" = null ] || bad "an interrupted --lora run wrote the adapter"
-    for other in "r=4,targets=q,v,down,rslora,seed=4" "r=8,targets=q,v,down,rslora,seed=3" "r=4,targets=q,v,down,seed=3"; do
+    for other in "r=4,targets=q,v,down,rslora,seed=4,dropout=0.1" "r=8,targets=q,v,down,rslora,seed=3,dropout=0.1" \
+        "r=4,targets=q,v,down,seed=3,dropout=0.1" "r=4,targets=q,v,down,rslora,seed=3" "r=4,targets=q,v,down,rslora,seed=3,dropout=0.2"; do
         run lmis finetune "${rargs[@]}" --lr 1e-2 --lora "$other" --out "$tmp/lint" --resume
         [ "$rc" -eq 1 ] && grep -q 'options differ' "$tmp/lmis.err" || bad "--resume with --lora $other: exit $rc: $(cat "$tmp/lmis.err")"
     done
@@ -256,7 +258,8 @@ run lfull finetune "${rargs[@]}" --lr 1e-2 --lora "r=4" --out "$tmp/int" --resum
 # Bad specs: usage errors, before anything is loaded or created.
 for spec in "r=0" "r=1025" "r=x" "r=4,frob=1" "r=4,targets=q,x" "r=4,targets=q,q" "r=4,targets=all,v" "r=4,r=8" \
     "alpha=32" "r=4,alpha=0" "r=4,alpha=-1" "r=4,alpha=nan" "r=4," "" "r=4,q" "r=4,seed=-1" "r=4,rslora,rslora" \
-    "r=4,targets=" "r=4,,targets=q" "r=4,rslora=1" "r=4,targets=q,alpha=2,k"; do
+    "r=4,targets=" "r=4,,targets=q" "r=4,rslora=1" "r=4,targets=q,alpha=2,k" "r=4,dropout=1" "r=4,dropout=-0.1" \
+    "r=4,dropout=nan" "r=4,dropout=" "r=4,dropout=0.1,dropout=0.2"; do
     run lbad finetune -m "$model" --data "$tmp/train.jsonl" --out "$tmp/lu" --lora "$spec"
     [ "$rc" -eq 2 ] || bad "--lora '$spec': exit $rc, want 2"
     grep -q -- '--lora' "$tmp/lbad.err" || bad "--lora '$spec': no message naming --lora: $(cat "$tmp/lbad.err")"

@@ -60,7 +60,7 @@ static void test_no_padding(void) {
     CHECK(sizeof(bc_engine_params) == 4 * 6 + 8 + 4 * 2 + 8 + 4 * 2);
     CHECK(sizeof(bc_request_params) == 4 * 6 + 8 + 4 * 2 + 8 + 4 * 2 + 8 + 8 + 4 * 2);
     CHECK(sizeof(bc_engine_metrics) == 4 + 4 + 8 * 16);
-    CHECK(sizeof(bc_trainer_params) == 4 * 6 + 8 + 4 * 4 + 8 + 4 + 4);
+    CHECK(sizeof(bc_trainer_params) == 4 * 6 + 8 + 4 * 4 + 8 + 4 + 4 + 4 + 4);
     CHECK(sizeof(bc_trainer_memory) == 4 + 4 + 8 * 8);
     CHECK(sizeof(bc_trainer_tensor) == 4 + 4 + 3 * sizeof(void *) + 3 * 8);
     CHECK(sizeof(bc_train_batch) == 4 + 4 + 3 * sizeof(void *) + 4 + 4);
@@ -73,6 +73,7 @@ static void test_no_padding(void) {
     OFFSET(bc_trainer_params, lora_targets, 40);
     OFFSET(bc_trainer_params, use_rslora, 44);
     OFFSET(bc_trainer_params, lora_seed, 48);
+    OFFSET(bc_trainer_params, lora_dropout, 64);
 }
 
 static void test_batch_default(void) {

@@ -55,6 +55,7 @@ int main(int argc, char **argv) {
     bc_trainer_params tp;
     CHECK_OK(bc_trainer_params_default(&tp, sizeof tp));
     CHECK(tp.lora_rank == 0 && tp.lora_alpha == 16.0f && tp.lora_targets == (BC_LORA_Q | BC_LORA_V) && tp.use_rslora == 0);
+    CHECK(tp.lora_dropout == 0.0f && tp.reserved2 == 0);
     tp.micro_batch_tokens = 64;
 
     /* The full fine-tune's statement, then LoRA's. */
@@ -89,6 +90,18 @@ int main(int argc, char **argv) {
     CHECK_ERR(bc_trainer_create(model, &bad, &t), BC_E_INVALID_ARGUMENT);
     bad = tp;
     bad.lora_alpha = INFINITY;
+    CHECK_ERR(bc_trainer_create(model, &bad, &t), BC_E_INVALID_ARGUMENT);
+    const float bad_dropout[3] = {1.0f, -0.25f, NAN};
+    for (int k = 0; k < 3; k++) {
+        bad = tp;
+        bad.lora_dropout = bad_dropout[k];
+        CHECK_ERR(bc_trainer_create(model, &bad, &t), BC_E_INVALID_ARGUMENT);
+    }
+    bad = tp;
+    bad.reserved2 = 1;
+    CHECK_ERR(bc_trainer_create(model, &bad, &t), BC_E_INVALID_ARGUMENT);
+    CHECK_OK(bc_trainer_params_default(&bad, sizeof bad));
+    bad.lora_dropout = 0.25f;   /* dropout without LoRA */
     CHECK_ERR(bc_trainer_create(model, &bad, &t), BC_E_INVALID_ARGUMENT);
     CHECK(t == NULL);
 
@@ -246,6 +259,51 @@ int main(int argc, char **argv) {
     CHECK_OK(bc_trainer_evaluate(t, &b, &fresh));
     CHECK(fresh.loss_sum == eval.loss_sum);
     bc_trainer_free(t);
+
+    /* LoRA dropout: evaluation never drops (a fresh adapter gives the base loss); the
+     * training passes of two micro-batches of the same step differ (different masks), two
+     * trainers from the same parameters give the same bits; adapter_config.json states it. */
+    {
+        bc_trainer_params dp = tp;
+        dp.lora_dropout = 0.25f;
+        bc_trainer *t1 = NULL, *t2 = NULL;
+        CHECK_OK(bc_trainer_create(model, &dp, &t1));
+        bc_train_result e1 = r, m1 = r, m2 = r, m3 = r;
+        CHECK_OK(bc_trainer_evaluate(t1, &b, &e1));
+        CHECK(e1.loss_sum == base.loss_sum);
+        bc_optimizer *o1 = NULL;
+        CHECK_OK(bc_optimizer_create(BC_OPTIM_ADAMW, &o1));
+        uint32_t g1 = 0;
+        CHECK_OK(bc_optimizer_add_group(o1, &hp, &g1));
+        CHECK_OK(bc_trainer_register(t1, o1, g1));
+        CHECK_OK(bc_trainer_micro_batch(t1, &b, NULL));
+        CHECK_OK(bc_trainer_step(t1, o1, NULL, NULL, NULL));   /* B != 0 from here */
+        CHECK_OK(bc_trainer_micro_batch(t1, &b, &m1));
+        CHECK_OK(bc_trainer_micro_batch(t1, &b, &m2));
+        CHECK(m1.loss_sum != m2.loss_sum);
+        CHECK_OK(bc_trainer_evaluate(t1, &b, &e1));
+        CHECK(e1.loss_sum != m1.loss_sum);
+        snprintf(path, sizeof path, "%s/dropout_adapter", dir);
+        CHECK_OK(bc_trainer_save_adapter(t1, path));
+        snprintf(path, sizeof path, "%s/dropout_adapter/adapter_config.json", dir);
+        f = fopen(path, "r");
+        CHECK(f != NULL);
+        memset(text, 0, sizeof text);
+        if (f) { size_t got = fread(text, 1, sizeof text - 1, f); text[got] = 0; fclose(f); }
+        CHECK(strstr(text, "\"lora_dropout\": 0.25") != NULL);
+        bc_optimizer_free(o1);
+        bc_trainer_free(t1);
+        CHECK_OK(bc_trainer_create(model, &dp, &t2));
+        CHECK_OK(bc_optimizer_create(BC_OPTIM_ADAMW, &o1));
+        CHECK_OK(bc_optimizer_add_group(o1, &hp, &g1));
+        CHECK_OK(bc_trainer_register(t2, o1, g1));
+        CHECK_OK(bc_trainer_micro_batch(t2, &b, NULL));
+        CHECK_OK(bc_trainer_step(t2, o1, NULL, NULL, NULL));
+        CHECK_OK(bc_trainer_micro_batch(t2, &b, &m3));
+        CHECK(m3.loss_sum == m1.loss_sum);
+        bc_optimizer_free(o1);
+        bc_trainer_free(t2);
+    }
 
     /* Full fine-tune trainers reject save_adapter. */
     CHECK_OK(bc_trainer_create(model, &fp, &t));

@@ -26,7 +26,7 @@ static void finetune_usage(FILE *out) {
             "                          [--checkpoint-every N] [--resume] [--format gguf-f32|gguf-f16|hf]\n"
             "                          [--max-tokens N] [--truncate] [--skip-invalid] [--gradient-delay D]\n"
             "                          [--chat-targets assistant|all] [--eval-every N] [-t THREADS] [-q]\n"
-            "                          [--lora r=R[,alpha=A][,targets=T,...][,rslora][,seed=N]]\n"
+            "                          [--lora r=R[,alpha=A][,targets=T,...][,rslora][,seed=N][,dropout=P]]\n"
             "                          [--batch-control fixed|ramp|noise] [--min-micro-batches N]\n"
             "                          [--max-micro-batches N] [--ramp-steps N] [--lr-scaling none|linear|sqrt]\n"
             "                          [--noise-ema D] [--noise-warmup N]\n"
@@ -138,7 +138,10 @@ static void finetune_usage(FILE *out) {
             "                                             adapter: q, k, v, o, gate, up, down (or\n"
             "                                             q_proj ...), or all (default q,v)\n"
             "                                rslora       scale = A / sqrt(R) (rank-stabilized LoRA)\n"
-            "                                seed=N       seed of the A matrices' initialisation (0)\n"
+            "                                seed=N       seed of the A matrices' initialisation and of\n"
+            "                                             the dropout masks (0)\n"
+            "                                dropout=P    LoRA dropout (PEFT's lora_dropout) of the\n"
+            "                                             adapters' input in training, 0 <= P < 1 (0)\n"
             "                              e.g. --lora r=16,alpha=32,targets=q,k,v,o,gate,up,down\n"
             "                              An unknown key, a bad value or a repeated key or target is\n"
             "                              a usage error; --format does not apply.\n"
@@ -188,6 +191,7 @@ typedef struct finetune_opts {
     double lora_alpha;
     int lora_rslora;
     unsigned long long lora_seed;
+    double lora_dropout;
     /* --batch-control: BC_BATCH_FIXED = as before. */
     int batch_mode, lr_scaling; /* lr_scaling -1: by the optimizer (sgd linear, others sqrt) */
     long min_micro_batches, max_micro_batches, ramp_steps, noise_warmup;
@@ -254,15 +258,15 @@ static const struct {
 
 #define LORA_MAX_RANK 1024u
 
-/* Parses --lora SPEC: r=R[,alpha=A][,targets=T[,T...]][,rslora][,seed=N]. T is q, k, v, o,
- * gate, up, down (or PEFT's q_proj ...) or all; a bare name after targets= continues the
- * list. r is required (1..1024); alpha defaults to 16, targets to q,v, seed to 0 (the
- * library's defaults). 1 on success; 0 after printing why (nothing in *o changed). */
+/* Parses --lora SPEC: r=R[,alpha=A][,targets=T[,T...]][,rslora][,seed=N][,dropout=P]. T is q,
+ * k, v, o, gate, up, down (or PEFT's q_proj ...) or all; a bare name after targets=
+ * continues the list. r is required (1..1024); alpha defaults to 16, targets to q,v, seed
+ * to 0, dropout to 0 (0 <= P < 1) (the library's defaults). 1 on success; 0 after printing why (nothing in *o changed). */
 static int parse_lora(const char *spec, finetune_opts *o) {
-    int have_r = 0, have_alpha = 0, have_targets = 0, have_rslora = 0, have_seed = 0, in_targets = 0;
+    int have_r = 0, have_alpha = 0, have_targets = 0, have_rslora = 0, have_seed = 0, have_dropout = 0, in_targets = 0;
     uint32_t targets = 0;
     unsigned long long rank = 0, seed = 0;
-    double alpha = 16;
+    double alpha = 16, dropout = 0;
     int rslora = 0;
     const char *why = NULL;
     char field[128], shown[128];
@@ -294,6 +298,10 @@ static int parse_lora(const char *spec, finetune_opts *o) {
             if (have_seed) { why = "duplicate key"; break; }
             have_seed = 1;
             if (!cli_parse_u64(val, &seed)) { why = "seed must be an unsigned integer:"; break; }
+        } else if (strcmp(key, "dropout") == 0 && val) {
+            if (have_dropout) { why = "duplicate key"; break; }
+            have_dropout = 1;
+            if (!parse_double(val, &dropout) || !(dropout >= 0) || !(dropout < 1)) { why = "dropout must be a number 0 <= P < 1:"; break; }
         } else if (strcmp(key, "rslora") == 0 && !val) {
             if (have_rslora) { why = "duplicate key"; break; }
             have_rslora = 1;
@@ -329,7 +337,7 @@ static int parse_lora(const char *spec, finetune_opts *o) {
     if (!why && !have_r) { why = "r=RANK is required:"; snprintf(shown, sizeof shown, "%s", spec); }
     if (why) {
         fprintf(stderr, "batchcore finetune: --lora: %s '%s'\n", why, shown);
-        fprintf(stderr, "  want r=R[,alpha=A][,targets=q,k,v,o,gate,up,down][,rslora][,seed=N]\n");
+        fprintf(stderr, "  want r=R[,alpha=A][,targets=q,k,v,o,gate,up,down][,rslora][,seed=N][,dropout=P]\n");
         return 0;
     }
     o->lora_rank = (uint32_t)rank;
@@ -337,6 +345,7 @@ static int parse_lora(const char *spec, finetune_opts *o) {
     o->lora_targets = have_targets ? targets : (uint32_t)(BC_LORA_Q | BC_LORA_V);
     o->lora_rslora = rslora;
     o->lora_seed = seed;
+    o->lora_dropout = dropout;
     return 1;
 }
 
@@ -490,6 +499,7 @@ static char *options_line(const finetune_opts *o) {
         for (size_t k = 0; k < sizeof lora_targets / sizeof lora_targets[0]; k++)
             if (o->lora_targets & lora_targets[k].bit) { fprintf(f, "%s%s", first ? "" : "+", lora_targets[k].name); first = 0; }
         fprintf(f, ",rslora=%d,seed=%llu", o->lora_rslora, o->lora_seed);
+        if (o->lora_dropout != 0) fprintf(f, ",dropout=%.9g", (double)(float)o->lora_dropout);   /* absent when 0 */
     }
     if (o->batch_mode != BC_BATCH_FIXED) /* absent when fixed: older run.json files stay valid */
         fprintf(f, " batch=%s,min=%ld,max=%ld,ramp=%ld,lr_scaling=%s,ema=%.17g,warmup=%ld", batch_modes[o->batch_mode],
@@ -598,6 +608,7 @@ static void print_memory(const bc_trainer_memory *m, const finetune_opts *o, int
                 o->lora_rslora ? ", rsLoRA" : "");
         for (size_t k = 0; k < sizeof lora_targets / sizeof lora_targets[0]; k++)
             if (o->lora_targets & lora_targets[k].bit) fprintf(stderr, " %s", lora_targets[k].module);
+        if (o->lora_dropout != 0) fprintf(stderr, ", dropout %g", o->lora_dropout);
         fprintf(stderr, "; the base weights stay frozen\n");
     }
     fprintf(stderr,
@@ -863,6 +874,7 @@ int cmd_finetune(int argc, char **argv) {
         tp.lora_targets = o.lora_targets;
         tp.use_rslora = o.lora_rslora;
         tp.lora_seed = (uint64_t)o.lora_seed;
+        tp.lora_dropout = (float)o.lora_dropout;
     }
     for (size_t k = 0; k < sizeof optimizers / sizeof optimizers[0]; k++)
         if (optimizers[k].algorithm == o.algorithm) tp.optimizer_slots = optimizers[k].slots;
