@@ -792,6 +792,15 @@ typedef struct bc_engine_params {
      *  past the budget. A request whose adapter alone exceeds it is refused at submit
      *  (BC_E_INVALID_ARGUMENT). Negative: BC_E_INVALID_ARGUMENT. */
     int64_t adapter_bytes;
+    /** Shared-prefix attention (Hydragen): 1 (default) = rows of one step whose sequences
+     *  share KV blocks (prefix-cache hits, forks, n > 1 samples) read the shared blocks once
+     *  for all of them, merged exactly with each row's own part by the softmax statistics;
+     *  a sequence's logits then match its per-row result to float rounding (<= 1e-5 relative),
+     *  not bit for bit. 0 = every row reads its own keys/values (bit-identical per-row path).
+     *  Other values: BC_E_INVALID_ARGUMENT. Quantized kv_types decode each sequence on its
+     *  own and fall back to the per-row path (counted in bc_engine_metrics). */
+    int32_t shared_prefix_attention;
+    int32_t reserved1;           /**< 0 */
 } bc_engine_params;
 
 /** Fills *out with defaults; size = sizeof(*out). */
@@ -937,6 +946,11 @@ typedef struct bc_engine_metrics {
     int64_t adapter_resident_bytes; /**< resident weight bytes of the adapters this engine's requests used */
     int64_t adapter_loads;      /**< adapter weights read again by this engine (after evictions) */
     int64_t adapter_evictions;  /**< adapter weights released by this engine's adapter_bytes budget */
+    /* Shared-prefix attention, counted per (query row, layer): */
+    int64_t shared_prefix_rows; /**< rows that read a shared prefix once together with other rows */
+    int64_t attention_positions; /**< key/value positions all rows attend to (read per row without sharing) */
+    int64_t shared_prefix_positions_saved; /**< of those, positions not read again thanks to sharing */
+    int64_t shared_prefix_fallbacks; /**< rows sharing KV blocks computed per row (quantized kv_type) */
 } bc_engine_metrics;
 
 /** Engine-wide metrics (writing only metrics->struct_size bytes). */

@@ -95,14 +95,18 @@ package struct EngineOptions: Sendable {
     package var staticBatching = false
     /// Bytes of serving-adapter weights kept resident (`AdapterResidency`); 0 = unlimited.
     package var adapterBytes = 0
+    /// Shared-prefix attention (`SharedPrefixAttention`): rows whose sequences share KV
+    /// blocks read them once per step. Off: every row reads its own (for comparisons).
+    package var sharedPrefixAttention = true
 
     package init(maxBatchedTokens: Int = 512, maxSequences: Int = 64, policy: SchedulingPolicy = .fcfs,
-                staticBatching: Bool = false, adapterBytes: Int = 0) {
+                staticBatching: Bool = false, adapterBytes: Int = 0, sharedPrefixAttention: Bool = true) {
         self.maxBatchedTokens = maxBatchedTokens
         self.maxSequences = maxSequences
         self.policy = policy
         self.staticBatching = staticBatching
         self.adapterBytes = adapterBytes
+        self.sharedPrefixAttention = sharedPrefixAttention
     }
 }
 
@@ -125,5 +129,12 @@ package struct EngineMetrics: Sendable, Equatable {
     package var adapterResidentBytes = 0
     package var adapterLoads = 0
     package var adapterEvictions = 0
+    /// Shared-prefix attention, in (row, layer) units (see `SharedPrefixAttention`): rows
+    /// that read a shared prefix with others, the positions all rows attend to, the ones
+    /// read once for several rows instead of per row, rows that could not share.
+    package var sharedPrefixRows = 0
+    package var attentionPositions = 0
+    package var sharedPrefixPositionsSaved = 0
+    package var sharedPrefixFallbacks = 0
     package var tokensPerSecond: Double { busySeconds > 0 ? Double(generatedTokens) / busySeconds : 0 }
 }

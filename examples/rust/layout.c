@@ -62,6 +62,8 @@ int main(void) {
     FIELD(bc_engine_params, kv_type);
     FIELD(bc_engine_params, static_batching);
     FIELD(bc_engine_params, adapter_bytes);
+    FIELD(bc_engine_params, shared_prefix_attention);
+    FIELD(bc_engine_params, reserved1);
 
     SIZE(bc_request_params);
     FIELD(bc_request_params, struct_size);
@@ -118,5 +120,9 @@ int main(void) {
     FIELD(bc_engine_metrics, adapter_resident_bytes);
     FIELD(bc_engine_metrics, adapter_loads);
     FIELD(bc_engine_metrics, adapter_evictions);
+    FIELD(bc_engine_metrics, shared_prefix_rows);
+    FIELD(bc_engine_metrics, attention_positions);
+    FIELD(bc_engine_metrics, shared_prefix_positions_saved);
+    FIELD(bc_engine_metrics, shared_prefix_fallbacks);
     return 0;
 }

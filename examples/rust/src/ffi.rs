@@ -105,6 +105,8 @@ pub struct bc_engine_params {
     pub kv_type: i32,
     pub static_batching: i32,
     pub adapter_bytes: i64,
+    pub shared_prefix_attention: i32,
+    pub reserved1: i32,
 }
 
 #[repr(C)]
@@ -170,6 +172,10 @@ pub struct bc_engine_metrics {
     pub adapter_resident_bytes: i64,
     pub adapter_loads: i64,
     pub adapter_evictions: i64,
+    pub shared_prefix_rows: i64,
+    pub attention_positions: i64,
+    pub shared_prefix_positions_saved: i64,
+    pub shared_prefix_fallbacks: i64,
 }
 
 extern "C" {
