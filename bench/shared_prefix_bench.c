@@ -1,7 +1,8 @@
 /* batchcore shared-prefix attention benchmark (Hydragen, issue #16): N requests sharing
  * a P-token prompt prefix, each with its own 16-64-token suffix, greedy, M output tokens
- * each, through one engine — with shared-prefix attention on (the default) and off
- * (bc_engine_params.shared_prefix_attention = 0: every row reads its own keys/values),
+ * each, through one engine — with shared-prefix attention on
+ * (bc_engine_params.shared_prefix_attention = 1) and off (0, the default: every row reads
+ * its own keys/values),
  * interleaved in ONE process: on, off, off, on, ... (--rounds R pairs).
  *
  *   shared_prefix_bench MODEL.gguf [--requests N] [--prefix P] [--max-tokens M]
@@ -14,8 +15,10 @@
  * Reported per run: output tokens/s over the whole run (suffix prefill included) and in
  * the decode phase (from the step after which every request has its first token to the
  * end); the shared-prefix metrics (rows that shared, share of attention positions read
- * once instead of per row); a hash of all output tokens (the on and off outputs must
- * agree). Last line: the on/off ratio of the medians.
+ * once instead of per row); a hash of all output tokens, and at the end how many
+ * requests' outputs differ between on and off (on native quantized weights rounding
+ * differences can flip a greedy token, see batchcore.h). Last line: the on/off ratio of
+ * the medians.
  *
  * Prompt text: TEXT (default bench/pd_text.txt; its first line, a source note, is
  * skipped), repeated as needed: the prefix is its first P tokens, suffix i a slice of
@@ -33,6 +36,7 @@ typedef struct {
     double tok_s, decode_tok_s;
     long long generated, shared_rows, positions, saved, fallbacks;
     uint64_t hash;
+    uint64_t *per_request; /* each request's output hash (caller frees) */
 } result;
 
 static int32_t *tokens;
@@ -136,10 +140,10 @@ static result run(bc_model *model, int shared, int n_req, int prefix, int max_to
     r.fallbacks = m.shared_prefix_fallbacks - m0.shared_prefix_fallbacks;
     r.hash = 0;
     for (int i = 0; i < n_req; i++) r.hash = (r.hash ^ hash[i]) * 1099511628211ull;
+    r.per_request = hash;
     free(prompt);
     free(ids);
     free(first);
-    free(hash);
     bc_engine_free(e);
     return r;
 }
@@ -187,20 +191,28 @@ int main(int argc, char **argv) {
            "threads %d, rounds %d\n", n_req, prefix, max_tokens, threads, rounds);
     double *on = xmalloc((size_t)rounds * sizeof *on), *off = xmalloc((size_t)rounds * sizeof *off);
     double *on_d = xmalloc((size_t)rounds * sizeof *on_d), *off_d = xmalloc((size_t)rounds * sizeof *off_d);
-    uint64_t hash_on = 0, hash_off = 0;
+    uint64_t *req_on = NULL, *req_off = NULL;
     for (int r = 0; r < rounds; r++) {
         for (int k = 0; k < 2; k++) {
             int shared = (r + k) % 2 == 0;  /* on, off | off, on | ... */
             result res = run(model, shared, n_req, prefix, max_tokens);
             print(shared ? "on" : "off", r, &res);
-            if (shared) { on[r] = res.tok_s; on_d[r] = res.decode_tok_s; hash_on = res.hash; }
-            else { off[r] = res.tok_s; off_d[r] = res.decode_tok_s; hash_off = res.hash; }
+            if (shared) { on[r] = res.tok_s; on_d[r] = res.decode_tok_s; free(req_on); req_on = res.per_request; }
+            else { off[r] = res.tok_s; off_d[r] = res.decode_tok_s; free(req_off); req_off = res.per_request; }
         }
     }
     double a = median(on, rounds), b = median(off, rounds), ad = median(on_d, rounds), bd = median(off_d, rounds);
+    int differing = 0;
+    for (int i = 0; i < n_req; i++) differing += req_on[i] != req_off[i];
     printf("SUMMARY requests=%d prefix=%d on_tok_s=%.2f off_tok_s=%.2f ratio=%.2f decode_on=%.2f decode_off=%.2f "
-           "decode_ratio=%.2f outputs_identical=%s\n",
-           n_req, prefix, a, b, a / b, ad, bd, bd > 0 ? ad / bd : 0.0, hash_on == hash_off ? "yes" : "NO");
+           "decode_ratio=%.2f outputs_differing=%d/%d\n",
+           n_req, prefix, a, b, a / b, ad, bd, bd > 0 ? ad / bd : 0.0, differing, n_req);
+    free(req_on);
+    free(req_off);
+    free(on);
+    free(off);
+    free(on_d);
+    free(off_d);
     bc_model_free(model);
-    return hash_on == hash_off ? 0 : 1;
+    return 0;
 }

@@ -792,13 +792,16 @@ typedef struct bc_engine_params {
      *  past the budget. A request whose adapter alone exceeds it is refused at submit
      *  (BC_E_INVALID_ARGUMENT). Negative: BC_E_INVALID_ARGUMENT. */
     int64_t adapter_bytes;
-    /** Shared-prefix attention (Hydragen): 1 (default) = rows of one step whose sequences
-     *  share KV blocks (prefix-cache hits, forks, n > 1 samples) read the shared blocks once
-     *  for all of them, merged exactly with each row's own part by the softmax statistics;
-     *  a sequence's logits then match its per-row result to float rounding (<= 1e-5 relative),
-     *  not bit for bit. 0 = every row reads its own keys/values (bit-identical per-row path).
-     *  Other values: BC_E_INVALID_ARGUMENT. Quantized kv_types decode each sequence on its
-     *  own and fall back to the per-row path (counted in bc_engine_metrics). */
+    /** Shared-prefix attention (Hydragen): 1 = rows of one step whose sequences share KV
+     *  blocks (prefix-cache hits, forks, n > 1 samples; any kv_type) read the shared blocks
+     *  once for all of them, merged with each row's own part by the softmax statistics
+     *  (log-sum-exp): equal to the per-row result to float rounding, not bit for bit. With
+     *  float32 weights that keeps logits within ~1e-5 relative of the request alone; with
+     *  native quantized weights (Q8_0/Q4_x: activations quantized to int8) a rounding
+     *  difference can change an int8 code, so logits may move more (measured up to ~3e-2
+     *  relative) and greedy outputs may differ from the request alone: a throughput option.
+     *  0 (default) = every row reads its own keys/values (bit-identical, batch invariant).
+     *  Other values: BC_E_INVALID_ARGUMENT. */
     int32_t shared_prefix_attention;
     int32_t reserved1;           /**< 0 */
 } bc_engine_params;

@@ -35,7 +35,7 @@ final class EngineHandle {
 private let defaultEngineParams = bc_engine_params(
     struct_size: UInt32(MemoryLayout<bc_engine_params>.size), max_batched_tokens: 512, max_seqs: 64, policy: 0,
     n_ctx: 0, reserved0: 0, kv_bytes: 0, kv_type: Int32(BC_KV_F32.rawValue), static_batching: 0,
-    adapter_bytes: 0, shared_prefix_attention: 1, reserved1: 0)
+    adapter_bytes: 0, shared_prefix_attention: 0, reserved1: 0)
 
 /// A fresh copy per use: a global constant of a C struct holding pointers is not Sendable.
 private var defaultRequestParams: bc_request_params {

@@ -96,11 +96,12 @@ package struct EngineOptions: Sendable {
     /// Bytes of serving-adapter weights kept resident (`AdapterResidency`); 0 = unlimited.
     package var adapterBytes = 0
     /// Shared-prefix attention (`SharedPrefixAttention`): rows whose sequences share KV
-    /// blocks read them once per step. Off: every row reads its own (for comparisons).
-    package var sharedPrefixAttention = true
+    /// blocks read them once per step. Off (default): every row reads its own, bit for
+    /// bit batch invariant.
+    package var sharedPrefixAttention = false
 
     package init(maxBatchedTokens: Int = 512, maxSequences: Int = 64, policy: SchedulingPolicy = .fcfs,
-                staticBatching: Bool = false, adapterBytes: Int = 0, sharedPrefixAttention: Bool = true) {
+                staticBatching: Bool = false, adapterBytes: Int = 0, sharedPrefixAttention: Bool = false) {
         self.maxBatchedTokens = maxBatchedTokens
         self.maxSequences = maxSequences
         self.policy = policy

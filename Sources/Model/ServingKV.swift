@@ -28,7 +28,7 @@ final class ServingKV: KVSource {
     private let sharedPrefix: SharedPrefixAttention
 
     init(batch: TokenBatch, cache: KVCache, config c: ModelConfig,
-         sharedPrefix: SharedPrefixAttention = SharedPrefixAttention()) throws {
+         sharedPrefix: SharedPrefixAttention = SharedPrefixAttention(enabled: false)) throws {
         let n = batch.count
         guard n > 0 else { throw BatchCoreError.invalid("empty batch") }
         guard batch.positions.count == n, batch.sequences.count == n, batch.wantLogits.count == n else {

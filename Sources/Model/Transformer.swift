@@ -70,11 +70,11 @@ package final class Transformer {
     /// low-rank updates are added to its rows; batch invariance holds as above.
     ///
     /// `sharedPrefix`: rows whose sequences share physical KV blocks read them once
-    /// (Hydragen, `attendShared`; on by default) — equal to the per-row result to float
+    /// (Hydragen, `attendShared`; off by default) — equal to the per-row result to float
     /// rounding, not bit for bit; its counters accumulate what it did.
     package func forward(_ batch: TokenBatch, cache: KVCache, logits: UnsafeMutablePointer<Float>?,
                         adapters: BatchAdapters? = nil,
-                        sharedPrefix: SharedPrefixAttention = SharedPrefixAttention()) throws {
+                        sharedPrefix: SharedPrefixAttention = SharedPrefixAttention(enabled: false)) throws {
         if let adapters, adapters.rowCount != batch.count {
             throw BatchCoreError.invalid("adapters for \(adapters.rowCount) rows of a batch of \(batch.count)")
         }

@@ -39,7 +39,7 @@ static void test_defaults(void) {
     CHECK(ep.struct_size == sizeof ep);
     CHECK(ep.max_batched_tokens == 512 && ep.max_seqs == 64 && ep.policy == 0 && ep.n_ctx == 0 &&
           ep.kv_bytes == 0 && ep.kv_type == BC_KV_F32 && ep.static_batching == 0);
-    CHECK(ep.adapter_bytes == 0 && ep.shared_prefix_attention == 1 && ep.reserved1 == 0);
+    CHECK(ep.adapter_bytes == 0 && ep.shared_prefix_attention == 0 && ep.reserved1 == 0);
 
     bc_request_params rp;
     CHECK_ERR(bc_request_params_default(NULL, sizeof rp), BC_E_INVALID_ARGUMENT);

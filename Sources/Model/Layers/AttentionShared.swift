@@ -29,10 +29,9 @@ extension Transformer {
     /// Steps 1 and the unshared rows are ONE parallel job; step 2 is a second one.
     func attendShared(_ work: AttentionWork, plan: SharedPrefixPlan, counters: SharedPrefixAttention,
                       q: UnsafePointer<Float>, qStride: Int, out: UnsafeMutablePointer<Float>) {
-        let c = config, d = c.embeddingDim, hd = c.headDim, heads = c.headCount
-        let scale = 1 / Float(hd).squareRoot()
-        let group = c.headCount / c.kvHeadCount, kvHeads = c.kvHeadCount
-        let rows = work.rows, views = work.views, window = work.window
+        let c = config, d = c.embeddingDim, heads = c.headCount
+        let group = c.headCount / c.kvHeadCount
+        let rows = work.rows, window = work.window
         func range(_ row: AttentionRow) -> (lo: Int, visible: Int) {
             (window.map { max(0, row.position - $0 + 1) } ?? 0, row.position + 1)
         }
@@ -117,7 +116,30 @@ extension Transformer {
             return
         }
         counters.count(rows: sharingRows, positions: positions, saved: saved)
-        let po = partOut.pointer, ps = partStats.pointer
+        // The part buffers must outlive both parallel jobs (not end at their last Swift use).
+        withExtendedLifetime((partOut, partStats)) {
+            runShared(work, plan: plan, nodeJobs: nodeJobs, nodeRows: nodeRows, ownRows: ownRows, ownBlocks: ownBlocks,
+                      plainRows: plainRows, plainBlocks: plainBlocks, slotOf: slotOf, slots: slots,
+                      partOut: partOut.pointer, partStats: partStats.pointer, q: q, qStride: qStride, out: out)
+        }
+    }
+
+    /// The two parallel jobs of `attendShared` over its plan (see there): parts into the
+    /// slots of `partOut` (d floats each) and `partStats` (2·heads each), then the merge.
+    private func runShared(_ work: AttentionWork, plan: SharedPrefixPlan, nodeJobs: [(node: Int, rows: Range<Int>)],
+                           nodeRows: [[(row: Int, slot: Int)]], ownRows: [Int], ownBlocks: [Range<Int>],
+                           plainRows: [AttentionRow], plainBlocks: [Range<Int>], slotOf: [Int], slots: Int,
+                           partOut po: UnsafeMutablePointer<Float>, partStats ps: UnsafeMutablePointer<Float>,
+                           q: UnsafePointer<Float>, qStride: Int, out: UnsafeMutablePointer<Float>) {
+        let c = config, d = c.embeddingDim, hd = c.headDim, heads = c.headCount
+        let scale = 1 / Float(hd).squareRoot()
+        let group = c.headCount / c.kvHeadCount, kvHeads = c.kvHeadCount
+        let rows = work.rows, views = work.views, window = work.window
+        func range(_ row: AttentionRow) -> (lo: Int, visible: Int) {
+            (window.map { max(0, row.position - $0 + 1) } ?? 0, row.position + 1)
+        }
+        let slotFloats = d, statFloats = 2 * heads
+        let ownSelf = ownRows.map { rows[$0] }
         ps.update(repeating: -.infinity, count: slots * statFloats)
 
         /// Runs `Attention.rows` for `queries` built by `make` on view `kv`.
