@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # batchcore benchmarks.
-#   bench/run.sh [optim] [model] [kv] [engine] [offline] [train] [lora] [--quick]
-# With no bench name, every bench runs (optim, model, kv, engine, offline, train, lora). --quick uses small sizes.
+#   bench/run.sh [optim] [model] [kv] [engine] [offline] [train] [lora] [prefix] [--quick]
+# With no bench name, every bench runs (optim, model, kv, engine, offline, train, lora, prefix). --quick uses small sizes.
 # Environment:
 #   BENCH_PREFIX     install prefix for batchcore (default: a fresh temp dir)
 #   BENCH_OUT        where raw logs and the table go (default: $BENCH_PREFIX/results)
@@ -18,12 +18,12 @@ quick=()
 for arg in "$@"; do
     case "$arg" in
         --quick) quick=(--quick) ;;
-        optim|model|kv|engine|offline|train|lora) benches+=("$arg") ;;
+        optim|model|kv|engine|offline|train|lora|prefix) benches+=("$arg") ;;
         -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
-        *) echo "run.sh: unknown argument '$arg' (benches: optim, model, kv, engine, offline, train, lora; flags: --quick)" >&2; exit 2 ;;
+        *) echo "run.sh: unknown argument '$arg' (benches: optim, model, kv, engine, offline, train, lora, prefix; flags: --quick)" >&2; exit 2 ;;
     esac
 done
-[ ${#benches[@]} -gt 0 ] || benches=(optim model kv engine offline train lora)
+[ ${#benches[@]} -gt 0 ] || benches=(optim model kv engine offline train lora prefix)
 
 prefix=${BENCH_PREFIX:-$(mktemp -d /tmp/batchcore-bench.XXXXXX)}
 out=${BENCH_OUT:-$prefix/results}
@@ -370,6 +370,28 @@ run_lora() {
     python3 -c "import peft" 2>/dev/null || { log "installing peft==0.21.2"; python3 -m pip install -q "peft==0.21.2"; }
     mkdir -p "$out/lora"
     out="$out/lora" lora_rank=16 run_train
+}
+
+# Shared-prefix attention on vs off (bc_engine_params.shared_prefix_attention), one process,
+# interleaved: 64 and 256 requests sharing a 1,024-token prefix, 64 output tokens each.
+run_prefix() {
+    local bin="$prefix/shared_prefix_bench" res="$out/prefix_results.txt" model threads=${BENCH_THREADS:-2}
+    model=$("$repo/tools/fetch-model.sh")
+    log "compiling shared_prefix_bench.c against the installed header (pkg-config batchcore)"
+    # shellcheck disable=SC2046
+    cc -std=c99 -O2 -Wall -Wextra -Werror -pedantic $(pkg-config --cflags batchcore) \
+        -o "$bin" "$here/shared_prefix_bench.c" $(pkg-config --libs batchcore) -lm
+    local sizes=(64 256) tokens=64
+    [ ${#quick[@]} -gt 0 ] && { sizes=(16); tokens=16; }
+    wait_idle
+    { machine_info | sed 's/^/# /'; echo "# load before: $(cat /proc/loadavg)"; } >"$res"
+    for n in "${sizes[@]}"; do
+        log "running shared_prefix_bench: $n requests, $threads threads"
+        "$bin" "$model" --requests "$n" --prefix 1024 --max-tokens "$tokens" --threads "$threads" \
+            --text "$here/pd_text.txt" | tee -a "$res"
+    done
+    echo "# load after: $(cat /proc/loadavg)" >>"$res"
+    log "raw results: $res"
 }
 
 for b in "${benches[@]}"; do

@@ -802,9 +802,19 @@ typedef struct bc_engine_params {
      *  running sample first, then prefills in that order with the rest of the token budget
      *  (no short-prompt pass). Outputs are those of the default mode (batch invariance).
      *  Under policy 1 the order is by priority first. 0 = online (default). With
-     *  static_batching: BC_E_INVALID_ARGUMENT. */
+     *  static_batching, or other values: BC_E_INVALID_ARGUMENT. */
     int32_t offline;
-    int32_t reserved1;           /**< 0 */
+    /** Shared-prefix attention (Hydragen): 1 = rows of one step whose sequences share KV
+     *  blocks (prefix-cache hits, forks, n > 1 samples; any kv_type) read the shared blocks
+     *  once for all of them, merged with each row's own part by the softmax statistics
+     *  (log-sum-exp): equal to the per-row result to float rounding, not bit for bit. With
+     *  float32 weights that keeps logits within ~1e-5 relative of the request alone; with
+     *  native quantized weights (Q8_0/Q4_x: activations quantized to int8) a rounding
+     *  difference can change an int8 code, so logits may move more (measured up to ~3e-2
+     *  relative) and greedy outputs may differ from the request alone: a throughput option.
+     *  0 (default) = every row reads its own keys/values (bit-identical, batch invariant).
+     *  Other values: BC_E_INVALID_ARGUMENT. */
+    int32_t shared_prefix_attention;
 } bc_engine_params;
 
 /** Fills *out with defaults; size = sizeof(*out). */
@@ -951,6 +961,11 @@ typedef struct bc_engine_metrics {
     int64_t adapter_resident_bytes; /**< resident weight bytes of the adapters this engine's requests used */
     int64_t adapter_loads;      /**< adapter weights read again by this engine (after evictions) */
     int64_t adapter_evictions;  /**< adapter weights released by this engine's adapter_bytes budget */
+    /* Shared-prefix attention, counted per (query row, layer): */
+    int64_t shared_prefix_rows; /**< rows that read a shared prefix once together with other rows */
+    int64_t attention_positions; /**< key/value positions all rows attend to (read per row without sharing) */
+    int64_t shared_prefix_positions_saved; /**< of those, positions not read again thanks to sharing */
+    int64_t shared_prefix_fallbacks; /**< rows sharing KV blocks computed per row (quantized kv_type) */
 } bc_engine_metrics;
 
 /** Engine-wide metrics (writing only metrics->struct_size bytes). */

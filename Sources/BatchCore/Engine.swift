@@ -35,7 +35,7 @@ final class EngineHandle {
 private let defaultEngineParams = bc_engine_params(
     struct_size: UInt32(MemoryLayout<bc_engine_params>.size), max_batched_tokens: 512, max_seqs: 64, policy: 0,
     n_ctx: 0, reserved0: 0, kv_bytes: 0, kv_type: Int32(BC_KV_F32.rawValue), static_batching: 0,
-    adapter_bytes: 0, offline: 0, reserved1: 0)
+    adapter_bytes: 0, offline: 0, shared_prefix_attention: 0)
 
 /// A fresh copy per use: a global constant of a C struct holding pointers is not Sendable.
 private var defaultRequestParams: bc_request_params {
@@ -64,6 +64,10 @@ public func bc_engine_create(_ model: OpaquePointer?, _ params: UnsafePointer<bc
         let p = try readParams(params, defaults: defaultEngineParams, "bc_engine_params")
         guard let storage = KVStorageType(rawValue: p.kv_type) else { throw BatchCoreError.invalid("unknown kv_type \(p.kv_type)") }
         guard let policy = SchedulingPolicy(rawValue: p.policy) else { throw BatchCoreError.invalid("unknown policy \(p.policy)") }
+        guard p.shared_prefix_attention == 0 || p.shared_prefix_attention == 1 else {
+            throw BatchCoreError.invalid("shared_prefix_attention must be 0 or 1")
+        }
+        guard p.offline == 0 || p.offline == 1 else { throw BatchCoreError.invalid("offline must be 0 or 1") }
         guard p.n_ctx >= 0, p.kv_bytes >= 0, p.adapter_bytes >= 0 else {
             throw BatchCoreError.invalid("n_ctx, kv_bytes and adapter_bytes must be >= 0")
         }
@@ -74,7 +78,8 @@ public func bc_engine_create(_ model: OpaquePointer?, _ params: UnsafePointer<bc
                                      maxLength: nctx)
         let options = EngineOptions(maxBatchedTokens: Int(p.max_batched_tokens), maxSequences: Int(p.max_seqs),
                                     policy: policy, staticBatching: p.static_batching != 0,
-                                    adapterBytes: Int(p.adapter_bytes), offline: p.offline != 0)
+                                    adapterBytes: Int(p.adapter_bytes), offline: p.offline != 0,
+                                    sharedPrefixAttention: p.shared_prefix_attention != 0)
         out.pointee = retainHandle(EngineHandle(engine: try Engine(model: m, cache: cache, options: options)))
     }
 }
@@ -243,7 +248,10 @@ public func bc_engine_get_metrics(_ engine: OpaquePointer?, _ metrics: UnsafeMut
             generated_tokens: Int64(m.generatedTokens), batched_tokens: Int64(m.batchedTokens), busy_seconds: m.busySeconds,
             tokens_per_second: m.tokensPerSecond, kv_used_bytes: Int64(m.kvUsedBytes), kv_total_bytes: Int64(m.kvTotalBytes),
             prefix_hit_rate: m.prefixHitRate, adapter_resident_bytes: Int64(m.adapterResidentBytes),
-            adapter_loads: Int64(m.adapterLoads), adapter_evictions: Int64(m.adapterEvictions))
+            adapter_loads: Int64(m.adapterLoads), adapter_evictions: Int64(m.adapterEvictions),
+            shared_prefix_rows: Int64(m.sharedPrefixRows), attention_positions: Int64(m.attentionPositions),
+            shared_prefix_positions_saved: Int64(m.sharedPrefixPositionsSaved),
+            shared_prefix_fallbacks: Int64(m.sharedPrefixFallbacks))
         try writeSized(v, to: out, "bc_engine_metrics")
     }
 }

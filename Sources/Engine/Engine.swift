@@ -77,6 +77,8 @@ package final class Engine {
     package private(set) var metrics = EngineMetrics()
     /// The adapter budget: which adapters stay resident (see `AdapterResidency`).
     let adapterResidency: AdapterResidency
+    /// Shared-prefix attention of every step (on/off, counters).
+    let sharedPrefix: SharedPrefixAttention
 
     package init(model: LanguageModel, cache: PagedKVCache, options: EngineOptions = .init()) throws {
         guard options.maxBatchedTokens > 0, options.maxSequences > 0 else {
@@ -87,6 +89,7 @@ package final class Engine {
             throw BatchCoreError.invalid("offline and static_batching exclude each other")
         }
         adapterResidency = AdapterResidency(budget: options.adapterBytes)
+        sharedPrefix = SharedPrefixAttention(enabled: options.sharedPrefixAttention)
         self.model = model
         self.cache = cache
         self.options = options
@@ -395,7 +398,8 @@ package final class Engine {
         var logits = [Float](repeating: 0, count: max(1, batch.logitRows) * vocab)
         let adapters = try rowAdapters(plan.rows.map { $0.request.spec })
         try logits.withUnsafeMutableBufferPointer {
-            try model.transformer.forward(batch, cache: cache, logits: $0.baseAddress, adapters: adapters)
+            try model.transformer.forward(batch, cache: cache, logits: $0.baseAddress, adapters: adapters,
+                                          sharedPrefix: sharedPrefix)
         }
         var done: [Sequence: Int] = [:]
         for row in plan.rows { done[row.seq, default: 0] += 1 }
@@ -579,6 +583,10 @@ package final class Engine {
         metrics.adapterResidentBytes = adapterResidency.residentBytes
         metrics.adapterLoads = adapterResidency.loads
         metrics.adapterEvictions = adapterResidency.evictions
+        metrics.sharedPrefixRows = sharedPrefix.rows
+        metrics.attentionPositions = sharedPrefix.positions
+        metrics.sharedPrefixPositionsSaved = sharedPrefix.positionsSaved
+        metrics.sharedPrefixFallbacks = sharedPrefix.fallbacks
         metrics.waiting = requests.values.filter { r in r.active.allSatisfy { $0.computed == 0 } }.count
         metrics.running = requests.count - metrics.waiting
     }

@@ -100,15 +100,21 @@ package struct EngineOptions: Sendable {
     /// prefill chunks take the budget decodes leave in that order (no short-prompt pass).
     /// Excludes `staticBatching`.
     package var offline = false
+    /// Shared-prefix attention (`SharedPrefixAttention`): rows whose sequences share KV
+    /// blocks read them once per step. Off (default): every row reads its own, bit for
+    /// bit batch invariant.
+    package var sharedPrefixAttention = false
 
     package init(maxBatchedTokens: Int = 512, maxSequences: Int = 64, policy: SchedulingPolicy = .fcfs,
-                staticBatching: Bool = false, adapterBytes: Int = 0, offline: Bool = false) {
+                staticBatching: Bool = false, adapterBytes: Int = 0, offline: Bool = false,
+                sharedPrefixAttention: Bool = false) {
         self.maxBatchedTokens = maxBatchedTokens
         self.maxSequences = maxSequences
         self.policy = policy
         self.staticBatching = staticBatching
         self.adapterBytes = adapterBytes
         self.offline = offline
+        self.sharedPrefixAttention = sharedPrefixAttention
     }
 }
 
@@ -131,5 +137,12 @@ package struct EngineMetrics: Sendable, Equatable {
     package var adapterResidentBytes = 0
     package var adapterLoads = 0
     package var adapterEvictions = 0
+    /// Shared-prefix attention, in (row, layer) units (see `SharedPrefixAttention`): rows
+    /// that read a shared prefix with others, the positions all rows attend to, the ones
+    /// read once for several rows instead of per row, rows that could not share.
+    package var sharedPrefixRows = 0
+    package var attentionPositions = 0
+    package var sharedPrefixPositionsSaved = 0
+    package var sharedPrefixFallbacks = 0
     package var tokensPerSecond: Double { busySeconds > 0 ? Double(generatedTokens) / busySeconds : 0 }
 }

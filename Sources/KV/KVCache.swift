@@ -39,6 +39,12 @@ package protocol KVCache: AnyObject {
     /// other sequences (they point into the cache's own rows, not into a shared
     /// decoding scratch), so attention may gather every sequence's segments first.
     var segmentsStayValid: Bool { get }
+    /// The physical blocks a sequence reads from in a layer below `length`, in order, as
+    /// (first position, positions read, block number) — a sliding window's released blocks and KIVI
+    /// blocks not yet quantized (their rows are in the sequence's own residual) are
+    /// omitted: equal numbers are the same memory, so two sequences listing the same
+    /// number share that block. Empty when the cache has no blocks (contiguous).
+    func blockIdentities(layer: Int, sequence: Int, length: Int) -> [(start: Int, count: Int, block: Int)]
     /// The attention window of a layer (a query at p sees positions > p - window), or nil.
     func window(layer: Int) -> Int?
     /// The token at a position (for prefix caching); called before commit.
@@ -49,6 +55,7 @@ package protocol KVCache: AnyObject {
 
 extension KVCache {
     package func window(layer: Int) -> Int? { nil }
+    package func blockIdentities(layer: Int, sequence: Int, length: Int) -> [(start: Int, count: Int, block: Int)] { [] }
     package var segmentsStayValid: Bool { false }
     /// `reserve` for one sequence.
     package func reserve(sequence: Int, length: Int) throws {

@@ -259,6 +259,14 @@ package final class PagedKVCache: KVCache {
 
     package var segmentsStayValid: Bool { rowType == .f32 }
 
+    package func blockIdentities(layer: Int, sequence: Int, length: Int) -> [(start: Int, count: Int, block: Int)] {
+        guard layer >= 0, layer < layerSlot.count, let seq = sequences[sequence], length > 0 else { return [] }
+        let table = seq.tables[layerSlot[layer].group], bs = layout.blockSize
+        var blocks = min((length + bs - 1) / bs, table.count)
+        if kivi { blocks = min(blocks, seq.quantizedBlocks) }
+        return (0..<blocks).compactMap { bi in table[bi].map { (bi * bs, min(bs, length - bi * bs), Int($0)) } }
+    }
+
     /// Makes the dequantization scratch hold `floats`; throws `.outOfMemory` when the
     /// host cannot (the old scratch is kept).
     private func ensureScratch(_ floats: Int) throws -> UnsafeMutablePointer<Float> {

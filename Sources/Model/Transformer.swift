@@ -68,13 +68,18 @@ package final class Transformer {
     /// `adapters`: each row's serving adapter (`BatchAdapters`, one entry per batch row):
     /// every projection stays one base product over all rows, then each adapter group's
     /// low-rank updates are added to its rows; batch invariance holds as above.
+    ///
+    /// `sharedPrefix`: rows whose sequences share physical KV blocks read them once
+    /// (Hydragen, `attendShared`; off by default) — equal to the per-row result to float
+    /// rounding, not bit for bit; its counters accumulate what it did.
     package func forward(_ batch: TokenBatch, cache: KVCache, logits: UnsafeMutablePointer<Float>?,
-                        adapters: BatchAdapters? = nil) throws {
+                        adapters: BatchAdapters? = nil,
+                        sharedPrefix: SharedPrefixAttention = SharedPrefixAttention(enabled: false)) throws {
         if let adapters, adapters.rowCount != batch.count {
             throw BatchCoreError.invalid("adapters for \(adapters.rowCount) rows of a batch of \(batch.count)")
         }
         let serving = adapters?.isEmpty == false ? adapters : nil
-        let kv = try ServingKV(batch: batch, cache: cache, config: config)
+        let kv = try ServingKV(batch: batch, cache: cache, config: config, sharedPrefix: sharedPrefix)
         try kv.reserve()
         let rows = logits == nil ? [] : (0..<batch.count).filter { batch.wantLogits[$0] }
         let a = workspaces.take()

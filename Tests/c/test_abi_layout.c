@@ -59,7 +59,7 @@ static void test_no_padding(void) {
     CHECK(sizeof(bc_generate_result) == 4 * 4 + 8 * 2);
     CHECK(sizeof(bc_engine_params) == 4 * 6 + 8 + 4 * 2 + 8 + 4 * 2);
     CHECK(sizeof(bc_request_params) == 4 * 6 + 8 + 4 * 2 + 8 + 4 * 2 + 8 + 8 + 4 * 2);
-    CHECK(sizeof(bc_engine_metrics) == 4 + 4 + 8 * 16);
+    CHECK(sizeof(bc_engine_metrics) == 4 + 4 + 8 * 20);
     CHECK(sizeof(bc_trainer_params) == 4 * 6 + 8 + 4 * 4 + 8 + 4 + 4 + 4 + 4);
     CHECK(sizeof(bc_trainer_memory) == 4 + 4 + 8 * 8);
     CHECK(sizeof(bc_trainer_tensor) == 4 + 4 + 3 * sizeof(void *) + 3 * 8);

@@ -39,7 +39,7 @@ static void test_defaults(void) {
     CHECK(ep.struct_size == sizeof ep);
     CHECK(ep.max_batched_tokens == 512 && ep.max_seqs == 64 && ep.policy == 0 && ep.n_ctx == 0 &&
           ep.kv_bytes == 0 && ep.kv_type == BC_KV_F32 && ep.static_batching == 0);
-    CHECK(ep.adapter_bytes == 0 && ep.offline == 0 && ep.reserved1 == 0);
+    CHECK(ep.adapter_bytes == 0 && ep.offline == 0 && ep.shared_prefix_attention == 0);
 
     bc_request_params rp;
     CHECK_ERR(bc_request_params_default(NULL, sizeof rp), BC_E_INVALID_ARGUMENT);
@@ -107,6 +107,21 @@ static void test_create(bc_model *model, const bc_model_info *info) {
     CHECK_ERR(bc_engine_create(model, &ep, &e), BC_E_INVALID_ARGUMENT);
     ep.kv_type = -1;
     CHECK_ERR(bc_engine_create(model, &ep, &e), BC_E_INVALID_ARGUMENT);
+    CHECK(e == SENTINEL_ENGINE);
+
+    /* shared_prefix_attention other than 0 or 1 */
+    CHECK_OK(bc_engine_params_default(&ep, sizeof ep));
+    ep.shared_prefix_attention = 2;
+    CHECK_ERR(bc_engine_create(model, &ep, &e), BC_E_INVALID_ARGUMENT);
+    ep.shared_prefix_attention = -1;
+    CHECK_ERR(bc_engine_create(model, &ep, &e), BC_E_INVALID_ARGUMENT);
+    CHECK(e == SENTINEL_ENGINE);
+
+    /* offline other than 0 or 1 */
+    CHECK_OK(bc_engine_params_default(&ep, sizeof ep));
+    ep.offline = 2;
+    CHECK_ERR(bc_engine_create(model, &ep, &e), BC_E_INVALID_ARGUMENT);
+    CHECK(strstr(bc_last_error(), "offline") != NULL);
     CHECK(e == SENTINEL_ENGINE);
 
     /* n_ctx beyond the model's context, or negative */

@@ -63,6 +63,7 @@ int main(void) {
     FIELD(bc_engine_params, static_batching);
     FIELD(bc_engine_params, adapter_bytes);
     FIELD(bc_engine_params, offline);
+    FIELD(bc_engine_params, shared_prefix_attention);
     FIELD(bc_engine_params, reserved1);
 
     SIZE(bc_request_params);
@@ -120,5 +121,9 @@ int main(void) {
     FIELD(bc_engine_metrics, adapter_resident_bytes);
     FIELD(bc_engine_metrics, adapter_loads);
     FIELD(bc_engine_metrics, adapter_evictions);
+    FIELD(bc_engine_metrics, shared_prefix_rows);
+    FIELD(bc_engine_metrics, attention_positions);
+    FIELD(bc_engine_metrics, shared_prefix_positions_saved);
+    FIELD(bc_engine_metrics, shared_prefix_fallbacks);
     return 0;
 }

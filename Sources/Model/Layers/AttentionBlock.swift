@@ -51,41 +51,73 @@ extension Transformer {
     /// h at + h·headDim); out: row i's heads at out + i·d. Both kernels give each row the
     /// bits of `Attention.group` on that row alone, so the result is independent of the
     /// batch, the blocks and the thread count (see `Attention`).
+    ///
+    /// With `work.sharedPrefix` enabled and views sharing physical blocks (prefix-cache
+    /// hits, forks, n > 1 samples), the rows of those views read the shared runs once
+    /// for all of them instead (`attendShared`, Hydragen): equal to the per-row result
+    /// to float rounding (≤ 1e-5 relative on the logits, tested), deterministic for
+    /// any thread count; rows that share nothing keep the per-row bits.
     func attend(_ work: AttentionWork, q: UnsafePointer<Float>, qStride: Int, out: UnsafeMutablePointer<Float>) {
-        let c = config, d = c.embeddingDim, hd = c.headDim
-        let scale = 1 / Float(hd).squareRoot()
-        let group = c.headCount / c.kvHeadCount, kvHeads = c.kvHeadCount
-        let rows = work.rows, views = work.views, window = work.window
+        if let counters = work.sharedPrefix {
+            if counters.enabled, work.views.count > 1 {
+                let plan = SharedPrefixPlan(views: work.views)
+                if !plan.nodes.isEmpty {
+                    attendShared(work, plan: plan, counters: counters, q: q, qStride: qStride, out: out)
+                    return
+                }
+            }
+            var positions = 0
+            for row in work.rows { positions += min(row.position + 1, work.window ?? .max) }
+            counters.countPositions(positions)
+        }
+        attendPerRow(work, q: q, qStride: qStride, out: out)
+    }
+
+    /// `attend` with every row reading its own view (see `attend`).
+    func attendPerRow(_ work: AttentionWork, q: UnsafePointer<Float>, qStride: Int, out: UnsafeMutablePointer<Float>) {
+        let window = work.window
         func range(_ row: AttentionRow) -> (lo: Int, visible: Int) {
             (window.map { max(0, row.position - $0 + 1) } ?? 0, row.position + 1)
         }
-        let blocks = Self.attentionBlocks(rows, group: group, range: range)
+        let blocks = Self.attentionBlocks(work.rows, group: config.headCount / config.kvHeadCount, range: range)
+        let kvHeads = config.kvHeadCount
         // Latest blocks (the most positions) first: the long items do not end the job alone.
         Parallel.forEach(blocks.count * kvHeads) { item in
-            let block = blocks[blocks.count - 1 - item / kvHeads], kvHead = item % kvHeads
-            let first = rows[block.lowerBound], kv = views[first.view]
-            if block.count == 1 {
-                let (lo, visible) = range(first), i = first.row
-                withUnsafeTemporaryAllocation(of: Float.self, capacity: max(1, group * (visible - lo))) { buf in
-                    Attention.group(q: q + i * qStride + kvHead * group * hd, heads: group, kv: kv,
-                                    offset: kvHead * hd, headDim: hd, lo: lo, visible: visible, scale: scale,
-                                    scores: buf.baseAddress!, out: out + i * d + kvHead * group * hd,
-                                    prefetchRows: first.first)
-                }
-                return
+            attendBlock(work.rows, blocks[blocks.count - 1 - item / kvHeads], views: work.views, kvHead: item % kvHeads,
+                        range: range, q: q, qStride: qStride, out: out)
+        }
+    }
+
+    /// One job of `attend`: the rows `block` of `rows` (consecutive rows of one view) for
+    /// kv head `kvHead`: `Attention.group` for a row alone, `Attention.rows` for several.
+    func attendBlock(_ rows: [AttentionRow], _ block: Range<Int>, views: [KVView], kvHead: Int,
+                     range: (AttentionRow) -> (lo: Int, visible: Int),
+                     q: UnsafePointer<Float>, qStride: Int, out: UnsafeMutablePointer<Float>) {
+        let c = config, d = c.embeddingDim, hd = c.headDim
+        let scale = 1 / Float(hd).squareRoot()
+        let group = c.headCount / c.kvHeadCount
+        let first = rows[block.lowerBound], kv = views[first.view]
+        if block.count == 1 {
+            let (lo, visible) = range(first), i = first.row
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: max(1, group * (visible - lo))) { buf in
+                Attention.group(q: q + i * qStride + kvHead * group * hd, heads: group, kv: kv,
+                                offset: kvHead * hd, headDim: hd, lo: lo, visible: visible, scale: scale,
+                                scores: buf.baseAddress!, out: out + i * d + kvHead * group * hd,
+                                prefetchRows: first.first)
             }
-            withUnsafeTemporaryAllocation(of: AttentionQuery.self, capacity: block.count) { queries in
-                for (k, r) in block.enumerated() {
-                    let row = rows[r], (lo, visible) = range(row)
-                    let rowQ = q + row.row * qStride + kvHead * group * hd
-                    let rowOut = out + row.row * d + kvHead * group * hd
-                    queries.initializeElement(at: k, to: AttentionQuery(q: rowQ, out: rowOut, lo: lo, visible: visible))
-                }
-                let qs = UnsafeBufferPointer(queries)
-                withUnsafeTemporaryAllocation(of: Float.self, capacity: max(1, Attention.tiledScratch(qs, heads: group))) {
-                    Attention.rows(qs, heads: group, kv: kv, offset: kvHead * hd, headDim: hd, scale: scale,
-                                   scores: $0.baseAddress!)
-                }
+            return
+        }
+        withUnsafeTemporaryAllocation(of: AttentionQuery.self, capacity: block.count) { queries in
+            for (k, r) in block.enumerated() {
+                let row = rows[r], (lo, visible) = range(row)
+                let rowQ = q + row.row * qStride + kvHead * group * hd
+                let rowOut = out + row.row * d + kvHead * group * hd
+                queries.initializeElement(at: k, to: AttentionQuery(q: rowQ, out: rowOut, lo: lo, visible: visible))
+            }
+            let qs = UnsafeBufferPointer(queries)
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: max(1, Attention.tiledScratch(qs, heads: group))) {
+                Attention.rows(qs, heads: group, kv: kv, offset: kvHead * hd, headDim: hd, scale: scale,
+                               scores: $0.baseAddress!)
             }
         }
     }

@@ -18,6 +18,9 @@ struct AttentionWork {
     var rows: [AttentionRow]
     /// A query at position p sees positions > p - window (sliding-window KV layouts), or all.
     var window: Int?
+    /// Shared-prefix attention (`Transformer.attendShared`) and its counters; nil: off
+    /// (the cache-free training pass, whose documents share no memory).
+    var sharedPrefix: SharedPrefixAttention? = nil
 }
 
 /// Where the attention block finds keys/values and puts the batch's new ones. The layer

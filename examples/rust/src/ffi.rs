@@ -106,6 +106,7 @@ pub struct bc_engine_params {
     pub static_batching: i32,
     pub adapter_bytes: i64,
     pub offline: i32,
+    pub shared_prefix_attention: i32,
     pub reserved1: i32,
 }
 
@@ -172,6 +173,10 @@ pub struct bc_engine_metrics {
     pub adapter_resident_bytes: i64,
     pub adapter_loads: i64,
     pub adapter_evictions: i64,
+    pub shared_prefix_rows: i64,
+    pub attention_positions: i64,
+    pub shared_prefix_positions_saved: i64,
+    pub shared_prefix_fallbacks: i64,
 }
 
 extern "C" {

@@ -301,7 +301,7 @@ fn print_layout() {
     layout!(bc_sampling_params; struct_size, temperature, top_k, top_p, min_p, repetition_penalty, frequency_penalty,
             presence_penalty, penalty_last_n, reserved0, seed);
     layout!(bc_engine_params; struct_size, max_batched_tokens, max_seqs, policy, n_ctx, reserved0, kv_bytes, kv_type,
-            static_batching, adapter_bytes, offline, reserved1);
+            static_batching, adapter_bytes, offline, shared_prefix_attention);
     layout!(bc_request_params; struct_size, max_tokens, n, priority, ignore_eos, reserved0, stop_tokens,
             n_stop_tokens, reserved1, stop_strings, n_stop_strings, reserved2, user_tag, adapter, adapter_scale,
             reserved3);
@@ -309,7 +309,8 @@ fn print_layout() {
             cached_prompt_tokens, generated_tokens, ttft_seconds, itl_seconds, total_seconds, message);
     layout!(bc_engine_metrics; struct_size, reserved0, steps, submitted, finished, waiting, running, preemptions,
             generated_tokens, batched_tokens, busy_seconds, tokens_per_second, kv_used_bytes, kv_total_bytes,
-            prefix_hit_rate, adapter_resident_bytes, adapter_loads, adapter_evictions);
+            prefix_hit_rate, adapter_resident_bytes, adapter_loads, adapter_evictions, shared_prefix_rows,
+            attention_positions, shared_prefix_positions_saved, shared_prefix_fallbacks);
 }
 
 fn run() -> Result<bool> {
