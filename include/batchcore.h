@@ -1524,7 +1524,7 @@ typedef struct bc_batch_stats {
     double trace;                  /**< this step's unbiased tr(Sigma) estimate; NaN as above */
     double grad_sq_ema;            /**< the averages (bias-corrected); NaN before the first estimate */
     double trace_ema;
-    double noise_scale;            /**< B_simple = trace_ema / grad_sq_ema in target tokens; NaN while unknown or grad_sq_ema <= 0 */
+    double noise_scale;            /**< B_simple = trace_ema / grad_sq_ema in target tokens; NaN while unknown, grad_sq_ema <= 0 or trace_ema < 0 */
     double kappa;                  /**< micro_batches / accumulation_steps */
     double lr_scale;               /**< the factor the step's learning rate got */
 } bc_batch_stats;

@@ -92,7 +92,7 @@ int main(int argc, char **argv) {
         CHECK(st.micro_batches == prev_next && tot.micro_batches == prev_next);  /* chosen at the last boundary */
         CHECK(st.big_targets == tot.targets && st.small_targets > 0 && st.small_targets < st.big_targets);
         CHECK(isfinite(st.small_sq_norm) && isfinite(st.big_sq_norm) && isfinite(st.grad_sq) && isfinite(st.trace));
-        CHECK(isnan(st.noise_scale) == (st.grad_sq_ema <= 0));
+        CHECK(isnan(st.noise_scale) == (st.grad_sq_ema <= 0 || st.trace_ema < 0));   /* unknown while either average is out of range */
         CHECK(st.kappa == (double)st.micro_batches / 2 && st.lr_scale == st.kappa);
         CHECK(st.next_micro_batches >= st.micro_batches && st.next_micro_batches <= 2 * st.micro_batches &&
               st.next_micro_batches <= 16);
