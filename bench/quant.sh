@@ -1,74 +1,82 @@
 #!/usr/bin/env bash
-# Quantized weights: decode/prefill tok/s and memory of the default model (SmolLM2-135M
-# Q4_1 GGUF) held natively (Q4_1/Q8_0 blocks, int8 activations) vs dequantized to
-# float32 in batchcore, vs llama.cpp running the same Q4_1 file (llama-cpp-python).
-#   bench/quant.sh [--quick] [MODEL.gguf ...]
-# With model files (e.g. /work/models-k/SmolLM2-135M-Instruct.Q4_K_M.gguf) each is run
-# native and f32 (and by llama.cpp), rows labelled by the file's type (the name's last
-# dotted part); without, the default model.
-# Environment: BENCH_PREFIX (install prefix; default a temp dir), BENCH_THREADS (2),
+# Quantized weights: prefill/decode tok/s (batch 1) and peak RSS, batchcore vs llama.cpp on the
+# SAME GGUF file, for every weight type present (default model Q4_1 + the files of
+# BATCHCORE_MODELS_DIR, see tools/reference/llama_quant_fixtures.py), in ONE run:
+#   batchcore native weights (F32 KV, and its own F16 KV), batchcore dequantized to f32 (Q4_1 only),
+#   llama.cpp (llama-cpp-python) with F32 KV, and with its defaults (F16 KV, flash attention on).
+# Interleaved: every round runs each (type, implementation) once as its own process (reps 1), the
+# order rotating per round; the table shows the median over rounds and the ratio of batchcore
+# native to the FASTER llama.cpp configuration.
+#   bench/quant.sh [--quick]           (--quick: 1 round, Q4_1 only)
+# Environment: BENCH_PREFIX (install prefix; default a temp dir), BENCH_THREADS (2), BENCH_ROUNDS (3),
+# BENCH_TYPES ("Q4_1 Q8_0 Q4_0 Q4_K Q5_K Q6_K F16 BF16"), BATCHCORE_MODELS_DIR (~/.cache/batchcore/models),
 # BENCH_PYTHON (a python with llama_cpp; default python3, installed if missing),
 # BENCH_NO_LLAMA=1 (skip llama.cpp). Prints a markdown table (bench/README.md).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
-reps=3
-if [ "${1:-}" = "--quick" ]; then reps=1; shift; fi
+rounds=${BENCH_ROUNDS:-3}
+types=${BENCH_TYPES:-Q4_1 Q8_0 Q4_0 Q4_K Q5_K Q6_K F16 BF16}
+if [ "${1:-}" = "--quick" ]; then rounds=1; types=Q4_1; fi
 prefix=${BENCH_PREFIX:-$(mktemp -d /tmp/batchcore-quant.XXXXXX)}
 out=$prefix/results
 mkdir -p "$out"
 threads=${BENCH_THREADS:-2}
 py=${BENCH_PYTHON:-python3}
+models=${BATCHCORE_MODELS_DIR:-$HOME/.cache/batchcore/models}
 log() { echo "[quant.sh] $*" >&2; }
 
-log "building batchcore into $prefix"
-make -C "$repo" install PREFIX="$prefix" >"$out/build.log" 2>&1 || { tail -20 "$out/build.log" >&2; exit 1; }
+if [ ! -f "$prefix/lib/pkgconfig/batchcore.pc" ]; then
+    log "building batchcore into $prefix"
+    make -C "$repo" install PREFIX="$prefix" >"$out/build.log" 2>&1 || { tail -20 "$out/build.log" >&2; exit 1; }
+fi
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
-if [ $# -gt 0 ]; then models=("$@"); else models=("$("$repo/tools/fetch-model.sh")"); fi
+default_model=$("$repo/tools/fetch-model.sh")
 # shellcheck disable=SC2046
 cc -std=c99 -O2 -Wall -Wextra -Werror $(pkg-config --cflags batchcore) -o "$prefix/quant_bench" \
     "$here/quant_bench.c" $(pkg-config --libs batchcore) -lm
-res="$out/quant_results.txt"
-{
-    echo "# machine: nproc=$(nproc), CPU: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), threads=$threads, reps=$reps"
-    echo "# batchcore: $(pkg-config --modversion batchcore), models: $(for m in "${models[@]}"; do basename "$m"; done | tr '\n' ' ')"
-    echo "# load: $(uptime)"
-} >"$res"
 if [ "${BENCH_NO_LLAMA:-0}" != 1 ] && ! "$py" -c "import llama_cpp, numpy" 2>/dev/null; then
     log "installing llama-cpp-python==0.3.36 (compiles llama.cpp; ~10 min the first time)"
     "$py" -m pip install -q "llama-cpp-python==0.3.36" numpy
 fi
-for model in "${models[@]}"; do
-    label=""
-    [ $# -gt 0 ] && label=$(basename "$model" .gguf) && label=${label##*.}
-    for w in native f32; do
-        log "batchcore, $(basename "$model"), weights $w"
-        LD_LIBRARY_PATH="$prefix/lib" "$prefix/quant_bench" "$model" --weights "$w" --threads "$threads" --reps "$reps" \
-            ${label:+--label "$label"} | tee -a "$res"
-    done
-    if [ "${BENCH_NO_LLAMA:-0}" != 1 ]; then
-        log "llama.cpp, the same file"
-        "$py" "$here/quant_llama.py" "$model" --threads "$threads" --reps "$reps" \
-            | sed "s/impl=/impl=${label:+$label:}/" | tee -a "$res"
+res="$out/quant_results.txt"
+{
+    echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), machine: nproc=$(nproc), CPU: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), threads=$threads, rounds=$rounds"
+    echo "# batchcore: $(pkg-config --modversion batchcore) ($(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?'))"
+    echo "# load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+} >"$res"
+
+# The (type, implementation) runs of one round, one per line: TYPE MODEL IMPL
+plan=()
+for t in $types; do
+    m="$models/SmolLM2-135M-Instruct.$t.gguf"
+    [ "$t" = Q4_1 ] && [ ! -f "$m" ] && m=$default_model
+    [ -f "$m" ] || { log "$t: $m missing, skipped"; continue; }
+    if ! LD_LIBRARY_PATH="$prefix/lib" "$prefix/quant_bench" "$m" --reps 0 >/dev/null 2>"$out/probe_$t.txt"; then
+        log "$t: batchcore cannot load it ($(tail -1 "$out/probe_$t.txt")); llama.cpp only"
+        echo "# $t: batchcore: $(tail -1 "$out/probe_$t.txt")" >>"$res"
+    else
+        plan+=("$t $m bc-native" "$t $m bc-native-f16kv")
+        [ "$t" = Q4_1 ] && plan+=("$t $m bc-f32")
     fi
+    if [ "${BENCH_NO_LLAMA:-0}" != 1 ]; then plan+=("$t $m llama-f32kv" "$t $m llama-defaults"); fi
 done
-# One row per implementation: decode tok/s after 128/512-token prompts, prefill tok/s, memory.
-awk '
-/^RESULT/ {
-    impl = ""; kind = ""; n = ""; delete kv
-    for (i = 2; i <= NF; i++) { split($i, p, "="); kv[p[1]] = p[2] }
-    impl = kv["impl"]; kind = kv["kind"]; n = kv["n"]
-    if (!(impl in seen)) { seen[impl] = 1; order[++count] = impl }
-    if (kind == "decode") dec[impl, n] = kv["tok_s"]
-    if (kind == "prefill") pre[impl, n] = kv["tok_s"]
-    if (kind == "memory") { wm[impl] = kv["weight_mib"]; lr[impl] = kv["load_rss_mib"]; pr[impl] = kv["peak_rss_mib"] }
-}
-END {
-    print "| implementation | decode tok/s (128-tok prompt) | decode tok/s (512) | prefill tok/s (128) | prefill tok/s (512) | weights MiB | RSS after load MiB | peak RSS MiB |"
-    print "|---|---|---|---|---|---|---|---|"
-    for (i = 1; i <= count; i++) {
-        m = order[i]
-        printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", m, dec[m, 128], dec[m, 512], pre[m, 128], pre[m, 512], wm[m], lr[m], pr[m]
-    }
-}' "$res" | tee "$out/quant_table.md"
+n=${#plan[@]}
+for ((r = 1; r <= rounds; r++)); do
+    for ((i = 0; i < n; i++)); do
+        read -r t m impl <<<"${plan[$(( (i + (r - 1) * 2) % n ))]}"
+        log "round $r/$rounds: $t $impl"
+        case $impl in
+            bc-native) cmd=(env LD_LIBRARY_PATH="$prefix/lib" "$prefix/quant_bench" "$m" --weights native) ;;
+            bc-native-f16kv) cmd=(env LD_LIBRARY_PATH="$prefix/lib" "$prefix/quant_bench" "$m" --weights native --kv f16) ;;
+            bc-f32) cmd=(env LD_LIBRARY_PATH="$prefix/lib" "$prefix/quant_bench" "$m" --weights f32) ;;
+            llama-f32kv) cmd=("$py" "$here/quant_llama.py" "$m" --kv f32) ;;
+            llama-defaults) cmd=("$py" "$here/quant_llama.py" "$m" --kv f16) ;;
+        esac
+        "${cmd[@]}" --threads "$threads" --reps 1 | sed "s/^RESULT /RESULT type=$t round=$r /" >>"$res"
+    done
+done
+echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$res"
+grep '^#' "$res"
+"$py" "$here/quant_table.py" "$res" | tee "$out/quant_table.md"
 log "raw results: $res; table: $out/quant_table.md"

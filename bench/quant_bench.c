@@ -1,8 +1,8 @@
-/* batchcore quantized-weights benchmark: a GGUF model held natively (its ggml blocks or
- * 16-bit values resident, int8 activations for the block formats) or dequantized to
- * float32, through the public C ABI.
- *   quant_bench MODEL.gguf [--weights native|f32] [--threads N] [--reps R] [--decode N] [--label L]
- * Prints RESULT lines (see bench/quant.sh; with --label, impl=L:batchcore-<weights>):
+/* batchcore quantized-weights benchmark: the default model held natively (Q4_1/Q8_0
+ * blocks, int8 activations) or dequantized to float32, through the public C ABI.
+ *   quant_bench MODEL.gguf [--weights native|f32] [--kv f32|f16] [--threads N] [--reps R] [--decode N]
+ * (--kv f16: the KV cache in half precision; the impl name gets "-f16kv"; --reps 0: load only)
+ * Prints RESULT lines (see bench/quant.sh):
  *   RESULT impl=batchcore-<weights> kind=prefill n=<prompt> tok_s=..
  *   RESULT impl=batchcore-<weights> kind=decode n=<prompt> tok_s=..   (batch 1, greedy, after the prompt)
  *   RESULT impl=batchcore-<weights> kind=memory weight_mib=.. load_rss_mib=.. peak_rss_mib=..
@@ -40,23 +40,24 @@ static double median(double *v, int n) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: quant_bench MODEL.gguf [--weights native|f32] [--threads N] [--reps R] [--decode N] [--label L]\n");
+        fprintf(stderr, "usage: quant_bench MODEL.gguf [--weights native|f32] [--kv f32|f16] [--threads N] [--reps R] [--decode N]\n");
         return 2;
     }
     int threads = 2, reps = 3, n_decode = 64;
-    const char *label = NULL;
-    const char *weights = "native";
+    const char *weights = "native", *kv = "f32";
     for (int i = 2; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--decode")) n_decode = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--weights")) weights = argv[i + 1];
-        else if (!strcmp(argv[i], "--label")) label = argv[i + 1];
+        else if (!strcmp(argv[i], "--kv")) kv = argv[i + 1];
     }
-    if (strcmp(weights, "native") && strcmp(weights, "f32")) {
-        fprintf(stderr, "quant_bench: --weights native|f32\n");
+    if ((strcmp(weights, "native") && strcmp(weights, "f32")) || (strcmp(kv, "f32") && strcmp(kv, "f16"))) {
+        fprintf(stderr, "quant_bench: --weights native|f32, --kv f32|f16\n");
         return 2;
     }
+    char impl[64];
+    snprintf(impl, sizeof impl, "%s%s", weights, strcmp(kv, "f16") ? "" : "-f16kv");
     CHECK(bc_set_num_threads(threads));
     bc_model_params mp;
     CHECK(bc_model_params_default(&mp, sizeof mp));
@@ -71,6 +72,11 @@ int main(int argc, char **argv) {
     const int vocab = info.n_vocab;
     float *logits = xmalloc(sizeof(float) * (size_t)vocab);
     printf("# weights %s: %s\n", weights, info.weight_types);
+    if (reps <= 0) { /* --reps 0: only check that the model loads (bench/quant.sh probes each file) */
+        free(logits);
+        bc_model_free(model);
+        return 0;
+    }
 
     int prompt_lengths[2] = {128, 512};
     for (int pl = 0; pl < 2; pl++) {
@@ -84,6 +90,7 @@ int main(int argc, char **argv) {
             bc_context_params cp;
             CHECK(bc_context_params_default(&cp, sizeof cp));
             cp.n_ctx = 1024;
+            cp.kv_type = strcmp(kv, "f16") ? BC_KV_F32 : BC_KV_F16;
             CHECK(bc_context_create(model, &cp, &ctx));
             bc_batch b = {sizeof b, 0, NULL, NULL, NULL, NULL};
             b.n_tokens = n; b.tokens = tokens; b.pos = pos; b.seq_id = seq; b.logits = NULL;
@@ -103,14 +110,13 @@ int main(int argc, char **argv) {
             dt[r] = now() - t;
             bc_context_free(ctx);
         }
-        printf("RESULT impl=%s%sbatchcore-%s kind=prefill n=%d threads=%d tok_s=%.1f\n", label ? label : "", label ? ":" : "", weights, n, threads, n / median(pt, reps));
-        printf("RESULT impl=%s%sbatchcore-%s kind=decode n=%d threads=%d tok_s=%.1f\n", label ? label : "", label ? ":" : "", weights, n, threads,
+        printf("RESULT impl=batchcore-%s kind=prefill n=%d threads=%d tok_s=%.1f\n", impl, n, threads, n / median(pt, reps));
+        printf("RESULT impl=batchcore-%s kind=decode n=%d threads=%d tok_s=%.1f\n", impl, n, threads,
                n_decode / median(dt, reps));
         fflush(stdout);
         free(tokens); free(pos); free(seq); free(pt); free(dt);
     }
-    printf("RESULT impl=%s%sbatchcore-%s kind=memory weight_mib=%.1f load_rss_mib=%.0f peak_rss_mib=%.0f\n",
-           label ? label : "", label ? ":" : "", weights,
+    printf("RESULT impl=batchcore-%s kind=memory weight_mib=%.1f load_rss_mib=%.0f peak_rss_mib=%.0f\n", impl,
            (double)info.weight_bytes / 1048576.0, load_rss, status_mib("VmHWM"));
     free(logits);
     bc_model_free(model);
