@@ -64,7 +64,6 @@ int main(void) {
     FIELD(bc_engine_params, adapter_bytes);
     FIELD(bc_engine_params, offline);
     FIELD(bc_engine_params, shared_prefix_attention);
-    FIELD(bc_engine_params, reserved1);
 
     SIZE(bc_request_params);
     FIELD(bc_request_params, struct_size);

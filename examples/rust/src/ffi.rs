@@ -107,7 +107,6 @@ pub struct bc_engine_params {
     pub adapter_bytes: i64,
     pub offline: i32,
     pub shared_prefix_attention: i32,
-    pub reserved1: i32,
 }
 
 #[repr(C)]
