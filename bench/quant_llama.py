@@ -34,7 +34,8 @@ def main():
     base_rss = status_mib("VmRSS")
     kv = llama_cpp.GGML_TYPE_F32 if a.kv == "f32" else llama_cpp.GGML_TYPE_F16
     impl = "llama.cpp-f32kv" if a.kv == "f32" else "llama.cpp-defaults"
-    llm = llama_cpp.Llama(model_path=a.path, n_ctx=1024, n_batch=512, n_ubatch=512, n_threads=a.threads,
+    # n_batch = n_ctx: llama-cpp-python keeps n_batch rows of scores and indexes them by position
+    llm = llama_cpp.Llama(model_path=a.path, n_ctx=1024, n_batch=1024, n_ubatch=512, n_threads=a.threads,
                           n_threads_batch=a.threads, type_k=kv, type_v=kv, flash_attn=a.kv == "f16", verbose=False)
     load_rss = status_mib("VmRSS")
     vocab = llm.n_vocab()
