@@ -135,21 +135,19 @@ package final class PagedKVCache: KVCache {
         try execute(try plan(growth))
     }
 
-    package func canReserve(_ growth: [KVGrowth]) -> Bool {
-        do {
-            _ = try plan(growth)
-            return true
-        } catch {
-            return false
-        }
-    }
+    package func canReserve(_ growth: [KVGrowth]) -> Bool { planSucceeds(growth, onEmptyCache: false) }
 
     /// Whether one sequence of `length` positions fits in an EMPTY cache of this shape and
     /// budget, i.e. whether it could ever run here (the engine refuses it at submit
     /// otherwise). Reads only the layout and budget: the same answer in any state.
     package func fitsAlone(length: Int) -> Bool {
+        planSucceeds([KVGrowth(sequence: 0, length: length)], onEmptyCache: true)
+    }
+
+    /// Whether `plan(growth, onEmptyCache:)` exists (the failure's reason is not needed).
+    private func planSucceeds(_ growth: [KVGrowth], onEmptyCache: Bool) -> Bool {
         do {
-            _ = try plan([KVGrowth(sequence: 0, length: length)], onEmptyCache: true)
+            _ = try plan(growth, onEmptyCache: onEmptyCache)
             return true
         } catch {
             return false
