@@ -1,7 +1,7 @@
 /* batchcore quantized-weights benchmark: the default model held natively (Q4_1/Q8_0
  * blocks, int8 activations) or dequantized to float32, through the public C ABI.
- *   quant_bench MODEL.gguf [--weights native|f32] [--kv f32|f16] [--threads N] [--reps R] [--decode N]
- * (--kv f16: the KV cache in half precision; the impl name gets "-f16kv"; --reps 0: load only)
+ *   quant_bench MODEL.gguf [--weights native|f32] [--kv f32|f16] [--threads N] [--reps R] [--decode N] [--prompt N]
+ * (--prompt N: only that prompt length instead of 128 and 512, e.g. to profile decode; --kv f16: the KV cache in half precision; the impl name gets "-f16kv"; --reps 0: load only)
  * Prints RESULT lines (see bench/quant.sh):
  *   RESULT impl=batchcore-<weights> kind=prefill n=<prompt> tok_s=..
  *   RESULT impl=batchcore-<weights> kind=decode n=<prompt> tok_s=..   (batch 1, greedy, after the prompt)
@@ -40,15 +40,16 @@ static double median(double *v, int n) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: quant_bench MODEL.gguf [--weights native|f32] [--kv f32|f16] [--threads N] [--reps R] [--decode N]\n");
+        fprintf(stderr, "usage: quant_bench MODEL.gguf [--weights native|f32] [--kv f32|f16] [--threads N] [--reps R] [--decode N] [--prompt N]\n");
         return 2;
     }
-    int threads = 2, reps = 3, n_decode = 64;
+    int threads = 2, reps = 3, n_decode = 64, one_prompt = 0;
     const char *weights = "native", *kv = "f32";
     for (int i = 2; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--decode")) n_decode = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--prompt")) one_prompt = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--weights")) weights = argv[i + 1];
         else if (!strcmp(argv[i], "--kv")) kv = argv[i + 1];
     }
@@ -79,7 +80,8 @@ int main(int argc, char **argv) {
     }
 
     int prompt_lengths[2] = {128, 512};
-    for (int pl = 0; pl < 2; pl++) {
+    if (one_prompt > 0) prompt_lengths[0] = one_prompt;
+    for (int pl = 0; pl < (one_prompt > 0 ? 1 : 2); pl++) {
         int n = prompt_lengths[pl];
         int32_t *tokens = xmalloc(sizeof(int32_t) * (size_t)n), *pos = xmalloc(sizeof(int32_t) * (size_t)n),
                 *seq = xmalloc(sizeof(int32_t) * (size_t)n);

@@ -32,6 +32,11 @@
 @inline(__always)
 @inlinable package func fma16(_ a: Float, _ b: Vec16, _ c: Vec16) -> Vec16 { c.addingProduct(Vec16(repeating: a), b) }
 
+/// Lane-wise maximum (a compare and a blend; the standard library's `pointwiseMax` on
+/// SIMD16<Float> is lowered lane by lane through memory here). A NaN lane of `b` keeps `a`'s.
+@inline(__always)
+@inlinable package func max16(_ a: Vec16, _ b: Vec16) -> Vec16 { a.replacing(with: b, where: b .> a) }
+
 /// Calls `body(i, lanes)` for each 16-element block of 0..<count; the last block may
 /// be partial (lanes < 16).
 @inline(__always)

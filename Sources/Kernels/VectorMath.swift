@@ -70,7 +70,7 @@ package enum VectorMath {
         var mv = Vec16(repeating: -.infinity)
         var j = 0
         while j + 16 <= n {
-            mv = pointwiseMax(mv, load16(row, j, 16))
+            mv = max16(mv, load16(row, j, 16))
             j += 16
         }
         var m = mv.max()

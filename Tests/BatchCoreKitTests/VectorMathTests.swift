@@ -25,6 +25,25 @@ import Testing
         }
     }
 
+    /// The (max, sum) softmax returns (the attention merge's statistics): the max exact
+    /// wherever it sits (a vector lane, the scalar tail, the first element; all values
+    /// negative so a zero-initialised max would be wrong), the sum Σ exp(x − max) within
+    /// 1e-6 relative of float64.
+    @Test func softmaxReturnsExactMaxAndSum() {
+        var g = SystemRandomNumberGenerator()
+        for n in [1, 5, 16, 17, 31, 48, 333, 4099] {
+            for spot in [0, n - 1, Int.random(in: 0..<n, using: &g)] {
+                var row = Self.random(n, -60 ... -1)
+                row[spot] = -0.5 + Float.random(in: 0..<0.25, using: &g)
+                let m = row.max()!
+                let sum = row.reduce(0.0) { $0 + Foundation.exp(Double($1 - m)) }
+                let got = row.withUnsafeMutableBufferPointer { VectorMath.softmax($0.baseAddress!, n) }
+                #expect(got.max == m, "n=\(n) max at \(spot): \(got.max) vs \(m)")
+                #expect(abs(Double(got.sum) - sum) <= 1e-6 * sum, "n=\(n) sum \(got.sum) vs \(sum)")
+            }
+        }
+    }
+
     /// SwiGLU vs float64 over a wide input range incl. exp overflow/underflow: <= 2e-6 relative.
     @Test func swigluMatchesFloat64() {
         let n = 5003

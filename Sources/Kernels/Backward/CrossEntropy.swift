@@ -77,7 +77,7 @@ package enum CrossEntropyOp {
     static func rowLoss(_ l: UnsafePointer<Float>, _ n: Int, target: Int) -> Double {
         var mv = Vec16(repeating: -.infinity)
         var j = 0
-        while j + 16 <= n { mv = pointwiseMax(mv, load16(l, j, 16)); j += 16 }
+        while j + 16 <= n { mv = max16(mv, load16(l, j, 16)); j += 16 }
         var m = mv.max()
         while j < n { m = max(m, l[j]); j += 1 }
         var acc0 = SIMD8<Double>(repeating: 0), acc1 = SIMD8<Double>(repeating: 0)

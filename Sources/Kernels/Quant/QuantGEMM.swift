@@ -66,6 +66,7 @@ package enum QuantGEMM {
         let nb = w.cols / 32
         let wide = kernel == .best && hasAVX512 && tokens >= 4  // decode (1–3 tokens) keeps the AVX2 loop
         let vnni: Int32 = kernel == .best && hasAVX512 ? 1 : 0
+        let rows8 = kernel == .best && hasAVX512 && !wide
         // Work items: (segment, first row) groups of `rowsPerItem` rows × token blocks.
         var groups: [(segment: Int, r0: Int)] = []
         for (i, seg) in w.segments.enumerated() {
@@ -131,6 +132,23 @@ package enum QuantGEMM {
                             }
                             for rr in r..<(r + 4) { rowByTokens(base + rr * rowBytes, format, a, nb, t4, t1, yseg + rr, ldy) }
                             r += 4
+                        }
+                    }
+                    if rows8 {
+                        // Decode: 8 rows side by side per token (independent accumulator
+                        // chains), the same bits as one row at a time.
+                        let ldw = Int64(rowBytes), n = Int64(nb)
+                        while r + 8 <= r1 {
+                            let rows = base + r * rowBytes
+                            for t in t0..<t1 {
+                                let act = UnsafePointer(a + t * nb), out = yseg + t * ldy + r
+                                switch format {
+                                case .q8_0: bc_quant_rows8_q8_0_avx512(rows, ldw, act, n, out)
+                                case .q4_0: bc_quant_rows8_q4_0_avx512(rows, ldw, act, n, out)
+                                default: bc_quant_rows8_q4_1_avx512(rows, ldw, act, n, out)
+                                }
+                            }
+                            r += 8
                         }
                     }
                     while r < r1 {
