@@ -134,7 +134,7 @@ package enum QuantGEMM {
                             r += 4
                         }
                     }
-                    if rows8 {
+                    if rows8 && rowBytes < Int(Int32.max) / 8 {  // quant_rows.h's int32 gather offsets
                         // Decode: 8 rows side by side per token (independent accumulator
                         // chains), the same bits as one row at a time.
                         let ldw = Int64(rowBytes), n = Int64(nb)
