@@ -8,7 +8,7 @@
  *       lognormal (median 98, sigma 1) clamped to [4, 1024] tokens, outputs lognormal
  *       (median 205, sigma 1) clamped to [4, 1024]; each prompt is a slice of the text's
  *       tokens at a random offset (wrapping around).
- *   engine_bench MODEL.gguf --workload W.jsonl --mode continuous|static [--threads T]
+ *   engine_bench MODEL.gguf --workload W.jsonl --mode continuous|static [--threads T] [--weights native|f32]
  *       submits every request at t = 0 (greedy, ignore_eos: exactly max_tokens tokens
  *       each), steps the engine until all finish and prints one RESULT line:
  *       output tokens/s = generated tokens / wall time; TTFT per request from t = 0
@@ -228,10 +228,10 @@ int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr,
                 "usage: engine_bench MODEL.gguf --make-workload OUT.jsonl --text TEXT [--requests N] [--seed S]\n"
-                "       engine_bench MODEL.gguf --workload W.jsonl --mode continuous|static|groups [--threads T] [--kv-bytes B]\n");
+                "       engine_bench MODEL.gguf --workload W.jsonl --mode continuous|static|groups [--threads T] [--kv-bytes B] [--weights native|f32]\n");
         return 2;
     }
-    const char *make = NULL, *text = NULL, *workload = NULL, *mode = "continuous";
+    const char *make = NULL, *text = NULL, *workload = NULL, *mode = "continuous", *weights = "native";
     int threads = 2, requests = 200;
     unsigned long long seed = 1;
     long long kv_bytes = 0;
@@ -244,11 +244,19 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--mode")) mode = argv[i + 1];
         else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--kv-bytes")) kv_bytes = strtoll(argv[i + 1], NULL, 10);
+        else if (!strcmp(argv[i], "--weights")) weights = argv[i + 1];
         else { fprintf(stderr, "unknown option %s\n", argv[i]); return 2; }
     }
     CHECK(bc_set_num_threads(threads));
     bc_model *model;
-    CHECK(bc_model_load(argv[1], NULL, &model));
+    if (strcmp(weights, "native") && strcmp(weights, "f32")) {
+        fprintf(stderr, "--weights native|f32\n");
+        return 2;
+    }
+    bc_model_params mp;
+    CHECK(bc_model_params_default(&mp, sizeof mp));
+    mp.weights = strcmp(weights, "f32") ? BC_MODEL_WEIGHTS_NATIVE : BC_MODEL_WEIGHTS_F32;
+    CHECK(bc_model_load(argv[1], &mp, &model));
     int rc;
     if (make) {
         if (!text) { fprintf(stderr, "--make-workload needs --text\n"); return 2; }
