@@ -67,13 +67,17 @@ package enum QuantGEMM {
         let wide = kernel == .best && hasAVX512 && tokens >= 4  // decode (1–3 tokens) keeps the AVX2 loop
         let vnni: Int32 = kernel == .best && hasAVX512 ? 1 : 0
         let rows8 = kernel == .best && hasAVX512 && !wide
-        // Work items: (segment, first row) groups of `rowsPerItem` rows × token blocks.
+        // Work items: (segment, first row) groups of `itemRows` rows × token blocks. Decode
+        // (1–3 tokens) takes bigger groups, about 8 per thread: each item costs a shared
+        // counter's cache line, and the head alone would otherwise be 1,536 items. Which
+        // rows an item holds never changes a row's bits.
+        let itemRows = wide ? rowsPerItem : max(rowsPerItem, (w.rows / (8 * Parallel.threadCount) + 7) / 8 * 8)
         var groups: [(segment: Int, r0: Int)] = []
         for (i, seg) in w.segments.enumerated() {
             var r = 0
             while r < seg.rows {
                 groups.append((i, r))
-                r += rowsPerItem
+                r += itemRows
             }
         }
         // F16/BF16 segments read x itself; the others its int8 blocks (made only if needed).
@@ -90,7 +94,7 @@ package enum QuantGEMM {
                     let seg = segments[si]
                     let base = data + seg.offset, rowBytes = seg.rowBytes, format = seg.format
                     let yseg = y + seg.firstRow
-                    let r0 = g0, r1 = min(seg.rows, r0 + rowsPerItem)
+                    let r0 = g0, r1 = min(seg.rows, r0 + itemRows)
                     let t0 = (item / groupCount) * tokensPerBlock, t1 = min(tokens, t0 + tokensPerBlock)
                     if format.isFloat {
                         for r in r0..<r1 {
