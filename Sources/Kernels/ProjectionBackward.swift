@@ -1,4 +1,5 @@
 import BCCore
+import CSupport
 
 /// Backward of the projection y[T × rows] = x[T × cols] · Wᵀ (forward: `PackedGEMM.multiply`
 /// over `PackedWeights`, i.e. `Linear.forward`), over a whole micro-batch as two matrix
@@ -78,11 +79,21 @@ package enum ProjectionBackward {
                            startFromC: accumulate, tallRows: true) { s0, count, j, lanes, dst in
             // Panel p holds W[16p + q][k] at data[p·cols·16 + k·16 + q].
             if lanes < 16 { dst.update(repeating: 0, count: 16 * count) }
-            for s in 0..<count {
+            var s = 0
+            while s < count {
                 let o = s0 + s
+                #if arch(x86_64)
+                if lanes == 16 && o & 15 == 0 && s + 16 <= count {
+                    // A whole panel's 16 rows × 16 columns: one block transpose.
+                    bc_internal_transpose16(data + (o >> 4) * cols * 16 + j * 16, dst + 16 * s)
+                    s += 16
+                    continue
+                }
+                #endif
                 let src = data + (o >> 4) * cols * 16 + j * 16 + (o & 15)
                 let row = dst + 16 * s
                 for jj in 0..<lanes { row[jj] = src[jj * 16] }
+                s += 1
             }
         }
     }

@@ -9,6 +9,7 @@
 #include "quant_kdot.h"
 #include "quant_hdot.h"
 #include "quant_rows.h"
+#include "transpose.h"
 
 /* The spin-wait hint (x86 PAUSE): lets a spinning core yield pipeline resources. */
 static inline void bc_internal_spin_pause(void) {
