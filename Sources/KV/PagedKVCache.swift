@@ -297,17 +297,29 @@ package final class PagedKVCache: KVCache {
         }
         guard blocks > 0 else { return [] }
         let scratch = try ensureScratch(blocks * bs * kvDim * 2)
-        let rb = rowType.rowBytes(kvDim)
+        let rb = rowType.rowBytes(kvDim), dim = kvDim
+        var sources: [(k: UnsafeMutableRawPointer, v: UnsafeMutableRawPointer)] = []
+        sources.reserveCapacity(blocks)
         for bi in 0..<blocks {
             guard let b = table[bi] else { continue }
             let count = min(bs, length - bi * bs)
-            let k = planePointer(pool, block: b, index: li, value: false), v = planePointer(pool, block: b, index: li, value: true)
-            let kd = scratch + bi * bs * kvDim * 2, vd = kd + bs * kvDim
-            for r in 0..<count {
-                KVRowCodec.decode(k + r * rb, kvDim, rowType, into: kd + r * kvDim)
-                KVRowCodec.decode(v + r * rb, kvDim, rowType, into: vd + r * kvDim)
+            sources.append((planePointer(pool, block: b, index: li, value: false), planePointer(pool, block: b, index: li, value: true)))
+            let kd = scratch + bi * bs * dim * 2
+            out.append(KVSegment(keys: kd, values: kd + bs * dim, start: bi * bs, count: count))
+        }
+        // Decoding reads the whole stored prefix once per layer and step: the blocks are
+        // split over the threads (each value decoded exactly; the split changes no bit).
+        out.withUnsafeBufferPointer { segs in
+            sources.withUnsafeBufferPointer { src in
+                Parallel.forEach(segs.count) { i in
+                    let seg = segs[i], k = src[i].k, v = src[i].v
+                    let kd = scratch + (seg.start / bs) * bs * dim * 2, vd = kd + bs * dim
+                    for r in 0..<seg.count {
+                        KVRowCodec.decode(UnsafeRawPointer(k + r * rb), dim, rowType, into: kd + r * dim)
+                        KVRowCodec.decode(UnsafeRawPointer(v + r * rb), dim, rowType, into: vd + r * dim)
+                    }
+                }
             }
-            out.append(KVSegment(keys: kd, values: vd, start: bi * bs, count: count))
         }
         return out
     }
