@@ -245,13 +245,17 @@ import Testing
     /// then 6 steps decode all five. Returns each sequence's tokens and its logits rows
     /// (one per token after the prompt), and the counters.
     /// `noRoom`: the shared parts may take no memory (`maxPartFloats` 0).
-    static func scenario(_ model: Transformer, _ layout: KVLayout, enabled: Bool, noRoom: Bool = false)
+    /// `rowsPerJob`, `splitPositions`: the shared jobs' shape (nil: the defaults).
+    static func scenario(_ model: Transformer, _ layout: KVLayout, enabled: Bool, noRoom: Bool = false,
+                         rowsPerJob: Int? = nil, splitPositions: Int? = nil)
         throws -> (tokens: [[Int32]], logits: [[Float]], counters: SharedPrefixAttention) {
         let vocab = model.config.vocabSize
         let docs = LayerForwardTests.randomDocuments([53, 5, 1, 20, 3, 6, 6, 6, 6, 6], vocab: vocab, seed: 77)
         let cache = try PagedKVCache(kvDim: model.config.kvDim, layout: layout, budgetBytes: 1 << 26)
         let counters = SharedPrefixAttention(enabled: enabled)
         if noRoom { counters.maxPartFloats = 0 }
+        if let rowsPerJob { counters.rowsPerJob = rowsPerJob }
+        if let splitPositions { counters.splitPositions = splitPositions }
         var tokens = [[Int32]](repeating: docs[0], count: 5)
         var logits = [[Float]](repeating: [], count: 5)
         func run(_ rows: [(seq: Int, token: Int32)]) throws {
@@ -354,6 +358,46 @@ import Testing
                         "\(name): rows \(failing.counters.rows) fallbacks \(failing.counters.fallbacks)")
                 for s in 0..<5 {
                     #expect(LayerForwardTests.differing(failing.logits[s], off.logits[s]) == 0, "\(name) seq \(s): fallback differs from off")
+                }
+            }
+        }
+    }
+
+    /// The shared jobs cut small — 1 or 2 rows per job (register-block remainders, many
+    /// jobs), splits of 16 or 7 positions (several parts per node, cuts mid-tile and
+    /// mid-block) — give the same bits on 1, 2 and 3 threads, logits within 1e-5
+    /// relative of each sequence alone and the same greedy tokens (f32 and a sliding
+    /// window, f16).
+    @Test func servingSharedJobShapesAreThreadInvariant() throws {
+        defer { try? Parallel.setThreadCount(0) }
+        let model = try LayerForwardTests.tinyModel(), c = model.config, vocab = c.vocabSize
+        let layouts: [(String, KVLayout)] = [
+            ("f32", .full(layerCount: c.layerCount, storage: .f32, blockSize: 16)),
+            ("sliding", KVLayout(layers: [.full, .sliding(window: 23), .sliding(window: 40)], storage: .f32, blockSize: 16)),
+            ("f16", .full(layerCount: c.layerCount, storage: .f16, blockSize: 16)),
+        ]
+        for (name, layout) in layouts {
+            for (rowsPerJob, split) in [(1, 16), (2, 7)] {
+                try Parallel.setThreadCount(1)
+                let one = try Self.scenario(model, layout, enabled: true, rowsPerJob: rowsPerJob, splitPositions: split)
+                #expect(one.counters.rows > 0 && one.counters.fallbacks == 0)
+                for threads in [2, 3] {
+                    try Parallel.setThreadCount(threads)
+                    let many = try Self.scenario(model, layout, enabled: true, rowsPerJob: rowsPerJob, splitPositions: split)
+                    for s in 0..<5 {
+                        #expect(LayerForwardTests.differing(one.logits[s], many.logits[s]) == 0,
+                                "\(name) \(rowsPerJob)/\(split) seq \(s): 1 vs \(threads) threads differ")
+                    }
+                }
+                for s in 0..<5 {
+                    let rows = one.logits[s].count / vocab
+                    let ref = try Self.alone(model, layout, one.tokens[s], rows: rows)
+                    let rel = Self.relative(one.logits[s], ref, vocab: vocab)
+                    #expect(rel <= 1e-5, "\(name) \(rowsPerJob)/\(split) seq \(s): \(rel) relative from alone")
+                    for r in 0..<rows {
+                        let a = one.logits[s][r * vocab..<(r + 1) * vocab], b = ref[r * vocab..<(r + 1) * vocab]
+                        #expect(a.indices.max { a[$0] < a[$1] } == b.indices.max { b[$0] < b[$1] }, "\(name) seq \(s) row \(r): greedy differs")
+                    }
                 }
             }
         }
