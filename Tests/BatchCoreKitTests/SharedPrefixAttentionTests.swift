@@ -52,14 +52,61 @@ import Testing
         return out
     }
 
+    /// The serving path's parts: each shared part (view, per-row ranges) by ONE
+    /// `Attention.prefixTiled` call over all rows, then each row's own part by
+    /// `Attention.rows` alone, merged in order by `Attention.mergePartial`. [R × heads·hd].
+    static func tiledThenOwn(_ q: [Float], rows: Int, heads: Int, hd: Int, offset: Int,
+                             shared: [(KVView, [Range2])], own: [(KVView, Range2)]) -> [Float] {
+        let w = heads * hd, scale = 1 / Float(hd).squareRoot()
+        var parts = shared.map {
+            SharedPrefixTiledTests.tiled(q, $0.1, heads: heads, hd: hd, kv: $0.0, offset: offset, from: 0, to: .max)
+        }
+        var ownOut = [Float](repeating: .nan, count: rows * w), ownStats = [Float](repeating: -.infinity, count: rows * 2 * heads)
+        for r in 0..<rows {
+            q.withUnsafeBufferPointer { qb in
+                ownOut.withUnsafeMutableBufferPointer { ob in
+                    ownStats.withUnsafeMutableBufferPointer { sb in
+                        let query = [AttentionQuery(q: qb.baseAddress! + r * w, out: ob.baseAddress! + r * w, lo: own[r].1.lo,
+                                                    visible: own[r].1.visible, stats: sb.baseAddress! + r * 2 * heads)]
+                        query.withUnsafeBufferPointer { qs in
+                            var scores = [Float](repeating: .nan, count: max(1, Attention.tiledScratch(qs, heads: heads)))
+                            Attention.rows(qs, heads: heads, kv: own[r].0, offset: offset, headDim: hd, scale: scale, scores: &scores)
+                        }
+                    }
+                }
+            }
+        }
+        parts.append((ownOut, ownStats))
+        var out = [Float](repeating: 0, count: rows * w)
+        var acc = [Float](repeating: -.infinity, count: rows * 2 * heads)
+        for part in parts {
+            for r in 0..<rows {
+                out.withUnsafeMutableBufferPointer { ob in
+                    acc.withUnsafeMutableBufferPointer { ab in
+                        part.out.withUnsafeBufferPointer { pb in
+                            part.stats.withUnsafeBufferPointer { sb in
+                                Attention.mergePartial(into: ob.baseAddress! + r * w, stats: ab.baseAddress! + r * 2 * heads,
+                                                       part: pb.baseAddress! + r * w, stats: sb.baseAddress! + r * 2 * heads,
+                                                       heads: heads, headDim: hd)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
+
     /// Random queries over keys/values made of a prefix shared by all rows (runs of 16
     /// positions, its length not a multiple of 16), a middle part shared by the odd rows
     /// only (two levels), and each row's own suffix (lengths 1…40); causal and windowed
     /// rows (a window may start past the prefix: an empty part). Head dims 64, 20, 13,
     /// 128; GQA groups 1…4; the prefix from a paged cache of every storage type (the
-    /// decoded rows attention reads). The merged parts equal float64 softmax over all
-    /// positions within 1e-5 · max|v|, and the per-row kernel over the whole view
-    /// within 1e-5 · max|out|.
+    /// decoded rows attention reads). The prefix and the middle each by ONE
+    /// `prefixTiled` call over all rows, the own parts by `Attention.rows` (`tiledThenOwn`:
+    /// the serving path's kernels), merged: equal to float64 softmax over all positions
+    /// within 1e-5 · max|v|, and to the per-row kernel over the whole view within
+    /// 1e-5 · max|out|.
     @Test(arguments: [KVStorageType.f32, .f16, .int8, .kivi4])
     func mergedPartsEqualFloat64AndPerRowKernel(_ storage: KVStorageType) throws {
         var g = SystemRandomNumberGenerator()
@@ -116,17 +163,9 @@ import Testing
                         // rows not reading a part get an empty range.
                         let p0 = (0..<rows).map { r in (lo: min(lo(r), prefix), visible: prefix) }
                         let p1 = (0..<rows).map { r in r % 2 == 1 ? (lo: max(lo(r), prefix), visible: prefix + middle) : (lo: 0, visible: 0) }
-                        var single = [Float](repeating: 0, count: rows * heads * hd)
-                        for r in 0..<rows {
-                            let w = heads * hd
-                            let qr = Array(q[r * w..<(r + 1) * w])
-                            let alone = Self.merged(qr, rows: 1, heads: heads, hd: hd, offset: off, parts: [
-                                (prefixView, [p0[r]]), (middleView, [p1[r]]),
-                                (ownViews[r], [(lo: max(lo(r), ownStart(r)), visible: visible(r))]),
-                            ])
-                            single.replaceSubrange(r * w..<(r + 1) * w, with: alone)
-                        }
-                        let out = single  // the shared calls give each row these bits (sharedCallGivesEachRowItsOwnBits)
+                        let out = Self.tiledThenOwn(q, rows: rows, heads: heads, hd: hd, offset: off,
+                                                    shared: [(prefixView, p0), (middleView, p1)],
+                                                    own: (0..<rows).map { (ownViews[$0], (lo: max(lo($0), ownStart($0)), visible: visible($0))) })
                         let ranges = (0..<rows).map { (lo: lo($0), visible: visible($0)) }
                         var worst = 0.0, vmax = 0.0
                         let scale = 1 / Double(hd).squareRoot()
