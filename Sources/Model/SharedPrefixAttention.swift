@@ -19,6 +19,14 @@ package final class SharedPrefixAttention: @unchecked Sendable {
     /// statistics; for a quantized cache, also the decoded runs): a layer needing more
     /// computes its rows per row (counted in `fallbacks`). Default 2^26 (256 MB).
     package var maxPartFloats = 1 << 26
+    /// Rows per job of a shared run, at most (`Transformer.attendShared`): each job reads
+    /// its split of the run once for all its rows. Shapes the work only: a row's bits do
+    /// not depend on it. Values below 1 count as 1.
+    package var rowsPerJob = 32
+    /// Positions per split of a shared run (cut at absolute multiples): each split of each
+    /// block of rows is its own job and part. Changes a sharing row's last bits (another
+    /// cut of its softmax), never with the thread count. Values below 1 count as 1.
+    package var splitPositions = 512
     /// (row, layer) pairs whose attention read a shared prefix together with other rows.
     package private(set) var rows = 0
     /// Key/value positions all rows would have read on their own, Σ over (row, layer) of

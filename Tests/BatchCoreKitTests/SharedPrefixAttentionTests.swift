@@ -52,14 +52,61 @@ import Testing
         return out
     }
 
+    /// The serving path's parts: each shared part (view, per-row ranges) by ONE
+    /// `Attention.prefixTiled` call over all rows, then each row's own part by
+    /// `Attention.rows` alone, merged in order by `Attention.mergePartial`. [R × heads·hd].
+    static func tiledThenOwn(_ q: [Float], rows: Int, heads: Int, hd: Int, offset: Int,
+                             shared: [(KVView, [Range2])], own: [(KVView, Range2)]) -> [Float] {
+        let w = heads * hd, scale = 1 / Float(hd).squareRoot()
+        var parts = shared.map {
+            SharedPrefixTiledTests.tiled(q, $0.1, heads: heads, hd: hd, kv: $0.0, offset: offset, from: 0, to: .max)
+        }
+        var ownOut = [Float](repeating: .nan, count: rows * w), ownStats = [Float](repeating: -.infinity, count: rows * 2 * heads)
+        for r in 0..<rows {
+            q.withUnsafeBufferPointer { qb in
+                ownOut.withUnsafeMutableBufferPointer { ob in
+                    ownStats.withUnsafeMutableBufferPointer { sb in
+                        let query = [AttentionQuery(q: qb.baseAddress! + r * w, out: ob.baseAddress! + r * w, lo: own[r].1.lo,
+                                                    visible: own[r].1.visible, stats: sb.baseAddress! + r * 2 * heads)]
+                        query.withUnsafeBufferPointer { qs in
+                            var scores = [Float](repeating: .nan, count: max(1, Attention.tiledScratch(qs, heads: heads)))
+                            Attention.rows(qs, heads: heads, kv: own[r].0, offset: offset, headDim: hd, scale: scale, scores: &scores)
+                        }
+                    }
+                }
+            }
+        }
+        parts.append((ownOut, ownStats))
+        var out = [Float](repeating: 0, count: rows * w)
+        var acc = [Float](repeating: -.infinity, count: rows * 2 * heads)
+        for part in parts {
+            for r in 0..<rows {
+                out.withUnsafeMutableBufferPointer { ob in
+                    acc.withUnsafeMutableBufferPointer { ab in
+                        part.out.withUnsafeBufferPointer { pb in
+                            part.stats.withUnsafeBufferPointer { sb in
+                                Attention.mergePartial(into: ob.baseAddress! + r * w, stats: ab.baseAddress! + r * 2 * heads,
+                                                       part: pb.baseAddress! + r * w, stats: sb.baseAddress! + r * 2 * heads,
+                                                       heads: heads, headDim: hd)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
+
     /// Random queries over keys/values made of a prefix shared by all rows (runs of 16
     /// positions, its length not a multiple of 16), a middle part shared by the odd rows
     /// only (two levels), and each row's own suffix (lengths 1…40); causal and windowed
     /// rows (a window may start past the prefix: an empty part). Head dims 64, 20, 13,
     /// 128; GQA groups 1…4; the prefix from a paged cache of every storage type (the
-    /// decoded rows attention reads). The merged parts equal float64 softmax over all
-    /// positions within 1e-5 · max|v|, and the per-row kernel over the whole view
-    /// within 1e-5 · max|out|.
+    /// decoded rows attention reads). The prefix and the middle each by ONE
+    /// `prefixTiled` call over all rows, the own parts by `Attention.rows` (`tiledThenOwn`:
+    /// the serving path's kernels), merged: equal to float64 softmax over all positions
+    /// within 1e-5 · max|v|, and to the per-row kernel over the whole view within
+    /// 1e-5 · max|out|.
     @Test(arguments: [KVStorageType.f32, .f16, .int8, .kivi4])
     func mergedPartsEqualFloat64AndPerRowKernel(_ storage: KVStorageType) throws {
         var g = SystemRandomNumberGenerator()
@@ -116,17 +163,9 @@ import Testing
                         // rows not reading a part get an empty range.
                         let p0 = (0..<rows).map { r in (lo: min(lo(r), prefix), visible: prefix) }
                         let p1 = (0..<rows).map { r in r % 2 == 1 ? (lo: max(lo(r), prefix), visible: prefix + middle) : (lo: 0, visible: 0) }
-                        var single = [Float](repeating: 0, count: rows * heads * hd)
-                        for r in 0..<rows {
-                            let w = heads * hd
-                            let qr = Array(q[r * w..<(r + 1) * w])
-                            let alone = Self.merged(qr, rows: 1, heads: heads, hd: hd, offset: off, parts: [
-                                (prefixView, [p0[r]]), (middleView, [p1[r]]),
-                                (ownViews[r], [(lo: max(lo(r), ownStart(r)), visible: visible(r))]),
-                            ])
-                            single.replaceSubrange(r * w..<(r + 1) * w, with: alone)
-                        }
-                        let out = single  // the shared calls give each row these bits (sharedCallGivesEachRowItsOwnBits)
+                        let out = Self.tiledThenOwn(q, rows: rows, heads: heads, hd: hd, offset: off,
+                                                    shared: [(prefixView, p0), (middleView, p1)],
+                                                    own: (0..<rows).map { (ownViews[$0], (lo: max(lo($0), ownStart($0)), visible: visible($0))) })
                         let ranges = (0..<rows).map { (lo: lo($0), visible: visible($0)) }
                         var worst = 0.0, vmax = 0.0
                         let scale = 1 / Double(hd).squareRoot()
@@ -245,13 +284,17 @@ import Testing
     /// then 6 steps decode all five. Returns each sequence's tokens and its logits rows
     /// (one per token after the prompt), and the counters.
     /// `noRoom`: the shared parts may take no memory (`maxPartFloats` 0).
-    static func scenario(_ model: Transformer, _ layout: KVLayout, enabled: Bool, noRoom: Bool = false)
+    /// `rowsPerJob`, `splitPositions`: the shared jobs' shape (nil: the defaults).
+    static func scenario(_ model: Transformer, _ layout: KVLayout, enabled: Bool, noRoom: Bool = false,
+                         rowsPerJob: Int? = nil, splitPositions: Int? = nil)
         throws -> (tokens: [[Int32]], logits: [[Float]], counters: SharedPrefixAttention) {
         let vocab = model.config.vocabSize
         let docs = LayerForwardTests.randomDocuments([53, 5, 1, 20, 3, 6, 6, 6, 6, 6], vocab: vocab, seed: 77)
         let cache = try PagedKVCache(kvDim: model.config.kvDim, layout: layout, budgetBytes: 1 << 26)
         let counters = SharedPrefixAttention(enabled: enabled)
         if noRoom { counters.maxPartFloats = 0 }
+        if let rowsPerJob { counters.rowsPerJob = rowsPerJob }
+        if let splitPositions { counters.splitPositions = splitPositions }
         var tokens = [[Int32]](repeating: docs[0], count: 5)
         var logits = [[Float]](repeating: [], count: 5)
         func run(_ rows: [(seq: Int, token: Int32)]) throws {
@@ -354,6 +397,46 @@ import Testing
                         "\(name): rows \(failing.counters.rows) fallbacks \(failing.counters.fallbacks)")
                 for s in 0..<5 {
                     #expect(LayerForwardTests.differing(failing.logits[s], off.logits[s]) == 0, "\(name) seq \(s): fallback differs from off")
+                }
+            }
+        }
+    }
+
+    /// The shared jobs cut small — 1 or 2 rows per job (register-block remainders, many
+    /// jobs), splits of 16 or 7 positions (several parts per node, cuts mid-tile and
+    /// mid-block) — give the same bits on 1, 2 and 3 threads, logits within 1e-5
+    /// relative of each sequence alone and the same greedy tokens (f32 and a sliding
+    /// window, f16).
+    @Test func servingSharedJobShapesAreThreadInvariant() throws {
+        defer { try? Parallel.setThreadCount(0) }
+        let model = try LayerForwardTests.tinyModel(), c = model.config, vocab = c.vocabSize
+        let layouts: [(String, KVLayout)] = [
+            ("f32", .full(layerCount: c.layerCount, storage: .f32, blockSize: 16)),
+            ("sliding", KVLayout(layers: [.full, .sliding(window: 23), .sliding(window: 40)], storage: .f32, blockSize: 16)),
+            ("f16", .full(layerCount: c.layerCount, storage: .f16, blockSize: 16)),
+        ]
+        for (name, layout) in layouts {
+            for (rowsPerJob, split) in [(1, 16), (2, 7)] {
+                try Parallel.setThreadCount(1)
+                let one = try Self.scenario(model, layout, enabled: true, rowsPerJob: rowsPerJob, splitPositions: split)
+                #expect(one.counters.rows > 0 && one.counters.fallbacks == 0)
+                for threads in [2, 3] {
+                    try Parallel.setThreadCount(threads)
+                    let many = try Self.scenario(model, layout, enabled: true, rowsPerJob: rowsPerJob, splitPositions: split)
+                    for s in 0..<5 {
+                        #expect(LayerForwardTests.differing(one.logits[s], many.logits[s]) == 0,
+                                "\(name) \(rowsPerJob)/\(split) seq \(s): 1 vs \(threads) threads differ")
+                    }
+                }
+                for s in 0..<5 {
+                    let rows = one.logits[s].count / vocab
+                    let ref = try Self.alone(model, layout, one.tokens[s], rows: rows)
+                    let rel = Self.relative(one.logits[s], ref, vocab: vocab)
+                    #expect(rel <= 1e-5, "\(name) \(rowsPerJob)/\(split) seq \(s): \(rel) relative from alone")
+                    for r in 0..<rows {
+                        let a = one.logits[s][r * vocab..<(r + 1) * vocab], b = ref[r * vocab..<(r + 1) * vocab]
+                        #expect(a.indices.max { a[$0] < a[$1] } == b.indices.max { b[$0] < b[$1] }, "\(name) seq \(s) row \(r): greedy differs")
+                    }
                 }
             }
         }
