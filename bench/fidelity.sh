@@ -8,7 +8,11 @@
 # Environment: BATCHCORE_MODELS_DIR (default ~/.cache/batchcore/models: SmolLM2-135M-Instruct.<TYPE>.gguf,
 # made by tools/reference/llama_quant_fixtures.py; Q4_1 falls back to tools/fetch-model.sh),
 # BENCH_TYPES (default "Q4_1 Q8_0 Q4_0 Q4_K Q5_K Q6_K F16 BF16"), BENCH_PREFIX, BENCH_THREADS (2),
-# BENCH_PYTHON (a python with llama_cpp and numpy; default python3).
+# BENCH_PYTHON (a python with llama_cpp and numpy; default python3), BENCH_LLAMA_FROM (a previous
+# results directory: reuse its <TYPE>/llama.txt and <TYPE>/llama/ instead of running llama.cpp again,
+# e.g. to compare two batchcore builds against one llama.cpp run; llama.cpp is deterministic on
+# these files). Types name files, so BENCH_TYPES="Q4_K_M Q5_K_M" with
+# BATCHCORE_MODELS_DIR=/work/models-k reads SmolLM2-135M-Instruct.Q4_K_M.gguf etc.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -43,8 +47,14 @@ for t in $types; do
     log "$t: batchcore"
     LD_LIBRARY_PATH="$prefix/lib" "$prefix/fidelity_bench" "$m" "$out/ids.txt" "$out/$t/batchcore" --threads "$threads" \
         >"$out/$t/batchcore.txt" || log "$t: fidelity_bench exit $? (see $out/$t/batchcore.txt)"
-    log "$t: llama.cpp"
-    "$py" "$here/fidelity_llama.py" "$m" "$out/ids.txt" "$out/$t/llama" --threads "$threads" >"$out/$t/llama.txt"
+    if [ -n "${BENCH_LLAMA_FROM:-}" ] && [ -s "$BENCH_LLAMA_FROM/$t/llama.txt" ]; then
+        log "$t: llama.cpp from $BENCH_LLAMA_FROM"
+        cp "$BENCH_LLAMA_FROM/$t/llama.txt" "$out/$t/llama.txt"
+        cp "$BENCH_LLAMA_FROM/$t/llama/"*.f32 "$out/$t/llama/"
+    else
+        log "$t: llama.cpp"
+        "$py" "$here/fidelity_llama.py" "$m" "$out/ids.txt" "$out/$t/llama" --threads "$threads" >"$out/$t/llama.txt"
+    fi
     ran="$ran $t"
 done
 echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/header.txt"

@@ -13,12 +13,15 @@ import Testing
 /// (a = d·sc·(u − c), b = dmin·mn or −m), written here from ggml's layouts, and is itself
 /// checked against gguf-py's values. Tolerances:
 /// - dequantization: bit-exact with gguf-py (the same float32 operations: (d·sc)·q − dmin·mn);
-/// - a product against float64 of the same integer arithmetic Σ (a − b)·d_a·q_a:
-///   (nSub + 12)·2⁻²³·Σ(|a| + |b|)·|d_a·q_a| (nSub = 32-value sub-blocks per row): the
+/// - a product against float64 of the same integer arithmetic Σ a·d_a·q_a − b·s_a (b is
+///   constant over each 32-value sub-block; activations as llama.cpp quantizes them for
+///   the format: q8_0/q8_1 with f16 d and s for Q5_0/Q5_1, q8_K with one float32 d per
+///   256 for the k-quants, `QuantKernelTests.referenceActivations`):
+///   (nSub + 12)·2⁻²³·Σ(|a|·|d_a·q_a| + |b|·|s_a|) (nSub = 32-value sub-blocks per row): the
 ///   float32 rounding of each sub-block's scale product and min term, of the accumulation
 ///   in 8 lanes and of the final sums; the integer lanes themselves are exact;
 /// - a product against the exact product with the unquantized activations: that plus
-///   the activation rounding Σ_b (d_a,b / 2)·Σ_{k∈b}|w_k|.
+///   the activation error made, Σ_k |w_k|·|x_k − d_a·q_k| + Σ_b |b|·|s_a − d_a·Σq|.
 @Suite struct KQuantKernelTests {
     static let formats: [QuantFormat] = [.q5_0, .q5_1, .q4_K, .q5_K, .q6_K]
 
@@ -155,19 +158,23 @@ import Testing
             let y = QuantKernelTests.product(w, x, tokens: tokens)
             var worstInt = 0.0, worstTrue = 0.0
             for t in 0..<tokens {
-                let acts = (0..<nSub).map { QuantKernelTests.referenceBlock(x[(t * cols + 32 * $0)..<(t * cols + 32 * $0 + 32)]) }
+                let acts = QuantKernelTests.referenceActivations(f, x[(t * cols)..<(t * cols + cols)])
                 for o in 0..<rows {
                     var ref = 0.0, mag = 0.0, exact = 0.0, roundBound = 0.0
                     for b in 0..<nSub {
-                        var wabs = 0.0
+                        let bb = wd[o * cols + 32 * b].b, sa = Double(acts[b].s)
+                        var qsum = 0.0
                         for j in 0..<32 {
-                            let k = 32 * b + j, (a, bb) = wd[o * cols + k], qa = Double(acts[b].d) * Double(acts[b].q[j])
-                            ref += (a - bb) * qa
-                            mag += (abs(a) + abs(bb)) * abs(qa)
+                            let k = 32 * b + j, a = wd[o * cols + k].a, qa = Double(acts[b].d) * Double(acts[b].q[j])
+                            ref += a * qa
+                            mag += abs(a) * abs(qa)
                             exact += (a - bb) * Double(x[t * cols + k])
-                            wabs += abs(a - bb)
+                            roundBound += abs(a - bb) * abs(Double(x[t * cols + k]) - qa)
+                            qsum += Double(acts[b].q[j])
                         }
-                        roundBound += Double(acts[b].d) / 2 * wabs
+                        ref -= bb * sa
+                        mag += abs(bb) * abs(sa)
+                        roundBound += abs(bb) * abs(sa - Double(acts[b].d) * qsum)
                     }
                     let tol = Double(nSub + 12) * 0x1p-23 * mag + 1e-30
                     let got = Double(y[t * rows + o])
@@ -193,7 +200,10 @@ import Testing
         let x = QuantKernelTests.randomActivations(maxTokens * cols, &g)
         var acts = [bc_q8a_block](repeating: bc_q8a_block(), count: maxTokens * nSub)
         x.withUnsafeBufferPointer { xb in
-            for t in 0..<maxTokens { bc_quant_q8a_row(xb.baseAddress! + t * cols, &acts[t * nSub], Int64(nSub)) }
+            for t in 0..<maxTokens {
+                if f.usesQ8K { bc_quant_q8k_row(xb.baseAddress! + t * cols, &acts[t * nSub], Int64(nSub / 8)) }
+                else { bc_quant_q8a_row(xb.baseAddress! + t * cols, &acts[t * nSub], Int64(nSub)) }
+            }
         }
         var ref = [Float](repeating: .nan, count: maxTokens * rows)
         let id = try #require(f.kdotID)

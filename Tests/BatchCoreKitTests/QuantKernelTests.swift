@@ -9,14 +9,18 @@ import Testing
 /// per row, token counts across the 64-token work blocks.
 ///
 /// Tolerances:
-/// - activation quantization is compared exactly with a scalar reference (d = amax/127,
-///   q = round-half-even(x·127/amax), s = d·Σq);
+/// - activation quantization is compared exactly with a scalar reference of llama.cpp's
+///   x86 quantize_row_q8_0/q8_1 (q = round-half-even(x·id), id = 127/amax in float32;
+///   d = f16(amax/127), s = f16((amax/127)·Σq), rounded here by Swift's Float16, not by
+///   the kernel's F16C instruction), and of its quantize_row_q8_K for the k-quants;
 /// - a product, against the float64 value of the same integer arithmetic
-///   Σ_b (d_w·d_a)_b·Σ q_w·q_a (+ m_b·s_b for Q4_1): (nb + 12)·2⁻²³ · Σ_b (|d_w·d_a|·Σ|q_w·q_a|
-///   + |m_b·s_b|), the float32 rounding of each block's scale product, of the nb-step
-///   accumulation in 8 lanes and of the final lane sum;
+///   Σ_b (d_w·d_a)_b·Σ q_w·q_a (+ m_b·s_b for Q4_1) with those f16 scales: (nb + 12)·2⁻²³ ·
+///   Σ_b (|d_w·d_a|·Σ|q_w·q_a| + |m_b·s_b|), the float32 rounding of each block's scale
+///   product, of the nb-step accumulation in 8 lanes and of the final lane sum (keeping
+///   d and s in float32, as before, is ~2⁻¹² relative off per block: far outside);
 /// - a product, against the exact float64 product with the unquantized activations:
-///   the rounding bound Σ_b (d_a,b / 2)·Σ_{k∈b}|W_k| plus the tolerance above.
+///   the activation error actually made, Σ_k |W_k|·|x_k − d_a·q_k| (+ |m_b|·|s_b − d_a·Σq|
+///   for Q4_1), plus the tolerance above.
 @Suite struct QuantKernelTests {
     /// The 32-value formats of quant_dot.h (the others: KQuantKernelTests).
     static let legacy: [QuantFormat] = [.q4_0, .q4_1, .q8_0]
@@ -53,12 +57,33 @@ import Testing
         return x
     }
 
-    /// The scalar reference of `bc_quant_q8a_row` for one block.
+    /// The scalar reference of `bc_quant_q8a_row` for one block (llama.cpp's x86
+    /// quantize_row_q8_1: codes and s from the float32 d = amax/127, d and s stored as f16).
     static func referenceBlock(_ x: ArraySlice<Float>) -> (d: Float, s: Float, q: [Int8]) {
         let amax = x.reduce(Float(0)) { max($0, abs($1)) }
-        let d = amax / 127, id: Float = amax != 0 ? 127 / amax : 0
+        let d32 = amax / 127, id: Float = amax != 0 ? 127 / amax : 0
         let q = x.map { Int8(($0 * id).rounded(.toNearestOrEven)) }
-        return (d, d * Float(q.reduce(0) { $0 + Int($1) }), q)
+        let s32 = d32 * Float(q.reduce(0) { $0 + Int($1) })
+        return (Float(Float16(d32)), Float(Float16(s32)), q)
+    }
+
+    /// The scalar reference of `bc_quant_q8k_row` for 256 values (llama.cpp's
+    /// quantize_row_q8_K: one scale, d = 1/(127/amax) in float32, not rounded), as the 8
+    /// blocks of 32 it writes (each s = d·Σ of its q, float32).
+    static func referenceBlocksQ8K(_ x: ArraySlice<Float>) -> [(d: Float, s: Float, q: [Int8])] {
+        let amax = x.reduce(Float(0)) { max($0, abs($1)) }
+        let id: Float = amax != 0 ? 127 / amax : 0, d: Float = amax != 0 ? 1 / id : 0
+        return (0..<8).map { sb in
+            let q = x[(x.startIndex + 32 * sb)..<(x.startIndex + 32 * sb + 32)].map { Int8(($0 * id).rounded(.toNearestOrEven)) }
+            return (d, d * Float(q.reduce(0) { $0 + Int($1) }), q)
+        }
+    }
+
+    /// The reference activation blocks of token row x (cols values) for `format`.
+    static func referenceActivations(_ format: QuantFormat, _ x: ArraySlice<Float>) -> [(d: Float, s: Float, q: [Int8])] {
+        let o = x.startIndex
+        if format.usesQ8K { return (0..<(x.count / 256)).flatMap { referenceBlocksQ8K(x[(o + 256 * $0)..<(o + 256 * $0 + 256)]) } }
+        return (0..<(x.count / 32)).map { referenceBlock(x[(o + 32 * $0)..<(o + 32 * $0 + 32)]) }
     }
 
     static func dequantized(_ format: QuantFormat, _ bytes: [UInt8], count: Int) throws -> [Float] {
@@ -85,15 +110,62 @@ import Testing
             var x = Self.randomActivations(32 * nb + 32, &g)
             // One exact-half case per block kind: x·127/amax lands on k + 0.5.
             x[5] = 2.5 / 127 * 4; x[0] = 4; x[1] = -4
+            if nb >= 3 {
+                // f16 edge cases of the scale: block 1's d = amax/127 is an f16 subnormal
+                // (coarse rounding), block 2's is below half the smallest one (d rounds to 0:
+                // the block's d·Σq_w·q_a term vanishes, as in llama.cpp, while its codes are
+                // ±127 as usual and s, made from the float32 d, does not).
+                for j in 32..<64 { x[j] *= 2e-4 }
+                for j in 64..<96 { x[j] *= 1e-7 }
+            }
             for j in 0..<32 { x[32 * nb + j] = 0 }  // the edge case amax = 0
             var blocks = [bc_q8a_block](repeating: bc_q8a_block(), count: nb + 1)
             x.withUnsafeBufferPointer { bc_quant_q8a_row($0.baseAddress!, &blocks, Int64(nb + 1)) }
+            var f32Differs = 0
             for b in 0...nb {
                 let ref = Self.referenceBlock(x[(32 * b)..<(32 * b + 32)])
                 let q = withUnsafeBytes(of: blocks[b].q) { Array($0.bindMemory(to: Int8.self)) }
-                #expect(blocks[b].d == ref.d && blocks[b].s == ref.s && q == ref.q, "block \(b) of \(nb + 1)")
+                #expect(blocks[b].d.bitPattern == ref.d.bitPattern && blocks[b].s.bitPattern == ref.s.bitPattern && q == ref.q,
+                        "block \(b) of \(nb + 1)")
+                let amax = x[(32 * b)..<(32 * b + 32)].reduce(Float(0)) { max($0, abs($1)) }
+                if ref.d != amax / 127 { f32Differs += 1 }
             }
             #expect(blocks[nb].d == 0 && blocks[nb].s == 0)
+            // The reference really rounds: a float32 scale (the old kernel) would fail here.
+            #expect(f32Differs >= nb, "only \(f32Differs) of \(nb) scales change when rounded to f16")
+            if nb >= 3 {
+                #expect(blocks[1].d > 0 && Float16(blocks[1].d).isSubnormal, "block 1: d \(blocks[1].d)")
+                #expect(blocks[2].d == 0 && blocks[2].s != 0 && Self.q127(blocks[2]), "block 2: d \(blocks[2].d), s \(blocks[2].s)")
+            }
+        }
+    }
+
+    static func q127(_ b: bc_q8a_block) -> Bool {
+        withUnsafeBytes(of: b.q) { $0.bindMemory(to: Int8.self).contains { abs(Int($0)) == 127 } }
+    }
+
+    /// `bc_quant_q8k_row` (k-quant activations) against the scalar q8_K reference, exactly:
+    /// one float32 scale per 256 values shared by its 8 blocks, an exact-half case, a
+    /// 256-value run of zeros.
+    @Test func q8KActivationQuantizationMatchesScalarReference() {
+        var g = SplitMix64(state: 0xA11CE8)
+        for nb in [1, 3] {
+            var x = Self.randomActivations(256 * nb + 256, &g)
+            x[37] = 2.5 / 127 * 9; x[200] = -9
+            for j in 0..<256 { x[256 * nb + j] = 0 }
+            var blocks = [bc_q8a_block](repeating: bc_q8a_block(), count: 8 * (nb + 1))
+            x.withUnsafeBufferPointer { bc_quant_q8k_row($0.baseAddress!, &blocks, Int64(nb + 1)) }
+            for i in 0...nb {
+                let ref = Self.referenceBlocksQ8K(x[(256 * i)..<(256 * i + 256)])
+                for sb in 0..<8 {
+                    let b = blocks[8 * i + sb]
+                    let q = withUnsafeBytes(of: b.q) { Array($0.bindMemory(to: Int8.self)) }
+                    #expect(b.d.bitPattern == ref[sb].d.bitPattern && b.s.bitPattern == ref[sb].s.bitPattern && q == ref[sb].q,
+                            "256-block \(i), sub-block \(sb)")
+                }
+            }
+            #expect(blocks[8 * nb].d == 0 && blocks[8 * nb + 7].s == 0)
+            #expect(blocks[0].d == blocks[7].d && blocks[0].d == 1 / (127 / Float(9)), "one scale per 256: d = 1/(127/amax)")
         }
     }
 
@@ -120,19 +192,22 @@ import Testing
             let bytes = Self.randomBlocks(format, rows: rows, cols: cols, &g)
             let w = try bytes.withUnsafeBytes { try QuantizedWeights(format: format, rows: rows, cols: cols, bytes: $0) }
             let wf = try Self.dequantized(format, bytes, count: rows * cols)
-            let x = Self.randomActivations(tokens * cols, &g)
+            var x = Self.randomActivations(tokens * cols, &g)
+            // Block 1 of every token tiny: its f16 scale rounds to 0, as in llama.cpp.
+            if nb >= 7 { for t in 0..<tokens { for j in 0..<32 { x[t * cols + 32 + j] *= 1e-7 } } }
             let y = Self.product(w, x, tokens: tokens)
             var worstInt = 0.0, worstTrue = 0.0
             for t in 0..<tokens {
-                let acts = (0..<nb).map { Self.referenceBlock(x[(t * cols + 32 * $0)..<(t * cols + 32 * $0 + 32)]) }
+                let acts = Self.referenceActivations(format, x[(t * cols)..<(t * cols + cols)])
                 for o in 0..<rows {
                     var ref = 0.0, mag = 0.0, exact = 0.0, roundBound = 0.0
                     for b in 0..<nb {
                         let blk = bytes[((o * nb + b) * format.blockBytes)...]
                         let dw = Double(Float(Float16(bitPattern: UInt16(blk[blk.startIndex]) | UInt16(blk[blk.startIndex + 1]) << 8)))
-                        var isum = 0.0, isumAbs = 0.0, wabs = 0.0
+                        var isum = 0.0, isumAbs = 0.0, qsum = 0.0
                         for j in 0..<32 {
                             let k = 32 * b + j, wv = Double(wf[o * cols + k])
+                            let xq = Double(acts[b].d) * Double(acts[b].q[j])
                             // The integer weight value: (w - m)/d for Q4_1, w/d otherwise.
                             let qw: Double
                             switch format {
@@ -142,8 +217,9 @@ import Testing
                             }
                             isum += qw * Double(acts[b].q[j])
                             isumAbs += abs(qw * Double(acts[b].q[j]))
-                            wabs += abs(wv)
+                            qsum += Double(acts[b].q[j])
                             exact += wv * Double(x[t * cols + k])
+                            roundBound += abs(wv) * abs(Double(x[t * cols + k]) - xq)
                         }
                         let term = dw * Double(acts[b].d) * isum
                         ref += term
@@ -152,8 +228,8 @@ import Testing
                             let m = Double(Float(Float16(bitPattern: UInt16(blk[blk.startIndex + 2]) | UInt16(blk[blk.startIndex + 3]) << 8)))
                             ref += m * Double(acts[b].s)
                             mag += abs(m * Double(acts[b].s))
+                            roundBound += abs(m) * abs(Double(acts[b].s) - Double(acts[b].d) * qsum)
                         }
-                        roundBound += Double(acts[b].d) / 2 * wabs
                     }
                     let tol = Double(nb + 12) * 0x1p-23 * mag + 1e-30
                     let got = Double(y[t * rows + o])

@@ -60,11 +60,14 @@ import Testing
 
     /// llama.cpp (llama-cpp-python 0.3.36) ran the same Q4_1 file with its q8_1
     /// activations (Tests/fixtures/llama, `q4_1` entries: the last position's logits of
-    /// each prompt). Measured: max|native − llama.cpp Q4_1| 0.55–0.93 per prompt, about
-    /// as far as the float32 model is from it (0.58–0.73): the two int8 activation
-    /// roundings (llama.cpp keeps the block scale in f16) differ as much as either does
-    /// from F32. Bound: ≤ 1.5 (a regression guard, not fidelity; matching llama.cpp's
-    /// rounding is left for later).
+    /// each prompt). The quantized products are now bit-identical to ggml's
+    /// (QuantGgmlBitTests), but the other float operations round in other orders, which
+    /// flips an int8 activation code now and then, and each flip moves the logits by the
+    /// size of the int8 quantization noise. Measured with f16 scales: 0.45–1.56 per prompt
+    /// (float32 scales before: 0.55–0.93; the float32 model: 0.58–0.73). Bound: ≤ 2.5, the
+    /// quantization noise of `LlamaQuantFidelityTests.topLogitsEveryPosition` (native vs
+    /// float32 over whole rows up to 0.065 × max|logit| ≈ 2.3, `nativeLogitsCloseToFloat32`):
+    /// a regression guard against gross errors, not fidelity.
     @Test func nativeLogitsCloseToLlamaCppQ4_1() throws {
         let native = try TestModel.shared(), f32 = try TestModel.sharedFloat32()
         let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(ModelReferenceTests.fixtures)/logits.json"))) as? [String: Any])
@@ -82,7 +85,7 @@ import Testing
                     df = max(df, abs(b[p * vocab + j] - ref[r * vocab + j]))
                 }
                 print("\(prompt["name"]!) position \(p): max|native - llama.cpp Q4_1| \(dn), max|f32 - llama.cpp Q4_1| \(df)")
-                #expect(dn <= 1.5, "\(prompt["name"]!) position \(p): native \(dn), f32 \(df)")
+                #expect(dn <= 2.5, "\(prompt["name"]!) position \(p): native \(dn), f32 \(df)")
             }
         }
     }

@@ -7,9 +7,15 @@
  *   Q4_0 18 bytes: half d, 16 bytes of nibbles;         w = d*(nib - 8)
  *   Q4_1 20 bytes: half d, half m, 16 bytes of nibbles; w = d*nib + m
  *   (byte j: element j in the low nibble, element j + 16 in the high nibble).
- * Activation blocks (bc_q8a_block, 40 bytes): float d = amax/127, float s = d*sum(q),
- *   int8 q[32] = round-to-nearest-even(x * 127/amax) (all 0 when amax is 0); x ~ d*q.
- *   Like llama.cpp's q8_1 but with float32 d and s.
+ * Activation blocks (bc_q8a_block, 40 bytes): float d, float s, int8 q[32]; x ~ d*q.
+ *   bc_quant_q8a_row (for the 32-value weight formats) makes exactly llama.cpp's
+ *   q8_0/q8_1 blocks (x86 quantize_row_q8_0/q8_1): q = round-to-nearest-even(x * id) with
+ *   id = 127/amax in float32 (all 0 when amax is 0); d = f16(amax/127) and
+ *   s = f16((amax/127) * sum(q)) (the float32 product, then rounded to f16: the codes and
+ *   s come from the float32 d, the dot products use the rounded d), stored widened to
+ *   float32. bc_quant_q8k_row (for the 256-value K formats) makes llama.cpp's q8_K
+ *   blocks (quantize_row_q8_K): one float32 scale per 256 values, d = 1/id, shared by
+ *   the 8 bc_q8a_block of the 256, each with s = d * sum(q) in float32.
  *
  * A dot of a weight row (nb blocks) with an activation row accumulates block by block,
  * in ascending order, into one 8-lane float accumulator (fused multiply-add of the
@@ -43,6 +49,11 @@ BC_QUANT_FN float bc_quant_hsum(__m256 v) {
     x = _mm_add_ps(x, _mm_movehl_ps(x, x));
     x = _mm_add_ss(x, _mm_movehdup_ps(x));
     return _mm_cvtss_f32(x);
+}
+
+/* x rounded to the nearest f16 (ties to even), as a float. */
+BC_QUANT_FN float bc_quant_f16_round(float x) {
+    return _cvtsh_ss(_cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT));
 }
 
 /* 32 nibbles of 16 bytes as bytes 0..15 (low nibbles) and 16..31 (high nibbles). */
@@ -87,8 +98,47 @@ BC_QUANT_FN void bc_quant_q8a_row(const float *x, bc_q8a_block *y, int64_t nb) {
             y[i].q[j] = (int8_t)c;
             sum += c;
         }
-        y[i].d = d;
-        y[i].s = d * (float)sum;
+        /* ggml's GGML_CPU_FP32_TO_FP16 on x86 (F16C, round to nearest even). */
+        y[i].d = bc_quant_f16_round(d);
+        y[i].s = bc_quant_f16_round(d * (float)sum);
+    }
+}
+
+/* Quantizes x[0 .. 256*nb) as llama.cpp's q8_K blocks into 8*nb activation blocks:
+ * per 256 values amax = max|x|, id = 127/amax (0 when amax is 0), d = 1/id (0 when amax
+ * is 0; float32, not rounded), q = round-to-nearest-even(x * id); each of the 8 blocks
+ * of 32 gets that d and s = d * sum of its q (float32). ggml picks the sign of its scale
+ * from the largest element (iscale = -127/max); x*iscale and 1/iscale are sign-symmetric
+ * in IEEE arithmetic, so d*q is the same value either way. */
+BC_QUANT_FN void bc_quant_q8k_row(const float *x, bc_q8a_block *y, int64_t nb) {
+    const __m256 signBit = _mm256_set1_ps(-0.0f);
+    for (int64_t i = 0; i < nb; i++) {
+        const float *v = x + 256 * i;
+        __m256 m = _mm256_andnot_ps(signBit, _mm256_loadu_ps(v));
+        for (int j = 8; j < 256; j += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(signBit, _mm256_loadu_ps(v + j)));
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        const float amax = _mm_cvtss_f32(h);
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        const float d = amax != 0.0f ? 1.0f / id : 0.0f;
+        const __m256 mul = _mm256_set1_ps(id);
+        for (int sb = 0; sb < 8; sb++) {
+            bc_q8a_block *o = y + 8 * i + sb;
+            const float *u = v + 32 * sb;
+            int32_t q[32];
+            for (int j = 0; j < 32; j += 8)
+                _mm256_storeu_si256((__m256i *)(q + j),
+                                    _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(u + j), mul), BC_QUANT_ROUND)));
+            int32_t sum = 0;
+            for (int j = 0; j < 32; j++) {
+                int32_t c = q[j] > 127 ? 127 : (q[j] < -127 ? -127 : q[j]);
+                o->q[j] = (int8_t)c;
+                sum += c;
+            }
+            o->d = d;
+            o->s = d * (float)sum;
+        }
     }
 }
 

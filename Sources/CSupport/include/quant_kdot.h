@@ -1,5 +1,8 @@
 /* Integer dot products of Q5_0, Q5_1, Q4_K, Q5_K and Q6_K weight rows with int8
- * activation blocks (bc_q8a_block of quant_dot.h: 32 values, float d, float s = d*Σq).
+ * activation blocks (bc_q8a_block of quant_dot.h: 32 values, float d, float s ~ d*Σq):
+ * for Q5_0/Q5_1 made by bc_quant_q8a_row (llama.cpp's q8_0/q8_1: f16-rounded d and s),
+ * for the k-quants by bc_quant_q8k_row (llama.cpp's q8_K: one float32 d per 256 values,
+ * the same in the 8 blocks, s = d*Σq in float32).
  * Header-only, nothing exported; AVX2 baseline, and the same kernels with AVX-512 VNNI
  * (256-bit vpdpbusd) chosen at run time (bc_quant_has_avx512_vnni).
  *

@@ -6,14 +6,16 @@ import CSupport
 ///     y[t][o] = Σ_k x[t][k] · W[o][k]        (forward, t < tokens)
 ///     dX[t][k] (=|+=) Σ_o dY[t][o] · W[o][k]  (input gradient of a frozen W)
 ///
-/// Forward quantizes each activation row x[t] per block of 32 to int8
-/// (`bc_quant_q8a_row`: d = amax/127, q = round(x/d)), then takes integer dot products
-/// with the weight blocks (`bc_quant_dot_*` in CSupport/quant_dot.h for Q8_0/Q4_0/Q4_1,
-/// `bc_kq_dot` in quant_kdot.h for Q5_0/Q5_1/Q4_K/Q5_K/Q6_K, whose 256-value blocks meet
-/// 8 activation blocks), as llama.cpp's vec_dot_q4_1_q8_1 does (llama.cpp quantizes
-/// activations for the k-quants per 256 with one float scale, Q8_K; one scale per 32 is
-/// never coarser). The error against the float product is bounded
-/// per block b by (d_b/2)·Σ_{k∈b}|W[o][k]| (rounding to the nearest int8 step).
+/// Forward quantizes each activation row x[t] to int8 exactly as llama.cpp does for the
+/// weight's format: per block of 32 with an f16 scale (`bc_quant_q8a_row`, ggml's
+/// q8_0/q8_1: d = f16(amax/127), q = round(x·127/amax), s = f16(d·Σq)) for
+/// Q8_0/Q4_0/Q4_1/Q5_0/Q5_1, per 256 with one float32 scale (`bc_quant_q8k_row`, ggml's
+/// q8_K) for Q4_K/Q5_K/Q6_K. Then it takes integer dot products with the weight blocks
+/// (`bc_quant_dot_*` in CSupport/quant_dot.h for Q8_0/Q4_0/Q4_1, `bc_kq_dot` in
+/// quant_kdot.h for Q5_0/Q5_1/Q4_K/Q5_K/Q6_K, whose 256-value blocks meet 8 activation
+/// blocks), as llama.cpp's vec_dot_q4_1_q8_1 etc. do. The error against the float product
+/// is bounded per block b by (d_b/2)·Σ_{k∈b}|W[o][k]| (rounding to the nearest int8 step)
+/// plus |d_b − amax_b/127|·Σ|q_a·W| (and |s_b − d·Σq|·|m| for Q4_1/Q5_1): the f16 scale.
 ///
 /// F16 and BF16 segments skip the activation quantization: each weight is converted
 /// to float32 on the fly and meets x itself (`bc_hq_dot` in quant_hdot.h, F16C), the
@@ -80,11 +82,16 @@ package enum QuantGEMM {
                 r += itemRows
             }
         }
-        // F16/BF16 segments read x itself; the others its int8 blocks (made only if needed).
-        let needsBlocks = w.segments.contains { !$0.format.isFloat }
-        withUnsafeTemporaryAllocation(of: bc_q8a_block.self, capacity: needsBlocks ? tokens * nb : 1) { buf in
+        // F16/BF16 segments read x itself; the others its int8 blocks (made only if needed):
+        // q8_0/q8_1-style blocks at a, q8_K-style blocks (k-quant segments) at a8k.
+        let needsBlocks = w.segments.contains { !$0.format.isFloat && !$0.format.usesQ8K }
+        let needsK = w.segments.contains { $0.format.usesQ8K }
+        let kOffset = needsBlocks ? tokens * nb : 0
+        withUnsafeTemporaryAllocation(of: bc_q8a_block.self, capacity: max(1, kOffset + (needsK ? tokens * nb : 0))) { buf in
             guard let a = buf.baseAddress else { return }
+            let a8k = a + kOffset
             if needsBlocks { quantizeActivations(x, ldx: ldx, tokens: tokens, blocks: nb, into: a) }
+            if needsK { quantizeActivationsQ8K(x, ldx: ldx, tokens: tokens, blocks: nb, into: a8k) }
             let blocks = (tokens + tokensPerBlock - 1) / tokensPerBlock
             let segments = w.segments, groupCount = groups.count
             let data = UnsafePointer(w.data.assumingMemoryBound(to: UInt8.self))
@@ -104,7 +111,8 @@ package enum QuantGEMM {
                     }
                     if let id = format.kdotID {
                         for r in r0..<r1 {
-                            kRowByTokens(base + r * rowBytes, id, vnni, Int64(seg.blocksPerRow), a, nb, t0, t1, yseg + r, ldy)
+                            kRowByTokens(base + r * rowBytes, id, vnni, Int64(seg.blocksPerRow), format.usesQ8K ? a8k : a, nb,
+                                         t0, t1, yseg + r, ldy)
                         }
                         return
                     }
@@ -254,6 +262,13 @@ package enum QuantGEMM {
     package static func quantizeActivations(_ x: UnsafePointer<Float>, ldx: Int, tokens: Int, blocks: Int,
                                             into a: UnsafeMutablePointer<bc_q8a_block>) {
         Parallel.forEach(tokens) { t in bc_quant_q8a_row(x + t * ldx, a + t * blocks, Int64(blocks)) }
+    }
+
+    /// The same for the k-quant formats (`bc_quant_q8k_row`, one scale per 256 values;
+    /// `blocks` is a multiple of 8). Each row's blocks depend only on that row.
+    package static func quantizeActivationsQ8K(_ x: UnsafePointer<Float>, ldx: Int, tokens: Int, blocks: Int,
+                                               into a: UnsafeMutablePointer<bc_q8a_block>) {
+        Parallel.forEach(tokens) { t in bc_quant_q8k_row(x + t * ldx, a + t * blocks, Int64(blocks / 8)) }
     }
     #endif
 

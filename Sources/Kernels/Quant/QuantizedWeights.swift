@@ -73,6 +73,11 @@ package enum QuantFormat: UInt32, CaseIterable, Sendable {
     /// Whether products read float32 activations (F16, BF16: `bc_hq_dot` in
     /// quant_hdot.h) rather than int8 activation blocks.
     package var isFloat: Bool { self == .f16 || self == .bf16 }
+
+    /// Whether products read activations quantized as llama.cpp's q8_K (one float32
+    /// scale per 256 values, `bc_quant_q8k_row`: the k-quants) rather than its q8_0/q8_1
+    /// (one f16 scale per 32, `bc_quant_q8a_row`).
+    package var usesQ8K: Bool { blockValues == 256 }
 }
 
 /// A weight matrix W[rows × cols] (row o = output feature o) kept in ggml block formats:
