@@ -9,7 +9,8 @@ Variants of the activation quantization (per block of 32, q = round-half-even(x 
 weights exactly the file's Q4_1 / Q8_0 blocks; everything else as llama_fixtures.numpy_forward):
   llama    d = amax/127 and, for Q4_1, s = d*sum(q) rounded to f16 (ggml's block_q8_1 / block_q8_0:
            quantize_row_q8_1 / quantize_row_q8_0), the dot  d_w*d*sum(q_w*q) + m_w*s
-  f32scale d and s kept in f32 (what batchcore's bc_quant_q8a_row stores)
+  f32scale d and s kept in f32 (what batchcore's bc_quant_q8a_row stored until stop 14; it now
+           rounds both to f16 as ggml does, i.e. the 'llama' variant)
   none     no activation quantization (the weights' dequantized values times f32 activations)
   llama+eps  as llama, the token embeddings scaled by (1 + 2^-20): how far a perturbation far below
            any rounding of the arithmetic moves the logits once int8 codes start to flip
