@@ -80,19 +80,7 @@ import Testing
         var out = [Float](repeating: 0, count: rows * w)
         var acc = [Float](repeating: -.infinity, count: rows * 2 * heads)
         for part in parts {
-            for r in 0..<rows {
-                out.withUnsafeMutableBufferPointer { ob in
-                    acc.withUnsafeMutableBufferPointer { ab in
-                        part.out.withUnsafeBufferPointer { pb in
-                            part.stats.withUnsafeBufferPointer { sb in
-                                Attention.mergePartial(into: ob.baseAddress! + r * w, stats: ab.baseAddress! + r * 2 * heads,
-                                                       part: pb.baseAddress! + r * w, stats: sb.baseAddress! + r * 2 * heads,
-                                                       heads: heads, headDim: hd)
-                            }
-                        }
-                    }
-                }
-            }
+            SharedPrefixTiledTests.merge(part, into: &out, stats: &acc, rows: rows, heads: heads, hd: hd)
         }
         return out
     }
@@ -134,8 +122,8 @@ import Testing
             func ownStart(_ r: Int) -> Int { prefix + (r % 2 == 1 ? middle : 0) }
             func visible(_ r: Int) -> Int { ownStart(r) + own[r] }
             func lo(_ r: Int) -> Int { r % 3 == 2 ? max(0, visible(r) - [7, 60, prefix + 3][(r / 3) % 3]) : 0 }
-            try mk.withUnsafeBufferPointer { mkb in
-                try mv.withUnsafeBufferPointer { mvb in
+            mk.withUnsafeBufferPointer { mkb in
+                mv.withUnsafeBufferPointer { mvb in
                     let middleView = KVView(segments: [KVSegment(keys: mkb.baseAddress!, values: mvb.baseAddress!, start: prefix, count: middle)],
                                             rowStride: kvd)
                     var ownViews: [KVView] = []

@@ -32,6 +32,26 @@ import Testing
         return (out, stats)
     }
 
+    /// Merges a partial result (`tiled`'s output and statistics) into `out`/`stats`, row by
+    /// row, with `Attention.mergePartial`.
+    static func merge(_ part: (out: [Float], stats: [Float]), into out: inout [Float], stats: inout [Float],
+                      rows: Int, heads: Int, hd: Int) {
+        let w = heads * hd
+        out.withUnsafeMutableBufferPointer { ob in
+            stats.withUnsafeMutableBufferPointer { ab in
+                part.out.withUnsafeBufferPointer { pb in
+                    part.stats.withUnsafeBufferPointer { sb in
+                        for r in 0..<rows {
+                            Attention.mergePartial(into: ob.baseAddress! + r * w, stats: ab.baseAddress! + r * 2 * heads,
+                                                   part: pb.baseAddress! + r * w, stats: sb.baseAddress! + r * 2 * heads,
+                                                   heads: heads, headDim: hd)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// A view over random keys/values of `length` positions cut into runs of the given
     /// lengths (cycled), rows `stride` floats apart; the buffers are returned to keep alive.
     static func view(length: Int, stride: Int, runs: [Int], keys: UnsafePointer<Float>, values: UnsafePointer<Float>)
@@ -84,19 +104,7 @@ import Testing
                             var acc = [Float](repeating: -.infinity, count: rows * 2 * heads)
                             for (a, b) in zip(cuts, cuts.dropFirst()) {
                                 let part = Self.tiled(q, ranges, heads: heads, hd: hd, kv: kv, offset: off, from: a, to: b)
-                                for r in 0..<rows {
-                                    out.withUnsafeMutableBufferPointer { ob in
-                                        acc.withUnsafeMutableBufferPointer { ab in
-                                            part.out.withUnsafeBufferPointer { pb in
-                                                part.stats.withUnsafeBufferPointer { sb in
-                                                    Attention.mergePartial(into: ob.baseAddress! + r * w, stats: ab.baseAddress! + r * 2 * heads,
-                                                                           part: pb.baseAddress! + r * w, stats: sb.baseAddress! + r * 2 * heads,
-                                                                           heads: heads, headDim: hd)
-                                                }
-                                            }
-                                        }
-                                    }
-                                }
+                                Self.merge(part, into: &out, stats: &acc, rows: rows, heads: heads, hd: hd)
                             }
                             var worst = 0.0, vmax = 0.0, lseErr = 0.0, maxErr = 0.0, emptyBad = 0
                             let scale = 1 / Double(hd).squareRoot()
