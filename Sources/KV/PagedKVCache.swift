@@ -313,7 +313,7 @@ package final class PagedKVCache: KVCache {
             sources.withUnsafeBufferPointer { src in
                 Parallel.forEach(segs.count) { i in
                     let seg = segs[i], k = src[i].k, v = src[i].v
-                    let kd = scratch + (seg.start / bs) * bs * dim * 2, vd = kd + bs * dim
+                    let kd = UnsafeMutablePointer(mutating: seg.keys), vd = UnsafeMutablePointer(mutating: seg.values)
                     for r in 0..<seg.count {
                         KVRowCodec.decode(UnsafeRawPointer(k + r * rb), dim, rowType, into: kd + r * dim)
                         KVRowCodec.decode(UnsafeRawPointer(v + r * rb), dim, rowType, into: vd + r * dim)

@@ -75,20 +75,11 @@ __attribute__((always_inline)) BC_QUANT_FN512 void bc_quant_rows8_avx512(
     const __m256i rowOffsets = _mm256_setr_epi32(0, (int)ldw, (int)(2 * ldw), (int)(3 * ldw), (int)(4 * ldw),
                                                  (int)(5 * ldw), (int)(6 * ldw), (int)(7 * ldw));
     /* scale lanes of pair p: Q8_0 [2p ×8 | 2p+1 ×8]; Q4 [2p ×4 | 2p+1 ×4 | 2p ×4 | 2p+1 ×4] */
-    __m512i idx0, idx1, idx2, idx3;
-    if (fmt == 0) {
-        const __m512i base = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-        idx0 = base;
-        idx1 = _mm512_add_epi32(base, _mm512_set1_epi32(2));
-        idx2 = _mm512_add_epi32(base, _mm512_set1_epi32(4));
-        idx3 = _mm512_add_epi32(base, _mm512_set1_epi32(6));
-    } else {
-        const __m512i base = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
-        idx0 = base;
-        idx1 = _mm512_add_epi32(base, _mm512_set1_epi32(2));
-        idx2 = _mm512_add_epi32(base, _mm512_set1_epi32(4));
-        idx3 = _mm512_add_epi32(base, _mm512_set1_epi32(6));
-    }
+    const __m512i idx0 = fmt == 0 ? _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)
+                                  : _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
+    const __m512i idx1 = _mm512_add_epi32(idx0, _mm512_set1_epi32(2));
+    const __m512i idx2 = _mm512_add_epi32(idx0, _mm512_set1_epi32(4));
+    const __m512i idx3 = _mm512_add_epi32(idx0, _mm512_set1_epi32(6));
     /* The 8 rows are one contiguous stretch of 8·ldw bytes walked as 8 interleaved
      * streams, which the hardware prefetchers follow poorly: prefetch the stretch after
      * this one (the next 8 rows) evenly over the nb blocks. */

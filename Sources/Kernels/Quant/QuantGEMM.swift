@@ -66,7 +66,7 @@ package enum QuantGEMM {
         #if arch(x86_64)
         if tokens <= 0 || w.rows == 0 { return }
         let nb = w.cols / 32
-        let wide = kernel == .best && hasAVX512 && tokens >= 4  // decode (1–3 tokens) keeps the AVX2 loop
+        let wide = kernel == .best && hasAVX512 && tokens >= 4  // decode (1–3 tokens): 8 rows × a token (`rows8`)
         let vnni: Int32 = kernel == .best && hasAVX512 ? 1 : 0
         let rows8 = kernel == .best && hasAVX512 && !wide
         // Work items: (segment, first row) groups of `itemRows` rows × token blocks. Decode
