@@ -1080,8 +1080,21 @@ typedef struct bc_trainer_params {
                                         Masks are a pure function of (lora_seed, step, micro-batch, layer, module, row,
                                         column): the same bits on any thread count and after a checkpoint resume.
                                         bc_trainer_evaluate and inference never drop. Written to adapter_config.json */
-    uint32_t reserved2;            /**< 0 */
+    uint32_t compute_type;         /**< (was reserved, 0) BC_COMPUTE_F32 (0) or BC_COMPUTE_BF16: see below */
 } bc_trainer_params;
+
+/** bc_trainer_params.compute_type: the arithmetic of the projections' matrix products in
+ *  bc_trainer_micro_batch and bc_trainer_evaluate (forward, input and weight gradients).
+ *  BC_COMPUTE_F32: float32 throughout (gradients equal PyTorch's float32 ones to rounding).
+ *  BC_COMPUTE_BF16: mixed precision, as PyTorch's CPU autocast: each product reads bf16
+ *  copies of the weights (made at bc_trainer_create, refreshed after each optimizer step;
+ *  4 bytes per projection weight, counted in bc_trainer_memory.trainable_copies) and
+ *  bf16-rounded activations / gradients, and sums in float32; its result stays float32, and
+ *  weights, gradients, optimizer state, norms, attention, softmax and the loss stay
+ *  float32. About twice the matrix throughput on CPUs with AVX-512 BF16; on others
+ *  bc_trainer_create fails with BC_E_UNSUPPORTED. Still deterministic (same bits on any
+ *  thread count); serving (contexts, engines) always computes in float32. */
+enum { BC_COMPUTE_F32 = 0, BC_COMPUTE_BF16 = 1 };
 
 /** LoRA target modules (bc_trainer_params.lora_targets), PEFT's q_proj ... down_proj. */
 enum {
@@ -1098,7 +1111,8 @@ typedef struct bc_trainer_memory {
     uint32_t struct_size;          /**< set by the caller: sizeof(bc_trainer_memory) */
     uint32_t reserved0;            /**< 0 */
     uint64_t model_weights;        /**< the loaded model (already resident) */
-    uint64_t trainable_copies;     /**< float32 copies of the projections the optimizer updates */
+    uint64_t trainable_copies;     /**< float32 copies of the projections the optimizer updates (+ the bf16 copies of
+                                        BC_COMPUTE_BF16) */
     uint64_t gradients;
     uint64_t activations;          /**< what backward reads, for a full micro-batch */
     uint64_t backward_buffers;

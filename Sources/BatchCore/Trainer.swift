@@ -38,7 +38,7 @@ private var defaultTrainerParams: bc_trainer_params {
                              recompute: o.recompute ? 1 : 0, optimizer_slots: UInt32(o.optimizerSlots), reserved0: 0,
                              memory_limit: 0, lora_rank: 0, lora_alpha: 16, lora_targets: LoRATarget.q.bit | LoRATarget.v.bit,
                              use_rslora: 0, lora_seed: 0, gradient_delay: 0, reserved1: 0,
-                             lora_dropout: 0, reserved2: 0)
+                             lora_dropout: 0, compute_type: UInt32(BC_COMPUTE_F32))
 }
 
 private func trainerOptions(_ params: UnsafePointer<bc_trainer_params>?) throws -> TrainerOptions {
@@ -46,7 +46,9 @@ private func trainerOptions(_ params: UnsafePointer<bc_trainer_params>?) throws 
     guard p.recompute == 0 || p.recompute == 1 else { throw BatchCoreError.invalid("recompute is \(p.recompute); use 0 or 1") }
     guard p.reserved0 == 0 else { throw BatchCoreError.invalid("bc_trainer_params.reserved0 must be 0") }
     guard p.reserved1 == 0 else { throw BatchCoreError.invalid("bc_trainer_params.reserved1 must be 0") }
-    guard p.reserved2 == 0 else { throw BatchCoreError.invalid("bc_trainer_params.reserved2 must be 0") }
+    guard p.compute_type == UInt32(BC_COMPUTE_F32) || p.compute_type == UInt32(BC_COMPUTE_BF16) else {
+        throw BatchCoreError.invalid("compute_type \(p.compute_type): use BC_COMPUTE_F32 or BC_COMPUTE_BF16")
+    }
     guard p.lora_dropout >= 0, p.lora_dropout < 1 else {
         throw BatchCoreError.invalid("lora_dropout \(p.lora_dropout) outside 0 <= p < 1")
     }
@@ -59,6 +61,7 @@ private func trainerOptions(_ params: UnsafePointer<bc_trainer_params>?) throws 
     o.optimizerSlots = Int(p.optimizer_slots)
     o.memoryLimit = p.memory_limit == 0 ? nil : Int(p.memory_limit)
     o.gradientDelay = Int(p.gradient_delay)   // TrainerOptions.validate checks the bound
+    o.computeBF16 = p.compute_type == UInt32(BC_COMPUTE_BF16)
     if p.lora_rank > 0 {
         guard p.use_rslora == 0 || p.use_rslora == 1 else { throw BatchCoreError.invalid("use_rslora is \(p.use_rslora); use 0 or 1") }
         guard p.lora_rank <= UInt32(LoRASlot.maxRank) else {

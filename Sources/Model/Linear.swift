@@ -37,6 +37,10 @@ package final class Linear {
     /// Adapters being trained, each on a run of output rows (`TrainingAdapter`); applied
     /// only by passes that ask for them (training and evaluation), never when serving.
     package internal(set) var trainingAdapters: [TrainingAdapter] = []
+    /// W rounded to bf16 for training's bf16 mode (`enableBF16`): training and evaluation
+    /// passes (`trainingForward`, `backward`) then run their products in bf16 with
+    /// float32 sums; serving products never read it. nil otherwise.
+    package private(set) var bf16: BF16Weights?
 
     /// Packs `w` (row-major rows × cols).
     package init(rows: Int, cols: Int, rowMajor w: UnsafePointer<Float>) throws {
@@ -97,6 +101,17 @@ package final class Linear {
             PackedGEMM.multiply(x, ldx: ldx, tokens: tokens, packed, y, ldy: ldy)
         } else if let quantized {
             QuantGEMM.multiply(x, ldx: ldx, tokens: tokens, quantized, y, ldy: ldy)
+        }
+    }
+
+    /// The product of training and evaluation passes: `forward` in float32, or in bf16
+    /// when `enableBF16` made the bf16 copy (`BF16GEMM.forward`; batch invariant too).
+    @inline(__always)
+    package func trainingForward(_ x: UnsafePointer<Float>, ldx: Int, _ y: UnsafeMutablePointer<Float>, ldy: Int, tokens: Int) {
+        if let bf16 {
+            BF16GEMM.forward(x, ldx: ldx, tokens: tokens, bf16, y, ldy: ldy)
+        } else {
+            forward(x, ldx: ldx, y, ldy: ldy, tokens: tokens)
         }
     }
 
@@ -212,12 +227,39 @@ package final class Linear {
         grad = g
     }
 
-    /// Repacks the base weight from `weight` after an optimizer changed it, so products
-    /// use the new values. Throws `.badState` when not trainable.
+    /// Repacks the base weight (and the bf16 copy, if any) from `weight` after an
+    /// optimizer changed it, so products use the new values. Throws `.badState` when not
+    /// trainable.
     package func syncPacked() throws {
         guard let weight, let packed else { throw BatchCoreError.badState("syncPacked on a projection that is not trainable") }
         packed.repack(from: weight)
+        bf16?.update(rowMajor: weight)
     }
+
+    // MARK: bf16 copy (training's bf16 mode)
+
+    /// Makes `bf16` from the current values (the trainable copy if there is one, else the
+    /// base weight, packed or quantized: its exact values). Idempotent. Throws
+    /// `.unsupported` when the CPU has no AVX-512 BF16, `.outOfMemory` (nothing changes).
+    package func enableBF16() throws {
+        if bf16 != nil { return }
+        guard BF16GEMM.isSupported else {
+            throw BatchCoreError(.unsupported, "bf16 compute needs a CPU with AVX-512 BF16 (this one has none): use float32")
+        }
+        let b = try BF16Weights(rows: rows, cols: cols)
+        if let weight {
+            b.update(rowMajor: weight)
+        } else {
+            b.update { r0, count, scratch in
+                copyRows(r0, count: count, into: scratch)
+                return UnsafePointer(scratch)
+            }
+        }
+        bf16 = b
+    }
+
+    /// Frees `bf16`; products are float32 again.
+    package func dropBF16() { bf16 = nil }
 
     /// Frees `weight` and `grad` (the packed copy stays, with the values last synced).
     package func dropTrainable() {

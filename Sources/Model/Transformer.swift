@@ -44,13 +44,18 @@ package final class Transformer {
     /// packed-weights kernel: the same per-value arithmetic for one token or many, so
     /// projections are batch invariant by construction.
     ///
-    /// `adapters`: also apply the projection's training adapters
-    /// (`Linear.forwardTrainingAdapters`): training and evaluation passes only, so a
-    /// serving pass is the base product alone, bit for bit.
+    /// `adapters`: a training or evaluation pass: the base product of
+    /// `Linear.trainingForward` (bf16 in training's bf16 mode) plus the projection's
+    /// training adapters (`Linear.forwardTrainingAdapters`); a serving pass is the
+    /// float32 base product alone, bit for bit.
     @inline(__always)
     func project(_ x: UnsafePointer<Float>, _ w: Linear, _ y: UnsafeMutablePointer<Float>, tokens: Int,
                  ldx: Int? = nil, adapters: Bool = false) throws {
-        w.forward(x, ldx: ldx ?? w.cols, y, ldy: w.rows, tokens: tokens)
+        if adapters {
+            w.trainingForward(x, ldx: ldx ?? w.cols, y, ldy: w.rows, tokens: tokens)
+        } else {
+            w.forward(x, ldx: ldx ?? w.cols, y, ldy: w.rows, tokens: tokens)
+        }
         if adapters { try w.forwardTrainingAdapters(x, ldx: ldx ?? w.cols, y, ldy: w.rows, tokens: tokens) }
     }
 

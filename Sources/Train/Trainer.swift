@@ -23,6 +23,11 @@ package struct TrainerOptions: Equatable, Sendable {
     /// Asynchronous mode: each step applies the gradient of D steps ago (0 = off,
     /// at most 64; TrainerDelay.swift states the rule).
     package var gradientDelay = 0
+    /// bf16 compute: the projections' products of training and evaluation passes read
+    /// bf16 copies of the weights and bf16-rounded activations and gradients, summing
+    /// in float32 (`BF16GEMM`); weights, gradients, optimizer state and every other op
+    /// stay float32 (mixed precision, as PyTorch's autocast). Needs AVX-512 BF16.
+    package var computeBF16 = false
 
     package init() {}
 
@@ -41,6 +46,9 @@ package struct TrainerOptions: Equatable, Sendable {
             throw BatchCoreError.invalid("gradient delay \(gradientDelay) outside 0...\(GradientDelayQueue.maxDelay)")
         }
         try lora?.validate()
+        if computeBF16 && !BF16GEMM.isSupported {
+            throw BatchCoreError(.unsupported, "bf16 compute needs a CPU with AVX-512 BF16 (this one has none): use float32")
+        }
     }
 }
 
@@ -129,9 +137,11 @@ package final class Trainer {
         let adapters = try options.lora.map { try LoRAAdapterSet(fresh: $0, model: model.config) }
         do {
             if let adapters { try adapters.attach(to: model.weights) } else { try model.weights.makeTrainable() }
+            if options.computeBF16 { for m in model.weights.projections { try m.enableBF16() } }
             try activations.reserve(model.config, rows: options.microBatchTokens, logitRows: options.microBatchTokens)
             try gradients.reserve(model.config, rows: options.microBatchTokens, targetRows: options.microBatchTokens)
         } catch {
+            for m in model.weights.projections { m.dropBF16() }
             if let adapters { adapters.detach(from: model.weights) } else { model.weights.dropTrainable() }
             throw error
         }
@@ -145,6 +155,7 @@ package final class Trainer {
     }
 
     deinit {
+        for m in model.weights.projections { m.dropBF16() }
         if let adapters { adapters.detach(from: model.weights) } else { model.weights.dropTrainable() }
     }
 

@@ -1,4 +1,5 @@
 import BCCore
+import BCKernels
 import BCModel
 #if canImport(Glibc)
 import Glibc
@@ -52,7 +53,9 @@ package struct TrainerMemory: Equatable, Sendable {
             throw BatchCoreError(.outOfMemory, "a micro-batch of \(t) tokens does not fit in memory")
         }
         modelWeights = model.weights.parameterCount * 4
-        trainableCopies = (projections + adapters) * 4
+        // bf16 compute: each projection's two bf16 layouts (BF16Weights), frozen or not.
+        let bf16 = options.computeBF16 ? model.weights.projections.reduce(0) { $0 + BF16Weights.byteCount(rows: $1.rows, cols: $1.cols) } : 0
+        trainableCopies = (projections + adapters) * 4 + bf16
         gradients = (projections + vectors + adapters) * 4
         activations = a * 4
         backwardBuffers = g * 4

@@ -55,7 +55,7 @@ int main(int argc, char **argv) {
     bc_trainer_params tp;
     CHECK_OK(bc_trainer_params_default(&tp, sizeof tp));
     CHECK(tp.lora_rank == 0 && tp.lora_alpha == 16.0f && tp.lora_targets == (BC_LORA_Q | BC_LORA_V) && tp.use_rslora == 0);
-    CHECK(tp.lora_dropout == 0.0f && tp.reserved2 == 0);
+    CHECK(tp.lora_dropout == 0.0f && tp.compute_type == BC_COMPUTE_F32);
     tp.micro_batch_tokens = 64;
 
     /* The full fine-tune's statement, then LoRA's. */
@@ -98,7 +98,7 @@ int main(int argc, char **argv) {
         CHECK_ERR(bc_trainer_create(model, &bad, &t), BC_E_INVALID_ARGUMENT);
     }
     bad = tp;
-    bad.reserved2 = 1;
+    bad.compute_type = 2;   /* neither BC_COMPUTE_F32 nor BC_COMPUTE_BF16 */
     CHECK_ERR(bc_trainer_create(model, &bad, &t), BC_E_INVALID_ARGUMENT);
     CHECK_OK(bc_trainer_params_default(&bad, sizeof bad));
     bad.lora_dropout = 0.25f;   /* dropout without LoRA */

@@ -10,6 +10,7 @@
 #include "quant_hdot.h"
 #include "quant_rows.h"
 #include "transpose.h"
+#include "bf16_gemm.h"
 
 /* The spin-wait hint (x86 PAUSE): lets a spinning core yield pipeline resources. */
 static inline void bc_internal_spin_pause(void) {

@@ -48,7 +48,7 @@ extension Transformer {
         try rowTargets.withUnsafeBufferPointer { t in
             for start in stride(from: 0, to: r, by: chunk) {
                 let m = min(chunk, r - start)
-                weights.output.forward(normed + start * d, ldx: d, g.logits, ldy: vocab, tokens: m)
+                weights.output.trainingForward(normed + start * d, ldx: d, g.logits, ldy: vocab, tokens: m)
                 try CrossEntropyOp.forward(logits: g.logits, targets: t.baseAddress! + start, rows: m, vocab: vocab,
                                            into: &totals)
                 if backward {

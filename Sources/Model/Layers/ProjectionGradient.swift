@@ -8,11 +8,21 @@ extension Linear {
     ///
     /// W is read from the trainable copy when there is one, else from the packed weight
     /// (a frozen projection: the same bits, no copy) or from a quantized one's exact
-    /// block values. Row strides: x `ldx`, dY `ldDY`,
-    /// dX `ldDX`. Deterministic (see `ProjectionBackward`).
+    /// block values. With the bf16 copy (`enableBF16`) both products run in bf16 with
+    /// float32 sums (`BF16GEMM`). Row strides: x `ldx`, dY `ldDY`, dX `ldDX`.
+    /// Deterministic (see `ProjectionBackward`, `BF16GEMM`).
     package func backward(x: UnsafePointer<Float>, ldx: Int, dY: UnsafePointer<Float>, ldDY: Int,
                           dX: UnsafeMutablePointer<Float>?, ldDX: Int, tokens: Int, accumulate: Bool = false,
                           weightGradient: Bool = true) {
+        if let bf16 {
+            if let dX {
+                BF16GEMM.inputGradient(dY, ldDY: ldDY, tokens: tokens, bf16, dX, ldDX: ldDX, accumulate: accumulate)
+            }
+            if weightGradient, let grad {
+                BF16GEMM.weightGradient(dY, ldDY: ldDY, x, ldX: ldx, tokens: tokens, rows: rows, cols: cols, grad)
+            }
+            return
+        }
         if let dX {
             if let weight {
                 ProjectionBackward.inputGradient(dY, ldDY: ldDY, tokens: tokens, weight: weight, rows: rows, cols: cols,
