@@ -7,10 +7,12 @@
  *
  *   cc -std=c99 -O2 $(pkg-config --cflags batchcore) train_bench.c $(pkg-config --libs batchcore) -lm -o train_bench
  *   train_bench MODEL.gguf [--docs 4] [--len 256] [--steps 3] [--warmup 1] [--mode train|forward]
- *               [--recompute] [--threads N] [--lora R]
+ *               [--recompute] [--threads N] [--lora R] [--compute f32|bf16]
+ * --compute bf16: the projections' products in bf16 with float32 sums (BC_COMPUTE_BF16,
+ * = train_torch.py --dtype autocast-bf16's arithmetic); default f32.
  *
  * Prints one machine-readable line (bench/train_torch.py prints the same for PyTorch):
- *   RESULT impl=batchcore mode=.. docs=.. len=.. threads=.. recompute=.. lora=<rank, 0: full> tokens_per_s=<median>
+ *   RESULT impl=batchcore mode=.. docs=.. len=.. threads=.. recompute=.. lora=<rank, 0: full> compute=f32|bf16 tokens_per_s=<median>
  *          sec=<median step> peak_rss_mib=.. load_rss_mib=.. steps_rss_mib=.. loss=<last step>
  *          loss0=<first step> params=.. layers=.. embd=.. times=<timed steps, s> cpu_times=<their CPU s>
  * peak_rss_mib: getrusage(RUSAGE_SELF) ru_maxrss, the whole process; load_rss_mib: VmHWM
@@ -59,10 +61,10 @@ static int reset_hwm(void) {
 
 int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        fprintf(stderr, "usage: train_bench MODEL [--docs D] [--len L] [--steps S] [--warmup W] [--mode train|forward] [--recompute] [--threads N] [--lora R]\n");
+        fprintf(stderr, "usage: train_bench MODEL [--docs D] [--len L] [--steps S] [--warmup W] [--mode train|forward] [--recompute] [--threads N] [--lora R] [--compute f32|bf16]\n");
         return argc < 2 ? 2 : 0;
     }
-    int docs = 4, len = 256, steps = 3, warmup = 1, recompute = 0, threads = 0, train = 1, lora = 0;
+    int docs = 4, len = 256, steps = 3, warmup = 1, recompute = 0, threads = 0, train = 1, lora = 0, bf16 = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--recompute")) { recompute = 1; continue; }
@@ -73,6 +75,11 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--warmup")) warmup = atoi(v);
         else if (!strcmp(a, "--threads")) threads = atoi(v);
         else if (!strcmp(a, "--lora")) lora = atoi(v);
+        else if (!strcmp(a, "--compute")) {
+            if (!strcmp(v, "f32")) bf16 = 0;
+            else if (!strcmp(v, "bf16")) bf16 = 1;
+            else { fprintf(stderr, "train_bench: --compute is f32 or bf16, not '%s'\n", v); return 2; }
+        }
         else if (!strcmp(a, "--mode")) {
             if (!strcmp(v, "train")) train = 1;
             else if (!strcmp(v, "forward")) train = 0;
@@ -111,6 +118,7 @@ int main(int argc, char **argv) {
     CHECK(bc_trainer_params_default(&tp, sizeof tp));
     tp.micro_batch_tokens = (uint32_t)n;
     tp.recompute = recompute;
+    tp.compute_type = bf16 ? BC_COMPUTE_BF16 : BC_COMPUTE_F32;
     if (lora) {
         tp.lora_rank = (uint32_t)lora;
         tp.lora_alpha = 2.0f * (float)lora;
@@ -179,9 +187,10 @@ int main(int argc, char **argv) {
     getrusage(RUSAGE_SELF, &ru);
     double peak = ru.ru_maxrss / 1024.0;
     if (load_rss > peak) peak = load_rss;
-    printf("RESULT impl=batchcore mode=%s docs=%d len=%d threads=%d recompute=%d lora=%d tokens_per_s=%.2f sec=%.3f "
+    printf("RESULT impl=batchcore mode=%s docs=%d len=%d threads=%d recompute=%d lora=%d compute=%s tokens_per_s=%.2f sec=%.3f "
            "peak_rss_mib=%.0f load_rss_mib=%.0f steps_rss_mib=%.0f loss=%.4f loss0=%.4f params=%lld layers=%d embd=%d times=",
-           train ? "train" : "forward", docs, len, (int)bc_get_num_threads(), recompute, lora, n / med, med, peak, load_rss, steps_rss,
+           train ? "train" : "forward", docs, len, (int)bc_get_num_threads(), recompute, lora, bf16 ? "bf16" : "f32", n / med, med,
+           peak, load_rss, steps_rss,
            r.loss, loss0, (long long)info.n_params, info.n_layer, info.n_embd);
     for (int i = 0; i < steps; i++) printf("%s%.3f", i ? "," : "", times[i]);
     printf(" cpu_times=");

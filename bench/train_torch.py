@@ -9,7 +9,7 @@ LlamaForCausalLM in float32 with eager attention. The SAME token ids as train_be
 shifts them: every position but each sequence's last is a target, as in train_bench.c).
 
   train_torch.py MODEL.gguf [--docs 4] [--len 256] [--steps 3] [--warmup 1]
-                 [--mode train|forward] [--threads 2] [--lora R]
+                 [--mode train|forward] [--threads 2] [--lora R] [--compute f32|bf16]
       mode train:   loss = model(ids, labels=ids).loss; loss.backward();
                     torch.optim.AdamW (defaults: on CPU the per-tensor for-loop, neither foreach
                     nor fused) .step(); zero_grad(set_to_none=True)
@@ -17,12 +17,15 @@ shifts them: every position but each sequence's last is a target, as in train_be
       --lora R:     PEFT LoRA (peft.get_peft_model, LoraConfig(r=R, lora_alpha=2R,
                     lora_dropout=0, target_modules q,k,v,o,gate,up,down)): the base frozen,
                     AdamW over the adapters only (= train_bench.c --lora R)
+      --compute bf16: the forward (and so its backward) under torch.autocast("cpu",
+                    dtype=torch.bfloat16): matmuls in bf16, float32 weights, gradients and
+                    AdamW (= train_bench.c --compute bf16)
   train_torch.py --peak [--threads 2] [--n 2048] [--reps 10]
       the sgemm peak: torch.mm of two n x n float32 matrices into a preallocated output,
       2 warm-up products, best of --reps; FLOP = 2 n^3.
 
 Prints one machine-readable line (medians of the timed steps, CLOCK_MONOTONIC):
-  RESULT impl=torch mode=.. docs=.. len=.. threads=.. lora=.. tokens_per_s=.. sec=.. peak_rss_mib=..
+  RESULT impl=torch mode=.. docs=.. len=.. threads=.. lora=.. compute=.. tokens_per_s=.. sec=.. peak_rss_mib=..
          load_rss_mib=.. steps_rss_mib=.. loss=..
          loss0=.. params=.. layers=.. embd=.. times=t1,t2,.. cpu_times=c1,c2,.. (process CPU s)
   PEAK impl=torch-sgemm n=2048 threads=2 gflops=.. times=..
@@ -164,6 +167,13 @@ def run_model(a):
     print(f"# torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"CPU capability {torch.backends.cpu.get_cpu_capability()}, attn {model.config._attn_implementation}, "
           f"params {params}", flush=True)
+    import contextlib
+
+    def autocast():
+        # --compute bf16: PyTorch's CPU mixed precision (autocast: matmuls in bf16, float32
+        # master weights and optimizer), the counterpart of train_bench --compute bf16.
+        return torch.autocast("cpu", dtype=torch.bfloat16) if a.compute == "bf16" else contextlib.nullcontext()
+
     import gc
     gc.collect()
     load_rss = vm_hwm_mib()
@@ -172,12 +182,13 @@ def run_model(a):
     for i in range(a.warmup + a.steps):
         t0, c0 = now(), time.process_time()
         if train:
-            out = model(input_ids=ids, labels=ids, use_cache=False)
+            with autocast():
+                out = model(input_ids=ids, labels=ids, use_cache=False)
             out.loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
         else:
-            with torch.no_grad():
+            with torch.no_grad(), autocast():
                 out = model(input_ids=ids, labels=ids, use_cache=False)
         loss = float(out.loss.detach())
         del out
@@ -190,7 +201,7 @@ def run_model(a):
         print(f"# step {i}: {dt:.2f} s, loss {loss:.4f}", file=sys.stderr, flush=True)
     med = statistics.median(times)
     steps_rss = vm_hwm_mib() if steps_rss_ok else float("nan")
-    print(f"RESULT impl=torch mode={a.mode} docs={a.docs} len={a.len} threads={a.threads} lora={a.lora} "
+    print(f"RESULT impl=torch mode={a.mode} docs={a.docs} len={a.len} threads={a.threads} lora={a.lora} compute={a.compute} "
           f"tokens_per_s={n / med:.2f} sec={med:.3f} peak_rss_mib={max(peak_rss_mib(), load_rss):.0f} "
           f"load_rss_mib={load_rss:.0f} steps_rss_mib={steps_rss:.0f} loss={loss:.4f} "
           f"loss0={loss0:.4f} params={params} layers={cfg['layers']} embd={cfg['hidden']} "
@@ -208,6 +219,7 @@ def main():
     ap.add_argument("--mode", choices=("train", "forward"), default="train")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lora", type=int, default=0)
+    ap.add_argument("--compute", choices=("f32", "bf16"), default="f32")
     ap.add_argument("--n", type=int, default=2048)
     ap.add_argument("--reps", type=int, default=10)
     a = ap.parse_args()

@@ -28,7 +28,8 @@ import Testing
         let shapes: [(String, Int, Int, Int)] = [("o 576->576", 1024, 576, 576), ("qkv 576->960", 1024, 576, 960),
                                                 ("gateup 576->3072", 1024, 576, 3072), ("down 1536->576", 1024, 1536, 576),
                                                 ("head 576->49152 T128", 128, 576, 49152)]
-        print("shape                  thr   fwd    dX    dXpk   dW    (GFLOP/s)")
+        let bf16 = BF16GEMM.isSupported
+        print("shape                  thr   fwd    dX    dXpk   dW   | bf16: fwd    dX     dW    (GFLOP/s)")
         for (name, t, cols, rows) in shapes {
             let x = (0..<(t * cols)).map { _ in Float.random(in: -1...1) }
             let w = (0..<(rows * cols)).map { _ in Float.random(in: -1...1) }
@@ -49,8 +50,18 @@ import Testing
                                                                        ldDX: cols) }
                 let c = Self.time(reps) { ProjectionBackward.weightGradient(dY, ldDY: rows, x, ldX: cols, tokens: t, rows: rows,
                                                                         cols: cols, &dW) }
-                print(String(format: "%-22@ %2d  %5.1f  %5.1f  %5.1f  %5.1f", name as NSString, threads,
-                             flops / f, flops / a, flops / b, flops / c))
+                var line = String(format: "%-22@ %2d  %5.1f  %5.1f  %5.1f  %5.1f", name as NSString, threads,
+                                  flops / f, flops / a, flops / b, flops / c)
+                if bf16 {
+                    let bw = try BF16Weights(rows: rows, cols: cols)
+                    w.withUnsafeBufferPointer { bw.update(rowMajor: $0.baseAddress!) }
+                    let bf = Self.time(reps) { BF16GEMM.forward(x, ldx: cols, tokens: t, bw, &y, ldy: rows) }
+                    let ba = Self.time(reps) { BF16GEMM.inputGradient(dY, ldDY: rows, tokens: t, bw, &dX, ldDX: cols, accumulate: false) }
+                    let bc = Self.time(reps) { BF16GEMM.weightGradient(dY, ldDY: rows, x, ldX: cols, tokens: t, rows: rows,
+                                                                       cols: cols, &dW) }
+                    line += String(format: "  |      %5.1f  %5.1f  %5.1f", flops / bf, flops / ba, flops / bc)
+                }
+                print(line)
             }
         }
     }
