@@ -110,56 +110,116 @@ package enum AttentionTraining {
         let d = heads * hd, kvd = kvHeads * hd, stride = d + 2 * kvd, group = heads / kvHeads
         let scale = 1 / Float(hd).squareRoot()
         Parallel.forEach(docs.count * kvHeads) { item in
-            let doc = docs[item / kvHeads], g = item % kvHeads
+            let doc = docs[item / kvHeads], g = item % kvHeads, n = doc.count
             let base = qkv + doc.first * stride, dBase = dqkv + doc.first * stride
             let kOff = d + g * hd, vOff = d + kvd + g * hd
-            for r in 0..<doc.count {
+            for r in 0..<n {
                 (dBase + r * stride + kOff).update(repeating: 0, count: hd)
                 (dBase + r * stride + vOff).update(repeating: 0, count: hd)
             }
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * doc.count) { buf in
-                let p = buf.baseAddress!, ds = p + doc.count
-                for r in 0..<doc.count {
-                    let n = r + 1, row = doc.first + r
-                    for hh in 0..<group {
-                        let h = g * group + hh
-                        let q = base + r * stride + h * hd
-                        let dO = dOut + row * d + h * hd
-                        let lse = stats[(row * heads + h) * 2 + 1]
-                        // Scores (the forward's arithmetic), then P_j = exp(s_j − lse).
-                        Attention.scores(q, base + kOff, stride, n, hd, scale, p)
-                        // dP_j = dO·v_j into ds.
-                        Attention.scores(dO, base + vOff, stride, n, hd, 1, ds)
-                        var dv = Vec16(repeating: 0)
-                        forEachBlock16(n) { j, lanes in
-                            var e = exp16(load16(p, j, lanes) - Vec16(repeating: lse))
-                            if lanes < 16 { for k in lanes..<16 { e[k] = 0 } }
-                            store16(e, p, j, lanes)
-                            dv = fma16(e, load16(ds, j, lanes), dv)
-                        }
-                        let dd = Vec16(repeating: dv.sum())
-                        // dS_j·scale = P_j·(dP_j − D)·scale.
-                        forEachBlock16(n) { j, lanes in
-                            store16(load16(p, j, lanes) * (load16(ds, j, lanes) - dd) * scale, ds, j, lanes)
-                        }
-                        // dq = Σ_j dS_j·k_j; dk_j += dS_j·q; dv_j += P_j·dO.
-                        let dq = dBase + r * stride + h * hd
-                        dq.update(repeating: 0, count: hd)
-                        for j in 0..<n {
-                            let s = ds[j], pj = p[j]
-                            let k = base + j * stride + kOff
-                            let dk = dBase + j * stride + kOff, dvRow = dBase + j * stride + vOff
-                            forEachBlock16(hd) { c, lanes in
-                                store16(fma16(s, load16(k, c, lanes), load16(dq, c, lanes)), dq, c, lanes)
-                                store16(fma16(s, load16(q, c, lanes), load16(dk, c, lanes)), dk, c, lanes)
-                                store16(fma16(pj, load16(dO, c, lanes), load16(dvRow, c, lanes)), dvRow, c, lanes)
+            let block = min(n, backwardRowBlock)
+            // P and dS·scale of a block of rows: row r − r0 at (r − r0)·n, positions 0..<r1
+            // (0 past r: those positions are masked and add nothing below).
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * block * n) { buf in
+                let pBuf = buf.baseAddress!, sBuf = pBuf + block * n
+                for hh in 0..<group {
+                    let h = g * group + hh
+                    var r0 = 0
+                    while r0 < n {
+                        let r1 = min(n, r0 + block)
+                        for r in r0..<r1 {
+                            let cnt = r + 1, row = doc.first + r
+                            let p = pBuf + (r - r0) * n, ds = sBuf + (r - r0) * n
+                            let q = base + r * stride + h * hd, dO = dOut + row * d + h * hd
+                            let lse = stats[(row * heads + h) * 2 + 1]
+                            // Scores (the forward's arithmetic), then P_j = exp(s_j − lse).
+                            Attention.scores(q, base + kOff, stride, cnt, hd, scale, p)
+                            // dP_j = dO·v_j into ds.
+                            Attention.scores(dO, base + vOff, stride, cnt, hd, 1, ds)
+                            var dv = Vec16(repeating: 0)
+                            forEachBlock16(cnt) { j, lanes in
+                                var e = exp16(load16(p, j, lanes) - Vec16(repeating: lse))
+                                if lanes < 16 { for k in lanes..<16 { e[k] = 0 } }
+                                store16(e, p, j, lanes)
+                                dv = fma16(e, load16(ds, j, lanes), dv)
+                            }
+                            let dd = Vec16(repeating: dv.sum())
+                            // dS_j·scale = P_j·(dP_j − D)·scale.
+                            forEachBlock16(cnt) { j, lanes in
+                                store16(load16(p, j, lanes) * (load16(ds, j, lanes) - dd) * scale, ds, j, lanes)
+                            }
+                            if cnt < r1 {
+                                (p + cnt).update(repeating: 0, count: r1 - cnt)
+                                (ds + cnt).update(repeating: 0, count: r1 - cnt)
                             }
                         }
+                        // dq_r = Σ_{j ≤ r} dS_rj·k_j, four rows at a time (one load of k_j each).
+                        var r = r0
+                        while r < r1 {
+                            let m = min(4, r1 - r)
+                            let ds0 = sBuf + (r - r0) * n
+                            let ds1 = m > 1 ? ds0 + n : ds0, ds2 = m > 2 ? ds0 + 2 * n : ds0, ds3 = m > 3 ? ds0 + 3 * n : ds0
+                            let last = r + m   // positions 0..<last (zeros past each row's own)
+                            forEachBlock16(hd) { c, lanes in
+                                var a0 = Vec16(repeating: 0), a1 = a0, a2 = a0, a3 = a0
+                                var kp = base + kOff + c
+                                for j in 0..<last {
+                                    let k = load16(kp, 0, lanes)
+                                    a0 = fma16(ds0[j], k, a0); a1 = fma16(ds1[j], k, a1)
+                                    a2 = fma16(ds2[j], k, a2); a3 = fma16(ds3[j], k, a3)
+                                    kp += stride
+                                }
+                                store16(a0, dBase + r * stride + h * hd, c, lanes)
+                                if m > 1 { store16(a1, dBase + (r + 1) * stride + h * hd, c, lanes) }
+                                if m > 2 { store16(a2, dBase + (r + 2) * stride + h * hd, c, lanes) }
+                                if m > 3 { store16(a3, dBase + (r + 3) * stride + h * hd, c, lanes) }
+                            }
+                            r += m
+                        }
+                        // dk_j += Σ_r dS_rj·q_r, dv_j += Σ_r P_rj·dO_r over this block's rows
+                        // r ≥ j, four positions j at a time (one load of q_r and dO_r each).
+                        var j = 0
+                        while j < r1 {
+                            let m = min(4, r1 - j), rs = max(r0, j)
+                            let j1 = m > 1 ? j + 1 : j, j2 = m > 2 ? j + 2 : j, j3 = m > 3 ? j + 3 : j
+                            forEachBlock16(hd) { c, lanes in
+                                let dk0 = dBase + j * stride + kOff, dk1 = dBase + j1 * stride + kOff
+                                let dk2 = dBase + j2 * stride + kOff, dk3 = dBase + j3 * stride + kOff
+                                var k0 = load16(dk0, c, lanes), k1 = load16(dk1, c, lanes)
+                                var k2 = load16(dk2, c, lanes), k3 = load16(dk3, c, lanes)
+                                var v0 = load16(dk0 + kvd, c, lanes), v1 = load16(dk1 + kvd, c, lanes)
+                                var v2 = load16(dk2 + kvd, c, lanes), v3 = load16(dk3 + kvd, c, lanes)
+                                for rr in rs..<r1 {
+                                    let i = (rr - r0) * n
+                                    let qv = load16(base + rr * stride + h * hd, c, lanes)
+                                    let ov = load16(dOut + (doc.first + rr) * d + h * hd, c, lanes)
+                                    let sp = sBuf + i, pp = pBuf + i
+                                    k0 = fma16(sp[j], qv, k0); v0 = fma16(pp[j], ov, v0)
+                                    if m == 4 {
+                                        k1 = fma16(sp[j1], qv, k1); v1 = fma16(pp[j1], ov, v1)
+                                        k2 = fma16(sp[j2], qv, k2); v2 = fma16(pp[j2], ov, v2)
+                                        k3 = fma16(sp[j3], qv, k3); v3 = fma16(pp[j3], ov, v3)
+                                    }
+                                }
+                                store16(k0, dk0, c, lanes); store16(v0, dk0 + kvd, c, lanes)
+                                if m == 4 {
+                                    store16(k1, dk1, c, lanes); store16(v1, dk1 + kvd, c, lanes)
+                                    store16(k2, dk2, c, lanes); store16(v2, dk2 + kvd, c, lanes)
+                                    store16(k3, dk3, c, lanes); store16(v3, dk3 + kvd, c, lanes)
+                                }
+                            }
+                            j += m == 4 ? 4 : 1
+                        }
+                        r0 = r1
                     }
                 }
             }
         }
     }
+
+    /// Rows per backward block: P and dS of a block stay in L2 while dq, dk and dv are
+    /// accumulated from them.
+    static let backwardRowBlock = 32
 }
 
 extension Attention {

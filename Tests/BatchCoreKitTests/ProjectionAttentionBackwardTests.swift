@@ -249,12 +249,14 @@ import Testing
     /// Backward vs central finite differences of the float64 loss L = Σ dOut ⊙ out(qkv)
     /// (h = 1e-5) for every element of qkv: max |dqkv − fd| / max |fd| ≤ 1e-4 for dQ, dK
     /// and dV separately. Shapes: head dim 8, 12 (not a multiple of 8) and 16, GQA groups
-    /// 1, 2 and 3, two documents of 5 and 9 rows (gradients never cross them).
+    /// 1, 2 and 3, two documents of 5 and 9 rows (gradients never cross them), and one of
+    /// 35 rows (two of backward's 32-row blocks, a partial group of four positions).
     @Test func attentionBackwardMatchesFiniteDifferences() throws {
         let shapes = [Shape(heads: 2, kvHeads: 2, hd: 8, documents: [5, 9]),
                       Shape(heads: 2, kvHeads: 1, hd: 16, documents: [5, 9]),
                       Shape(heads: 3, kvHeads: 1, hd: 12, documents: [9, 5]),
-                      Shape(heads: 4, kvHeads: 2, hd: 8, documents: [5, 9])]
+                      Shape(heads: 4, kvHeads: 2, hd: 8, documents: [5, 9]),
+                      Shape(heads: 2, kvHeads: 1, hd: 8, documents: [35, 4])]
         for s in shapes {
             let qkv = Self.random(s.rows * s.stride), dOut = Self.random(s.rows * s.d)
             let dqkv = try Self.run(qkv, dOut, s).dqkv

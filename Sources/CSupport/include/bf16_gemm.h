@@ -75,17 +75,20 @@ BC_BF16_FN void bc_internal_bf16_pack_panel(const float *src, long ld, long coun
 /* Rows contiguous in the reduction (x[i][s]), interleaved `width` rows per pair:
  * dst[p*width + q] = pair(src[q*ld + 2p], src[q*ld + 2p + 1]) for q < r (<= width),
  * p < (count + 1) / 2; 0 for q >= r and the missing step of an odd count. width 8: an A
- * micro-panel; width 32: a forward weight panel (rows = output features). */
-BC_BF16_FN void bc_internal_bf16_interleave_rows(const float *src, long ld, int r, long count, int width, uint32_t *dst) {
+ * micro-panel; width 32: a forward weight panel (rows = output features). Steps from
+ * `from` (even) on only; a full 8-row panel's whole blocks of 32 steps go through
+ * bc_internal_bf16_interleave8 first. */
+BC_BF16_FN void bc_internal_bf16_interleave_tail(const float *src, long ld, int r, long from, long count, int width,
+                                                  uint32_t *dst) {
     const long pairs = (count + 1) / 2;
     for (int q = 0; q < width; q++) {
         uint32_t *d = dst + q;
         if (q >= r) {
-            for (long p = 0; p < pairs; p++) d[p * width] = 0;
+            for (long p = from / 2; p < pairs; p++) d[p * width] = 0;
             continue;
         }
         const float *s = src + q * ld;
-        long k = 0, p = 0;
+        long k = from, p = from / 2;
         uint32_t tmp[16];
         for (; k + 32 <= count; k += 32) {
             const __m512i v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(s + k + 16), _mm512_loadu_ps(s + k));
@@ -102,6 +105,44 @@ BC_BF16_FN void bc_internal_bf16_interleave_rows(const float *src, long ld, int 
             for (long u = 0; p + u < pairs; u++) d[(p + u) * width] = tmp[u];
         }
     }
+}
+
+/* 8 full rows x 32 steps (16 pairs) -> dst[p*8 + q] for p < 16: each row's 16 pairs in a
+ * register, then an 8 x 16 transpose of 32-bit words (unpack 32, unpack 64, 128-bit lane
+ * shuffles and a blend). Moves the pairs only: the words are the tail loop's. */
+BC_BF16_FN void bc_internal_bf16_interleave8(const float *src, long ld, uint32_t *dst) {
+    __m512i t[8], u[8];
+    for (int q = 0; q < 8; q++) {
+        const float *s = src + q * ld;
+        t[q] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(s + 16), _mm512_loadu_ps(s));
+    }
+    /* u[c] lane i = rows 0-3 of pair 4i + c; u[4 + c] lane i = rows 4-7. */
+    for (int h = 0; h < 2; h++) {
+        const __m512i a0 = _mm512_unpacklo_epi32(t[4 * h], t[4 * h + 1]), a1 = _mm512_unpackhi_epi32(t[4 * h], t[4 * h + 1]);
+        const __m512i a2 = _mm512_unpacklo_epi32(t[4 * h + 2], t[4 * h + 3]), a3 = _mm512_unpackhi_epi32(t[4 * h + 2], t[4 * h + 3]);
+        u[4 * h] = _mm512_unpacklo_epi64(a0, a2);
+        u[4 * h + 1] = _mm512_unpackhi_epi64(a0, a2);
+        u[4 * h + 2] = _mm512_unpacklo_epi64(a1, a3);
+        u[4 * h + 3] = _mm512_unpackhi_epi64(a1, a3);
+    }
+#define BC_BF16_T8(k, i, c)                                                                              \
+    do {                                                                                                 \
+        const __m512i x = _mm512_shuffle_i32x4(u[c], u[(c) + 1], (i) * 0x55);                            \
+        const __m512i y = _mm512_shuffle_i32x4(u[(c) + 4], u[(c) + 5], (i) * 0x55);                      \
+        _mm512_storeu_si512((void *)(dst + (k) * 16), _mm512_mask_blend_epi64((__mmask8)0xCC, x, y));    \
+    } while (0)
+    BC_BF16_T8(0, 0, 0); BC_BF16_T8(1, 0, 2); BC_BF16_T8(2, 1, 0); BC_BF16_T8(3, 1, 2);
+    BC_BF16_T8(4, 2, 0); BC_BF16_T8(5, 2, 2); BC_BF16_T8(6, 3, 0); BC_BF16_T8(7, 3, 2);
+#undef BC_BF16_T8
+}
+
+/* See bc_internal_bf16_interleave_tail (from = 0). */
+BC_BF16_FN void bc_internal_bf16_interleave_rows(const float *src, long ld, int r, long count, int width, uint32_t *dst) {
+    long from = 0;
+    if (width == 8 && r == 8) {
+        for (; from + 32 <= count; from += 32) bc_internal_bf16_interleave8(src + from, ld, dst + (from / 2) * 8);
+    }
+    bc_internal_bf16_interleave_tail(src, ld, r, from, count, width, dst);
 }
 
 /* A micro-panel from columns (A(i + q, s) = src[s*ld + q], e.g. dYᵀ): dst[p*8 + q] =
