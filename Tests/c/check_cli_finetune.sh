@@ -199,6 +199,23 @@ else
     la=$(added "$tmp/lora.out") fa=$(added "$tmp/full.out") lt=$(tc "$tmp/lora.out") ft=$(tc "$tmp/full.out")
     [ -n "$la" ] && [ -n "$fa" ] && less "$la" "$fa" && less "$lt" "$ft" ||
         bad "--lora: memory added $la (trainable $lt), full fine-tune $fa (trainable $ft): want less"
+    # bf16 compute (mixed precision): also learns; its memory statement adds the bf16
+    # copies of the frozen base (4 bytes per weight) to trainable_copies. A CPU without
+    # AVX-512 BF16 refuses it with exit 1 and says why.
+    run lorabf finetune "${common[@]}" --data "$tmp/train.jsonl" --eval "$tmp/eval.jsonl" --out "$tmp/lorabf" --epochs 4 \
+        --lr 1e-2 --lora "$lspec" --compute bf16
+    if [ "$rc" -eq 1 ] && grep -q 'AVX-512 BF16' "$tmp/lorabf.err"; then
+        echo "# --compute bf16: not supported on this CPU (checked the refusal)"
+    elif [ "$rc" -ne 0 ]; then
+        bad "finetune --lora --compute bf16: exit $rc, want 0: $(cat "$tmp/lorabf.err")"
+    else
+        bb=$(field "$tmp/lorabf.out" eval_loss_before) ba=$(field "$tmp/lorabf.out" eval_loss_after)
+        less "$ba" "$bb" || bad "--compute bf16: eval loss did not go down: before '$bb', after '$ba'"
+        bt=$(tc "$tmp/lorabf.out")
+        [ -n "$bt" ] && less "$lt" "$bt" || bad "--compute bf16: trainable_copies $bt, want more than f32's $lt"
+    fi
+    run badcompute finetune "${common[@]}" --data "$tmp/train.jsonl" --out "$tmp/badc" --compute f16
+    [ "$rc" -eq 2 ] || bad "--compute f16: exit $rc, want 2"
     cfg="$tmp/lora/adapter/adapter_config.json"
     [ -f "$cfg" ] && [ -s "$tmp/lora/adapter/adapter_model.safetensors" ] || bad "--lora: no PEFT adapter: $(ls -R "$tmp/lora")"
     if [ -f "$cfg" ]; then
@@ -348,7 +365,7 @@ run help finetune --help
 [ "$rc" -eq 0 ] || bad "finetune --help: exit $rc"
 for opt in -m --model --data --out --eval --eval-fraction --forget-eval --optimizer --lr --weight-decay --schedule \
     --warmup-steps --min-lr --decay-steps --max-grad-norm --micro-batch-tokens --accumulation --epochs --seed \
-    --recompute --memory-limit --checkpoint-every --resume --format --max-tokens --truncate --skip-invalid \
+    --recompute --compute bf16 --memory-limit --checkpoint-every --resume --format --max-tokens --truncate --skip-invalid \
     --chat-targets --eval-every --threads --quiet --batch-control --min-micro-batches --max-micro-batches \
     --ramp-steps --lr-scaling --noise-ema --noise-warmup --gradient-delay noise_scale micro_batches --lora rslora alpha= targets= seed= gate up down adapter_config.json adapter_model.safetensors adamw adam sgd lion lamb adagrad rmsprop adabrake constant cosine \
     linear wsd gguf-f32 gguf-f16 hf 130 143; do
