@@ -115,12 +115,17 @@ package enum BF16GEMM {
                  panelB: { s0, _, j, _, _ in base + (j / 32) * 32 * colPairs + (s0 / 2) * 32 })
     }
 
-    /// dX[t][k] (=|+=) Σ_o dY[t][o]·W[o][k] (strides ldDY ≥ rows, ldDX ≥ cols).
+    /// dX[t][k] (=|+=) Σ_o dY[t][o]·W[o][k] (strides ldDY ≥ rows, ldDX ≥ cols), the sum
+    /// over o in `outputs` only when given (an even start: a run of W's rows, e.g. a block
+    /// of the vocabulary; dY then still points at column 0).
     package static func inputGradient(_ dY: UnsafePointer<Float>, ldDY: Int, tokens: Int, _ w: BF16Weights,
-                                      _ dX: UnsafeMutablePointer<Float>, ldDX: Int, accumulate: Bool) {
+                                      _ dX: UnsafeMutablePointer<Float>, ldDX: Int, accumulate: Bool,
+                                      outputs: Range<Int>? = nil) {
         if tokens <= 0 { return }
-        let rowPairs = w.rowPairs, base = UnsafePointer(w.backward)
-        multiply(m: tokens, n: w.cols, steps: w.rows, c: dX, ldc: ldDX, startFromC: accumulate,
+        let o = outputs ?? 0..<w.rows
+        precondition(o.lowerBound % 2 == 0 && o.lowerBound >= 0 && o.upperBound <= w.rows, "bf16 dX over rows \(o)")
+        let rowPairs = w.rowPairs, base = UnsafePointer(w.backward) + o.lowerBound / 2 * 32, dY = dY + o.lowerBound
+        multiply(m: tokens, n: w.cols, steps: o.count, c: dX, ldc: ldDX, startFromC: accumulate,
                  packA: { i, r, s0, count, dst in bc_internal_bf16_interleave_rows(dY + i * ldDY + s0, ldDY, Int32(r), count, 8, dst) },
                  panelB: { s0, _, j, _, _ in base + (j / 32) * 32 * rowPairs + (s0 / 2) * 32 })
     }

@@ -47,7 +47,8 @@ package final class PackedWeights {
     /// init (the padding past the last row stays zero). Must not run while a product
     /// reads these weights.
     package func repack(from w: UnsafePointer<Float>) {
-        for p in 0..<panels {
+        let rows = rows, cols = cols, data = data
+        Parallel.forEach(panels) { p in
             let dst = data + p * cols * 16
             for j in 0..<min(16, rows - p * 16) {
                 let src = w + (p * 16 + j) * cols

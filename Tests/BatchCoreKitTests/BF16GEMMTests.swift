@@ -120,6 +120,33 @@ import Testing
         }
     }
 
+    /// `inputGradient(outputs:)`: the sum over a run of W's rows only (the head's
+    /// vocabulary blocks), against float64 over the same rows of the rounded operands.
+    @Test func inputGradientOverARunOfRows() throws {
+        var g = SplitMix64(state: UInt64.random(in: 0...UInt64.max))
+        let rows = 301, cols = 70, tokens = 13
+        let w = Self.random(rows * cols, &g), dY = Self.random(tokens * rows, &g)
+        let wr = Self.rounded(w), dYr = Self.rounded(dY)
+        let bw = try BF16Weights(rows: rows, cols: cols)
+        w.withUnsafeBufferPointer { bw.update(rowMajor: $0.baseAddress!) }
+        for run in [0..<rows, 0..<256, 256..<rows, 100..<257, 2..<3] {
+            var dX = [Float](repeating: .nan, count: tokens * cols)
+            BF16GEMM.inputGradient(dY, ldDY: rows, tokens: tokens, bw, &dX, ldDX: cols, accumulate: false, outputs: run)
+            var worst = 0.0
+            for t in 0..<tokens {
+                for k in 0..<cols {
+                    var ref = 0.0, mag = 0.0
+                    for o in run {
+                        let p = Double(dYr[t * rows + o]) * Double(wr[o * cols + k])
+                        ref += p; mag += abs(p)
+                    }
+                    worst = max(worst, abs(Double(dX[t * cols + k]) - ref) / (Double(run.count + 2) * 0x1p-24 * mag + 1e-30))
+                }
+            }
+            #expect(worst <= 1, "rows \(run): \(worst) of the bound")
+        }
+    }
+
     /// `Linear.enableBF16` on a frozen (packed-only) projection fills the bf16 copy from
     /// the packed values; on a trainable one from the row-major copy; both equal
     /// `update(rowMajor:)` of the original values (compared through their products), and

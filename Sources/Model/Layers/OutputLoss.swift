@@ -76,6 +76,16 @@ extension Transformer {
                       tokens m: Int, _ g: LayerGradients) {
         let w = weights.output, d = config.embeddingDim, vocab = config.vocabSize
         w.backward(x: x, ldx: d, dY: dLogits, ldDY: vocab, dX: nil, ldDX: d, tokens: m)
+        if let bf16 = w.bf16, w.weight != nil, vocab > Self.vocabBlock {
+            // bf16 compute: the same blocks, each a bf16 product with float32 sums.
+            for start in stride(from: 0, to: vocab, by: Self.vocabBlock) {
+                let out: UnsafeMutablePointer<Float> = start == 0 ? dX : g.headBlock!
+                BF16GEMM.inputGradient(dLogits, ldDY: vocab, tokens: m, bf16, out, ldDX: d, accumulate: false,
+                                       outputs: start..<min(vocab, start + Self.vocabBlock))
+                if start > 0 { VectorMath.add(g.headBlock!, into: dX, m * d) }
+            }
+            return
+        }
         guard let weight = w.weight, vocab > Self.vocabBlock else {
             w.backward(x: x, ldx: d, dY: dLogits, ldDY: vocab, dX: dX, ldDX: d, tokens: m, weightGradient: false)
             return
