@@ -142,6 +142,45 @@ package enum BF16GEMM {
                  })
     }
 
+    /// An operand of `product`: A(i, s) (or B(s, j)) = base[i·rowStride + s·stepStride]
+    /// with one of the two strides 1 (rows contiguous in the reduction, or in the
+    /// other index).
+    package struct Operand {
+        let base: UnsafePointer<Float>
+        let rowStride: Int
+        let stepStride: Int
+        /// Row i at base + i·ld, the reduction along the row (x[t][k] as A(t, k)).
+        package static func rows(_ p: UnsafePointer<Float>, ld: Int) -> Operand { Operand(base: p, rowStride: ld, stepStride: 1) }
+        /// Step s at base + s·ld, the other index along the row (X[t][k] as B(t, k), or
+        /// dY[t][o] as A(o, t)).
+        package static func steps(_ p: UnsafePointer<Float>, ld: Int) -> Operand { Operand(base: p, rowStride: 1, stepStride: ld) }
+    }
+
+    /// C[i][j] (=|+=) Σ_s A(i, s)·B(s, j) (i < m, j < n, s < steps) for float32 operands
+    /// given by strides (`Operand`), rounded to bf16 as they are packed: the low-rank
+    /// products of LoRA training in bf16 compute. A as `.rows` or `.steps` (then at most
+    /// 8 contiguous values per step are read per group); B as `.steps` (B[s][j] rows) or
+    /// `.rows` (B(s, j) = M[j][s]: M's rows are B's columns).
+    package static func product(_ a: Operand, _ b: Operand, m: Int, n: Int, steps: Int,
+                                _ c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
+        multiply(m: m, n: n, steps: steps, c: c, ldc: ldc, startFromC: accumulate,
+                 packA: { i, r, s0, count, dst in
+                     if a.stepStride == 1 {
+                         bc_internal_bf16_interleave_rows(a.base + i * a.rowStride + s0, a.rowStride, Int32(r), count, 8, dst)
+                     } else {
+                         bc_internal_bf16_pack_cols(a.base + s0 * a.stepStride + i, a.stepStride, Int32(r), count, dst)
+                     }
+                 },
+                 panelB: { s0, count, j, lanes, scratch in
+                     if b.rowStride == 1 {
+                         bc_internal_bf16_pack_panel(b.base + s0 * b.stepStride + j, b.stepStride, count, Int32(lanes), scratch)
+                     } else {
+                         bc_internal_bf16_interleave_rows(b.base + j * b.rowStride + s0, b.rowStride, Int32(lanes), count, 32, scratch)
+                     }
+                     return UnsafePointer(scratch)
+                 })
+    }
+
     /// C[i][j] (=|+=) Σ_s A(i, s)·B(s, j) for i < m, j < n, s < steps.
     /// `packA(i, r, s0, count, dst)` writes the 8-row micro-panel of rows i ..< i + r (r ≤ 8)
     /// over steps s0 ..< s0 + count; `panelB(s0, count, j, lanes, scratch)` returns the

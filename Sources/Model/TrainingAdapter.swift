@@ -112,6 +112,12 @@ extension Linear {
             }
             let rank = s.rank, scale = s.scale
             for i in 0..<(tokens * rank) { u[i] *= scale }
+            if bf16 != nil {
+                // bf16 compute: y[:, first ..< first + rows_a] += (s·u) · Bᵀ in bf16.
+                BF16GEMM.product(.rows(u, ld: rank), .rows(s.b, ld: rank), m: tokens, n: s.rows, steps: rank,
+                                 y + t.firstRow, ldc: ldy, accumulate: true)
+                continue
+            }
             // y[:, first ..< first + rows_a] += (s·u) · Bᵀ, Bᵀ [r × rows_a].
             let bT = scratch.transposed(s.b, rows: s.rows, cols: rank)
             ProjectionBackward.inputGradient(u, ldDY: rank, tokens: tokens, weight: bT, rows: rank, cols: s.rows,
@@ -128,6 +134,8 @@ final class AdapterScratch {
     let g: UnsafeMutablePointer<Float>
     let t: UnsafeMutablePointer<Float>
     let xd: UnsafeMutablePointer<Float>?
+    /// The projection computes in bf16 (`Linear.bf16`): so do its adapters' products.
+    let bf16: Bool
 
     init(_ m: Linear, tokens: Int) throws {
         let rMax = m.trainingAdapters.map(\.slot.rank).max() ?? 1
@@ -136,6 +144,7 @@ final class AdapterScratch {
         // One allocation: a failure leaves nothing behind.
         let total = 2 * tokens * rMax + tMax + xdCount
         let base = try Memory.allocateFloats(total, fill: 0)
+        bf16 = m.bf16 != nil
         u = base
         g = base + tokens * rMax
         t = g + tokens * rMax
@@ -153,6 +162,11 @@ final class AdapterScratch {
     /// u[T × r] = x[T × cols] · Aᵀ (row stride r): `ProjectionBackward.inputGradient`
     /// over Aᵀ [cols × r], one ascending float32 chain over the columns per value.
     func latents(_ x: UnsafePointer<Float>, ldx: Int, _ s: LoRASlot, tokens: Int) {
+        if bf16 {
+            BF16GEMM.product(.rows(x, ld: ldx), .rows(s.a, ld: s.cols), m: tokens, n: s.rank, steps: s.cols, u, ldc: s.rank,
+                             accumulate: false)
+            return
+        }
         let aT = transposed(s.a, rows: s.rank, cols: s.cols)
         ProjectionBackward.inputGradient(x, ldDY: ldx, tokens: tokens, weight: aT, rows: s.cols, cols: s.rank, u, ldDX: s.rank)
     }

@@ -120,6 +120,45 @@ import Testing
         }
     }
 
+    /// `product` with each operand layout (A as rows or as columns of a step-major
+    /// buffer, B as step rows or as M's rows) on LoRA-like shapes (a reduction or an
+    /// output of rank 1–16, odd sizes), accumulating into random C: the float32 bound
+    /// against float64 over the rounded operands.
+    @Test func productLayoutsMatchFloat64() throws {
+        var g = SplitMix64(state: UInt64.random(in: 0...UInt64.max))
+        for (m, n, steps) in [(37, 16, 77), (16, 45, 300), (70, 3, 9), (5, 33, 16), (1, 1, 1)] {
+            let a = Self.random(m * steps, &g), b = Self.random(steps * n, &g), c0 = Self.random(m * n, &g)
+            let ar = Self.rounded(a), br = Self.rounded(b)
+            // A(i, s) = a[i·steps + s] (.rows) or a[s·m + i] (.steps of the transposed copy);
+            // B(s, j) = b[s·n + j] (.steps) or b[j·steps + s] (.rows of the transposed copy).
+            var aT = [Float](repeating: 0, count: m * steps), bT = [Float](repeating: 0, count: steps * n)
+            for i in 0..<m { for s in 0..<steps { aT[s * m + i] = a[i * steps + s] } }
+            for s in 0..<steps { for j in 0..<n { bT[j * steps + s] = b[s * n + j] } }
+            for (ai, bi) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                var c = c0
+                a.withUnsafeBufferPointer { ap in aT.withUnsafeBufferPointer { atp in
+                    b.withUnsafeBufferPointer { bp in bT.withUnsafeBufferPointer { btp in
+                        let opA: BF16GEMM.Operand = ai == 0 ? .rows(ap.baseAddress!, ld: steps) : .steps(atp.baseAddress!, ld: m)
+                        let opB: BF16GEMM.Operand = bi == 0 ? .steps(bp.baseAddress!, ld: n) : .rows(btp.baseAddress!, ld: steps)
+                        BF16GEMM.product(opA, opB, m: m, n: n, steps: steps, &c, ldc: n, accumulate: true)
+                    } }
+                } }
+                var worst = 0.0
+                for i in 0..<m {
+                    for j in 0..<n {
+                        var ref = Double(c0[i * n + j]), mag = abs(ref)
+                        for s in 0..<steps {
+                            let p = Double(ar[i * steps + s]) * Double(br[s * n + j])
+                            ref += p; mag += abs(p)
+                        }
+                        worst = max(worst, abs(Double(c[i * n + j]) - ref) / (Double(steps + 2) * 0x1p-24 * mag + 1e-30))
+                    }
+                }
+                #expect(worst <= 1, "\(m)x\(n)x\(steps) layouts \(ai)\(bi): \(worst) of the bound")
+            }
+        }
+    }
+
     /// `inputGradient(outputs:)`: the sum over a run of W's rows only (the head's
     /// vocabulary blocks), against float64 over the same rows of the rounded operands.
     @Test func inputGradientOverARunOfRows() throws {

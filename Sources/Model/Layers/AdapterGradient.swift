@@ -31,6 +31,10 @@ extension Linear {
         let u = scratch.u, g = scratch.g
         for t in trainingAdapters {
             let s = t.slot, r = s.rank, scale = s.scale, dYa = dY + t.firstRow
+            if scratch.bf16 {
+                try bf16AdapterBackward(t, x: x, ldx: ldx, dYa: dYa, ldDY: ldDY, dX: dX, ldDX: ldDX, tokens: tokens, scratch)
+                continue
+            }
             ProjectionBackward.inputGradient(dYa, ldDY: ldDY, tokens: tokens, weight: s.b, rows: s.rows, cols: r, g, ldDX: r)
             for i in 0..<(tokens * r) { g[i] *= scale }
             // The adapter's input: x, or with dropout in this pass xd = m ⊙ x / (1 − p) (recomputed).
@@ -54,6 +58,42 @@ extension Linear {
                 ProjectionBackward.inputGradient(g, ldDY: r, tokens: tokens, weight: s.a, rows: r, cols: cols, dX, ldDX: ldDX,
                                                  accumulate: true)
             }
+        }
+    }
+
+    /// `adapterBackward` for one adapter in bf16 compute: the same five products, each a
+    /// `BF16GEMM.product` (bf16 operands, float32 sums).
+    private func bf16AdapterBackward(_ t: TrainingAdapter, x: UnsafePointer<Float>, ldx: Int, dYa: UnsafePointer<Float>,
+                                     ldDY: Int, dX: UnsafeMutablePointer<Float>?, ldDX: Int, tokens: Int,
+                                     _ scratch: AdapterScratch) throws {
+        let s = t.slot, r = s.rank, scale = s.scale, u = scratch.u, g = scratch.g
+        // g = s · dY_a · B
+        BF16GEMM.product(.rows(dYa, ld: ldDY), .steps(s.b, ld: r), m: tokens, n: r, steps: s.rows, g, ldc: r, accumulate: false)
+        for i in 0..<(tokens * r) { g[i] *= scale }
+        var xin = x, ldin = ldx
+        if let mask = t.pass, let xd = scratch.xd {
+            mask.forward(x, ldx: ldx, xd, ldy: cols, rows: tokens, cols: cols)
+            xin = UnsafePointer(xd)
+            ldin = cols
+        }
+        if let gradA = s.gradA, let gradB = s.gradB {
+            // dA += gᵀ · x;  dB += dY_aᵀ · (s · u)
+            BF16GEMM.product(.steps(g, ld: r), .steps(xin, ld: ldin), m: r, n: cols, steps: tokens, gradA, ldc: cols,
+                             accumulate: true)
+            scratch.latents(xin, ldx: ldin, s, tokens: tokens)
+            for i in 0..<(tokens * r) { u[i] *= scale }
+            BF16GEMM.product(.steps(dYa, ld: ldDY), .steps(u, ld: r), m: s.rows, n: r, steps: tokens, gradB, ldc: r,
+                             accumulate: true)
+        }
+        guard let dX else { return }
+        // dX += g · A (through the dropout's backward when it dropped)
+        if let mask = t.pass, let xd = scratch.xd {
+            BF16GEMM.product(.rows(g, ld: r), .steps(s.a, ld: cols), m: tokens, n: cols, steps: r, xd, ldc: cols,
+                             accumulate: false)
+            mask.backward(xd, ldDY: cols, dX, ldDX: ldDX, rows: tokens, cols: cols, accumulate: true)
+        } else {
+            BF16GEMM.product(.rows(g, ld: r), .steps(s.a, ld: cols), m: tokens, n: cols, steps: r, dX, ldc: ldDX,
+                             accumulate: true)
         }
     }
 }
