@@ -76,12 +76,12 @@ BC_BF16_FN void bc_internal_bf16_pack_panel(const float *src, long ld, long coun
  * dst[p*width + q] = pair(src[q*ld + 2p], src[q*ld + 2p + 1]) for q < r (<= width),
  * p < (count + 1) / 2; 0 for q >= r and the missing step of an odd count. width 8: an A
  * micro-panel; width 32: a forward weight panel (rows = output features). Steps from
- * `from` (even) on only; a full 8-row panel's whole blocks of 32 steps go through
- * bc_internal_bf16_interleave8 first. */
-BC_BF16_FN void bc_internal_bf16_interleave_tail(const float *src, long ld, int r, long from, long count, int width,
-                                                  uint32_t *dst) {
+ * `from` (even) on only, rows q0 <= q < q1 only; bc_internal_bf16_interleave_rows runs
+ * the whole blocks of 8 rows x 32 steps through bc_internal_bf16_interleave8 first. */
+BC_BF16_FN void bc_internal_bf16_interleave_tail(const float *src, long ld, int r, int q0, int q1, long from, long count,
+                                                  int width, uint32_t *dst) {
     const long pairs = (count + 1) / 2;
-    for (int q = 0; q < width; q++) {
+    for (int q = q0; q < q1; q++) {
         uint32_t *d = dst + q;
         if (q >= r) {
             for (long p = from / 2; p < pairs; p++) d[p * width] = 0;
@@ -107,10 +107,11 @@ BC_BF16_FN void bc_internal_bf16_interleave_tail(const float *src, long ld, int 
     }
 }
 
-/* 8 full rows x 32 steps (16 pairs) -> dst[p*8 + q] for p < 16: each row's 16 pairs in a
- * register, then an 8 x 16 transpose of 32-bit words (unpack 32, unpack 64, 128-bit lane
- * shuffles and a blend). Moves the pairs only: the words are the tail loop's. */
-BC_BF16_FN void bc_internal_bf16_interleave8(const float *src, long ld, uint32_t *dst) {
+/* 8 full rows x 32 steps (16 pairs) -> dst[p*width + q] for p < 16, q < 8 (width 8 or
+ * 32): each row's 16 pairs in a register, then an 8 x 16 transpose of 32-bit words
+ * (unpack 32, unpack 64, 128-bit lane shuffles and a blend). Moves the pairs only: the
+ * words are the tail loop's. */
+BC_BF16_FN void bc_internal_bf16_interleave8(const float *src, long ld, uint32_t *dst, int width) {
     __m512i t[8], u[8];
     for (int q = 0; q < 8; q++) {
         const float *s = src + q * ld;
@@ -129,7 +130,13 @@ BC_BF16_FN void bc_internal_bf16_interleave8(const float *src, long ld, uint32_t
     do {                                                                                                 \
         const __m512i x = _mm512_shuffle_i32x4(u[c], u[(c) + 1], (i) * 0x55);                            \
         const __m512i y = _mm512_shuffle_i32x4(u[(c) + 4], u[(c) + 5], (i) * 0x55);                      \
-        _mm512_storeu_si512((void *)(dst + (k) * 16), _mm512_mask_blend_epi64((__mmask8)0xCC, x, y));    \
+        const __m512i z = _mm512_mask_blend_epi64((__mmask8)0xCC, x, y);                                \
+        if (width == 8) {                                                                                \
+            _mm512_storeu_si512((void *)(dst + (k) * 16), z);                                            \
+        } else {                                                                                         \
+            _mm256_storeu_si256((__m256i *)(dst + (2 * (k)) * width), _mm512_castsi512_si256(z));       \
+            _mm256_storeu_si256((__m256i *)(dst + (2 * (k) + 1) * width), _mm512_extracti64x4_epi64(z, 1)); \
+        }                                                                                                \
     } while (0)
     BC_BF16_T8(0, 0, 0); BC_BF16_T8(1, 0, 2); BC_BF16_T8(2, 1, 0); BC_BF16_T8(3, 1, 2);
     BC_BF16_T8(4, 2, 0); BC_BF16_T8(5, 2, 2); BC_BF16_T8(6, 3, 0); BC_BF16_T8(7, 3, 2);
@@ -138,11 +145,17 @@ BC_BF16_FN void bc_internal_bf16_interleave8(const float *src, long ld, uint32_t
 
 /* See bc_internal_bf16_interleave_tail (from = 0). */
 BC_BF16_FN void bc_internal_bf16_interleave_rows(const float *src, long ld, int r, long count, int width, uint32_t *dst) {
+    const int groups = (width == 8 || width == 32) ? (r < width ? r : width) / 8 : 0;
     long from = 0;
-    if (width == 8 && r == 8) {
-        for (; from + 32 <= count; from += 32) bc_internal_bf16_interleave8(src + from, ld, dst + (from / 2) * 8);
+    if (groups > 0) {
+        for (; from + 32 <= count; from += 32) {
+            for (int g = 0; g < groups; g++) {
+                bc_internal_bf16_interleave8(src + g * 8 * ld + from, ld, dst + (from / 2) * width + g * 8, width);
+            }
+        }
     }
-    bc_internal_bf16_interleave_tail(src, ld, r, from, count, width, dst);
+    bc_internal_bf16_interleave_tail(src, ld, r, 0, 8 * groups, from, count, width, dst);
+    bc_internal_bf16_interleave_tail(src, ld, r, 8 * groups, width, 0, count, width, dst);
 }
 
 /* A micro-panel from columns (A(i + q, s) = src[s*ld + q], e.g. dYᵀ): dst[p*8 + q] =
