@@ -9,6 +9,8 @@
 #   BENCH_THREADS    threads of both sides (kv, engine, train: 2; model: nproc)
 #   BENCH_ROUNDS     rounds of the alternating benches (optim 2; train 2, --quick 1)
 #   BENCH_TRAIN_STEPS, BENCH_TRAIN_WARMUP  timed / warm-up steps per train process (5, 1; --quick 2, 1)
+#   BENCH_COMPUTE     train/lora arithmetic classes ("f32 bf16"): bf16 = batchcore --compute bf16
+#                     vs PyTorch autocast bf16
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -321,35 +323,41 @@ run_train() {
         echo "# load before: $(cat /proc/loadavg)"
     } >"$res"
     # One side, one configuration, one process; its per-step lines go to a log.
-    train_one() {  # impl mode docs len round [lora rank]
-        local logf="$out/train_$1_$2_$3x$4_r$5${6:+_lora$6}.log"
-        local args=("$model" --mode "$2" --docs "$3" --len "$4" --steps "$steps" --warmup "$warmup" --threads "$threads")
+    train_one() {  # impl mode docs len round lora-rank-or-empty compute
+        local logf="$out/train_$1_$2_$3x$4_r$5${6:+_lora$6}_$7.log"
+        local args=("$model" --mode "$2" --docs "$3" --len "$4" --steps "$steps" --warmup "$warmup" --threads "$threads"
+                    --compute "$7")
         [ -z "${6:-}" ] || args+=(--lora "$6")
-        log "round $5/$rounds: $1 $2 $3x$4"
+        log "round $5/$rounds: $1 $2 $3x$4 $7"
         if [ "$1" = batchcore ]; then
             "$bin" "${args[@]}" 2>"$logf" | tee -a "$res" || log "WARNING: train_bench failed (see $logf)"
         else
             python3 "$here/train_torch.py" "${args[@]}" 2>"$logf" | tee -a "$res" || log "WARNING: train_torch.py failed (see $logf)"
         fi
     }
+    # BENCH_COMPUTE: the arithmetic classes to run, each side in its own: f32 (default
+    # float32) and bf16 (batchcore --compute bf16 vs PyTorch autocast bf16).
+    local computes=${BENCH_COMPUTE:-"f32 bf16"} c
     for r in $(seq 1 "$rounds"); do
         python3 "$here/train_torch.py" --peak --threads "$threads" | tee -a "$res"
         for shape in $shapes; do
             d=${shape%x*}; l=${shape#*x}
-            if [ -n "${lora_rank:-}" ]; then
-                if [ $((r % 2)) -eq 1 ]; then
-                    for impl in batchcore torch; do train_one "$impl" train "$d" "$l" "$r" "$lora_rank"; done
-                else
-                    for impl in torch batchcore; do train_one "$impl" train "$d" "$l" "$r" "$lora_rank"; done
+            for c in $computes; do
+                if [ -n "${lora_rank:-}" ]; then
+                    if [ $((r % 2)) -eq 1 ]; then
+                        for impl in batchcore torch; do train_one "$impl" train "$d" "$l" "$r" "$lora_rank" "$c"; done
+                    else
+                        for impl in torch batchcore; do train_one "$impl" train "$d" "$l" "$r" "$lora_rank" "$c"; done
+                    fi
+                    continue
                 fi
-                continue
-            fi
-            for mode in train forward; do
-                if [ $((r % 2)) -eq 1 ]; then
-                    for impl in batchcore torch; do train_one "$impl" "$mode" "$d" "$l" "$r"; done
-                else
-                    for impl in torch batchcore; do train_one "$impl" "$mode" "$d" "$l" "$r"; done
-                fi
+                for mode in train forward; do
+                    if [ $((r % 2)) -eq 1 ]; then
+                        for impl in batchcore torch; do train_one "$impl" "$mode" "$d" "$l" "$r" "" "$c"; done
+                    else
+                        for impl in torch batchcore; do train_one "$impl" "$mode" "$d" "$l" "$r" "" "$c"; done
+                    fi
+                done
             done
         done
         python3 "$here/train_torch.py" --peak --threads "$threads" | tee -a "$res"

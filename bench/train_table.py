@@ -49,6 +49,9 @@ def main():
             peaks.append(float(kv["gflops"]))
         elif line.startswith("RESULT "):
             mode = kv["mode"] + (f"+lora{kv['lora']}" if kv.get("lora", "0") != "0" else "")
+            # compute=bf16: batchcore BC_COMPUTE_BF16 / PyTorch autocast bf16 (same row, same arithmetic class).
+            if kv.get("compute", "f32") != "f32":
+                mode += " " + kv["compute"]
             key = (int(kv["docs"]), int(kv["len"]), mode, kv["impl"])
             runs.setdefault(key, []).append(kv)
     peak = max(peaks) if peaks else None
@@ -63,7 +66,8 @@ def main():
           "| peak RSS PyTorch, MiB | MFU batchcore | MFU PyTorch |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     notes = []
-    shapes = sorted({(d, l, m) for d, l, m, _ in runs}, key=lambda x: (x[0] * x[1], x[2] != "train", x[2]))
+    cells32 = {}   # PyTorch float32 cells by (docs, len, mode), for the bf16 cross ratio
+    shapes = sorted({(d, l, m) for d, l, m, _ in runs}, key=lambda x: (x[0] * x[1], x[2].split()[0] != "train", x[2]))
     for docs, seq, mode in shapes:
         cells = {}
         for impl in ("batchcore", "torch"):
@@ -74,13 +78,15 @@ def main():
             times = [float(t) for r in rs for t in r["times"].split(",")]
             med = statistics.median(times)
             tps = docs * seq / med
-            fpt = flop_per_token(mode, int(rs[0]["params"]), int(rs[0]["layers"]), int(rs[0]["embd"]), seq)
+            fpt = flop_per_token(mode.split()[0], int(rs[0]["params"]), int(rs[0]["layers"]), int(rs[0]["embd"]), seq)
             steps_rss = max(float(r.get("steps_rss_mib", "nan")) for r in rs)
             proc_rss = max(float(r["peak_rss_mib"]) for r in rs)
             cells[impl] = {"tps": tps, "mfu": tps * fpt / (peak * 1e9) if peak else None, "steps_rss": steps_rss,
                            "proc_rss": proc_rss, "n": len(times), "rounds": len(rs), "fpt": fpt,
                            "loss0": float(rs[0]["loss0"]), "params": int(rs[0]["params"])}
         b, t = cells["batchcore"], cells["torch"]
+        if " " not in mode and t:
+            cells32[(docs, seq, mode)] = t
         ratio = f"{b['tps'] / t['tps']:.2f}x" if b and t else "n/a"
 
         def tok(c):
@@ -98,6 +104,11 @@ def main():
                      + ", ".join(f"{i} {x['n']} in {x['rounds']} process{'es' if x['rounds'] > 1 else ''}"
                                  for i, x in cells.items() if x)
                      + ("; first-step loss " + ", ".join(f"{i} {x['loss0']:.4f}" for i, x in cells.items() if x)))
+        if b and " " in mode:
+            # batchcore in bf16 against PyTorch's default float32 of the same shape and mode.
+            t32 = cells32.get((docs, seq, mode.split()[0]))
+            if t32:
+                notes.append(f"{docs}x{seq} {mode}: batchcore bf16 / PyTorch float32 = {b['tps'] / t32['tps']:.2f}x")
         if b and t and b["params"] != t["params"]:
             notes.append(f"WARNING {docs}x{seq} {mode}: parameter counts differ: batchcore {b['params']}, "
                          f"torch {t['params']}")
