@@ -22,20 +22,17 @@ extension Linear {
     ///     dX[T × cols]   += m ⊙ (g · A) / (1 − p)   (`DropoutOp.backward`)
     ///
     /// Call it after the base `backward` wrote dX (the adapter adds to it). The base
-    /// weight gets no gradient here. Deterministic (`ProjectionBackward`'s fixed orders).
+    /// weight gets no gradient here. Deterministic (`ProjectionBackward`'s or `BF16GEMM`'s fixed
+    /// orders: `AdapterProducts`).
     /// Adapters without gradients (`LoRASlot.makeTrainable`) still pass dX through.
     package func adapterBackward(x: UnsafePointer<Float>, ldx: Int, dY: UnsafePointer<Float>, ldDY: Int,
                                  dX: UnsafeMutablePointer<Float>?, ldDX: Int, tokens: Int) throws {
         guard !trainingAdapters.isEmpty, tokens > 0 else { return }
         let scratch = try AdapterScratch(self, tokens: tokens)
-        let u = scratch.u, g = scratch.g
+        let u = scratch.u, g = scratch.g, products = AdapterProducts(bf16: scratch.bf16)
         for t in trainingAdapters {
             let s = t.slot, r = s.rank, scale = s.scale, dYa = dY + t.firstRow
-            if scratch.bf16 {
-                try bf16AdapterBackward(t, x: x, ldx: ldx, dYa: dYa, ldDY: ldDY, dX: dX, ldDX: ldDX, tokens: tokens, scratch)
-                continue
-            }
-            ProjectionBackward.inputGradient(dYa, ldDY: ldDY, tokens: tokens, weight: s.b, rows: s.rows, cols: r, g, ldDX: r)
+            products.times(dYa, lda: ldDY, tokens: tokens, s.b, k: s.rows, n: r, g, ldo: r, accumulate: false)
             for i in 0..<(tokens * r) { g[i] *= scale }
             // The adapter's input: x, or with dropout in this pass xd = m ⊙ x / (1 − p) (recomputed).
             var xin = x, ldin = ldx
@@ -45,55 +42,45 @@ extension Linear {
                 ldin = cols
             }
             if let gradA = s.gradA, let gradB = s.gradB {
-                ProjectionBackward.weightGradient(g, ldDY: r, xin, ldX: ldin, tokens: tokens, rows: r, cols: cols, gradA)
+                products.transposedTimes(g, lda: r, xin, ldb: ldin, tokens: tokens, k: r, n: cols, gradA)
                 scratch.latents(xin, ldx: ldin, s, tokens: tokens)
                 for i in 0..<(tokens * r) { u[i] *= scale }
-                ProjectionBackward.weightGradient(dYa, ldDY: ldDY, u, ldX: r, tokens: tokens, rows: s.rows, cols: r, gradB)
+                products.transposedTimes(dYa, lda: ldDY, u, ldb: r, tokens: tokens, k: s.rows, n: r, gradB)
             }
             guard let dX else { continue }
             if let mask = t.pass, let xd = scratch.xd {
-                ProjectionBackward.inputGradient(g, ldDY: r, tokens: tokens, weight: s.a, rows: r, cols: cols, xd, ldDX: cols)
+                products.times(g, lda: r, tokens: tokens, s.a, k: r, n: cols, xd, ldo: cols, accumulate: false)
                 mask.backward(xd, ldDY: cols, dX, ldDX: ldDX, rows: tokens, cols: cols, accumulate: true)
             } else {
-                ProjectionBackward.inputGradient(g, ldDY: r, tokens: tokens, weight: s.a, rows: r, cols: cols, dX, ldDX: ldDX,
-                                                 accumulate: true)
+                products.times(g, lda: r, tokens: tokens, s.a, k: r, n: cols, dX, ldo: ldDX, accumulate: true)
             }
         }
     }
+}
 
-    /// `adapterBackward` for one adapter in bf16 compute: the same five products, each a
-    /// `BF16GEMM.product` (bf16 operands, float32 sums).
-    private func bf16AdapterBackward(_ t: TrainingAdapter, x: UnsafePointer<Float>, ldx: Int, dYa: UnsafePointer<Float>,
-                                     ldDY: Int, dX: UnsafeMutablePointer<Float>?, ldDX: Int, tokens: Int,
-                                     _ scratch: AdapterScratch) throws {
-        let s = t.slot, r = s.rank, scale = s.scale, u = scratch.u, g = scratch.g
-        // g = s · dY_a · B
-        BF16GEMM.product(.rows(dYa, ld: ldDY), .steps(s.b, ld: r), m: tokens, n: r, steps: s.rows, g, ldc: r, accumulate: false)
-        for i in 0..<(tokens * r) { g[i] *= scale }
-        var xin = x, ldin = ldx
-        if let mask = t.pass, let xd = scratch.xd {
-            mask.forward(x, ldx: ldx, xd, ldy: cols, rows: tokens, cols: cols)
-            xin = UnsafePointer(xd)
-            ldin = cols
-        }
-        if let gradA = s.gradA, let gradB = s.gradB {
-            // dA += gᵀ · x;  dB += dY_aᵀ · (s · u)
-            BF16GEMM.product(.steps(g, ld: r), .steps(xin, ld: ldin), m: r, n: cols, steps: tokens, gradA, ldc: cols,
-                             accumulate: true)
-            scratch.latents(xin, ldx: ldin, s, tokens: tokens)
-            for i in 0..<(tokens * r) { u[i] *= scale }
-            BF16GEMM.product(.steps(dYa, ld: ldDY), .steps(u, ld: r), m: s.rows, n: r, steps: tokens, gradB, ldc: r,
-                             accumulate: true)
-        }
-        guard let dX else { return }
-        // dX += g · A (through the dropout's backward when it dropped)
-        if let mask = t.pass, let xd = scratch.xd {
-            BF16GEMM.product(.rows(g, ld: r), .steps(s.a, ld: cols), m: tokens, n: cols, steps: r, xd, ldc: cols,
-                             accumulate: false)
-            mask.backward(xd, ldDY: cols, dX, ldDX: ldDX, rows: tokens, cols: cols, accumulate: true)
+/// The adapter backward's two product shapes in the projection's arithmetic: float32
+/// (`ProjectionBackward`) or, in bf16 compute, `BF16GEMM.product`.
+struct AdapterProducts {
+    let bf16: Bool
+
+    /// out[T × n] (=|+=) a[T × k] · M[k × n] (M row-major, stride n; a and out strides lda, ldo).
+    func times(_ a: UnsafePointer<Float>, lda: Int, tokens: Int, _ m: UnsafePointer<Float>, k: Int, n: Int,
+               _ out: UnsafeMutablePointer<Float>, ldo: Int, accumulate: Bool) {
+        if bf16 {
+            BF16GEMM.product(.rows(a, ld: lda), .steps(m, ld: n), m: tokens, n: n, steps: k, out, ldc: ldo, accumulate: accumulate)
         } else {
-            BF16GEMM.product(.rows(g, ld: r), .steps(s.a, ld: cols), m: tokens, n: cols, steps: r, dX, ldc: ldDX,
-                             accumulate: true)
+            ProjectionBackward.inputGradient(a, ldDY: lda, tokens: tokens, weight: m, rows: k, cols: n, out, ldDX: ldo,
+                                             accumulate: accumulate)
+        }
+    }
+
+    /// out[k × n] += a[T × k]ᵀ · b[T × n] (out row-major, stride n).
+    func transposedTimes(_ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int, tokens: Int, k: Int, n: Int,
+                         _ out: UnsafeMutablePointer<Float>) {
+        if bf16 {
+            BF16GEMM.product(.steps(a, ld: lda), .steps(b, ld: ldb), m: k, n: n, steps: tokens, out, ldc: n, accumulate: true)
+        } else {
+            ProjectionBackward.weightGradient(a, ldDY: lda, b, ldX: ldb, tokens: tokens, rows: k, cols: n, out)
         }
     }
 }
