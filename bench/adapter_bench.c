@@ -4,6 +4,11 @@
  * interleaved round by round so machine load hits them alike.
  *
  *   adapter_bench MODEL.gguf [--rounds N] [--rank R] [--targets MASK] [--prompt P] [--gen G] [--threads T]
+ *                 [--export DIR]
+ *
+ * --export DIR: also writes the 32 adapters as llama.cpp GGUF adapters DIR/adapter-<a>.gguf
+ * and the requests as DIR/requests.json ({"prompts": [[ids]], "gen": G}) for
+ * bench/adapter_llama.py (llama.cpp serving the same requests one at a time).
  *
  * The adapters are PEFT directories written by a LoRA trainer (bc_trainer_save_adapter)
  * with random non-zero B, then loaded with bc_adapter_load. Requests: prompts of P
@@ -26,7 +31,10 @@
 #define NREQ 64
 #define MAXK 32
 
-static void write_adapter(bc_model *model, const char *dir, uint32_t rank, uint32_t targets, uint64_t seed) {
+/* Writes the adapter as a PEFT directory `dir` and, when `gguf` is not NULL, also as a
+ * llama.cpp GGUF adapter file there (bc_trainer_save_adapter_gguf; the same values). */
+static void write_adapter(bc_model *model, const char *dir, const char *gguf, uint32_t rank, uint32_t targets,
+                          uint64_t seed) {
     bc_trainer_params tp;
     CHECK(bc_trainer_params_default(&tp, sizeof tp));
     tp.lora_rank = rank;
@@ -48,6 +56,7 @@ static void write_adapter(bc_model *model, const char *dir, uint32_t rank, uint3
         for (int64_t k = 0; k < tt.count; k++) tt.values[k] = ((float)(rng_next() >> 40) / 16777216.0f - 0.5f) * 0.02f;
     }
     CHECK(bc_trainer_save_adapter(t, dir));
+    if (gguf) CHECK(bc_trainer_save_adapter_gguf(t, gguf));
     bc_trainer_free(t);
 }
 
@@ -109,11 +118,12 @@ static double median(double *v, int n) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: adapter_bench MODEL.gguf [--rounds N] [--rank R] [--targets MASK] [--prompt P] [--gen G] [--threads T]\n");
+        fprintf(stderr, "usage: adapter_bench MODEL.gguf [--rounds N] [--rank R] [--targets MASK] [--prompt P] [--gen G] [--threads T] [--export DIR]\n");
         return 2;
     }
     int rounds = 3, rank = 16, prompt_len = 32, gen = 64, threads = 0;
     unsigned targets = BC_LORA_Q | BC_LORA_V;
+    const char *export_dir = NULL;
     for (int i = 2; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--rounds")) rounds = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--rank")) rank = atoi(argv[i + 1]);
@@ -121,6 +131,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--prompt")) prompt_len = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--gen")) gen = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--export")) export_dir = argv[i + 1];
         else { fprintf(stderr, "unknown option %s\n", argv[i]); return 2; }
     }
     if (rounds < 1 || rounds > 50 || rank < 1 || prompt_len < 1 || prompt_len > 1024 || gen < 1) {
@@ -145,13 +156,29 @@ int main(int argc, char **argv) {
     for (int a = 0; a < MAXK; a++) {
         char dir[256];
         snprintf(dir, sizeof dir, "/tmp/bc-adapter-bench-%d-%d", (int)getpid(), a);
-        write_adapter(model, dir, (uint32_t)rank, targets, 1000 + (uint64_t)a);
+        char gguf[512];
+        if (export_dir) snprintf(gguf, sizeof gguf, "%s/adapter-%d.gguf", export_dir, a);
+        write_adapter(model, dir, export_dir ? gguf : NULL, (uint32_t)rank, targets, 1000 + (uint64_t)a);
         CHECK(bc_adapter_load(model, dir, &adapters[a]));
         char cmd[300];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
         if (system(cmd) != 0) return 1;
     }
     (void)adapter_bytes;
+    if (export_dir) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/requests.json", export_dir);
+        FILE *f = fopen(path, "w");
+        if (!f) { fprintf(stderr, "cannot write %s\n", path); return 1; }
+        fprintf(f, "{\"gen\": %d, \"prompts\": [", gen);
+        for (int i = 0; i < NREQ; i++) {
+            fprintf(f, "%s[", i ? ", " : "");
+            for (int j = 0; j < prompt_len; j++) fprintf(f, "%s%d", j ? ", " : "", (int)prompts[i][j]);
+            fprintf(f, "]");
+        }
+        fprintf(f, "]}\n");
+        if (fclose(f) != 0) { fprintf(stderr, "cannot write %s\n", path); return 1; }
+    }
     const int setups[4] = {0, 1, 8, 32};
     double tps[4][50], tpc[4][50];
     for (int r = 0; r < rounds; r++) {
