@@ -116,8 +116,9 @@ package enum Attention {
     /// ascending, from zero); slots l, 16 + l, 32 + l, 48 + l combined as
     /// (s_l + s_{32+l}) + (s_{16+l} + s_{48+l}), then those 16 by `treeSum16`'s pairs.
     /// Each slot's chain runs in registers over 64 output lanes (positions 64 apart, their
-    /// rows found through a per-call table of row pointers) and lands in a 64 × hd scratch
-    /// that `reduceSlots` folds. (A chain starting from a zero sum with a fused step is the
+    /// rows found through a per-call table of row pointers; the row four slots ahead is
+    /// prefetched, as a 64-row stride is lost on the hardware prefetchers) and lands in a
+    /// 64 × hd scratch that `reduceSlots` folds. (A chain starting from a zero sum with a fused step is the
     /// rounded product, ggml's first step too.)
     @inline(__always)
     static func weightedValues(_ scores: UnsafePointer<Float>, heads: Int, kv: KVView, offset: Int, headDim hd: Int,
@@ -137,9 +138,44 @@ package enum Attention {
                 if a >= b { continue }
                 for p in a..<b { rows[p - lo] = UnsafePointer(seg.values + (p - seg.start) * kvStride + offset) }
             }
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: 64 * hd) { buf in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: 3 * 64 * hd) { buf in
                 let slots = buf.baseAddress!
-                for h in 0..<heads {
+                var first = 0
+                // GQA groups of three heads (SmolLM2's): one pass reads each value row once
+                // for all three, 32 output lanes at a time (twelve register sums).
+                if hd % 32 == 0 {
+                    while heads - first >= 3 {
+                        let w0 = scores + first * n, w1 = w0 + n, w2 = w1 + n
+                        var c = 0
+                        while c < hd {
+                            for slot in 0..<64 {
+                                var a0 = Vec16(repeating: 0), a1 = a0, b0 = a0, b1 = a0, d0 = a0, d1 = a0
+                                var i = (slot - lo) & 63
+                                while i < n {
+                                    let v = rows[i] + c
+                                    // The row slot + 4 reads at this step (the chains' stride
+                                    // defeats the hardware prefetchers).
+                                    let ahead = rows[min(i &+ 4, n &- 1)] + c
+                                    bc_internal_prefetch_l2(ahead)
+                                    bc_internal_prefetch_l2(ahead + 16)
+                                    let v0 = load16(v, 0, 16), v1 = load16(v, 16, 16)
+                                    a0 = fma16(w0[i], v0, a0); a1 = fma16(w0[i], v1, a1)
+                                    b0 = fma16(w1[i], v0, b0); b1 = fma16(w1[i], v1, b1)
+                                    d0 = fma16(w2[i], v0, d0); d1 = fma16(w2[i], v1, d1)
+                                    i &+= 64
+                                }
+                                let s0 = slots + slot * hd + c, s1 = s0 + 64 * hd, s2 = s1 + 64 * hd
+                                store16(a0, s0, 0, 16); store16(a1, s0, 16, 16)
+                                store16(b0, s1, 0, 16); store16(b1, s1, 16, 16)
+                                store16(d0, s2, 0, 16); store16(d1, s2, 16, 16)
+                            }
+                            c += 32
+                        }
+                        for k in 0..<3 { reduceSlots(slots + k * 64 * hd, hd, out + (first + k) * hd) }
+                        first += 3
+                    }
+                }
+                for h in first..<heads {
                     let w = scores + h * n
                     var c = 0
                     while c < hd {
@@ -152,6 +188,7 @@ package enum Attention {
                             if l3 == 16 {
                                 while i < n {
                                     let v = rows[i] + c, s = w[i]
+                                    bc_internal_prefetch_l2(rows[min(i &+ 4, n &- 1)] + c)
                                     a0 = fma16(s, load16(v, 0, 16), a0)
                                     a1 = fma16(s, load16(v, 16, 16), a1)
                                     a2 = fma16(s, load16(v, 32, 16), a2)
