@@ -127,33 +127,10 @@ extension Attention {
             r.out.update(repeating: 0, count: heads * hd)
         }
 
-        // 3. P·V, tile by tile, the partial sums parked in `out`.
-        forEachTile(kv, lo: lo, hi: hi, tile: tile) { seg, a, b, next in
-            if let next { prefetchTile(seg.values, seg.start, kvStride, offset, hd, next) }
-            var c = 0
-            while c < hd {
-                let l0 = min(16, hd - c), l1 = min(16, max(0, hd - c - 16))
-                let l2 = min(16, max(0, hd - c - 32)), l3 = min(16, max(0, hd - c - 48))
-                for (i, r) in queries.enumerated() {
-                    let ra = max(a, r.lo), rb = min(b, r.visible)
-                    if ra >= rb { continue }
-                    let vFirst = UnsafePointer(seg.values + (ra - seg.start) * kvStride + offset + c)
-                    for h in 0..<heads {
-                        let w = scores + base[i] + h * r.count, wlo = r.lo
-                        let o = r.out + h * hd
-                        var a0 = load16(o, c, l0)
-                        var a1 = l1 > 0 ? load16(o, c + 16, l1) : a0
-                        var a2 = l2 > 0 ? load16(o, c + 32, l2) : a0
-                        var a3 = l3 > 0 ? load16(o, c + 48, l3) : a0
-                        accumulateValues(w - wlo, ra, rb, vFirst, kvStride, l0, l1, l2, l3, &a0, &a1, &a2, &a3)
-                        store16(a0, o, c, l0)
-                        if l1 > 0 { store16(a1, o, c + 16, l1) }
-                        if l2 > 0 { store16(a2, o, c + 32, l2) }
-                        if l3 > 0 { store16(a3, o, c + 48, l3) }
-                    }
-                }
-                c += 64
-            }
+        // 3. P·V of each row alone (`weightedValues`: its slot sums are per row).
+        for (i, r) in queries.enumerated() where r.count > 0 {
+            weightedValues(scores + base[i], heads: heads, kv: kv, offset: offset, headDim: hd,
+                           lo: r.lo, visible: r.visible, out: r.out)
         }
     }
 

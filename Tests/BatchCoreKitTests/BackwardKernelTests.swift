@@ -144,12 +144,20 @@ import Testing
             var tables = [Float](repeating: 0, count: rows * hd)
             for t in 0..<rows { tables.withUnsafeMutableBufferPointer { rope.table(position: positions[t], into: $0.baseAddress! + t * hd) } }
             let qHeads = 3, kHeads = 1, ld = (qHeads + 2 * kHeads) * hd
+            // The table's angles are llama.cpp's (RotaryEmbedding: Float(pos) times
+            // powf(base, -2/hd) i times, in float; within pos·θ_i·(i + 1)·2⁻²² of exact,
+            // VectorMathTests.ropeMatchesFloat64): the reference rotates by those.
+            let ratio = powf(10000, -2 / Float(hd))
+            let angles: [[Double]] = positions.map { p in
+                var a = Float(p)
+                return (0..<hd / 2).map { _ in defer { a *= ratio }; return Double(a) }
+            }
             func rotateRef(_ v: [Double], heads: Int, offset: Int, sign: Double) -> [Double] {
                 var out = v
                 for t in 0..<rows {
                     for h in 0..<heads {
                         for i in 0..<hd / 2 {
-                            let theta = sign * Double(positions[t]) * pow(10000.0, -2 * Double(i) / Double(hd))
+                            let theta = sign * angles[t][i]
                             let k = t * ld + offset + h * hd + 2 * i
                             out[k] = v[k] * cos(theta) - v[k + 1] * sin(theta)
                             out[k + 1] = v[k] * sin(theta) + v[k + 1] * cos(theta)

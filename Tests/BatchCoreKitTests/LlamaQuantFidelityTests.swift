@@ -13,13 +13,18 @@ import Testing
 ///
 /// Both sides quantize each projection input per block of 32 to the same int8 blocks
 /// (ggml's q8_0/q8_1: d and s = d·Σq rounded to f16) and each Q4_1/Q8_0 dot product is
-/// bit-identical to ggml's vec_dot (QuantGgmlBitTests). The logits still differ: the other
-/// float operations (norms, RoPE, softmax, attention sums) round in other orders, a
-/// difference of ~1e-7 relative flips an int8 code of some block at some layer now and then,
-/// and flipped codes move the logits by up to the size of the int8 quantization noise
-/// (tools/reference/quant_emulate.py's `llama+eps` variant shows the effect; measured after
-/// the f16 change: last rows still up to 1.6 apart, bench/README.md, #15 fidelity). So the
-/// tolerances below stay those of the quantization noise, not of the block arithmetic.
+/// bit-identical to ggml's vec_dot (QuantGgmlBitTests); the float operations between the
+/// projections — RMSNorm, RoPE, SwiGLU, softmax and attention's q·K and P·V sums — are
+/// llama.cpp's decode-row arithmetic in its order (GgmlOpsBitTests). What still differs:
+/// llama.cpp's PROMPT rows take P·V through llamafile's sgemm (one 16-lane sum over the
+/// positions instead of ggml_vec_dot_f32's 64 slots — a row of batchcore has one order
+/// whatever its batch), so from a prompt's 17th position on, a ~1e-7 relative difference of
+/// an attention output now and then flips an int8 code of the next projection's input, and
+/// a flipped code moves the logits by up to the size of the int8 quantization noise. So
+/// prompts' first positions are bit-identical to llama.cpp's and later ones are not, and the
+/// tolerances below stay those of the quantization noise (measured: top-8 logits up to 0.90
+/// apart, mean 0.097; 149 of 554 positions bit-identical; greedy 9/10 identical, bench/README.md,
+/// #15 fidelity).
 @Suite(.serialized, .enabled(if: TestModel.available)) struct LlamaQuantFidelityTests {
     static let dir = Repo.path("Tests/fixtures/llama/quant")
 
@@ -49,7 +54,7 @@ import Testing
         let ref = try Self.json("Q4_1.json")["logits"] as! [[String: Any]]
         let vocab = model.config.vocabSize
         let valueTolerance: Float = 2.5
-        var worst: Float = 0, sumDiff = 0.0, values = 0, agree = 0, positions = 0, guarded = 0
+        var worst: Float = 0, sumDiff = 0.0, values = 0, agree = 0, positions = 0, guarded = 0, exact = 0
         for (p, r) in zip(prompts, ref) {
             let ids = Self.ids(p["ids"])
             let top = r["top8_all_positions"] as! [[[NSNumber]]]
@@ -57,6 +62,7 @@ import Testing
             let ours = try Self.allLogits(model, ids)
             for (pos, entries) in top.enumerated() {
                 let row = ours[(pos * vocab)..<(pos * vocab + vocab)]
+                if entries.allSatisfy({ row[pos * vocab + $0[0].intValue] == $0[1].floatValue }) { exact += 1 }
                 for e in entries {
                     let d = abs(row[pos * vocab + e[0].intValue] - e[1].floatValue)
                     worst = max(worst, d)
@@ -73,16 +79,21 @@ import Testing
                 }
             }
         }
-        print("Q4_1 native vs llama.cpp Q4_1, top-8 logits at \(positions) positions: max |diff| \(worst), mean \(sumDiff / Double(values)); argmax agrees at \(agree)/\(positions) (\(guarded) with margin > \(2 * valueTolerance))")
+        print("Q4_1 native vs llama.cpp Q4_1, top-8 logits at \(positions) positions: max |diff| \(worst), mean \(sumDiff / Double(values)); argmax agrees at \(agree)/\(positions) (\(guarded) with margin > \(2 * valueTolerance)); top-8 bit-identical at \(exact) positions")
         #expect(worst <= valueTolerance)
+        // Each prompt's first positions (before llama.cpp's prompt P·V order matters) are
+        // llama.cpp's bits: 149 of 554 today; 100 leaves room, 0 was the count before.
+        #expect(exact >= 100, "only \(exact) positions bit-identical to llama.cpp")
         #expect(guarded >= 50, "too few positions where the argmax is checked: \(guarded) of \(positions)")
     }
 
     /// Ten prompts, 64 greedy tokens each, fed back one at a time (free running, as a
-    /// user would see them). Prints how many continuations are identical to llama.cpp's;
-    /// checks that each one that differs first differs where llama.cpp's own top-1 led
-    /// its top-2 by less than 1.0 (a close call the int8 rounding differences can flip,
-    /// see `topLogitsEveryPosition`), never where llama.cpp was sure.
+    /// user would see them). Counts the continuations identical to llama.cpp's: 9 of 10
+    /// since the decode-row float operations are llama.cpp's (5 before); at least 8
+    /// expected — the arithmetic is deterministic, so the count only moves when the
+    /// arithmetic does. Checks that each one that differs first differs where llama.cpp's
+    /// own top-1 led its top-2 by less than 1.0 (a close call the int8 rounding differences
+    /// can flip, see `topLogitsEveryPosition`), never where llama.cpp was sure.
     @Test func greedyContinuations() throws {
         let model = try TestModel.shared()
         let prompts = try Self.json("prompts.json")["greedy_prompts"] as! [[String: Any]]
@@ -114,6 +125,7 @@ import Testing
         }
         print("Q4_1 native vs llama.cpp Q4_1 greedy: \(identical)/\(prompts.count) continuations identical; common prefixes \(prefixes)")
         #expect(prefixes.count == 10)
+        #expect(identical >= 8, "\(identical)/10 continuations identical to llama.cpp's")
     }
 
     /// Perplexity of bench/pd_text.txt (first line skipped, llama.cpp's token ids), one

@@ -337,7 +337,8 @@ import Testing
 
     /// Sequences sharing blocks (forks, two levels) decoded together with shared-prefix
     /// attention: every logit row within 1e-5 relative (max |diff| / max |logit|) of the
-    /// sequence alone, the same greedy token; with it off, bit-identical to alone (f32,
+    /// sequence alone (2e-4 for int8 rows: a rounding difference can move a stored code),
+    /// the same greedy token; with it off, bit-identical to alone (f32,
     /// f16, int8, windows, shared layers; KIVI, whose chunking changes what is quantized
     /// when: on within 1e-5 of off). The counters: rows and saved positions > 0, no
     /// fallback, the same positions as off. 1 and 3 threads give the same bits. When the
@@ -368,7 +369,12 @@ import Testing
                 let ref = layout.storage.isKIVI ? off.logits[s] : try Self.alone(model, layout, on.tokens[s], rows: rows)
                 #expect(LayerForwardTests.differing(off.logits[s], ref) == 0, "\(name) seq \(s): per-row path differs from alone")
                 let rel = Self.relative(on.logits[s], ref, vocab: vocab)
-                #expect(rel <= 1e-5, "\(name) seq \(s): shared-prefix logits \(rel) relative from alone")
+                // int8 rows: a float-rounding difference of a layer's attention output can
+                // move one stored int8 code of a later K/V row by a step (1/127 of its
+                // scale), which the next layers carry: seen 6.9e-5 (seq 3) once attention
+                // summed in llama.cpp's order (#15), 2e-4 allows it.
+                let tolerance = layout.storage == .int8 ? 2e-4 : 1e-5
+                #expect(rel <= tolerance, "\(name) seq \(s): shared-prefix logits \(rel) relative from alone")
                 for r in 0..<rows {
                     let a = on.logits[s][r * vocab..<(r + 1) * vocab], b = ref[r * vocab..<(r + 1) * vocab]
                     #expect(a.indices.max { a[$0] < a[$1] } == b.indices.max { b[$0] < b[$1] }, "\(name) seq \(s) row \(r): greedy differs")

@@ -73,22 +73,118 @@ import Testing
         }
     }
 
-    /// RoPE (adjacent pairs) vs float64 rotation: <= 1e-5 absolute for |x| <= 1 at positions up to 8191.
+    /// RoPE (adjacent pairs) vs float64 at positions up to 8191, |x| <= 1, in two parts.
+    /// The angles are llama.cpp's: Float(pos) times r = powf(base, −2/d) i times in float, so
+    /// angle_i is within pos·θ_i·(i + 1)·2⁻²² of the exact pos·θ_i (i roundings of 2⁻²⁴
+    /// relative, and r's own error of < 1 ulp compounded i times). Given those float angles,
+    /// the rotation is exact to 1e-6: cosf/sinf are within an ulp and each output rounds
+    /// at most twice (|a| + |b| <= 2).
     @Test func ropeMatchesFloat64() {
         let hd = 64, heads = 3
         let rope = RotaryEmbedding(headDim: hd, base: 10000)
+        let r = powf(10000, -2 / Float(hd))
         for pos in [0, 1, 17, 511, 8191] {
             let x = Self.random(hd * heads, -1...1)
             var y = x
             y.withUnsafeMutableBufferPointer { rope.apply($0.baseAddress!, heads: heads, position: pos) }
-            for h in 0..<heads {
-                for i in 0..<hd / 2 {
-                    let theta = Double(pos) * Foundation.pow(10000.0, -2 * Double(i) / Double(hd))
+            var angle = Float(pos)
+            for i in 0..<hd / 2 {
+                let exact = Double(pos) * Foundation.pow(10000.0, -2 * Double(i) / Double(hd))
+                #expect(abs(Double(angle) - exact) <= exact * Double(i + 1) * 0x1p-22, "pos \(pos) i \(i)")
+                let theta = Double(angle)
+                for h in 0..<heads {
                     let a = Double(x[h * hd + 2 * i]), b = Double(x[h * hd + 2 * i + 1])
-                    #expect(abs(Double(y[h * hd + 2 * i]) - (a * cos(theta) - b * sin(theta))) <= 1e-5)
-                    #expect(abs(Double(y[h * hd + 2 * i + 1]) - (a * sin(theta) + b * cos(theta))) <= 1e-5)
+                    #expect(abs(Double(y[h * hd + 2 * i]) - (a * cos(theta) - b * sin(theta))) <= 1e-6)
+                    #expect(abs(Double(y[h * hd + 2 * i + 1]) - (a * sin(theta) + b * cos(theta))) <= 1e-6)
+                }
+                angle *= r
+            }
+        }
+    }
+
+    /// RMSNorm's bits are those of ggml's order (llama.cpp's rms_norm then mul), modelled
+    /// here in scalar code: each x² rounded to float, summed one by one in double,
+    /// mean = Float(sum / n), scale = 1 / sqrtf(mean + eps), y = (x·scale)·w. The kernel
+    /// sums in eight double lanes instead; the two double sums differ by a few double
+    /// ulps, which changes the float mean in about one row in 10⁸ — none of these 600.
+    @Test func rmsNormIsGgmlOrder() {
+        var g = SystemRandomNumberGenerator()
+        var bad = 0, total = 0
+        for n in [5, 16, 576, 577, 1031, 4099] {
+            for _ in 0..<100 {
+                let s = Float.random(in: 1e-3...30, using: &g)
+                let x = Self.random(n, -1...1).map { $0 * s }, w = Self.random(n, 0.2...2)
+                var y = [Float](repeating: 0, count: n)
+                let scale = VectorMath.rmsNorm(x, w, &y, n, eps: 1e-5)
+                var sum = 0.0
+                for v in x { sum += Double(v * v) }
+                let ref = 1 / (Float(sum / Double(n)) + 1e-5).squareRoot()
+                if scale.bitPattern != ref.bitPattern { bad += 1 }
+                for i in 0..<n where y[i].bitPattern != (x[i] * ref * w[i]).bitPattern { bad += 1 }
+                total += n + 1
+            }
+        }
+        #expect(bad == 0, "\(bad) of \(total) values differ from the ggml-order model")
+    }
+
+    /// Softmax's bits are those of ggml's soft_max order, modelled in scalar code: the
+    /// exponentials (exp16, elementwise) in blocks of 16 from index 0, each block summed as
+    /// a 512-bit halving reduction (lanes i + 8, then i + 4, then i + 2, then 0 + 1; a
+    /// partial block padded with zeros), the block sums added in double in order, then
+    /// p = e · Float(1 / sum). Odd lengths and tails.
+    @Test func softmaxIsGgmlOrder() {
+        var bad = 0, total = 0
+        for n in [1, 2, 5, 15, 16, 17, 63, 100, 1000, 4099] {
+            let x = Self.random(n, -40...10)
+            var row = x
+            let got = row.withUnsafeMutableBufferPointer { VectorMath.softmax($0.baseAddress!, n) }
+            let m = x.max()!
+            var e = [Float](repeating: 0, count: (n + 15) / 16 * 16)
+            var sum = 0.0
+            for b in stride(from: 0, to: n, by: 16) {
+                var v = Vec16(repeating: 0)
+                for k in 0..<min(16, n - b) { v[k] = x[b + k] - m }
+                let ev = exp16(v)
+                for k in 0..<16 { e[b + k] = b + k < n ? ev[k] : 0 }
+                var l = (0..<16).map { e[b + $0] }
+                for half in [8, 4, 2, 1] { for i in 0..<half { l[i] = l[i] + l[i + half] } }
+                sum += Double(l[0])
+            }
+            let inv = Float(1 / sum)
+            for i in 0..<n where row[i].bitPattern != (e[i] * inv).bitPattern { bad += 1 }
+            if got.sum.bitPattern != Float(sum).bitPattern || got.max != m { bad += 1 }
+            total += n + 1
+        }
+        #expect(bad == 0, "\(bad) of \(total) values differ from the ggml-order model")
+    }
+
+    /// exp16 (ggml's expf polynomial) vs float64: within 2.5 ulp where the result is normal
+    /// (ggml's comment says 1.45 + 0.5 ulp; a float64 emulation of its steps on 2·10⁷ points
+    /// finds 2.23 ulp at x ≈ −4.55, as this kernel does), within one subnormal step (2⁻¹⁴⁹)
+    /// plus the polynomial's relative error below that, and its edges: +inf from 88.73,
+    /// 0 far below −104, NaN through.
+    @Test func expMatchesFloat64() {
+        var g = SystemRandomNumberGenerator()
+        var worstUlps = 0.0
+        for _ in 0..<4000 {
+            var v = Vec16(repeating: 0)
+            for k in 0..<16 { v[k] = Float.random(in: -104...88.7, using: &g) }
+            let e = exp16(v)
+            for k in 0..<16 {
+                let ref = Foundation.exp(Double(v[k]))
+                if ref >= Double(Float.leastNormalMagnitude) {
+                    let ulp = Double(Float(ref).ulp)
+                    worstUlps = max(worstUlps, abs(Double(e[k]) - ref) / ulp)
+                } else {
+                    #expect(abs(Double(e[k]) - ref) <= 0x1p-149 + 3e-7 * ref, "exp(\(v[k]))")
                 }
             }
         }
+        #expect(worstUlps <= 2.5, "worst \(worstUlps) ulp")
+        let edges = exp16(Vec16(0, -0.0, 1, -1, 88.73, 89, 200, .infinity, -105, -200, -.infinity, .nan, 88.7, -87.5, -103.9, 0.5))
+        #expect(edges[0] == 1 && edges[1] == 1 && abs(Double(edges[2]) - M_E) <= 2 * Double(Float(M_E).ulp))
+        #expect(edges[4] == .infinity && edges[5] == .infinity && edges[6] == .infinity && edges[7] == .infinity)
+        #expect(edges[8] == 0 && edges[9] == 0 && edges[10] == 0 && edges[11].isNaN)
+        #expect(edges[12].isFinite && edges[13] > 0 && edges[14] > 0)
     }
 }
