@@ -53,30 +53,35 @@ package final class BF16Weights {
     }
 
     /// Refills both layouts from W, handed out 32 rows at a time: `rowsOf(r0, count, scratch)`
-    /// returns a pointer to rows r0 ..< r0 + count row-major (stride cols), either into W
-    /// itself or after writing them to `scratch` (32 × cols floats). Runs in parallel over
-    /// the row panels; each panel writes only its own values.
-    package func update(_ rowsOf: (Int, Int, UnsafeMutablePointer<Float>) -> UnsafePointer<Float>) {
-        let panels = (rows + 31) / 32, colPanels = (cols + 31) / 32
-        Parallel.forEach(panels) { p in
-            let r0 = 32 * p, n = min(32, rows - r0)
+    /// writes rows r0 ..< r0 + count row-major (stride cols) to `scratch` (32 × cols floats),
+    /// e.g. unpacked from another layout. Runs in parallel over the row panels.
+    package func update(_ rowsOf: (Int, Int, UnsafeMutablePointer<Float>) -> Void) {
+        let cols = cols
+        Parallel.forEach((rows + 31) / 32) { p in
             withUnsafeTemporaryAllocation(of: Float.self, capacity: 32 * cols) { scratch in
-                let w = rowsOf(r0, n, scratch.baseAddress!)
-                // forward panel p: 32 rows, pairs along k (rows past n are zero).
-                bc_internal_bf16_interleave_rows(w, cols, Int32(n), cols, 32, forward + p * 32 * colPairs)
-                // backward: these rows are pairs 16p ..< 16p + ⌈n/2⌉ of every column panel.
-                for q in 0..<colPanels {
-                    bc_internal_bf16_pack_panel(w + 32 * q, cols, n, Int32(min(32, cols - 32 * q)),
-                                                backward + q * 32 * rowPairs + 16 * p * 32)
-                }
+                rowsOf(32 * p, min(32, rows - 32 * p), scratch.baseAddress!)
+                fill(panel: p, from: UnsafePointer(scratch.baseAddress!))
             }
         }
     }
 
-    /// Refills both layouts from a row-major float32 W (rows × cols).
+    /// Refills both layouts from a row-major float32 W (rows × cols), in parallel over the
+    /// row panels.
     package func update(rowMajor w: UnsafePointer<Float>) {
         let cols = cols
-        update { r0, _, _ in w + r0 * cols }
+        Parallel.forEach((rows + 31) / 32) { p in fill(panel: p, from: w + 32 * p * cols) }
+    }
+
+    /// Row panel p from its rows 32p ..< 32p + n (row-major, stride cols): the forward panel
+    /// p (pairs along k; rows past n zero) and pairs 16p ..< 16p + ⌈n/2⌉ of every backward
+    /// panel. Writes only those values.
+    private func fill(panel p: Int, from w: UnsafePointer<Float>) {
+        let n = min(32, rows - 32 * p)
+        bc_internal_bf16_interleave_rows(w, cols, Int32(n), cols, 32, forward + p * 32 * colPairs)
+        for q in 0..<(cols + 31) / 32 {
+            bc_internal_bf16_pack_panel(w + 32 * q, cols, n, Int32(min(32, cols - 32 * q)),
+                                        backward + q * 32 * rowPairs + 16 * p * 32)
+        }
     }
 }
 

@@ -250,10 +250,7 @@ package final class Linear {
         if let weight {
             b.update(rowMajor: weight)
         } else {
-            b.update { r0, count, scratch in
-                copyRows(r0, count: count, into: scratch)
-                return UnsafePointer(scratch)
-            }
+            b.update { r0, count, scratch in copyRows(r0, count: count, into: scratch) }
         }
         bf16 = b
     }
