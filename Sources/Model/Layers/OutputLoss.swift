@@ -76,16 +76,6 @@ extension Transformer {
                       tokens m: Int, _ g: LayerGradients) {
         let w = weights.output, d = config.embeddingDim, vocab = config.vocabSize
         w.backward(x: x, ldx: d, dY: dLogits, ldDY: vocab, dX: nil, ldDX: d, tokens: m)
-        if let bf16 = w.bf16, w.weight != nil, vocab > Self.vocabBlock {
-            // bf16 compute: the same blocks, each a bf16 product with float32 sums.
-            for start in stride(from: 0, to: vocab, by: Self.vocabBlock) {
-                let out: UnsafeMutablePointer<Float> = start == 0 ? dX : g.headBlock!
-                BF16GEMM.inputGradient(dLogits, ldDY: vocab, tokens: m, bf16, out, ldDX: d, accumulate: false,
-                                       outputs: start..<min(vocab, start + Self.vocabBlock))
-                if start > 0 { VectorMath.add(g.headBlock!, into: dX, m * d) }
-            }
-            return
-        }
         guard let weight = w.weight, vocab > Self.vocabBlock else {
             w.backward(x: x, ldx: d, dY: dLogits, ldDY: vocab, dX: dX, ldDX: d, tokens: m, weightGradient: false)
             return
@@ -93,8 +83,14 @@ extension Transformer {
         for start in stride(from: 0, to: vocab, by: Self.vocabBlock) {
             let rows = min(Self.vocabBlock, vocab - start)
             let out: UnsafeMutablePointer<Float> = start == 0 ? dX : g.headBlock!
-            ProjectionBackward.inputGradient(dLogits + start, ldDY: vocab, tokens: m, weight: weight + start * d, rows: rows,
-                                             cols: d, out, ldDX: d)
+            if let bf16 = w.bf16 {
+                // bf16 compute: the same blocks, each a bf16 product with float32 sums.
+                BF16GEMM.inputGradient(dLogits, ldDY: vocab, tokens: m, bf16, out, ldDX: d, accumulate: false,
+                                       outputs: start..<start + rows)
+            } else {
+                ProjectionBackward.inputGradient(dLogits + start, ldDY: vocab, tokens: m, weight: weight + start * d,
+                                                 rows: rows, cols: d, out, ldDX: d)
+            }
             if start > 0 { VectorMath.add(g.headBlock!, into: dX, m * d) }
         }
     }
