@@ -1114,7 +1114,7 @@ typedef struct bc_trainer_memory {
     uint64_t trainable_copies;     /**< float32 copies of the projections the optimizer updates (+ the bf16 copies of
                                         BC_COMPUTE_BF16) */
     uint64_t gradients;
-    uint64_t activations;          /**< what backward reads, for a full micro-batch */
+    uint64_t activations;          /**< what backward reads, for a full micro-batch (+ evaluation's one layer) */
     uint64_t backward_buffers;
     uint64_t optimizer_state;      /**< optimizer_slots x 4 bytes x parameters */
     uint64_t added;                /**< everything but model_weights: what must fit in memory_limit */
@@ -1130,6 +1130,12 @@ bc_status bc_trainer_estimate(const bc_model *model, const bc_trainer_params *pa
  * memory_limit first: BC_E_OUT_OF_MEMORY with the breakdown in bc_last_error() and
  * nothing allocated when it does not fit. Errors: NULL arguments, bad params,
  * BC_E_BAD_STATE when the model already has a trainer.
+ * What only training needs (full fine-tuning's trainable copies and gradients, the
+ * activations backward reads) is allocated by the first call that needs it
+ * (bc_trainer_micro_batch, _register, _get_tensor, _train_step, checkpoints,
+ * _set_collectives): a trainer used only to evaluate holds one layer's activations and
+ * a chunk of logits beyond the model. Such a call may then fail with
+ * BC_E_OUT_OF_MEMORY (nothing changes) if memory was taken meanwhile.
  */
 bc_status bc_trainer_create(bc_model *model, const bc_trainer_params *params, bc_trainer **out);
 

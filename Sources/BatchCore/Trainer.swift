@@ -184,6 +184,7 @@ public func bc_trainer_get_tensor(_ trainer: OpaquePointer?, _ index: UInt32,
         let out = try required(out, "out")
         let ps = t.trainer.parameters
         guard Int(index) < ps.count else { throw BatchCoreError.invalid("tensor \(index) of \(ps.count)") }
+        try t.trainer.prepareTraining()   // the values and gradient handed out exist from now on
         let p = ps[Int(index)]
         guard let v = p.values, let g = p.gradient else { throw BatchCoreError(.internal, "\(p.name) is not trainable") }
         let rows = p.shape.count == 2 ? p.shape[0] : 1

@@ -100,6 +100,9 @@ package final class ModelWeights {
         [tokenEmbedding] + layers.flatMap(\.projections) + (tiedOutput ? [] : [output])
     }
 
+    /// Whether a trainer holds these weights (one at a time; `Trainer` sets and clears it).
+    package var hasTrainer = false
+
     /// Gives every projection a trainable copy and every tensor a gradient (see
     /// `Linear.makeTrainable`). On failure the tensors made trainable so far stay so.
     package func makeTrainable() throws {

@@ -44,7 +44,7 @@ extension Transformer {
     package func trainingPass(_ batch: DocumentBatch, targets: [Int32], lossScale: Float,
                               activations a: ForwardActivations, gradients g: LayerGradients,
                               dropout: LoRADropoutPass? = nil) throws -> CrossEntropyTotals {
-        guard a.isTraining else { throw BatchCoreError.invalid("a training pass needs training activations") }
+        guard a.supportsBackward else { throw BatchCoreError.invalid("a training pass needs training activations (.keepLayers or .recompute)") }
         if dropout != nil { for m in weights.projections { m.setTrainingDropout(dropout) } }
         defer { if dropout != nil { for m in weights.projections { m.setTrainingDropout(nil) } } }
         guard lossScale.isFinite else { throw BatchCoreError.invalid("loss scale \(lossScale) is not finite") }

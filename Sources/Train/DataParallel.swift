@@ -89,6 +89,7 @@ extension Trainer {
                 + "(sums \(probe[0]), \(probe[1])): every rank must pass the same world size and a distinct rank")
         }
         // Weights: rank 0's digests against ours; the mismatch count is summed so all agree.
+        try prepareTraining()
         let mine = parameters.map { p in p.values.map { Self.digest($0, p.count) } ?? 0 }
         var root = mine
         try root.withUnsafeMutableBytes { b in

@@ -86,8 +86,18 @@ package final class Trainer {
     /// The adapters being trained (LoRA), attached to the model's projections.
     package let adapters: LoRAAdapterSet?
     package let memory: TrainerMemory
+    /// What a backward pass reads (`.keepLayers`, or `.recompute` with checkpointing),
+    /// reserved by `prepareTraining`.
     private let activations: ForwardActivations
+    /// Evaluation's forward (`.evaluation`: one layer's set, two alternating residuals;
+    /// the training modes' arithmetic, so an evaluated loss equals the trained one bit for bit).
+    private let evaluationActivations = ForwardActivations(mode: .evaluation)
     private let gradients = LayerGradients()
+    /// Whether the buffers only training needs exist (`prepareTraining`): full fine-tuning's
+    /// trainable copies and gradients, and the backward activations. Until the first call
+    /// that trains (or hands out a tensor), a trainer holds only what evaluation needs, as
+    /// PyTorch makes `.grad` at the first backward.
+    package private(set) var isPrepared = false
     /// Accumulated since the last step.
     package private(set) var pending = TrainingTotals()
     /// The training and eval sets when the trainer reads data itself (`loadData`).
@@ -111,9 +121,10 @@ package final class Trainer {
     /// The trainable tensors of a full fine-tune: every tensor of the model.
     static func selectParameters(_ w: ModelWeights, _ o: TrainerOptions) -> [ModelParameter] { w.parameters }
 
-    /// States the memory need (`memory`), checks it against the limit, then makes the
-    /// model trainable and allocates the pass buffers for a full micro-batch. On any
-    /// failure nothing stays allocated and the model is as before.
+    /// States the memory need (`memory`), checks it against the limit, then attaches the
+    /// LoRA adapters (if any) and allocates evaluation's buffers; what only training needs
+    /// comes at the first call that trains (`prepareTraining`). On any failure nothing
+    /// stays allocated and the model is as before.
     package init(model: Transformer, options: TrainerOptions) throws {
         try options.validate(model.config)
         if options.lora == nil, let q = model.weights.projections.first(where: { $0.quantized != nil }) {
@@ -130,33 +141,50 @@ package final class Trainer {
                 + "\(mib(memory.delayedGradients))); "
                 + "\(mib(limit)) MiB are available — use fewer micro-batch tokens, recompute (checkpointing) or a smaller gradient delay")
         }
-        let wasTrainable = model.weights.parameters.contains { $0.gradient != nil }
-            || model.weights.projections.contains { !$0.trainingAdapters.isEmpty }
-        guard !wasTrainable else { throw BatchCoreError.badState("the model is already being trained") }
-        let activations = ForwardActivations(mode: options.recompute ? .recompute : .keepLayers)
+        guard !model.weights.hasTrainer else { throw BatchCoreError.badState("the model is already being trained") }
         let adapters = try options.lora.map { try LoRAAdapterSet(fresh: $0, model: model.config) }
         do {
-            if let adapters { try adapters.attach(to: model.weights) } else { try model.weights.makeTrainable() }
+            if let adapters { try adapters.attach(to: model.weights) }
             if options.computeBF16 { for m in model.weights.projections { try m.enableBF16() } }
-            try activations.reserve(model.config, rows: options.microBatchTokens, logitRows: options.microBatchTokens)
+            try evaluationActivations.reserve(model.config, rows: options.microBatchTokens, logitRows: options.microBatchTokens)
             try gradients.reserve(model.config, rows: options.microBatchTokens, targetRows: options.microBatchTokens)
         } catch {
             for m in model.weights.projections { m.dropBF16() }
-            if let adapters { adapters.detach(from: model.weights) } else { model.weights.dropTrainable() }
+            adapters?.detach(from: model.weights)
             throw error
         }
+        model.weights.hasTrainer = true
         self.adapters = adapters
         self.model = model
         self.options = options
         self.memory = memory
-        self.activations = activations
+        self.activations = ForwardActivations(mode: options.recompute ? .recompute : .keepLayers)
         parameters = adapters?.parameters ?? Self.selectParameters(model.weights, options)
         delayState = TrainerDelayState(delay: options.gradientDelay, floats: parameters.reduce(0) { $0 + $1.count })
+    }
+
+    /// Makes what training needs and evaluation does not (idempotent): the trainable
+    /// copies and gradients of a full fine-tune (`ModelWeights.makeTrainable`) and the
+    /// backward activations of a full micro-batch. Every call that trains, steps, hands
+    /// out or checkpoints a tensor runs it first. The need was checked when the trainer
+    /// was made (`memory`); an allocation that fails now throws `.outOfMemory` and
+    /// nothing changes.
+    package func prepareTraining() throws {
+        if isPrepared { return }
+        do {
+            if adapters == nil { try model.weights.makeTrainable() }
+            try activations.reserve(model.config, rows: options.microBatchTokens, logitRows: options.microBatchTokens)
+        } catch {
+            if adapters == nil { model.weights.dropTrainable() }
+            throw error
+        }
+        isPrepared = true
     }
 
     deinit {
         for m in model.weights.projections { m.dropBF16() }
         if let adapters { adapters.detach(from: model.weights) } else { model.weights.dropTrainable() }
+        model.weights.hasTrainer = false
     }
 
     /// Forward + backward of one micro-batch (whole documents, at most
@@ -167,6 +195,7 @@ package final class Trainer {
         guard batch.count <= options.microBatchTokens else {
             throw BatchCoreError.invalid("micro-batch of \(batch.count) tokens; the budget is \(options.microBatchTokens)")
         }
+        try prepareTraining()
         let t = try model.trainingPass(batch, targets: targets, lossScale: 1, activations: activations, gradients: gradients,
                                        dropout: dropoutPass)
         var out = TrainingTotals()
@@ -191,6 +220,7 @@ package final class Trainer {
 
     /// Registers every trainable tensor with `optimizer` in `group` (names as GGUF).
     package func register(in optimizer: Optimizer, group: Int) throws {
+        try prepareTraining()
         for p in parameters {
             guard let v = p.values, let g = p.gradient else { throw BatchCoreError(.internal, "\(p.name) is not trainable") }
             try optimizer.addTensor(group: group, name: p.name, param: v, grad: g, count: p.count)
@@ -247,7 +277,7 @@ package final class Trainer {
         guard batch.count <= options.microBatchTokens else {
             throw BatchCoreError.invalid("evaluation batch of \(batch.count) tokens; the budget is \(options.microBatchTokens)")
         }
-        let t = try model.loss(batch, targets: targets, activations: activations, gradients: gradients)
+        let t = try model.loss(batch, targets: targets, activations: evaluationActivations, gradients: gradients)
         var out = TrainingTotals()
         out.lossSum = t.lossSum
         out.targets = t.targets

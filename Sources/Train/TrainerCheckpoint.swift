@@ -22,6 +22,7 @@ extension Trainer {
     /// writes (every rank holds the same state); other ranks return without writing.
     package func saveCheckpoint(_ dir: String, optimizer: Optimizer?) throws {
         guard rank == 0 else { return }
+        try prepareTraining()
         let tmp = dir + ".tmp-\(getpid())"
         try? removeDirectory(tmp)
         guard mkdir(tmp, 0o755) == 0 else { throw BatchCoreError.io("cannot create \(tmp): \(String(cString: strerror(errno)))") }
@@ -116,6 +117,7 @@ extension Trainer {
                 throw BatchCoreError.format("checkpoint: tensor '\(p.name)' missing or not F32 \(p.shape)")
             }
         }
+        try prepareTraining()   // the values to load into (allocating is no observable change)
         let hasOptimizer = json["optimizer"]?.boolValue ?? false
         if let optimizer {
             guard hasOptimizer else { throw BatchCoreError.format("checkpoint holds no optimizer state") }

@@ -122,6 +122,47 @@ import Testing
         #expect(throws: BatchCoreError.self) { _ = try Trainer(model: try LayerForwardTests.tinyModel(seed: 47), options: o) }
     }
 
+    /// Evaluation alone allocates nothing only training needs (trainable copies,
+    /// gradients, backward activations: made at the first call that trains, as PyTorch
+    /// makes .grad at the first backward), and its loss equals the training pass's bit for
+    /// bit and the per-layer (`.keepLayers`) forward's, on a 3-layer model so the
+    /// evaluation set's two residual buffers take turns. One trainer per model, prepared
+    /// or not.
+    @Test func evaluationAloneAllocatesNoTrainingBuffers() throws {
+        let m = try LayerForwardTests.tinyModel(layers: 3, seed: 51)
+        let (b, tg) = ModelBackwardTests.batch([19, 7, 12], seed: 5, vocab: m.config.vocabSize)
+        let reference = try m.loss(b, targets: tg, activations: ForwardActivations(mode: .keepLayers), gradients: LayerGradients())
+        let recomputed = try m.loss(b, targets: tg, activations: ForwardActivations(mode: .recompute), gradients: LayerGradients())
+        #expect(reference.lossSum == recomputed.lossSum && reference.lossSum.isFinite)
+        let c = m.config
+        #expect(try #require(ForwardActivations.floats(c, rows: 64, logitRows: 64, mode: .evaluation))
+                < (try #require(ForwardActivations.floats(c, rows: 64, logitRows: 64, mode: .recompute))))
+        do {
+            let t = try Trainer(model: m, options: Self.options())
+            #expect(throws: BatchCoreError.self) { _ = try Trainer(model: m, options: Self.options()) }
+            let e = try t.evaluate(b, targets: tg)
+            #expect(e.lossSum == reference.lossSum, "evaluation \(e.lossSum) vs per-layer forward \(reference.lossSum)")
+            #expect(!t.isPrepared)
+            #expect(m.weights.projections.allSatisfy { !$0.isTrainable } && t.parameters.allSatisfy { $0.gradient == nil })
+            // A training pass refuses evaluation's activations (nothing survives for backward).
+            #expect(throws: BatchCoreError.self) {
+                _ = try m.trainingPass(b, targets: tg, lossScale: 1, activations: ForwardActivations(mode: .evaluation),
+                                       gradients: LayerGradients())
+            }
+            let tr = try t.microBatch(b, targets: tg)
+            #expect(t.isPrepared && tr.lossSum == reference.lossSum)
+            #expect(t.parameters.allSatisfy { $0.values != nil && $0.gradient != nil })
+            #expect(t.parameters.contains { p in (0..<p.count).contains { p.gradient![$0] != 0 } })
+            #expect(try t.evaluate(b, targets: tg).lossSum == reference.lossSum, "evaluating again after a training pass")
+            #expect(throws: BatchCoreError.self) { _ = try Trainer(model: m, options: Self.options()) }
+        }
+        // The trainer gone, the model is free and untrainable again.
+        #expect(m.weights.projections.allSatisfy { !$0.isTrainable })
+        let again = try Trainer(model: m, options: Self.options())
+        _ = try Self.sgd(again)
+        #expect(again.isPrepared)
+    }
+
     /// After a step, the serving forward uses the new weights: its logits equal those of
     /// a model loaded with the trained values, and differ from the untrained model's.
     @Test func inferenceSeesTrainedWeights() throws {

@@ -18,7 +18,7 @@ import BCCore
 /// Contents are valid until the next pass that uses the object. One pass at a time.
 package final class ForwardActivations: @unchecked Sendable {
     package enum Mode: Sendable, Equatable {
-        case serving, keepLayers, recompute
+        case serving, keepLayers, recompute, evaluation
     }
 
     package let mode: Mode
@@ -26,6 +26,8 @@ package final class ForwardActivations: @unchecked Sendable {
     package var keepsLayers: Bool { mode == .keepLayers }
     /// Whether the sets carry the training extras (rstd, attention statistics).
     package var isTraining: Bool { mode != .serving }
+    /// Whether a backward pass can run on what a forward pass leaves (`.keepLayers`, `.recompute`).
+    package var supportsBackward: Bool { mode == .keepLayers || mode == .recompute }
     /// T: rows of the last pass.
     package private(set) var rows = 0
     /// R: rows of the last pass whose logits were requested.
@@ -57,7 +59,8 @@ package final class ForwardActivations: @unchecked Sendable {
     }
 
     /// The activations of layer `l` of the last pass (serving: the shared set, holding
-    /// the last layer's values; recompute: only `input`/`output` are layer l's own).
+    /// the last layer's values; recompute: only `input`/`output` are layer l's own;
+    /// evaluation: only the last layer's values survive).
     package func layer(_ l: Int) throws -> LayerActivations {
         guard !sets.isEmpty, l >= 0, l < layerCount else {
             throw BatchCoreError.invalid("no activations of layer \(l) (the last pass had \(layerCount) layers)")
@@ -90,12 +93,13 @@ package final class ForwardActivations: @unchecked Sendable {
             if sets.isEmpty { sets = [one] } else { sets[0] = one }
             outputNormed = p(b[1])
             outputRstd = nil
-        case .keepLayers, .recompute:
+        case .keepLayers, .recompute, .evaluation:
+            let turns = plan.residuals.count   // evaluation: 2 buffers in turn; else layers + 1
             sets = (0..<c.layerCount).map { l in
                 let b = mode == .keepLayers ? plan.perLayer[l] : plan.perLayer[0]
                 // b: attentionNormed, qkv, attention, mid, mlpNormed, gateUp, act, attRstd, mlpRstd, stats
-                var s = Self.set(base, o, [plan.residuals[l], b[0], b[1], b[2], b[3], b[4], b[5], b[6],
-                                           plan.residuals[l + 1], plan.shared[0]])
+                var s = Self.set(base, o, [plan.residuals[l % turns], b[0], b[1], b[2], b[3], b[4], b[5], b[6],
+                                           plan.residuals[(l + 1) % turns], plan.shared[0]])
                 s.attentionRstd = p(b[7])
                 s.mlpRstd = p(b[8])
                 s.attentionStats = p(b[9])
@@ -142,9 +146,9 @@ package final class ForwardActivations: @unchecked Sendable {
         case .serving:
             plan.shared = [try reserve(t, d), try reserve(t, d), try reserve(t, qkvDim), try reserve(t, d),
                            try reserve(t, 2 * ff), try reserve(t, ff)]
-        case .keepLayers, .recompute:
+        case .keepLayers, .recompute, .evaluation:
             plan.shared = [try reserve(t, d), try reserve(r, d), try reserve(r, 1)]
-            for _ in 0...c.layerCount { plan.residuals.append(try reserve(t, d)) }
+            for _ in 0..<(mode == .evaluation ? 2 : c.layerCount + 1) { plan.residuals.append(try reserve(t, d)) }
             for _ in 0..<(mode == .keepLayers ? c.layerCount : 1) {
                 plan.perLayer.append([try reserve(t, d), try reserve(t, qkvDim), try reserve(t, d), try reserve(t, d),
                                       try reserve(t, d), try reserve(t, 2 * ff), try reserve(t, ff), try reserve(t, 1),
