@@ -215,7 +215,10 @@ package enum ProjectionBackward {
     static func packA(_ a: UnsafePointer<Float>, _ aRow: Int, _ aStep: Int, _ m: Int, _ i: Int, _ r: Int, _ s0: Int, _ count: Int,
                       _ dst: UnsafeMutablePointer<Float>) {
         if r < 6 { dst.update(repeating: 0, count: 6 * count) }
-        if aStep == 1 {
+        if aStep == 1 && r == 6 {
+            // Six contiguous rows: transposed 8 steps at a time in registers.
+            bc_internal_pack6(a + i * aRow + s0, aRow, Int32(count), dst)
+        } else if aStep == 1 {
             for q in 0..<r {
                 let src = a + (i + q) * aRow + s0
                 for s in 0..<count { dst[6 * s + q] = src[s] }
