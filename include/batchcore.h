@@ -1114,7 +1114,7 @@ typedef struct bc_trainer_memory {
     uint64_t trainable_copies;     /**< float32 copies of the projections the optimizer updates (+ the bf16 copies of
                                         BC_COMPUTE_BF16) */
     uint64_t gradients;
-    uint64_t activations;          /**< what backward reads, for a full micro-batch (+ evaluation's one layer) */
+    uint64_t activations;          /**< what backward reads, for a full micro-batch */
     uint64_t backward_buffers;
     uint64_t optimizer_state;      /**< optimizer_slots x 4 bytes x parameters */
     uint64_t added;                /**< everything but model_weights: what must fit in memory_limit */

@@ -89,9 +89,11 @@ package final class Trainer {
     /// What a backward pass reads (`.keepLayers`, or `.recompute` with checkpointing),
     /// reserved by `prepareTraining`.
     private let activations: ForwardActivations
-    /// Evaluation's forward (`.evaluation`: one layer's set, two alternating residuals;
-    /// the training modes' arithmetic, so an evaluated loss equals the trained one bit for bit).
-    private let evaluationActivations = ForwardActivations(mode: .evaluation)
+    /// Evaluation's forward before training starts (`.evaluation`: one layer's set, two
+    /// alternating residuals; the training modes' arithmetic, so an evaluated loss equals
+    /// the trained one bit for bit). Made by the first evaluation, freed by
+    /// `prepareTraining`; a prepared trainer evaluates on `activations`.
+    private var evaluationActivations: ForwardActivations?
     private let gradients = LayerGradients()
     /// Whether the buffers only training needs exist (`prepareTraining`): full fine-tuning's
     /// trainable copies and gradients, and the backward activations. Until the first call
@@ -122,8 +124,8 @@ package final class Trainer {
     static func selectParameters(_ w: ModelWeights, _ o: TrainerOptions) -> [ModelParameter] { w.parameters }
 
     /// States the memory need (`memory`), checks it against the limit, then attaches the
-    /// LoRA adapters (if any) and allocates evaluation's buffers; what only training needs
-    /// comes at the first call that trains (`prepareTraining`). On any failure nothing
+    /// LoRA adapters (if any); what only training needs comes at the first call that
+    /// trains (`prepareTraining`), evaluation's one-layer set at the first evaluation. On any failure nothing
     /// stays allocated and the model is as before.
     package init(model: Transformer, options: TrainerOptions) throws {
         try options.validate(model.config)
@@ -146,7 +148,6 @@ package final class Trainer {
         do {
             if let adapters { try adapters.attach(to: model.weights) }
             if options.computeBF16 { for m in model.weights.projections { try m.enableBF16() } }
-            try evaluationActivations.reserve(model.config, rows: options.microBatchTokens, logitRows: options.microBatchTokens)
             try gradients.reserve(model.config, rows: options.microBatchTokens, targetRows: options.microBatchTokens)
         } catch {
             for m in model.weights.projections { m.dropBF16() }
@@ -179,6 +180,7 @@ package final class Trainer {
             throw error
         }
         isPrepared = true
+        evaluationActivations = nil
     }
 
     deinit {
@@ -277,7 +279,17 @@ package final class Trainer {
         guard batch.count <= options.microBatchTokens else {
             throw BatchCoreError.invalid("evaluation batch of \(batch.count) tokens; the budget is \(options.microBatchTokens)")
         }
-        let t = try model.loss(batch, targets: targets, activations: evaluationActivations, gradients: gradients)
+        let a: ForwardActivations
+        if isPrepared {
+            a = activations
+        } else if let e = evaluationActivations {
+            a = e
+        } else {
+            a = ForwardActivations(mode: .evaluation)
+            try a.reserve(model.config, rows: options.microBatchTokens, logitRows: options.microBatchTokens)
+            evaluationActivations = a
+        }
+        let t = try model.loss(batch, targets: targets, activations: a, gradients: gradients)
         var out = TrainingTotals()
         out.lossSum = t.lossSum
         out.targets = t.targets

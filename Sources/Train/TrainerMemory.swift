@@ -17,7 +17,8 @@ package struct TrainerMemory: Equatable, Sendable {
     /// Gradients (4·P).
     package var gradients = 0
     /// Forward activations a backward pass reads (per layer, or one layer + residuals
-    /// when recomputing), for T rows, plus evaluation's (one layer, two residuals).
+    /// when recomputing), for T rows. (Evaluating before training uses a smaller set,
+    /// one layer and two residuals, freed when training starts.)
     package var activations = 0
     /// Backward buffers (one layer's gradients + one chunk of logits).
     package var backwardBuffers = 0
@@ -49,7 +50,6 @@ package struct TrainerMemory: Equatable, Sendable {
         }
         let modes: ForwardActivations.Mode = options.recompute ? .recompute : .keepLayers
         guard let a = ForwardActivations.floats(c, rows: t, logitRows: t, mode: modes),
-              let e = ForwardActivations.floats(c, rows: t, logitRows: t, mode: .evaluation),
               let g = LayerGradients.floats(c, rows: t, targetRows: t) else {
             throw BatchCoreError(.outOfMemory, "a micro-batch of \(t) tokens does not fit in memory")
         }
@@ -58,7 +58,7 @@ package struct TrainerMemory: Equatable, Sendable {
         let bf16 = options.computeBF16 ? model.weights.projections.reduce(0) { $0 + BF16Weights.byteCount(rows: $1.rows, cols: $1.cols) } : 0
         trainableCopies = (projections + adapters) * 4 + bf16
         gradients = (projections + vectors + adapters) * 4
-        activations = (a + e) * 4
+        activations = a * 4
         backwardBuffers = g * 4
         optimizerState = max(0, optimizerSlots) * values * 4
         let (d, o) = max(0, options.gradientDelay).multipliedReportingOverflow(by: gradients)
