@@ -383,21 +383,29 @@ run_lora() {
 # Shared-prefix attention on vs off (bc_engine_params.shared_prefix_attention), one process,
 # interleaved: 64 and 256 requests sharing a 1,024-token prefix, 64 output tokens each.
 run_prefix() {
+    need_llama
     local bin="$prefix/shared_prefix_bench" res="$out/prefix_results.txt" model threads=${BENCH_THREADS:-2}
     model=$("$repo/tools/fetch-model.sh")
     log "compiling shared_prefix_bench.c against the installed header (pkg-config batchcore)"
     # shellcheck disable=SC2046
     cc -std=c99 -O2 -Wall -Wextra -Werror -pedantic $(pkg-config --cflags batchcore) \
         -o "$bin" "$here/shared_prefix_bench.c" $(pkg-config --libs batchcore) -lm
-    local sizes=(64 256) tokens=64
-    [ ${#quick[@]} -gt 0 ] && { sizes=(16); tokens=16; }
+    local sizes=(64 256) tokens=64 samples=32
+    [ ${#quick[@]} -gt 0 ] && { sizes=(16); tokens=16; samples=8; }
     wait_idle
     { machine_info | sed 's/^/# /'; echo "# load before: $(cat /proc/loadavg)"; } >"$res"
+    # Rows (a) shared-prefix attention + offline mode vs (b) today's default, one process,
+    # interleaved; (c) llama.cpp one request at a time on the largest size's exported prompts.
     for n in "${sizes[@]}"; do
         log "running shared_prefix_bench: $n requests, $threads threads"
-        "$bin" "$model" --requests "$n" --prefix 1024 --max-tokens "$tokens" --threads "$threads" \
-            --text "$here/pd_text.txt" | tee -a "$res"
+        "$bin" "$model" --requests "$n" --prefix 1024 --max-tokens "$tokens" --threads "$threads" --offline 1 \
+            --text "$here/pd_text.txt" --export "$out/prefix_requests.json" | tee -a "$res"
     done
+    log "running shared_prefix_llama.py: llama.cpp one request at a time, ${sizes[-1]} requests"
+    python3 "$here/shared_prefix_llama.py" "$model" "$out/prefix_requests.json" --threads "$threads" | tee -a "$res"
+    log "running shared_prefix_bench: n = 8 samples of $samples prompts"
+    "$bin" "$model" --requests "$samples" --n 8 --prefix 1024 --max-tokens "$tokens" --threads "$threads" --offline 1 \
+        --text "$here/pd_text.txt" | tee -a "$res"
     echo "# load after: $(cat /proc/loadavg)" >>"$res"
     log "raw results: $res"
 }

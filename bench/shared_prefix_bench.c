@@ -6,7 +6,15 @@
  * interleaved in ONE process: on, off, off, on, ... (--rounds R pairs).
  *
  *   shared_prefix_bench MODEL.gguf [--requests N] [--prefix P] [--max-tokens M]
- *                       [--rounds R] [--threads T] [--text TEXT.txt]
+ *                       [--rounds R] [--threads T] [--text TEXT.txt] [--offline 0|1]
+ *                       [--n S] [--temperature X] [--export FILE.json]
+ *
+ * --offline 1: the "on" runs also use offline batch mode (bc_engine_params.offline; the
+ * issue's row (a)); "off" is always today's default (online, per-row attention: row (b)).
+ * --n S: S parallel samples per request (bc_request_params.n; they share the prompt's
+ * blocks), sampled at --temperature X (default 0.8 when S > 1, else greedy), seed = i.
+ * --export: writes the N prompts (token ids) and M to FILE as JSON for
+ * bench/shared_prefix_llama.py (llama.cpp one request at a time, row (c)).
  *
  * Each run: a fresh engine (F32 KV, 4 GiB budget, max_seqs N, max_batched_tokens
  * N + 512); one warm-up request (the prefix + 1 token, 1 output token) fills the prefix
@@ -64,13 +72,24 @@ static void load_text(bc_model *model, const char *path, int need) {
     free(text);
 }
 
+static int offline_on, samples = 1;
+static float temperature;
+
+/* Suffix i of the prompt: `len` tokens at `off` (see the header comment). */
+static void suffix(int i, int prefix, int *len, size_t *off) {
+    size_t span = n_tokens - (size_t)prefix - 64;
+    *len = 16 + (37 * i) % 49;
+    *off = (size_t)prefix + (131u * (unsigned)i) % span;
+}
+
 static result run(bc_model *model, int shared, int n_req, int prefix, int max_tokens) {
     bc_engine_params ep;
     CHECK(bc_engine_params_default(&ep, sizeof ep));
     ep.kv_bytes = 4LL << 30;
-    ep.max_seqs = n_req;
-    ep.max_batched_tokens = n_req + 512;
+    ep.max_seqs = n_req * samples;
+    ep.max_batched_tokens = n_req * samples + 512;
     ep.shared_prefix_attention = shared;
+    ep.offline = shared && offline_on;
     bc_engine *e;
     CHECK(bc_engine_create(model, &ep, &e));
     bc_sampling_params sp;
@@ -93,16 +112,19 @@ static result run(bc_model *model, int shared, int n_req, int prefix, int max_to
     CHECK(bc_engine_get_metrics(e, &m0));
 
     rp.max_tokens = max_tokens;
-    size_t span = n_tokens - (size_t)prefix - 64;
+    rp.n = samples;
+    sp.temperature = temperature;
     int32_t *prompt = xmalloc((size_t)(prefix + 64) * sizeof *prompt);
     memcpy(prompt, tokens, (size_t)prefix * sizeof *prompt);
     uint64_t *ids = xmalloc((size_t)n_req * sizeof *ids);
     int *first = calloc((size_t)n_req, sizeof *first);
     uint64_t *hash = calloc((size_t)n_req, sizeof *hash);
     for (int i = 0; i < n_req; i++) {
-        int len = 16 + (37 * i) % 49;
-        size_t off = (size_t)prefix + (131u * (unsigned)i) % span;
+        int len;
+        size_t off;
+        suffix(i, prefix, &len, &off);
         memcpy(prompt + prefix, tokens + off, (size_t)len * sizeof *prompt);
+        sp.seed = (uint64_t)i + 1;
         CHECK(bc_engine_submit(e, prompt, prefix + len, &rp, &sp, &ids[i]));
         hash[i] = 1469598103934665603ull;
     }
@@ -122,7 +144,7 @@ static result run(bc_model *model, int shared, int n_req, int prefix, int max_to
                 generated++;
                 if (was_decoding) decode_generated++;
                 if (!first[i]) { first[i] = 1; started++; }
-                hash[i] = (hash[i] ^ (uint64_t)(uint32_t)ev[k].token) * 1099511628211ull;
+                hash[i] = (hash[i] ^ ((uint64_t)(uint32_t)ev[k].token + ((uint64_t)(uint32_t)ev[k].index << 32))) * 1099511628211ull;
             }
         } while (got > 0);
         if (!was_decoding && started == n_req) t_decode = now();
@@ -169,7 +191,8 @@ int main(int argc, char **argv) {
         return 2;
     }
     int n_req = 64, prefix = 1024, max_tokens = 64, rounds = 1, threads = 0;
-    const char *text = "bench/pd_text.txt";
+    const char *text = "bench/pd_text.txt", *export_path = NULL;
+    temperature = -1;
     for (int i = 2; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--requests")) n_req = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--prefix")) prefix = atoi(argv[i + 1]);
@@ -177,9 +200,15 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--rounds")) rounds = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--text")) text = argv[i + 1];
+        else if (!strcmp(argv[i], "--offline")) offline_on = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--n")) samples = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--temperature")) temperature = (float)atof(argv[i + 1]);
+        else if (!strcmp(argv[i], "--export")) export_path = argv[i + 1];
         else { fprintf(stderr, "unknown argument %s\n", argv[i]); return 2; }
     }
-    if (n_req < 1 || n_req > 4096 || prefix < 16 || max_tokens < 2 || rounds < 1 || rounds > 100) {
+    if (temperature < 0) temperature = samples > 1 ? 0.8f : 0.0f;
+    if (n_req < 1 || n_req > 4096 || prefix < 16 || max_tokens < 2 || rounds < 1 || rounds > 100 || samples < 1 ||
+        samples > 64 || (offline_on != 0 && offline_on != 1)) {
         fprintf(stderr, "bad sizes\n");
         return 2;
     }
@@ -187,8 +216,25 @@ int main(int argc, char **argv) {
     bc_model *model;
     CHECK(bc_model_load(argv[1], NULL, &model));
     load_text(model, text, prefix + 200);
-    printf("# shared_prefix_bench: %d requests, prefix %d tokens, suffixes 16-64, %d output tokens, greedy, "
-           "threads %d, rounds %d\n", n_req, prefix, max_tokens, threads, rounds);
+    printf("# shared_prefix_bench: %d requests x %d samples, prefix %d tokens, suffixes 16-64, %d output tokens, "
+           "temperature %.2f, threads %d, rounds %d; on = shared-prefix attention%s, off = per-row attention, online\n",
+           n_req, samples, prefix, max_tokens, (double)temperature, threads, rounds, offline_on ? " + offline mode" : "");
+    if (export_path) {
+        FILE *f = fopen(export_path, "w");
+        if (!f) { perror(export_path); return 1; }
+        fprintf(f, "{\"max_tokens\": %d, \"prompts\": [", max_tokens);
+        for (int i = 0; i < n_req; i++) {
+            int len;
+            size_t off;
+            suffix(i, prefix, &len, &off);
+            fprintf(f, "%s[", i ? ", " : "");
+            for (int k = 0; k < prefix + len; k++)
+                fprintf(f, "%s%d", k ? "," : "", k < prefix ? tokens[k] : tokens[off + (size_t)(k - prefix)]);
+            fprintf(f, "]");
+        }
+        fprintf(f, "]}\n");
+        if (fclose(f) != 0) { perror(export_path); return 1; }
+    }
     double *on = xmalloc((size_t)rounds * sizeof *on), *off = xmalloc((size_t)rounds * sizeof *off);
     double *on_d = xmalloc((size_t)rounds * sizeof *on_d), *off_d = xmalloc((size_t)rounds * sizeof *off_d);
     uint64_t *req_on = NULL, *req_off = NULL;
@@ -204,9 +250,9 @@ int main(int argc, char **argv) {
     double a = median(on, rounds), b = median(off, rounds), ad = median(on_d, rounds), bd = median(off_d, rounds);
     int differing = 0;
     for (int i = 0; i < n_req; i++) differing += req_on[i] != req_off[i];
-    printf("SUMMARY requests=%d prefix=%d on_tok_s=%.2f off_tok_s=%.2f ratio=%.2f decode_on=%.2f decode_off=%.2f "
+    printf("SUMMARY requests=%d samples=%d offline=%d prefix=%d on_tok_s=%.2f off_tok_s=%.2f ratio=%.2f decode_on=%.2f decode_off=%.2f "
            "decode_ratio=%.2f outputs_differing=%d/%d\n",
-           n_req, prefix, a, b, a / b, ad, bd, bd > 0 ? ad / bd : 0.0, differing, n_req);
+           n_req, samples, offline_on, prefix, a, b, a / b, ad, bd, bd > 0 ? ad / bd : 0.0, differing, n_req);
     free(req_on);
     free(req_off);
     free(on);
