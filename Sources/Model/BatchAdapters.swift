@@ -53,31 +53,40 @@ package struct BatchAdapters {
     /// y[i] += Σ parts of layer `layer`, projection `projection`: scale_g · s_part ·
     /// B·A·x[i] on the part's rows of y, for every row i of every group. x: [T × ldx]
     /// (the projection's input), y: [T × ldy] (its output, the base product already in
-    /// it). One parallel job over the adapted rows; each row is computed alone.
+    /// it). One parallel job; an item is up to `rowsPerItem` rows of ONE group, run one
+    /// after the other on one thread, so the adapter's A and Bᵀ come from memory once per
+    /// item and from cache for its other rows (with many adapters in a step, reading the
+    /// adapters is most of the work). Each row is still computed alone (`LowRankUpdate.row`).
     func apply(layer: Int, _ projection: AdapterProjection, x: UnsafePointer<Float>, ldx: Int,
                y: UnsafeMutablePointer<Float>, ldy: Int) {
         if adaptedRows == 0 { return }
-        // Flattened (group, row) work items, a few rows per item.
-        var items: [(group: Int, row: Int)] = []
-        items.reserveCapacity(adaptedRows)
+        // (group, rows[lo ..< hi]) work items.
+        var items: [(group: Int, lo: Int, hi: Int)] = []
         var maxRank = 1
         for (g, group) in groups.enumerated() {
             let parts = group.weights.parts[layer][projection.rawValue]
             if parts.isEmpty { continue }
             for p in parts { maxRank = max(maxRank, p.rank) }
-            for r in group.rows { items.append((g, r)) }
+            for lo in stride(from: 0, to: group.rows.count, by: Self.rowsPerItem) {
+                items.append((g, lo, min(group.rows.count, lo + Self.rowsPerItem)))
+            }
         }
         if items.isEmpty { return }
         let groups = groups
         Parallel.forEach(items.count) { k in
-            let (g, i) = items[k]
+            let (g, lo, hi) = items[k]
             let group = groups[g]
             withUnsafeTemporaryAllocation(of: Float.self, capacity: maxRank) { u in
-                for p in group.weights.parts[layer][projection.rawValue] {
-                    LowRankUpdate.row(x: x + i * ldx, a: p.a, bT: p.bT, rank: p.rank, cols: p.cols, rows: p.rows,
-                                      scale: group.scale * p.scale, y: y + i * ldy + p.firstRow, u: u.baseAddress!)
+                for i in group.rows[lo..<hi] {
+                    for p in group.weights.parts[layer][projection.rawValue] {
+                        LowRankUpdate.row(x: x + i * ldx, a: p.a, bT: p.bT, rank: p.rank, cols: p.cols, rows: p.rows,
+                                          scale: group.scale * p.scale, y: y + i * ldy + p.firstRow, u: u.baseAddress!)
+                    }
                 }
             }
         }
     }
+
+    /// Rows of one group per work item of `apply`.
+    static let rowsPerItem = 8
 }
