@@ -27,9 +27,11 @@ package struct AttentionQuery {
 }
 
 extension Attention {
-    /// Positions per key/value tile of `rows`: a tile's keys (or values) of one kv head
-    /// (tile · hd floats; 16 KB at hd 64) stay in L1 while every row of the block reads them.
-    package static let tilePositions = 64
+    /// Positions per key tile of `rows`: a tile's keys of one kv head (tile · hd floats;
+    /// 8 KB at hd 64) stay in L1 beside the block's queries and score rows while every row
+    /// reads them (64 positions, 16 KB, overflowed the 32 KB L1 with a 16-row block: an
+    /// 8k-token prefill took 3% longer). Any tile size gives the same bits.
+    package static let tilePositions = 32
 
     /// Scratch floats `rows` needs for `queries` with `heads` heads each:
     /// heads · Σ (visible − lo).
@@ -46,15 +48,17 @@ extension Attention {
     ///     1. scores: for each tile of `tilePositions` keys, for each row, for each head:
     ///        s[r][h][p − lo_r] = scale · q_rh·k_p  (the tile stays in L1 across the rows)
     ///     2. softmax of each (row, head)'s scores: VectorMath.softmax, as `group` does
-    ///     3. P·V: for each tile of values, for each 64-lane column chunk, for each row and
-    ///        head: the chunk's four 16-lane sums are loaded from `out`, extended by the
-    ///        tile's positions in ascending order, and stored back.
+    ///     3. P·V: `weightedValuesRows` — every (row, head) a stream of `weightedValues`'
+    ///        slot sums, six streams at a time over each value tile, so each value row is
+    ///        read from memory once for the block (head dims not a multiple of 16: each
+    ///        row alone through `weightedValues`).
     ///
     /// Every output value is produced by EXACTLY the float operations of `group` on that
     /// row alone, in the same order: a score is one dot8 (or dot) chain of its own
     /// position; softmax is the same call on the same contiguous scores; a P·V sum is the
-    /// same chain of fused multiply-adds over ascending positions — parking a partial sum
-    /// in memory between tiles does not change its bits. So the result is bit-identical
+    /// same chain of fused multiply-adds over ascending positions into the same slot, folded
+    /// by the same tree — parking a partial sum in memory between tiles does not change
+    /// its bits. So the result is bit-identical
     /// to `group`'s, whatever the tile boundaries, the segmentation, which rows share the
     /// block and on which thread: determinism and batch invariance carry over unchanged.
     ///
@@ -127,10 +131,37 @@ extension Attention {
             r.out.update(repeating: 0, count: heads * hd)
         }
 
-        // 3. P·V of each row alone (`weightedValues`: its slot sums are per row).
-        for (i, r) in queries.enumerated() where r.count > 0 {
-            weightedValues(scores + base[i], heads: heads, kv: kv, offset: offset, headDim: hd,
-                           lo: r.lo, visible: r.visible, out: r.out)
+        // 3. P·V: every (row, head) a stream of `weightedValuesRows` (each value row read
+        //    once for all of them); head dims not a multiple of 16: each row alone.
+        if hd % 16 != 0 {
+            for (i, r) in queries.enumerated() where r.count > 0 {
+                weightedValues(scores + base[i], heads: heads, kv: kv, offset: offset, headDim: hd,
+                               lo: r.lo, visible: r.visible, out: r.out)
+            }
+            return
+        }
+        let streams = queries.reduce(0) { $0 + ($1.count > 0 ? heads : 0) }
+        withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: streams) { w in
+        withUnsafeTemporaryAllocation(of: UnsafeMutablePointer<Float>.self, capacity: streams) { out in
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: 2 * streams) { range in
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: valuesScratch(streams: streams)) { acc in
+            var j = 0
+            for (i, r) in queries.enumerated() where r.count > 0 {
+                for h in 0..<heads {
+                    w[j] = UnsafePointer(scores + base[i] + h * r.count)
+                    out[j] = r.out + h * hd
+                    range[j] = r.lo
+                    range[streams + j] = r.visible
+                    j += 1
+                }
+            }
+            let lo = UnsafePointer(range.baseAddress!)
+            weightedValuesRows(w: UnsafePointer(w.baseAddress!), lo: lo, hi: lo + streams,
+                               out: UnsafePointer(out.baseAddress!), streams: streams, kv: kv, offset: offset,
+                               headDim: hd, acc: acc.baseAddress!)
+        }
+        }
+        }
         }
     }
 
