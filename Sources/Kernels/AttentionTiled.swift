@@ -132,8 +132,11 @@ extension Attention {
         }
 
         // 3. P·V: every (row, head) a stream of `weightedValuesRows` (each value row read
-        //    once for all of them); head dims not a multiple of 16: each row alone.
-        if hd % 16 != 0 {
+        //    once for all of them) over long spans; head dims not a multiple of 16, or
+        //    spans short enough that each row's values stay in cache: each row alone (the
+        //    same bits either way).
+        let longest = queries.reduce(0) { max($0, $1.visible - $1.lo) }
+        if hd % 16 != 0 || longest < Self.valuesRowsMinSpan {
             for (i, r) in queries.enumerated() where r.count > 0 {
                 weightedValues(scores + base[i], heads: heads, kv: kv, offset: offset, headDim: hd,
                                lo: r.lo, visible: r.visible, out: r.out)

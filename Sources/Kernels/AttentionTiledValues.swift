@@ -29,6 +29,12 @@ import CSupport
 /// (at 8k positions a kv head's values are 2 MB: `weightedValues` per row was bound by
 /// reading them from L3 again for every row).
 extension Attention {
+    /// The shortest span (positions of the longest row of a block) `rows` streams through
+    /// `weightedValuesRows`; below it each row's P·V runs alone (measured at 1 thread: the
+    /// row-block streams cost ~3% of a training forward over 256-token documents, and win
+    /// only once a kv head's values outgrow L2, ≥ 2k positions).
+    static let valuesRowsMinSpan = 1024
+
     /// Positions per value tile of `weightedValuesRows`: one 16-lane column of a tile's
     /// value rows (tile · 64 bytes, 64 KB) stays in L2 while every stream group reads it.
     package static let valueTile = 1024
