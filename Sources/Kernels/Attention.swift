@@ -123,7 +123,7 @@ package enum Attention {
     @inline(__always)
     static func weightedValues(_ scores: UnsafePointer<Float>, heads: Int, kv: KVView, offset: Int, headDim hd: Int,
                                lo: Int, visible: Int, out: UnsafeMutablePointer<Float>) {
-        let n = visible - lo, kvStride = kv.rowStride
+        let n = visible - lo
         guard n > 0 else { return }
         // Row pointers of positions lo..<visible; a position no segment holds (none should)
         // reads a zero row, which adds nothing.
@@ -132,12 +132,7 @@ package enum Attention {
         zeroRow.initialize(repeating: 0)
         withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: n) { rowTable in
             let rows = rowTable.baseAddress!
-            rows.initialize(repeating: zero, count: n)
-            for seg in kv.segments {
-                let a = max(lo, seg.start), b = min(visible, seg.start + seg.count)
-                if a >= b { continue }
-                for p in a..<b { rows[p - lo] = UnsafePointer(seg.values + (p - seg.start) * kvStride + offset) }
-            }
+            valueRows(kv, first: lo, last: visible, offset: offset, zero: zero, into: rows)
             withUnsafeTemporaryAllocation(of: Float.self, capacity: 3 * 64 * hd) { buf in
                 let slots = buf.baseAddress!
                 var first = 0

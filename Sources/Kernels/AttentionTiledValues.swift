@@ -29,6 +29,19 @@ import CSupport
 /// (at 8k positions a kv head's values are 2 MB: `weightedValues` per row was bound by
 /// reading them from L3 again for every row).
 extension Attention {
+    /// rows[p − first] = the value row (at `offset`) of position p for p in first ..< last,
+    /// `zero` where no segment of `kv` holds p (none should; a zero row adds nothing).
+    @inline(__always)
+    static func valueRows(_ kv: KVView, first: Int, last: Int, offset: Int, zero: UnsafePointer<Float>,
+                          into rows: UnsafeMutablePointer<UnsafePointer<Float>>) {
+        rows.initialize(repeating: zero, count: last - first)
+        for seg in kv.segments {
+            let a = max(first, seg.start), b = min(last, seg.start + seg.count)
+            if a >= b { continue }
+            for p in a..<b { rows[p - first] = UnsafePointer(seg.values + (p - seg.start) * kv.rowStride + offset) }
+        }
+    }
+
     /// The shortest span (positions of the longest row of a block) `rows` streams through
     /// `weightedValuesRows`; below it each row's P·V runs alone (measured at 1 thread: the
     /// row-block streams cost ~3% of a training forward over 256-token documents, and win
@@ -62,7 +75,7 @@ extension Attention {
             for j in 0..<streams { out[j].update(repeating: 0, count: hd) }
             return
         }
-        let n = last - first, kvStride = kv.rowStride, tile = valueTile, group = valueGroup
+        let n = last - first, tile = valueTile, group = valueGroup
         withUnsafeTemporaryAllocation(of: Float.self, capacity: hd) { zeroRow in
         let zero = UnsafePointer(zeroRow.baseAddress!)
         zeroRow.initialize(repeating: 0)
@@ -71,12 +84,7 @@ extension Attention {
         withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: n) { rowTable in
             // Value row of position first + i (a position no segment holds reads zeros).
             let rows = rowTable.baseAddress!
-            rows.initialize(repeating: zero, count: n)
-            for seg in kv.segments {
-                let a = max(first, seg.start), b = min(last, seg.start + seg.count)
-                if a >= b { continue }
-                for p in a..<b { rows[p - first] = UnsafePointer(seg.values + (p - seg.start) * kvStride + offset) }
-            }
+            valueRows(kv, first: first, last: last, offset: offset, zero: zero, into: rows)
             var c = 0
             while c < hd {
                 acc.update(repeating: 0, count: streams * 64 * 16)

@@ -124,32 +124,6 @@ import Testing
     /// decoded values within 1e-5 · max|v|, for each of the 3 kv heads.
     @Test(arguments: [KVStorageType.f32, .f16, .int8, .kivi4])
     func longRowsOverEveryStorageType(_ storage: KVStorageType) throws {
-        let hd = 64, kvHeads = 3, heads = 3, kvd = hd * kvHeads, length = 2 * Attention.valueTile + 77
-        let cache = try PagedKVCache(kvDim: kvd, layout: .full(layerCount: 1, storage: storage, blockSize: 16, kiviResidual: 20),
-                                     budgetBytes: 1 << 26)
-        try cache.reserve([KVGrowth(sequence: 0, length: length)])
-        let keys = AttentionTiledTests.random(length * kvd), values = AttentionTiledTests.random(length * kvd)
-        for p in 0..<length {
-            cache.write(layer: 0, sequence: 0, position: p, keys: keys.withUnsafeBufferPointer { $0.baseAddress! + p * kvd },
-                        values: values.withUnsafeBufferPointer { $0.baseAddress! + p * kvd })
-        }
-        cache.commit(sequence: 0, length: length)
-        let view = KVView(segments: try cache.segments(layer: 0, sequence: 0, length: length), rowStride: kvd)
-        let ranges = (length - 23..<length).map { (lo: 0, visible: $0 + 1) }
-        func rowPointer(_ p: Int, keys: Bool) -> UnsafePointer<Float> {
-            let seg = view.segments.first { p >= $0.start && p < $0.start + $0.count }!
-            return (keys ? seg.keys : seg.values) + (p - seg.start) * kvd
-        }
-        for g in 0..<kvHeads {
-            let q = AttentionTiledTests.random(ranges.count * heads * hd)
-            let reference = AttentionTiledTests.perRow(q, ranges, heads: heads, hd: hd, kv: view, offset: g * hd)
-            let out = AttentionTiledTests.tiled(q, ranges, heads: heads, hd: hd, kv: view, offset: g * hd, blockRows: 16)
-            let differing = zip(out, reference).filter { $0.0.bitPattern != $0.1.bitPattern }.count
-            #expect(differing == 0, "\(storage) kv head \(g): \(differing) values differ")
-            let error = AttentionTiledTests.float64Error(out, q, ranges, heads: heads, hd: hd,
-                                                         key: { rowPointer($0, keys: true) + g * hd },
-                                                         value: { rowPointer($0, keys: false) + g * hd })
-            #expect(error <= 1e-5, "\(storage) kv head \(g): error \(error)")
-        }
+        try AttentionTiledTests.storageCase(storage, length: 2 * Attention.valueTile + 77, chunk: 23)
     }
 }

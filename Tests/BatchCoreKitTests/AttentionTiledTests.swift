@@ -141,30 +141,39 @@ import Testing
     /// float64 over the decoded values within 1e-5 · max|v|.
     @Test(arguments: [KVStorageType.f32, .f16, .int8, .kivi4])
     func rowsOverEveryStorageType(_ storage: KVStorageType) throws {
-        let hd = 64, kvHeads = 3, heads = 3, kvd = hd * kvHeads, length = 181
+        try Self.storageCase(storage, length: 181, chunk: 37)
+    }
+
+    /// `length` random rows of 3 kv heads (hd 64) written into a paged cache of `storage`,
+    /// gathered as the decoded view attention reads; the last `chunk` rows in blocks of 16
+    /// (the serving forward's) equal the per-row kernel bit for bit and float64 over the
+    /// decoded values within 1e-5 · max|v|, for each kv head.
+    static func storageCase(_ storage: KVStorageType, length: Int, chunk: Int) throws {
+        let hd = 64, kvHeads = 3, heads = 3, kvd = hd * kvHeads
         let cache = try PagedKVCache(kvDim: kvd, layout: .full(layerCount: 1, storage: storage, blockSize: 16, kiviResidual: 20),
                                      budgetBytes: 1 << 26)
         try cache.reserve([KVGrowth(sequence: 0, length: length)])
-        let keys = Self.random(length * kvd), values = Self.random(length * kvd)
+        let keys = random(length * kvd), values = random(length * kvd)
         for p in 0..<length {
             cache.write(layer: 0, sequence: 0, position: p, keys: keys.withUnsafeBufferPointer { $0.baseAddress! + p * kvd },
                         values: values.withUnsafeBufferPointer { $0.baseAddress! + p * kvd })
         }
         cache.commit(sequence: 0, length: length)
         let view = KVView(segments: try cache.segments(layer: 0, sequence: 0, length: length), rowStride: kvd)
-        let ranges = (length - 37..<length).map { (lo: 0, visible: $0 + 1) }
+        let ranges = (length - chunk..<length).map { (lo: 0, visible: $0 + 1) }
         func rowPointer(_ p: Int, keys: Bool) -> UnsafePointer<Float> {
             let seg = view.segments.first { p >= $0.start && p < $0.start + $0.count }!
             return (keys ? seg.keys : seg.values) + (p - seg.start) * kvd
         }
         for g in 0..<kvHeads {
-            let q = Self.random(ranges.count * heads * hd)
-            let reference = Self.perRow(q, ranges, heads: heads, hd: hd, kv: view, offset: g * hd)
-            let out = Self.tiled(q, ranges, heads: heads, hd: hd, kv: view, offset: g * hd, blockRows: 16)
-            #expect(out.map(\.bitPattern) == reference.map(\.bitPattern), "\(storage) kv head \(g): tiled differs")
-            let error = Self.float64Error(out, q, ranges, heads: heads, hd: hd,
-                                          key: { rowPointer($0, keys: true) + g * hd },
-                                          value: { rowPointer($0, keys: false) + g * hd })
+            let q = random(ranges.count * heads * hd)
+            let reference = perRow(q, ranges, heads: heads, hd: hd, kv: view, offset: g * hd)
+            let out = tiled(q, ranges, heads: heads, hd: hd, kv: view, offset: g * hd, blockRows: 16)
+            let differing = zip(out, reference).filter { $0.0.bitPattern != $0.1.bitPattern }.count
+            #expect(differing == 0, "\(storage) kv head \(g): \(differing) values differ")
+            let error = float64Error(out, q, ranges, heads: heads, hd: hd,
+                                     key: { rowPointer($0, keys: true) + g * hd },
+                                     value: { rowPointer($0, keys: false) + g * hd })
             #expect(error <= 1e-5, "\(storage) kv head \(g): error \(error)")
         }
     }
