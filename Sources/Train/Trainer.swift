@@ -125,8 +125,8 @@ package final class Trainer {
 
     /// States the memory need (`memory`), checks it against the limit, then attaches the
     /// LoRA adapters (if any); what only training needs comes at the first call that
-    /// trains (`prepareTraining`), evaluation's one-layer set at the first evaluation. On any failure nothing
-    /// stays allocated and the model is as before.
+    /// trains (`prepareTraining`), evaluation's one-layer set at the first evaluation. On
+    /// any failure nothing stays allocated and the model is as before.
     package init(model: Transformer, options: TrainerOptions) throws {
         try options.validate(model.config)
         if options.lora == nil, let q = model.weights.projections.first(where: { $0.quantized != nil }) {
