@@ -22,10 +22,6 @@ package final class ForwardActivations: @unchecked Sendable {
     }
 
     package let mode: Mode
-    /// Whether every layer's activations survive the pass (`.keepLayers`).
-    package var keepsLayers: Bool { mode == .keepLayers }
-    /// Whether the sets carry the training extras (rstd, attention statistics).
-    package var isTraining: Bool { mode != .serving }
     /// Whether a backward pass can run on what a forward pass leaves (`.keepLayers`, `.recompute`).
     package var supportsBackward: Bool { mode == .keepLayers || mode == .recompute }
     /// T: rows of the last pass.
