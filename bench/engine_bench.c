@@ -14,6 +14,10 @@
  *       output tokens/s = generated tokens / wall time; TTFT per request from t = 0
  *       (the engine's ttft_seconds: submission to first token); ITL = every gap between
  *       consecutive tokens of a request (wall clock at the poll after each step).
+ *       --shared-prefix 1 / --offline 1 set bc_engine_params.shared_prefix_attention /
+ *       .offline (issue #16's no-regression row); the RESULT line carries both, the
+ *       share of attention positions read once, and a hash of every request's output
+ *       tokens (in request order) to compare runs.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "bench_util.h"
@@ -83,6 +87,7 @@ typedef struct req {
     int32_t got;
     double ttft, submit_offset;
     int done;
+    uint64_t hash; /* FNV-1a over the output tokens */
 } req;
 
 /* Reads the workload lines written by make_workload (a fixed, simple format). */
@@ -125,13 +130,16 @@ static req *read_workload(const char *path, int *n_out) {
 
 /* group_size > 0: client-side static batching on a continuous engine: submit the next
  * group of group_size requests only when the previous group has fully finished. */
-static int run(bc_model *model, const char *path, int static_batching, int group_size, long long kv_bytes) {
+static int run(bc_model *model, const char *path, int static_batching, int group_size, long long kv_bytes,
+               int shared_prefix, int offline) {
     int n = 0;
     req *r = read_workload(path, &n);
     bc_engine_params ep;
     CHECK(bc_engine_params_default(&ep, sizeof ep));
     ep.static_batching = static_batching;
     ep.kv_bytes = (int64_t)kv_bytes;
+    ep.shared_prefix_attention = shared_prefix;
+    ep.offline = offline;
     if (group_size > 0) group_size = ep.max_seqs;
     bc_engine *engine;
     CHECK(bc_engine_create(model, &ep, &engine));
@@ -179,6 +187,7 @@ static int run(bc_model *model, const char *path, int static_batching, int group
                     if (q->got > 0 && n_gaps < (size_t)expected) gaps[n_gaps++] = t - q->last_token_time;
                     q->last_token_time = t;
                     q->got++;
+                    q->hash = (q->hash ^ (uint64_t)(uint32_t)ev[e].token) * 0x100000001B3ull;
                 } else {
                     if (ev[e].finish_reason != BC_FINISH_LENGTH || ev[e].generated_tokens != q->max_tokens) {
                         fprintf(stderr, "request %llu: finish %d after %d tokens (want %d): %s\n",
@@ -207,13 +216,17 @@ static int run(bc_model *model, const char *path, int static_batching, int group
     for (int i = 0; i < n; i++) ttft[i] = r[i].ttft;
     qsort(ttft, (size_t)n, sizeof *ttft, cmp_double);
     qsort(gaps, n_gaps, sizeof *gaps, cmp_double);
+    uint64_t outputs = 0xCBF29CE484222325ull;
+    for (int i = 0; i < n; i++) outputs = (outputs ^ r[i].hash) * 0x100000001B3ull;
     printf("RESULT impl=batchcore-%s requests=%d gen_tokens=%ld wall_s=%.3f tok_s=%.2f ttft_p50_ms=%.1f "
            "ttft_p99_ms=%.1f itl_p50_ms=%.2f itl_p99_ms=%.2f steps=%ld preemptions=%lld max_seqs=%d "
-           "max_batched_tokens=%d kv_mib=%lld\n",
+           "max_batched_tokens=%d kv_mib=%lld shared_prefix=%d offline=%d positions_read_once=%.1f%% outputs=%016llx\n",
            group_size > 0 ? "static-groups" : static_batching ? "static" : "continuous", n, generated, wall, (double)generated / wall,
            1e3 * pct(ttft, (size_t)n, 50), 1e3 * pct(ttft, (size_t)n, 99), 1e3 * pct(gaps, n_gaps, 50),
            1e3 * pct(gaps, n_gaps, 99), steps, (long long)m.preemptions, ep.max_seqs, ep.max_batched_tokens,
-           (long long)(m.kv_total_bytes >> 20));
+           (long long)(m.kv_total_bytes >> 20), shared_prefix, offline,
+           m.attention_positions > 0 ? 100.0 * (double)m.shared_prefix_positions_saved / (double)m.attention_positions : 0.0,
+           (unsigned long long)outputs);
     fflush(stdout);
     free(ttft);
     free(gaps);
@@ -228,13 +241,15 @@ int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr,
                 "usage: engine_bench MODEL.gguf --make-workload OUT.jsonl --text TEXT [--requests N] [--seed S]\n"
-                "       engine_bench MODEL.gguf --workload W.jsonl --mode continuous|static|groups [--threads T] [--kv-bytes B] [--weights native|f32]\n");
+                "       engine_bench MODEL.gguf --workload W.jsonl --mode continuous|static|groups [--threads T] [--kv-bytes B] [--weights native|f32]\n"
+                "                  [--shared-prefix 0|1] [--offline 0|1]\n");
         return 2;
     }
     const char *make = NULL, *text = NULL, *workload = NULL, *mode = "continuous", *weights = "native";
     int threads = 2, requests = 200;
     unsigned long long seed = 1;
     long long kv_bytes = 0;
+    int shared_prefix = 0, offline = 0;
     for (int i = 2; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--make-workload")) make = argv[i + 1];
         else if (!strcmp(argv[i], "--text")) text = argv[i + 1];
@@ -245,6 +260,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--kv-bytes")) kv_bytes = strtoll(argv[i + 1], NULL, 10);
         else if (!strcmp(argv[i], "--weights")) weights = argv[i + 1];
+        else if (!strcmp(argv[i], "--shared-prefix")) shared_prefix = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--offline")) offline = atoi(argv[i + 1]);
         else { fprintf(stderr, "unknown option %s\n", argv[i]); return 2; }
     }
     CHECK(bc_set_num_threads(threads));
@@ -266,7 +283,8 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bad --mode\n");
             return 2;
         }
-        rc = run(model, workload, strcmp(mode, "static") == 0, strcmp(mode, "groups") == 0 ? 64 : 0, kv_bytes);
+        rc = run(model, workload, strcmp(mode, "static") == 0, strcmp(mode, "groups") == 0 ? 64 : 0, kv_bytes, shared_prefix,
+                 offline);
     } else {
         fprintf(stderr, "give --make-workload or --workload\n");
         rc = 2;
