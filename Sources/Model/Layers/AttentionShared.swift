@@ -168,6 +168,9 @@ extension Transformer {
                 }
             }
         }
+        // Items: the node jobs, then the plain and own blocks latest first (the most
+        // positions: prompt chunks come after the decode rows), so that no long item
+        // ends the job alone — as in `attendPerRow`. The order only shapes the work.
         let jobs = nodeJobs.count + ownBlocks.count + plainBlocks.count
         Parallel.forEach(jobs * kvHeads) { item in
             let j = item / kvHeads, kvHead = item % kvHeads, hOff = kvHead * group * hd
@@ -190,8 +193,8 @@ extension Transformer {
                                               scratch: $0.baseAddress!)
                     }
                 }
-            } else if j < nodeJobs.count + ownBlocks.count {
-                let block = ownBlocks[j - nodeJobs.count]
+            } else if j >= nodeJobs.count + plainBlocks.count {
+                let block = ownBlocks[jobs - 1 - j]
                 run(block.count, views[ownSelf[block.lowerBound].view], kvHead: kvHead) { i in
                     let k = ownRows[block.lowerBound + i], row = rows[k], (lo, visible) = range(row)
                     let slot = slotOf[k] + partsOf[k] - 1
@@ -200,7 +203,7 @@ extension Transformer {
                                           stats: ps + slot * statFloats + 2 * kvHead * group)
                 }
             } else {
-                attendBlock(plainRows, plainBlocks[j - nodeJobs.count - ownBlocks.count], views: views, kvHead: kvHead,
+                attendBlock(plainRows, plainBlocks[nodeJobs.count + plainBlocks.count - 1 - j], views: views, kvHead: kvHead,
                             range: range, q: q, qStride: qStride, out: out)
             }
         }
