@@ -260,7 +260,7 @@ package final class Engine {
         let live = order.compactMap { requests[$0] }
         if options.offline {
             // The prefix tree's depth-first order (within a priority under that policy).
-            offline.prepare(live)
+            offline.prepare(live, blockSize: cache.layout.blockSize)
             let byPriority = options.policy == .priority
             return live.map { (request: $0, priority: byPriority ? $0.spec.priority : 0, rank: offline.rank($0)) }
                 .sorted { ($0.priority, -$0.rank) > ($1.priority, -$1.rank) }
@@ -350,41 +350,43 @@ package final class Engine {
             seqBudget -= 1
             return chunk
         }
+        // Offline: requests come in the prefix tree's order (`ranked`), and one whose
+        // shared prefix an admitted request is still computing waits for it (then
+        // attaches it from the cache) instead of computing it too.
+        var holds = OfflineSchedule.Holds()
+        let blockSize = cache.layout.blockSize
         if options.offline {
-            // Offline: prefills in the prefix tree's order with all of the rest of the
-            // budget; a request whose shared prefix an admitted request is still
-            // computing waits for it (then attaches it from the cache).
-            var holds = OfflineSchedule.Holds()
             for r in all where r.seqs.contains(where: \.inCache) {
                 if let s = r.seqs.first(where: { $0.inCache && !$0.finished }) { offline.note(r, computed: s.computed, in: &holds) }
             }
-            let blockSize = cache.layout.blockSize
-            for (r, s) in waiting {
-                guard budget > 0, seqBudget > 0 else { break }
-                let admitted = r.seqs.contains(where: \.inCache)
-                if !admitted && offline.held(r, blockSize: blockSize, holds: holds) { continue }
-                // Admitted now: s.computed is what it attached from the cache.
-                if try prefill(r, s, limit: .max) > 0 && !admitted { offline.note(r, computed: s.computed, in: &holds) }
-            }
-            return plan
+        }
+        func admit(_ r: Request, _ s: Sequence, limit: Int) throws -> Int {
+            guard options.offline else { return try prefill(r, s, limit: limit) }
+            let admitted = r.seqs.contains(where: \.inCache)
+            if !admitted && offline.held(r, blockSize: blockSize, holds: holds) { return 0 }
+            // Admitted now: s.computed is what it attached from the cache.
+            let chunk = try prefill(r, s, limit: limit)
+            if chunk > 0 && !admitted { offline.note(r, computed: s.computed, in: &holds) }
+            return chunk
         }
         // Against head-of-line blocking: prompts whose rest fits in half of the prefill
         // budget go first (in policy order, up to that half), so a waiting short request
         // is admitted — and decodes from the next step — alongside a long prefill's chunks
         // instead of after all of them. The other prefills, in policy order, then take
         // what is left: a long prefill still gets at least half of the prefill budget
-        // each step, so a stream of short requests cannot starve it either.
+        // each step, so a stream of short requests cannot starve it either. (Offline
+        // mode schedules the same way: without shared prefixes it is the online order.)
         var shortBudget = budget / 2
         var planned: Set<Sequence> = []
         for (r, s) in waiting where s.tokens.count - s.computed <= shortBudget {
             guard budget > 0, seqBudget > 0, shortBudget > 0 else { break }
-            let chunk = try prefill(r, s, limit: shortBudget)
+            let chunk = try admit(r, s, limit: shortBudget)
             if chunk > 0 { planned.insert(s) }
             shortBudget -= chunk
         }
         for (r, s) in waiting where !planned.contains(s) {
             guard budget > 0, seqBudget > 0 else { break }
-            _ = try prefill(r, s, limit: .max)
+            _ = try admit(r, s, limit: .max)
         }
         return plan
     }

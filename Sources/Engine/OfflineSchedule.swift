@@ -17,12 +17,16 @@ struct OfflineSchedule {
     /// Requests were added: the tree is rebuilt at the next `prepare`.
     mutating func invalidate() { tree = nil }
 
-    /// Builds the tree over `requests` (the live ones) when it is stale.
-    mutating func prepare(_ requests: [Engine.Request]) {
+    /// Builds the tree over `requests` (the live ones, in submission order) when it is
+    /// stale, at the cache's block granularity (`PromptPrefixTree(prompts:blockSize:)`):
+    /// only what the prefix cache can serve groups requests; the others keep their
+    /// submission order (on a workload without shared prefixes offline mode then
+    /// schedules as FCFS does, instead of in the prompts' lexicographic order).
+    mutating func prepare(_ requests: [Engine.Request], blockSize: Int) {
         guard tree == nil else { return }
         index = [:]
         for (k, r) in requests.enumerated() { index[r.id] = k }
-        tree = PromptPrefixTree(prompts: requests.map { ($0.spec.adapterKey, $0.spec.prompt) })
+        tree = PromptPrefixTree(prompts: requests.map { ($0.spec.adapterKey, $0.spec.prompt) }, blockSize: blockSize)
     }
 
     /// The request's place in the depth-first order (after `prepare`).
@@ -48,11 +52,9 @@ struct OfflineSchedule {
     /// prompt − 1 positions).
     func held(_ r: Engine.Request, blockSize: Int, holds: Holds) -> Bool {
         guard let tree, let k = index[r.id], !holds.minComputed.isEmpty else { return false }
-        let cap = r.spec.prompt.count - 1
         for v in tree.sharedPath(of: k) {
             guard let computed = holds.minComputed[v] else { continue }
-            let shared = min(tree.nodes[v].depth, cap) / blockSize * blockSize
-            if computed < shared { return true }
+            if computed < tree.nodes[v].depth * blockSize { return true }  // depths count full blocks
         }
         return false
     }

@@ -123,6 +123,33 @@ package struct PromptPrefixTree: Sendable {
         for (p, i) in order.enumerated() { rank[i] = p }
     }
 
+    /// The tree over what a prefix cache of `blockSize`-token blocks can serve: prompt i
+    /// becomes the sequence of its full blocks within its first prompt − 1 tokens (the
+    /// cache never serves a prompt's last token), each block named by its tokens (the
+    /// same tokens, the same name; names are given in input order). Depths count blocks.
+    /// Prompts sharing less than a block share nothing here, so coincidental first tokens
+    /// do not reorder them: among prompts that share no block the order is the input order
+    /// (after the prompts shorter than one such block, the root's members).
+    package init(prompts: [(adapter: UInt64, tokens: [Int32])], blockSize: Int) {
+        let bs = max(1, blockSize)
+        var names: [[Int32]: Int32] = [:]
+        let blocks = prompts.map { p -> (adapter: UInt64, tokens: [Int32]) in
+            let n = max(0, p.tokens.count - 1) / bs
+            var seq: [Int32] = []
+            seq.reserveCapacity(n)
+            for b in 0..<n {
+                let key = Array(p.tokens[(b * bs)..<((b + 1) * bs)])
+                if let name = names[key] { seq.append(name) } else {
+                    let name = Int32(truncatingIfNeeded: names.count)
+                    names[key] = name
+                    seq.append(name)
+                }
+            }
+            return (p.adapter, seq)
+        }
+        self.init(prompts: blocks)
+    }
+
     /// The nodes on prompt `i`'s path that it shares with at least one other prompt
     /// (count ≥ 2, depth ≥ 1), from the shallowest to the deepest.
     package func sharedPath(of i: Int) -> [Int] {

@@ -86,7 +86,7 @@ import Testing
         // Each request attaches exactly the longest full-block prefix (at most prompt − 1
         // tokens) it shares with a request ahead of it in the tree's order.
         let bs = KVLayout.full(layerCount: model.config.layerCount).blockSize
-        let tree = PromptPrefixTree(prompts: prompts.map { (0, $0) })
+        let tree = PromptPrefixTree(prompts: prompts.map { (0, $0) }, blockSize: bs)
         var expected = [Int](repeating: 0, count: prompts.count)
         for (p, i) in tree.order.enumerated() {
             for q in tree.order[0..<p] {
@@ -116,11 +116,12 @@ import Testing
         let squeezed = try Self.run(model, specs, budget: tiny, options: EngineOptions(maxBatchedTokens: 64, offline: true))
         #expect(squeezed.metrics.preemptions > 0)
         #expect(squeezed.tokens == reference.tokens)
-        // The first request in the tree's order is cancelled while it prefills the shared
-        // prefix its group waits for: the others still run, with their own texts.
-        let tree = PromptPrefixTree(prompts: prompts.map { (0, $0) })
-        let leader = tree.order[0]
-        #expect(tree.sharedDepth(of: leader) > 64)
+        // The first request of a group in the tree's order is cancelled while it prefills
+        // the shared prefix its group waits for: the others still run, with their own texts.
+        let bs = KVLayout.full(layerCount: model.config.layerCount).blockSize
+        let tree = PromptPrefixTree(prompts: prompts.map { (0, $0) }, blockSize: bs)
+        let leader = try #require(tree.order.first { tree.sharedDepth(of: $0) > 0 })
+        #expect(tree.sharedDepth(of: leader) * bs > 64)
         let cancelled = try Self.run(model, specs, budget: 256 << 20, options: EngineOptions(maxBatchedTokens: 64, offline: true),
                                      cancelFirstAtStep: 1, cancel: leader)
         #expect(cancelled.reasons[leader] == .cancelled)

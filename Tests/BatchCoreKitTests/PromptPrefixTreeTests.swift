@@ -96,6 +96,32 @@ import Testing
         }
     }
 
+    @Test func blockTreeGroupsOnlyWhatTheCacheServes() {
+        // Blocks of 4; a prompt's cacheable blocks lie within its first count − 1 tokens.
+        let prompts: [Prompt] = [
+            (0, [9, 1, 2, 3, 4, 5, 6, 7, 8]),        // blocks A B
+            (0, [9, 1, 2, 50, 51, 52, 53, 54]),      // C: 3 tokens in common with 0, no block
+            (0, [9, 1, 2, 3, 4, 5, 6, 7, 70, 71]),   // A B: two blocks shared with 0
+            (0, [1, 2, 3]),                          // no full block: a root member
+            (0, [0, 0, 0, 0, 0, 1]),                 // D: would sort first by tokens
+            (5, [9, 1, 2, 3, 4, 5, 6, 7, 8]),        // A B under another adapter: shares nothing
+        ]
+        let tree = PromptPrefixTree(prompts: prompts, blockSize: 4)
+        #expect(tree.order == [3, 0, 2, 1, 4, 5], "the shared group, then the rest in input order: \(tree.order)")
+        #expect(tree.sharedDepth(of: 0) == 2 && tree.sharedDepth(of: 2) == 2, "depths count blocks")
+        #expect(tree.sharedDepth(of: 1) == 0 && tree.sharedDepth(of: 4) == 0 && tree.sharedDepth(of: 5) == 0)
+        // The token-level tree groups 0, 1 and 2 by their common first tokens instead.
+        let tokens = PromptPrefixTree(prompts: prompts)
+        #expect(tokens.sharedDepth(of: 1) == 3)
+        // Workloads without any shared block keep the input order exactly.
+        var rng = SplitMix64(state: 77)
+        let distinct: [Prompt] = (0..<50).map { i in (0, [Int32(i % 3)] + (0..<(2 + Int(rng.next() % 40))).map { _ in Int32(100 + rng.next() % 1000) }) }
+        let cut = PromptPrefixTree(prompts: distinct, blockSize: 16)
+        #expect(!(0..<50).contains { cut.sharedDepth(of: $0) > 0 }, "random tokens share no 16-token block")
+        let short = (0..<50).filter { distinct[$0].tokens.count <= 16 }
+        #expect(cut.order == short + (0..<50).filter { distinct[$0].tokens.count > 16 })
+    }
+
     @Test func adaptersNeverShareAndEdgeCases() {
         // Same tokens, two adapters: no sharing at all.
         let t: [Int32] = [1, 2, 3, 4]
