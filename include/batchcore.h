@@ -795,12 +795,14 @@ typedef struct bc_engine_params {
     int64_t adapter_bytes;
     /** 1 = offline batch mode, for a batch submitted before the first bc_engine_step (as
      *  `batchcore batch --offline` does): requests run in the depth-first order of a prefix
-     *  tree over all live requests' prompts (requests sharing a prefix together, larger
-     *  shared prefixes first; requests of different adapters never share), a request whose
-     *  shared prefix an admitted request is still prefilling waits until it is in the
-     *  prefix cache (so each shared prefix is prefilled once), and each step decodes every
-     *  running sample first, then prefills in that order with the rest of the token budget
-     *  (no short-prompt pass). Outputs are those of the default mode (batch invariance).
+     *  tree over all live requests' prompts at the prefix cache's block granularity
+     *  (requests sharing full blocks together, larger shared prefixes first; requests that
+     *  share no block, or of different adapters, keep their submission order), a request
+     *  whose shared prefix an admitted request is still prefilling waits until it is in
+     *  the prefix cache (so each shared prefix is prefilled once), and each step decodes
+     *  every running sample first, then prefills in that order as the default mode does
+     *  (short prompts first within half of the budget). Without shared prefixes it
+     *  schedules as the default mode. Outputs are those of the default mode (batch invariance).
      *  Under policy 1 the order is by priority first. 0 = online (default). With
      *  static_batching, or other values: BC_E_INVALID_ARGUMENT. */
     int32_t offline;
