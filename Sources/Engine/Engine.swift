@@ -354,7 +354,6 @@ package final class Engine {
         // shared prefix an admitted request is still computing waits for it (then
         // attaches it from the cache) instead of computing it too.
         var holds = OfflineSchedule.Holds()
-        let blockSize = cache.layout.blockSize
         if options.offline {
             for r in all where r.seqs.contains(where: \.inCache) {
                 if let s = r.seqs.first(where: { $0.inCache && !$0.finished }) { offline.note(r, computed: s.computed, in: &holds) }
@@ -363,7 +362,7 @@ package final class Engine {
         func admit(_ r: Request, _ s: Sequence, limit: Int) throws -> Int {
             guard options.offline else { return try prefill(r, s, limit: limit) }
             let admitted = r.seqs.contains(where: \.inCache)
-            if !admitted && offline.held(r, blockSize: blockSize, holds: holds) { return 0 }
+            if !admitted && offline.held(r, holds: holds) { return 0 }
             // Admitted now: s.computed is what it attached from the cache.
             let chunk = try prefill(r, s, limit: limit)
             if chunk > 0 && !admitted { offline.note(r, computed: s.computed, in: &holds) }

@@ -13,6 +13,8 @@ struct OfflineSchedule {
     private var tree: PromptPrefixTree?
     /// Request id → index into the tree's input.
     private var index: [UInt64: Int] = [:]
+    /// Tokens per KV block; the tree's depths count blocks (set by `prepare`).
+    private var blockSize = 1
 
     /// Requests were added: the tree is rebuilt at the next `prepare`.
     mutating func invalidate() { tree = nil }
@@ -24,6 +26,7 @@ struct OfflineSchedule {
     /// schedules as FCFS does, instead of in the prompts' lexicographic order).
     mutating func prepare(_ requests: [Engine.Request], blockSize: Int) {
         guard tree == nil else { return }
+        self.blockSize = blockSize
         index = [:]
         for (k, r) in requests.enumerated() { index[r.id] = k }
         tree = PromptPrefixTree(prompts: requests.map { ($0.spec.adapterKey, $0.spec.prompt) }, blockSize: blockSize)
@@ -48,9 +51,9 @@ struct OfflineSchedule {
 
     /// Whether request `r` (not admitted) must wait: an admitted request sharing a
     /// prefix with it has not computed the full blocks of that prefix that `r` could
-    /// attach (the prefix cache never serves a prompt's last token: at most
-    /// prompt − 1 positions).
-    func held(_ r: Engine.Request, blockSize: Int, holds: Holds) -> Bool {
+    /// attach (the tree's nodes are those blocks, within the prompt's first
+    /// prompt − 1 positions, which is all the prefix cache serves).
+    func held(_ r: Engine.Request, holds: Holds) -> Bool {
         guard let tree, let k = index[r.id], !holds.minComputed.isEmpty else { return false }
         for v in tree.sharedPath(of: k) {
             guard let computed = holds.minComputed[v] else { continue }
